@@ -1,0 +1,158 @@
+"""build(cfg) -> Experiment: the only place that instantiates parts from configuration."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from esper import blueprints
+from esper.config import ConfigError, RunConfig, validate
+from esper.events import ConsoleSink, EventBus, JsonlSink, Sink, WandbSink
+from esper.kernels import KernelLibrary
+from esper.seeds import SiteError, wrap
+from esper.training import BlueprintOptions, SeedOptions, Trainer
+from esper.training.experiment import Experiment
+
+GROUPS = ("dataset", "model", "seeds", "blueprints", "policy", "storage", "logger", "trainer")
+
+
+def _instantiate(group: str, node: Any, **kwargs: Any) -> Any:
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"{group}: {cause}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{group}: {exc}") from exc
+
+
+def hydra_context() -> tuple[dict[str, str], dict[str, Any]]:
+    """Group choices and W&B grouping from Hydra's runtime, when running under Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}, {}
+    hydra_cfg = HydraConfig.get()
+    choices = {g: str(hydra_cfg.runtime.choices.get(g)) for g in GROUPS}
+    wandb_names: dict[str, Any] = {}
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        wandb_names["group"] = Path(hydra_cfg.sweep.dir).name
+        wandb_names["name"] = f"{Path(hydra_cfg.sweep.dir).name}-{hydra_cfg.job.num}"
+    return choices, wandb_names
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _check_blueprints_fit(settings: RunConfig, model: Any) -> None:
+    fits = {
+        s.name: blueprints.compatible(s.shape, settings.blueprints.allowed)
+        for s in model.iter_slots()
+    }
+    if not any(fits.values()):
+        kinds = sorted({s.kind for s in model.iter_slots()})
+        usable = [n for n in blueprints.names() if set(blueprints.get(n).kinds) & set(kinds)]
+        raise ConfigError(
+            f"blueprints.allowed={settings.blueprints.allowed}: none fits the {'/'.join(kinds)} "
+            f"activations at model.sites={list(fits)}; blueprints that do: {', '.join(usable)}"
+        )
+
+
+def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
+    container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    container.pop("hydra", None)
+    settings = validate(container)
+    run_dir = Path(run_dir or container.get("run_dir") or ".")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    choices, wandb_names = hydra_context()
+    seed_everything(settings.seed)
+
+    data = _instantiate("dataset", container["dataset"])
+    model_node = {k: v for k, v in container["model"].items() if k != "sites"}
+    host = _instantiate(
+        "model", model_node, input_shape=data.input_shape, num_classes=data.num_classes
+    )
+    try:
+        model = wrap(
+            host,
+            settings.model.sites,
+            example_input=data.train.x[:2],
+            embargo_epochs=settings.seeds.embargo_epochs,
+            latency_sample_every=settings.seeds.latency_sample_every,
+            fossilized_trainable=settings.seeds.fossilized == "train",
+        )
+    except SiteError as exc:
+        raise ConfigError(str(exc)) from exc
+    _check_blueprints_fit(settings, model)
+    store = _instantiate("storage", container["storage"])
+    library = KernelLibrary(store, latency_batch=settings.blueprints.latency_batch)
+    policy = _instantiate("policy", container["policy"])
+    optimizer = _instantiate("trainer.optimizer", container["trainer"]["optimizer"])
+    scheduler_node = container["trainer"].get("scheduler")
+    scheduler = _instantiate("trainer.scheduler", scheduler_node) if scheduler_node else None
+
+    sinks: list[Sink] = [JsonlSink(run_dir / "events.jsonl")]
+    if settings.trainer.progress:
+        sinks.append(ConsoleSink())
+    wandb_info: dict[str, Any] = {"mode": "disabled", "run_dir": None}
+    if settings.logger.target:
+        logger_node = dict(container["logger"])
+        for key, value in wandb_names.items():
+            if logger_node.get(key) is None:
+                logger_node[key] = value
+        if logger_node.get("tags") is None:
+            logger_node["tags"] = settings.tags
+        make_sink = _instantiate("logger", logger_node, _partial_=True)
+        try:
+            sink = make_sink(run_dir=str(run_dir), config=container)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"logger: {exc}") from exc
+        sinks.append(sink)
+        if isinstance(sink, WandbSink):
+            wandb_info = {"mode": sink.mode, "run_dir": sink.run_dir}
+    bus = EventBus(sinks)
+
+    trainer = Trainer(
+        model=model,
+        data=data,
+        policy=policy,
+        library=library,
+        bus=bus,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        max_epochs=settings.trainer.max_epochs,
+        seeds=SeedOptions(blend_epochs=settings.seeds.blend_epochs, lr=settings.seeds.lr),
+        blueprints=BlueprintOptions(
+            allowed=settings.blueprints.allowed,
+            hparams=settings.blueprints.hparams,
+            init_seed=settings.blueprints.init_seed,
+        ),
+        device=settings.trainer.device,
+        progress=settings.trainer.progress,
+    )
+    summary_choices = {
+        **{g: choices.get(g, "custom") for g in GROUPS},
+        "allowed_blueprints": settings.blueprints.allowed,
+        "sites": settings.model.sites,
+    }
+    return Experiment(
+        trainer=trainer,
+        bus=bus,
+        run_dir=run_dir,
+        config=container,
+        choices=summary_choices,
+        seed=settings.seed,
+        wandb=wandb_info,
+        checkpoint=settings.trainer.checkpoint,
+    )

@@ -1,0 +1,116 @@
+"""The shape of a run's configuration, checked before anything is built.
+
+Errors name the dotted key and what is allowed, so a typo fails in a second, not mid-run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from esper import blueprints
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Targeted(BaseModel):
+    """A group whose keys go to its `_target_`; the target itself checks its own keys."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    target: str = Field(alias="_target_")
+
+
+class ModelConfig(Targeted):
+    sites: list[str] = Field(min_length=1)
+
+
+class TrainerConfig(Section):
+    max_epochs: int = Field(ge=1)
+    device: Literal["cpu", "cuda"] = "cpu"
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any] | None = None
+    progress: bool = True
+    checkpoint: bool = True
+
+
+class SeedsConfig(Section):
+    blend_epochs: int = Field(ge=1)
+    embargo_epochs: int = Field(ge=0)
+    latency_sample_every: int = Field(ge=1)
+    fossilized: Literal["train", "freeze"] = "train"
+    lr: float | None = Field(default=None, gt=0)
+
+
+class BlueprintsConfig(Section):
+    allowed: list[str] = Field(min_length=1)
+    hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    init_seed: int = 0
+    latency_batch: int = Field(default=64, ge=1)
+
+    @field_validator("allowed")
+    @classmethod
+    def known(cls, names: list[str]) -> list[str]:
+        for index, name in enumerate(names):
+            blueprints.get(name, key=f"blueprints.allowed[{index}]")
+        return names
+
+    @field_validator("hparams")
+    @classmethod
+    def known_hparams(cls, table: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, values in table.items():
+            blueprints.get(name, key=f"blueprints.hparams.{name}").hparams(values)
+        return table
+
+
+class LoggerConfig(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    target: str | None = Field(default=None, alias="_target_")
+    mode: Literal["offline", "online", "disabled"] = "offline"
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    seed: int = Field(ge=0)
+    tags: list[str] = Field(default_factory=list)
+    dataset: Targeted
+    model: ModelConfig
+    seeds: SeedsConfig
+    blueprints: BlueprintsConfig
+    policy: Targeted
+    storage: Targeted
+    logger: LoggerConfig
+    trainer: TrainerConfig
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def validate(config: dict[str, Any]) -> RunConfig:
+    try:
+        return RunConfig.model_validate(config)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = _location(err["loc"])
+            message = err["msg"].removeprefix("Value error, ")
+            if isinstance(err.get("ctx", {}).get("error"), KeyError | ValueError):
+                lines.append(message)
+            elif err["type"] == "literal_error":
+                lines.append(f"{key}={err['input']!r}: {message}")
+            elif err["type"] == "missing":
+                lines.append(f"{key}: required key is missing")
+            else:
+                lines.append(f"{key}={err.get('input')!r}: {message}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

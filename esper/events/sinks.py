@@ -1,0 +1,130 @@
+"""Where events go: a JSONL file, the console, and a W&B run (offline unless the user says online)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from esper.contracts import Adaptation, EpochEnded, EventBase, KernelLatency, KernelLoaded
+
+
+def event_record(event: EventBase) -> dict[str, Any]:
+    return event.model_dump(mode="json", by_alias=True)
+
+
+class JsonlSink:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def write(self, events: list[EventBase]) -> None:
+        self._file.write("".join(json.dumps(event_record(e)) + "\n" for e in events))
+        self._file.flush()
+
+    def close(self, summary: dict[str, Any]) -> None:
+        self._file.close()
+
+
+class ConsoleSink:
+    """Prints adaptations as they happen, above the progress bar."""
+
+    def write(self, events: list[EventBase]) -> None:
+        from tqdm import tqdm
+
+        for e in events:
+            if isinstance(e, Adaptation):
+                tqdm.write(
+                    f"[epoch {e.epoch:>3}] {e.slot}: {e.from_state.value} -> {e.to_state.value}"
+                    f" ({e.blueprint or '-'}) {e.reason}"
+                )
+
+    def close(self, summary: dict[str, Any]) -> None:
+        return None
+
+
+ADAPTATION_COLUMNS = ["epoch", "step", "slot", "blueprint", "from", "to", "reason"]
+
+
+class WandbSink:
+    """One W&B run per job; metrics logged once per epoch, tables and latencies at the end."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        config: dict[str, Any],
+        project: str = "esper",
+        entity: str | None = None,
+        mode: str = "offline",
+        group: str | None = None,
+        job_type: str | None = None,
+        name: str | None = None,
+        tags: list[str] | None = None,
+    ) -> None:
+        import wandb
+
+        allowed = ("offline", "online", "disabled")
+        if mode not in allowed:
+            raise ValueError(f"logger.mode={mode!r} is not allowed; allowed: {', '.join(allowed)}")
+        self._wandb = wandb
+        self.mode = mode
+        self.run = wandb.init(
+            project=project,
+            entity=entity,
+            mode=mode,
+            dir=str(run_dir),
+            config=config,
+            group=group,
+            job_type=job_type,
+            name=name,
+            tags=list(tags or []),
+            reinit="finish_previous",
+            settings=wandb.Settings(console="off", x_disable_stats=True, quiet=True),
+        )
+        self.run_dir = str(Path(self.run.dir).parent)
+        self._adaptations: list[list[Any]] = []
+
+    def write(self, events: list[EventBase]) -> None:
+        row: dict[str, Any] = {}
+        for e in events:
+            if isinstance(e, EpochEnded):
+                row.update(e.metrics)
+                row["epoch"] = e.epoch
+            elif isinstance(e, Adaptation):
+                self._adaptations.append(
+                    [
+                        e.epoch,
+                        e.step,
+                        e.slot,
+                        e.blueprint or "",
+                        e.from_state.value,
+                        e.to_state.value,
+                        e.reason,
+                    ]
+                )
+                row["adaptations/count"] = len(self._adaptations)
+            elif isinstance(e, KernelLatency):
+                row[f"latency_us_p50/{e.slot}"] = e.latency_us_p50
+                row[f"latency_us_p95/{e.slot}"] = e.latency_us_p95
+            elif isinstance(e, KernelLoaded):
+                row[f"kernel_compile_s/{e.slot}"] = e.compile_s
+        if row:
+            self.run.log(row)
+
+    def close(self, summary: dict[str, Any]) -> None:
+        table = self._wandb.Table(columns=ADAPTATION_COLUMNS, data=self._adaptations)
+        self.run.log({"adaptations": table})
+        for section in ("metrics", "params"):
+            for key, value in summary.get(section, {}).items():
+                self.run.summary[f"{section}/{key}"] = value
+        for k in summary.get("kernels", []):
+            prefix = f"kernels/{k['slot']}/{k['blueprint']}"
+            self.run.summary[f"{prefix}/kernel_id"] = k["kernel_id"]
+            for key in ("latency_us_p50", "latency_us_p95", "compile_s"):
+                self.run.summary[f"{prefix}/{key}"] = k[key]
+            for key in ("train_latency_us_p50", "train_latency_us_p95"):
+                if k.get(key) is not None:
+                    self.run.summary[f"{prefix}/{key}"] = k[key]
+        self.run.summary["status"] = summary.get("status", "unknown")
+        self.run.finish(exit_code=0 if summary.get("status") == "completed" else 1)

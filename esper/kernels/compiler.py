@@ -1,0 +1,139 @@
+"""Blueprint -> kernel: torch.export with a dynamic batch, checked against eager, then timed."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import time
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.export import Dim, ExportedProgram
+
+from esper import blueprints
+from esper.contracts import KernelMetadata, KernelSpec
+
+PROBE_BATCH = 8
+VALIDATION_BATCH = 5
+MAX_BATCH = 1 << 20
+
+
+class KernelValidationError(RuntimeError):
+    pass
+
+
+class KernelIntegrityError(RuntimeError):
+    pass
+
+
+@dataclass
+class CompiledKernel:
+    metadata: KernelMetadata
+    artifact: bytes
+    program: ExportedProgram
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _probe(spec: KernelSpec, batch: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn((batch, *spec.input_shape), generator=generator)
+
+
+def load_artifact(artifact: bytes, kernel_id: str) -> ExportedProgram:
+    """Refuse bytes whose SHA-256 is not the id they were asked for under."""
+    actual = sha256(artifact)
+    if actual != kernel_id:
+        raise KernelIntegrityError(
+            f"kernel {kernel_id[:16]}: artifact SHA-256 is {actual[:16]}, not its id; "
+            f"the object is corrupted or was tampered with ({len(artifact)} bytes)"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.export.load(io.BytesIO(artifact))
+
+
+def instantiate(program: ExportedProgram) -> nn.Module:
+    """A fresh trainable module: ExportedProgram.module() shares its tensors, so copy them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = copy.deepcopy(program.module())
+    for p in module.parameters():
+        p.requires_grad_(True)
+    return module
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def measure_latency_us(
+    module: nn.Module, example: torch.Tensor, runs: int = 30, warmup: int = 5
+) -> tuple[float, float]:
+    """p50/p95 of forward latency in microseconds, without autograd."""
+    timings: list[float] = []
+    with torch.no_grad():
+        for i in range(warmup + runs):
+            start = time.perf_counter()
+            module(example)
+            if i >= warmup:
+                timings.append((time.perf_counter() - start) * 1e6)
+    return percentile(timings, 50), percentile(timings, 95)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = (len(ordered) - 1) * q / 100.0
+    lo, hi = int(rank), min(int(rank) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
+
+
+def compile_kernel(spec: KernelSpec, latency_batch: int = 64) -> CompiledKernel:
+    start = time.perf_counter()
+    eager = blueprints.build(spec.blueprint, spec.input_shape, spec.hparams, spec.init_seed)
+    example = _probe(spec, PROBE_BATCH, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(
+            eager, (example,), dynamic_shapes=({0: Dim("batch", min=1, max=MAX_BATCH)},)
+        )
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer)
+    artifact = buffer.getvalue()
+    kernel_id = sha256(artifact)
+    loaded_program = load_artifact(artifact, kernel_id)
+    loaded = instantiate(loaded_program)
+    probe = _probe(spec, VALIDATION_BATCH, seed=1)
+    with torch.no_grad():
+        expected, actual = eager(probe), loaded(probe)
+    if expected.shape != probe.shape or actual.shape != probe.shape:
+        raise KernelValidationError(
+            f"blueprint {spec.blueprint}: output shape {list(actual.shape)} differs from input "
+            f"shape {list(probe.shape)}"
+        )
+    if not torch.allclose(expected, actual, rtol=1e-5, atol=1e-6):
+        diff = (expected - actual).abs().max().item()
+        raise KernelValidationError(
+            f"blueprint {spec.blueprint}: exported kernel differs from eager by {diff:.3g}"
+        )
+    compile_s = time.perf_counter() - start
+    p50, p95 = measure_latency_us(loaded, _probe(spec, latency_batch, seed=2))
+    metadata = KernelMetadata(
+        kernel_id=kernel_id,
+        spec_key=spec.key(),
+        spec=spec,
+        param_count=parameter_count(loaded),
+        artifact_bytes=len(artifact),
+        latency_us_p50=p50,
+        latency_us_p95=p95,
+        latency_batch=latency_batch,
+        compile_s=compile_s,
+    )
+    return CompiledKernel(metadata, artifact, loaded_program)

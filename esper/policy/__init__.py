@@ -1,0 +1,8 @@
+"""Policies (Tamiyo): observation in, decisions out."""
+
+from esper.policy.base import Policy, slot_choices
+from esper.policy.heuristic import HeuristicPolicy
+from esper.policy.none import NoPolicy
+from esper.policy.random import RandomPolicy
+
+__all__ = ["HeuristicPolicy", "NoPolicy", "Policy", "RandomPolicy", "slot_choices"]

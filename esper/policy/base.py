@@ -1,0 +1,46 @@
+"""What every policy shares: the protocol and the timing of a seed through its lifecycle."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from esper.contracts import Decision, Observation, SeedState, SlotObservation
+
+S = SeedState
+IN_FLIGHT = (S.GERMINATED, S.TRAINING, S.BLENDING)
+
+
+class Policy(Protocol):
+    name: str
+
+    def decide(self, obs: Observation) -> list[Decision]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+
+def in_flight(obs: Observation) -> int:
+    return sum(s.state in IN_FLIGHT for s in obs.slots)
+
+
+def slot_choices(obs: Observation) -> list[tuple[SlotObservation, tuple[str, ...]]]:
+    """Dormant slots that have at least one allowed blueprint for their activation shape."""
+    return [
+        (s, obs.allowed_blueprints.get(s.name, ()))
+        for s in obs.slots
+        if s.state is S.DORMANT and obs.allowed_blueprints.get(s.name)
+    ]
+
+
+def schedule(slot: SlotObservation, training_epochs: int) -> Decision | None:
+    """Advance a seed whose kernel is ready, and one that has incubated long enough."""
+    if slot.state is S.GERMINATED and slot.kernel_ready:
+        return Decision(action="advance", slot=slot.name, reason="kernel ready")
+    if slot.state is S.TRAINING and slot.epochs_in_state >= training_epochs:
+        return Decision(
+            action="advance", slot=slot.name, reason=f"incubated {slot.epochs_in_state} epochs"
+        )
+    return None
+
+
+def blended(slot: SlotObservation) -> bool:
+    return slot.state is S.BLENDING and slot.alpha >= 1.0

@@ -1,0 +1,115 @@
+"""Germinate on a validation plateau; keep a seed only if it measurably helps on validation."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from esper.contracts import Decision, Observation, SlotObservation
+from esper.policy.base import blended, in_flight, schedule, slot_choices
+
+
+class HeuristicPolicy:
+    name = "heuristic"
+
+    def __init__(
+        self,
+        patience: int = 3,
+        min_delta: float = 1e-3,
+        warmup_epochs: int = 3,
+        training_epochs: int = 3,
+        threshold: float = 0.0,
+        metric: Literal["val_accuracy", "val_loss"] = "val_accuracy",
+        max_in_flight: int = 1,
+        max_seeds: int | None = None,
+    ) -> None:
+        if metric not in ("val_accuracy", "val_loss"):
+            raise ValueError(f"policy.metric={metric!r}; allowed: val_accuracy, val_loss")
+        for key, value in (
+            ("patience", patience),
+            ("training_epochs", training_epochs),
+            ("max_in_flight", max_in_flight),
+        ):
+            if value < 1:
+                raise ValueError(f"policy.{key}={value} must be at least 1")
+        self.patience = patience
+        self.min_delta = min_delta
+        self.warmup_epochs = warmup_epochs
+        self.training_epochs = training_epochs
+        self.threshold = threshold
+        self.metric = metric
+        self.max_in_flight = max_in_flight
+        self.max_seeds = max_seeds
+        self.germinated = 0
+        self.quiet_since = 0
+
+    def plateaued(self, obs: Observation) -> bool:
+        history = obs.val_loss_history
+        epoch = len(history)
+        if epoch < max(self.warmup_epochs, self.patience + 1):
+            return False
+        if epoch - self.quiet_since < self.patience:
+            return False
+        best_before = min(history[: -self.patience])
+        return min(history[-self.patience :]) > best_before - self.min_delta
+
+    def contribution(self, slot: SlotObservation) -> float | None:
+        if self.metric == "val_accuracy":
+            return slot.contribution_accuracy
+        return slot.contribution_loss
+
+    def judge(self, slot: SlotObservation, epochs_done: int) -> Decision:
+        self.quiet_since = epochs_done
+        value = self.contribution(slot)
+        if value is not None and value > self.threshold:
+            return Decision(
+                action="fossilize",
+                slot=slot.name,
+                reason=f"{self.metric} contribution {value:+.4f} > {self.threshold}",
+            )
+        shown = "unmeasured" if value is None else f"{value:+.4f}"
+        return Decision(
+            action="cull",
+            slot=slot.name,
+            reason=f"{self.metric} contribution {shown} <= {self.threshold}",
+        )
+
+    def choose(self, obs: Observation) -> Decision | None:
+        """The dormant slot whose activation receives the largest loss gradient; its least tried
+        compatible blueprint (ties go to the configured order)."""
+        choices = slot_choices(obs)
+        if not choices:
+            return None
+
+        def pressure(item: tuple[SlotObservation, tuple[str, ...]]) -> float:
+            stats = item[0].stats
+            return stats.grad_norm if stats is not None else 0.0
+
+        slot, blueprints = max(choices, key=pressure)
+        blueprint = min(blueprints, key=lambda b: slot.tried.get(b, 0))
+        grad = slot.stats.grad_norm if slot.stats else float("nan")
+        return Decision(
+            action="germinate",
+            slot=slot.name,
+            blueprint=blueprint,
+            reason=f"val_loss plateau for {self.patience} epochs; site grad norm {grad:.3g}",
+        )
+
+    def decide(self, obs: Observation) -> list[Decision]:
+        decisions: list[Decision] = []
+        for slot in obs.slots:
+            step = schedule(slot, self.training_epochs)
+            if step is not None:
+                decisions.append(step)
+            elif blended(slot):
+                decisions.append(self.judge(slot, len(obs.val_loss_history)))
+        under_cap = self.max_seeds is None or self.germinated < self.max_seeds
+        if under_cap and in_flight(obs) < self.max_in_flight and self.plateaued(obs):
+            choice = self.choose(obs)
+            if choice is not None:
+                self.germinated += 1
+                self.quiet_since = len(obs.val_loss_history)
+                decisions.append(choice)
+        return decisions or [Decision(action="wait")]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"germinated": self.germinated, "quiet_since": self.quiet_since}

@@ -1,0 +1,17 @@
+"""The host-only baseline: never germinates anything."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from esper.contracts import Decision, Observation
+
+
+class NoPolicy:
+    name = "none"
+
+    def decide(self, obs: Observation) -> list[Decision]:
+        return [Decision(action="wait", reason="host-only baseline")]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}

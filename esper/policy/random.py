@@ -1,0 +1,65 @@
+"""A seeded random policy: the baseline that tells whether a smarter policy's choices matter."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from esper.contracts import Decision, Observation
+from esper.policy.base import blended, in_flight, schedule, slot_choices
+
+
+class RandomPolicy:
+    name = "random"
+
+    def __init__(
+        self,
+        seed: int = 0,
+        germinate_probability: float = 0.3,
+        fossilize_probability: float = 0.5,
+        training_epochs: int = 3,
+        max_in_flight: int = 1,
+        max_seeds: int | None = None,
+    ) -> None:
+        for key, p in (
+            ("germinate_probability", germinate_probability),
+            ("fossilize_probability", fossilize_probability),
+        ):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"policy.{key}={p} must lie in [0, 1]")
+        self.rng = random.Random(seed)
+        self.germinate_probability = germinate_probability
+        self.fossilize_probability = fossilize_probability
+        self.training_epochs = training_epochs
+        self.max_in_flight = max_in_flight
+        self.max_seeds = max_seeds
+        self.germinated = 0
+
+    def decide(self, obs: Observation) -> list[Decision]:
+        decisions: list[Decision] = []
+        for slot in obs.slots:
+            step = schedule(slot, self.training_epochs)
+            if step is not None:
+                decisions.append(step)
+            elif blended(slot):
+                keep = self.rng.random() < self.fossilize_probability
+                action = "fossilize" if keep else "cull"
+                decisions.append(Decision(action=action, slot=slot.name, reason="coin flip"))
+        choices = slot_choices(obs)
+        under_cap = self.max_seeds is None or self.germinated < self.max_seeds
+        if (
+            choices
+            and under_cap
+            and in_flight(obs) < self.max_in_flight
+            and self.rng.random() < self.germinate_probability
+        ):
+            slot, blueprints = self.rng.choice(choices)
+            blueprint = self.rng.choice(blueprints)
+            self.germinated += 1
+            decisions.append(
+                Decision(action="germinate", slot=slot.name, blueprint=blueprint, reason="random")
+            )
+        return decisions or [Decision(action="wait")]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.getstate(), "germinated": self.germinated}

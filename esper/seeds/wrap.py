@@ -1,0 +1,101 @@
+"""wrap(host, sites): find the sites, probe their activation shapes, and give each a SeedSlot."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from esper.seeds.slot import SeedSlot
+
+
+class SiteError(ValueError):
+    pass
+
+
+def slot_key(site: str) -> str:
+    return site.replace(".", "__")
+
+
+class MorphogeneticModel(nn.Module):
+    """The host plus its slots. Forward is the host's; slots join it through forward hooks."""
+
+    def __init__(self, host: nn.Module, slots: dict[str, SeedSlot]) -> None:
+        super().__init__()
+        self.host = host
+        self.slots = nn.ModuleDict({slot_key(name): slot for name, slot in slots.items()})
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.host(*args, **kwargs)
+
+    def slot(self, name: str) -> SeedSlot:
+        return self.slots[slot_key(name)]  # type: ignore[return-value]
+
+    def iter_slots(self) -> Iterator[SeedSlot]:
+        yield from self.slots.values()  # type: ignore[misc]
+
+    def host_parameters(self) -> list[nn.Parameter]:
+        return list(self.host.parameters())
+
+    def seed_parameter_count(self) -> int:
+        return sum(p.numel() for s in self.iter_slots() for p in s.seed_parameters())
+
+
+def _probe_shapes(
+    host: nn.Module, modules: dict[str, nn.Module], example_input: torch.Tensor
+) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    problems: dict[str, str] = {}
+
+    def recorder(name: str):  # noqa: ANN202 - a forward hook factory
+        def hook(module: nn.Module, args: object, output: object) -> None:
+            if not isinstance(output, torch.Tensor):
+                problems[name] = f"its output is a {type(output).__name__}, not a single tensor"
+            else:
+                shapes[name] = tuple(output.shape[1:])
+
+        return hook
+
+    handles = [m.register_forward_hook(recorder(n)) for n, m in modules.items()]
+    try:
+        was_training = host.training
+        host.eval()
+        with torch.no_grad():
+            host(example_input)
+        host.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+    for name in modules:
+        if name not in shapes and name not in problems:
+            problems[name] = "it was not called in the forward pass"
+    if problems:
+        detail = "; ".join(f"{n}: {why}" for n, why in problems.items())
+        raise SiteError(f"model.sites cannot hold seeds: {detail}")
+    return shapes
+
+
+def wrap(
+    host: nn.Module,
+    sites: list[str],
+    example_input: torch.Tensor,
+    **slot_options: Any,
+) -> MorphogeneticModel:
+    if not sites:
+        raise SiteError("model.sites is empty; name at least one module of the host")
+    named = dict(host.named_modules())
+    missing = [s for s in sites if s not in named or s == ""]
+    if missing:
+        available = [n for n in named if n]
+        raise SiteError(
+            f"model.sites: {missing} not found in {type(host).__name__}; "
+            f"available modules: {', '.join(available)}"
+        )
+    if len(set(sites)) != len(sites):
+        raise SiteError(f"model.sites lists a module twice: {sites}")
+    modules = {s: named[s] for s in sites}
+    shapes = _probe_shapes(host, modules, example_input)
+    slots = {s: SeedSlot(s, modules[s], shapes[s], **slot_options) for s in sites}
+    return MorphogeneticModel(host, slots)

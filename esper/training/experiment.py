@@ -1,0 +1,123 @@
+"""An experiment is one run: fit, then write summary.json and close every sink, even on failure."""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from esper.contracts import RunEnded, RunStarted
+from esper.events import EventBus
+from esper.training.trainer import FitResult, Trainer
+
+
+@dataclass
+class Experiment:
+    trainer: Trainer
+    bus: EventBus
+    run_dir: Path
+    config: dict[str, Any]
+    choices: dict[str, Any]
+    seed: int
+    wandb: dict[str, Any] = field(default_factory=lambda: {"mode": "disabled", "run_dir": None})
+    checkpoint: bool = True
+    started: float = field(default_factory=time.perf_counter)
+
+    def summary(self, status: str, result: FitResult | None, error: str | None) -> dict[str, Any]:
+        trainer = self.trainer
+        counts = trainer.library.counts
+        return {
+            "status": status,
+            "error": error,
+            **self.choices,
+            "seed": self.seed,
+            "metrics": result.metrics if result else {},
+            "params": result.params if result else trainer.params(),
+            "adaptations": result.adaptations if result else [],
+            "kernels": result.kernels if result else trainer.kernels,
+            "kernel_library": {
+                "store": trainer.library.store.describe(),
+                "memory_hits": counts.hits,
+                "store_loads": counts.store_loads,
+                "compiles": counts.compiles,
+                "quarantined": counts.quarantined,
+            },
+            "final_slots": {
+                s.name: {"state": s.state.value, "blueprint": s.blueprint}
+                for s in trainer.model.iter_slots()
+            },
+            "epochs": len(trainer.history),
+            "wandb": self.wandb,
+            "wall_s": time.perf_counter() - self.started,
+        }
+
+    def save_checkpoint(self) -> Path:
+        path = self.run_dir / "checkpoints" / "last.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model = self.trainer.model
+        torch.save(
+            {
+                "epoch": self.trainer.epoch,
+                "model": model.state_dict(),
+                "slots": {
+                    s.name: {
+                        "state": s.state.value,
+                        "blueprint": s.blueprint,
+                        "kernel_id": s.kernel_id,
+                        "alpha": s.alpha,
+                    }
+                    for s in model.iter_slots()
+                },
+                "optimizer": self.trainer.optimizer.state_dict(),
+                "policy": self.trainer.policy.state_dict(),
+            },
+            path,
+        )
+        return path
+
+    def run(self) -> dict[str, Any]:
+        self.bus.publish(RunStarted(config=self.config))
+        self.bus.flush()
+        result: FitResult | None = None
+        try:
+            result = self.trainer.fit()
+            if self.checkpoint:
+                self.save_checkpoint()
+        except BaseException as exc:
+            error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            summary = self.summary("failed", None, error)
+            self.bus.publish(
+                RunEnded(
+                    status="failed",
+                    metrics={},
+                    error=error,
+                    epoch=self.trainer.epoch,
+                    step=self.trainer.step,
+                )
+            )
+            self._finish(summary)
+            raise
+        summary = self.summary("completed", result, None)
+        self.bus.publish(
+            RunEnded(
+                status="completed",
+                metrics=result.metrics,
+                epoch=self.trainer.epoch,
+                step=self.trainer.step,
+            )
+        )
+        self._finish(summary)
+        return summary
+
+    def _finish(self, summary: dict[str, Any]) -> None:
+        path = self.run_dir / "summary.json"
+        try:
+            self.bus.close(summary)
+        finally:
+            summary["wall_s"] = time.perf_counter() - self.started
+            path.write_text(json.dumps(summary, indent=2, default=str))

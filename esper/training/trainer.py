@@ -1,0 +1,417 @@
+"""The training loop (Tolaria) and its control step: observe, decide, apply, publish."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from esper import blueprints as blueprint_registry
+from esper.contracts import (
+    Adaptation,
+    Decision,
+    EpochEnded,
+    KernelLatency,
+    KernelLoaded,
+    KernelSpec,
+    Observation,
+    SeedState,
+    SiteStats,
+    SlotObservation,
+)
+from esper.data import DataSplits, TensorLoader
+from esper.events import EventBus
+from esper.kernels import KernelLibrary
+from esper.kernels.compiler import percentile
+from esper.policy import Policy
+from esper.seeds import MorphogeneticModel, SeedSlot
+from esper.training.optim import add_group, remove_group
+
+S = SeedState
+
+
+@dataclass
+class SeedOptions:
+    blend_epochs: int = 3
+    lr: float | None = None
+
+
+@dataclass
+class BlueprintOptions:
+    allowed: list[str]
+    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    init_seed: int = 0
+
+
+@dataclass
+class FitResult:
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    adaptations: list[dict[str, Any]]
+    kernels: list[dict[str, Any]]
+    params: dict[str, int]
+
+
+@dataclass
+class SplitMetrics:
+    loss: float
+    accuracy: float
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: MorphogeneticModel,
+        data: DataSplits,
+        policy: Policy,
+        library: KernelLibrary,
+        bus: EventBus,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        max_epochs: int,
+        seeds: SeedOptions,
+        blueprints: BlueprintOptions,
+        scheduler: Callable[..., Any] | None = None,
+        device: str = "cpu",
+        progress: bool = True,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.data = data
+        self.policy = policy
+        self.library = library
+        self.bus = bus
+        self.max_epochs = max_epochs
+        self.seeds = seeds
+        self.blueprints = blueprints
+        self.progress = progress
+        self.optimizer = optimizer([{"params": model.host_parameters(), "name": "host"}])
+        self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
+        self.epoch = 0
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.kernels: list[dict[str, Any]] = []
+        self._kernel_entry: dict[str, dict[str, Any]] = {}
+        self.allowed = {
+            slot.name: blueprint_registry.compatible(slot.shape, blueprints.allowed)
+            for slot in model.iter_slots()
+        }
+        for slot in model.iter_slots():
+            slot.on_transition = self._on_transition
+
+    # -- events ----------------------------------------------------------------------------
+    def _on_transition(self, slot: SeedSlot, old: SeedState, new: SeedState, reason: str) -> None:
+        self.bus.publish(
+            Adaptation(
+                epoch=self.epoch,
+                step=self.step,
+                slot=slot.name,
+                blueprint=slot.blueprint,
+                from_state=old,
+                to_state=new,
+                reason=reason,
+            )
+        )
+
+    # -- loops -----------------------------------------------------------------------------
+    def _batches(self, loader: TensorLoader):  # noqa: ANN202 - generator of device tensors
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def train_epoch(self) -> SplitMetrics:
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen = 0
+        for x, y in self._batches(self.data.train):
+            self.optimizer.zero_grad(set_to_none=True)
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            self.step += 1
+        return SplitMetrics(loss_sum.item() / seen, correct.item() / seen)
+
+    @torch.no_grad()
+    def evaluate(self, loader: TensorLoader) -> SplitMetrics:
+        self.model.eval()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y in self._batches(loader):
+            logits = self.model(x)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+        return SplitMetrics(loss_sum / seen, correct / seen)
+
+    def site_stats(self) -> dict[str, SiteStats]:
+        """Activation and gradient statistics at every site from one training batch."""
+        self.model.eval()
+        captured: dict[str, torch.Tensor] = {}
+        handles = []
+        for slot in self.model.iter_slots():
+
+            def hook(module: nn.Module, args: object, out: torch.Tensor, name: str = slot.name):
+                out.retain_grad()
+                captured[name] = out
+
+            handles.append(slot._site[0].register_forward_hook(hook))
+        loader = self.data.train
+        x = loader.x[: loader.batch_size].to(self.device)
+        y = loader.y[: loader.batch_size].to(self.device)
+        try:
+            with torch.enable_grad():
+                F.cross_entropy(self.model(x), y).backward()
+        finally:
+            for h in handles:
+                h.remove()
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = {}
+        for name, act in captured.items():
+            grad = act.grad if act.grad is not None else torch.zeros_like(act)
+            stats[name] = SiteStats(
+                activation_mean=act.detach().mean().item(),
+                activation_std=act.detach().std().item() if act.numel() > 1 else 0.0,
+                grad_norm=grad.norm().item(),
+            )
+        return stats
+
+    def contribution(self, slot: SeedSlot, with_seed: SplitMetrics) -> tuple[float, float]:
+        """Validation accuracy gained and loss saved by the seed (seed on minus seed off)."""
+        slot.bypass = True
+        try:
+            without = self.evaluate(self.data.val)
+        finally:
+            slot.bypass = False
+        return with_seed.accuracy - without.accuracy, without.loss - with_seed.loss
+
+    # -- control step ----------------------------------------------------------------------
+    def observe(self, train: SplitMetrics, val: SplitMetrics) -> Observation:
+        stats = self.site_stats()
+        slots = []
+        for slot in self.model.iter_slots():
+            acc_gain = loss_saved = None
+            if slot.state is S.BLENDING:
+                acc_gain, loss_saved = self.contribution(slot, val)
+            slots.append(
+                SlotObservation(
+                    name=slot.name,
+                    kind=slot.kind,
+                    shape=slot.shape,
+                    state=slot.state,
+                    blueprint=slot.blueprint,
+                    epochs_in_state=slot.epochs_in_state,
+                    kernel_ready=slot.kernel_ready,
+                    alpha=slot.alpha,
+                    embargo_left=slot.embargo_left,
+                    stats=stats.get(slot.name),
+                    contribution_accuracy=acc_gain,
+                    contribution_loss=loss_saved,
+                    tried=dict(slot.tried),
+                )
+            )
+        return Observation(
+            epoch=self.epoch,
+            max_epochs=self.max_epochs,
+            train_loss=train.loss,
+            train_accuracy=train.accuracy,
+            val_loss=val.loss,
+            val_accuracy=val.accuracy,
+            val_loss_history=tuple(h["val/loss"] for h in self.history),
+            slots=tuple(slots),
+            allowed_blueprints=self.allowed,
+        )
+
+    def apply(self, decision: Decision) -> None:
+        if decision.action == "wait":
+            return
+        if decision.slot is None:
+            raise ValueError(f"policy decision {decision.action} names no slot")
+        slot = self.model.slot(decision.slot)
+        if decision.action == "germinate":
+            self.germinate(slot, decision)
+        elif decision.action == "advance":
+            if slot.state is S.GERMINATED:
+                slot.start_training(decision.reason)
+            else:
+                steps = self.seeds.blend_epochs * len(self.data.train)
+                slot.start_blending(steps, decision.reason)
+        elif decision.action == "fossilize":
+            slot.fossilize(decision.reason)
+        elif decision.action == "cull":
+            remove_group(self.optimizer, self.scheduler, f"seed:{slot.name}")
+            slot.cull(decision.reason)
+
+    def germinate(self, slot: SeedSlot, decision: Decision) -> None:
+        blueprint = decision.blueprint
+        if blueprint not in self.allowed[slot.name]:
+            raise ValueError(
+                f"policy chose blueprint {blueprint!r} for {slot.name}; allowed there: "
+                f"{', '.join(self.allowed[slot.name])}"
+            )
+        slot.germinate(blueprint, decision.reason)
+        spec = KernelSpec(
+            blueprint=blueprint,
+            hparams=blueprint_registry.get(blueprint).hparams(
+                self.blueprints.hparams.get(blueprint)
+            ),
+            input_shape=slot.shape,
+            device=self.device.type,
+            init_seed=self.blueprints.init_seed,
+            torch_version=torch.__version__,
+        )
+        loaded = self.library.get(spec)
+        slot.attach(loaded.module.to(self.device), loaded.metadata.kernel_id)
+        add_group(
+            self.optimizer,
+            self.scheduler,
+            f"seed:{slot.name}",
+            slot.seed_parameters(),
+            self.seeds.lr,
+        )
+        meta = loaded.metadata
+        self.bus.publish(
+            KernelLoaded(
+                epoch=self.epoch,
+                step=self.step,
+                slot=slot.name,
+                kernel_id=meta.kernel_id,
+                blueprint=blueprint,
+                cache=loaded.cache,
+                source=loaded.source,
+                compile_s=meta.compile_s,
+                latency_us_p50=meta.latency_us_p50,
+                latency_us_p95=meta.latency_us_p95,
+            )
+        )
+        entry = {
+            "slot": slot.name,
+            "epoch": self.epoch,
+            "kernel_id": meta.kernel_id,
+            "blueprint": blueprint,
+            "params": meta.param_count,
+            "latency_us_p50": meta.latency_us_p50,
+            "latency_us_p95": meta.latency_us_p95,
+            "latency_batch": meta.latency_batch,
+            "compile_s": meta.compile_s,
+            "cache": loaded.cache,
+            "source": loaded.source,
+            "train_latency_us_p50": None,
+            "train_latency_us_p95": None,
+            "train_latency_samples": 0,
+        }
+        self.kernels.append(entry)
+        self._kernel_entry[slot.name] = entry
+
+    def publish_latencies(self) -> None:
+        for slot in self.model.iter_slots():
+            entry = self._kernel_entry.get(slot.name)
+            if not slot.latency_samples_us or entry is None or slot.kernel_id is None:
+                continue
+            samples = slot.latency_samples_us
+            p50, p95 = percentile(samples, 50), percentile(samples, 95)
+            entry.update(
+                train_latency_us_p50=p50,
+                train_latency_us_p95=p95,
+                train_latency_samples=len(samples),
+            )
+            self.bus.publish(
+                KernelLatency(
+                    epoch=self.epoch,
+                    step=self.step,
+                    slot=slot.name,
+                    kernel_id=slot.kernel_id,
+                    samples=len(samples),
+                    latency_us_p50=p50,
+                    latency_us_p95=p95,
+                )
+            )
+
+    def control_step(self, train: SplitMetrics, val: SplitMetrics) -> list[Decision]:
+        for slot in self.model.iter_slots():
+            slot.tick()
+        self.publish_latencies()
+        decisions = self.policy.decide(self.observe(train, val))
+        for decision in decisions:
+            self.apply(decision)
+        return decisions
+
+    # -- the run ---------------------------------------------------------------------------
+    def params(self) -> dict[str, int]:
+        host = sum(p.numel() for p in self.model.host_parameters())
+        seeds = self.model.seed_parameter_count()
+        return {"host": host, "seeds": seeds, "total": host + seeds}
+
+    def fit(self) -> FitResult:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            range(self.max_epochs),
+            desc="epochs",
+            disable=not self.progress,
+            dynamic_ncols=True,
+            leave=False,
+        )
+        for epoch in bar:
+            self.epoch = epoch
+            started = time.perf_counter()
+            train = self.train_epoch()
+            val = self.evaluate(self.data.val)
+            if self.scheduler is not None:
+                self.scheduler.step()
+            row = {
+                "epoch": float(epoch),
+                "train/loss": train.loss,
+                "train/accuracy": train.accuracy,
+                "val/loss": val.loss,
+                "val/accuracy": val.accuracy,
+            }
+            self.history.append(row)
+            self.control_step(train, val)
+            params = self.params()
+            row.update(
+                {
+                    "params/seeds": float(params["seeds"]),
+                    "params/total": float(params["total"]),
+                    "seeds/active": float(
+                        sum(s.state is not S.DORMANT for s in self.model.iter_slots())
+                    ),
+                    "epoch_s": time.perf_counter() - started,
+                }
+            )
+            self.bus.publish(EpochEnded(epoch=epoch, step=self.step, metrics=row))
+            self.bus.flush()
+            bar.set_postfix(
+                loss=f"{train.loss:.3f}", val_acc=f"{val.accuracy:.3f}", params=params["total"]
+            )
+        bar.close()
+        test = self.evaluate(self.data.test)
+        last = self.history[-1] if self.history else {}
+        metrics = {
+            "train_loss": last.get("train/loss", math.nan),
+            "train_accuracy": last.get("train/accuracy", math.nan),
+            "val_loss": last.get("val/loss", math.nan),
+            "val_accuracy": last.get("val/accuracy", math.nan),
+            "test_loss": test.loss,
+            "test_accuracy": test.accuracy,
+        }
+        adaptations = [
+            {
+                "epoch": e.epoch,
+                "step": e.step,
+                "slot": e.slot,
+                "blueprint": e.blueprint,
+                "from": e.from_state.value,
+                "to": e.to_state.value,
+                "reason": e.reason,
+            }
+            for e in self.bus.of_kind("adaptation")
+        ]
+        return FitResult(metrics, self.history, adaptations, self.kernels, self.params())

@@ -1,0 +1,52 @@
+"""Esper's one entrypoint: `python run.py [group=option ...] [key=value ...]`, `-m` to sweep."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+log = logging.getLogger("esper")
+
+
+def print_result(summary: dict) -> None:
+    m, p = summary["metrics"], summary["params"]
+    print("\n split  |   loss  | accuracy")
+    print(" -------+---------+---------")
+    for split in ("train", "val", "test"):
+        print(f" {split:<6} | {m[f'{split}_loss']:7.4f} | {m[f'{split}_accuracy']:8.4f}")
+    print(f"\n params: host {p['host']}, seeds {p['seeds']}, total {p['total']}")
+    for a in summary["adaptations"]:
+        print(
+            f"  epoch {a['epoch']:>3}  {a['slot']:<12} {a['from']:>10} -> {a['to']:<10} "
+            f"{a['blueprint'] or '-':<14} {a['reason']}"
+        )
+    for k in summary["kernels"]:
+        print(
+            f"  kernel {k['kernel_id'][:12]} {k['blueprint']:<14} cache={k['cache']:<4} "
+            f"p50={k['latency_us_p50']:.0f}us p95={k['latency_us_p95']:.0f}us "
+            f"compile={k['compile_s']:.2f}s"
+        )
+    print(f" wall {summary['wall_s']:.1f}s; W&B {summary['wandb']['mode']}")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    from esper.app import build
+    from esper.config import ConfigError
+
+    try:
+        experiment = build(cfg)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
+    summary = experiment.run()
+    print_result(summary)
+    print(f" outputs: {experiment.run_dir}")
+    return float(summary["metrics"]["val_accuracy"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
