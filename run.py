@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import hydra
 from omegaconf import DictConfig
-
-log = logging.getLogger("esper")
 
 
 def print_result(summary: dict) -> None:
@@ -40,7 +37,7 @@ def main(cfg: DictConfig) -> float:
     try:
         experiment = build(cfg)
     except ConfigError as exc:
-        log.error("%s", exc)
+        print(f"esper: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     summary = experiment.run()
     print_result(summary)

@@ -18,7 +18,7 @@ from esper.contracts import ActivationKind, activation_kind
 Builder = Callable[..., nn.Module]
 
 
-class UnknownBlueprintError(KeyError):
+class UnknownBlueprintError(KeyError, ValueError):
     def __str__(self) -> str:
         return str(self.args[0])
 

@@ -1,0 +1,118 @@
+"""Read a W&B offline run file (`run-*.wandb`) without a server.
+
+The file is a LevelDB-style log: a 7-byte header (":W&B", magic 0xBEE1, version), then 32 KiB
+blocks of chunks, each with crc32, length and type (full, first, middle, last), whose joined
+payloads are protobuf `Record`s. Tests read runs back with this, and so can a researcher.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HEADER = b":W&B" + struct.pack("<HB", 0xBEE1, 0)
+BLOCK = 32 * 1024
+CHUNK_HEADER = 7
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+class RunFileError(ValueError):
+    pass
+
+
+def read_payloads(path: str | Path) -> Iterator[bytes]:
+    data = Path(path).read_bytes()
+    if not data.startswith(HEADER):
+        raise RunFileError(f"{path}: not a W&B run file (header {data[:7]!r})")
+    pos, pending = len(HEADER), b""
+    while pos + CHUNK_HEADER <= len(data):
+        left_in_block = BLOCK - pos % BLOCK
+        if left_in_block < CHUNK_HEADER:
+            pos += left_in_block
+            continue
+        checksum, length, kind = struct.unpack("<IHB", data[pos : pos + CHUNK_HEADER])
+        if kind == 0 and length == 0:
+            pos += left_in_block
+            continue
+        body = data[pos + CHUNK_HEADER : pos + CHUNK_HEADER + length]
+        if zlib.crc32(bytes([kind]) + body) & 0xFFFFFFFF != checksum:
+            raise RunFileError(f"{path}: bad checksum at byte {pos}")
+        pos += CHUNK_HEADER + length
+        if kind == FULL:
+            yield body
+        elif kind == FIRST:
+            pending = body
+        elif kind == MIDDLE:
+            pending += body
+        elif kind == LAST:
+            yield pending + body
+            pending = b""
+
+
+def _items(items: Any) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key = "/".join(item.nested_key) if item.nested_key else item.key
+        out[key] = json.loads(item.value_json) if item.value_json else None
+    return out
+
+
+@dataclass
+class RunFile:
+    path: Path
+    run_id: str = ""
+    group: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    exit_code: int | None = None
+
+    def table(self, key: str) -> dict[str, Any]:
+        """The JSON of a table logged under `key` (its columns and rows), from the run's files."""
+        prefix = f"{key}/"
+        for row in reversed(self.history):
+            ref = row.get(key) or {
+                k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)
+            }
+            if isinstance(ref, dict) and ref.get("_type") == "table-file":
+                files = self.path.parent / "files"
+                return json.loads((files / ref["path"]).read_text())
+        raise KeyError(f"no table {key!r} in {self.path}")
+
+
+def read_run(path: str | Path) -> RunFile:
+    """Parse a run file, or the single run file under a W&B run directory."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(
+            {Path(f).resolve() for f in glob.glob(str(path / "**" / "run-*.wandb"), recursive=True)}
+        )
+        if len(found) != 1:
+            raise RunFileError(f"{path}: expected one run-*.wandb file, found {len(found)}")
+        path = Path(found[0])
+    run = RunFile(path)
+    for payload in read_payloads(path):
+        record = pb.Record()
+        record.ParseFromString(payload)
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run.run_id = record.run.run_id
+            run.group = record.run.run_group
+            run.config.update(_items(record.run.config.update))
+        elif kind == "config":
+            run.config.update(_items(record.config.update))
+        elif kind == "history":
+            run.history.append(_items(record.history.item))
+        elif kind == "summary":
+            run.summary.update(_items(record.summary.update))
+        elif kind == "exit":
+            run.exit_code = record.exit.exit_code
+    return run

@@ -1,0 +1,51 @@
+"""Shared fixtures: real Hydra composition and an isolated kernel store per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+@pytest.fixture
+def kernel_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    store = tmp_path / "kernels"
+    monkeypatch.setenv("ESPER_KERNEL_STORE", str(store))
+    return store
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, kernel_store: Path) -> Callable[..., DictConfig]:
+    """Compose conf/ as run.py would, with a run directory under tmp_path."""
+
+    def make(*overrides: str, run_dir: Path | None = None) -> DictConfig:
+        run_dir = run_dir or tmp_path / "run"
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            return compose(
+                "config",
+                overrides=[f"run_dir={run_dir}", "trainer.progress=false", *overrides],
+            )
+
+    return make
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300):
+    """`python run.py ARGS` in a subprocess, as a user types it."""
+    full_env = {**os.environ, "WANDB_SILENT": "true", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,75 @@
+"""Bad configuration fails before training, with a message naming the key and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from esper.app import build
+from esper.config import ConfigError
+from tests.conftest import run_cli
+
+CASES = [
+    (
+        ["trainer.max_epochs=-3"],
+        r"trainer\.max_epochs=-3: Input should be greater than or equal to 1",
+    ),
+    (
+        ["blueprints.allowed=[residual_mlp,nope]"],
+        r"blueprints\.allowed\[1\]: unknown blueprint 'nope'; allowed: residual_mlp, low_rank, "
+        r"conv_residual, squeeze_excite",
+    ),
+    (
+        ["model.sites=[blocks.0,blocks.7]"],
+        r"model\.sites: \['blocks\.7'\] not found in MLP; available modules: blocks, blocks\.0",
+    ),
+    (["model.sites=[]"], r"model\.sites=\[\]: List should have at least 1 item"),
+    (["seeds.fossilized=melt"], r"seeds\.fossilized='melt': Input should be 'train' or 'freeze'"),
+    (["trainer.device=tpu"], r"trainer\.device='tpu': Input should be 'cpu' or 'cuda'"),
+    (["policy.metric=speed"], r"policy: policy\.metric='speed'; allowed: val_accuracy, val_loss"),
+    (["dataset.arms=1"], r"dataset: dataset\.arms=1 must be at least 2"),
+    (["+dataset.nosie=0.1"], r"dataset: .*unexpected keyword argument 'nosie'"),
+    (
+        ["+blueprints.hparams.low_rank.width=3"],
+        r"blueprints\.hparams\.low_rank\.width .*allowed: rank",
+    ),
+    (["model=cnn"], r"model: model=cnn needs image input \[C, H, W\]; the dataset gives \[2\]"),
+    (
+        ["blueprints=image"],
+        r"blueprints\.allowed=\['conv_residual', 'squeeze_excite'\]: none fits the vector "
+        r"activations .* blueprints that do: residual_mlp, low_rank",
+    ),
+    (
+        ["logger.mode=loud"],
+        r"logger\.mode='loud': Input should be 'offline', 'online' or 'disabled'",
+    ),
+    (["seed=-1"], r"seed=-1: Input should be greater than or equal to 0"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), CASES, ids=[c[0][0] for c in CASES])
+def test_config_error_names_key_and_allowed_values(make_config, overrides, message) -> None:
+    cfg = make_config("logger=none", *overrides)
+    with pytest.raises(ConfigError, match=message):
+        build(cfg)
+
+
+def test_run_py_exits_2_before_training_with_the_message(tmp_path: Path) -> None:
+    result = run_cli(
+        "trainer.max_epochs=-3",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        env={"ESPER_KERNEL_STORE": str(tmp_path / "k")},
+    )
+    assert result.returncode == 2
+    assert "trainer.max_epochs=-3: Input should be greater than or equal to 1" in result.stderr
+    assert not (tmp_path / "run" / "events.jsonl").exists(), "nothing was built"
+
+
+def test_unknown_group_option_lists_the_available_ones(tmp_path: Path) -> None:
+    result = run_cli("policy=smart", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'policy/smart'" in result.stderr
+    for option in ("heuristic", "none", "random"):
+        assert option in result.stderr

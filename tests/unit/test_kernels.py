@@ -1,0 +1,101 @@
+"""Export, validate, characterise, store, load: the kernel path with real files and real SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from esper.blueprints import build
+from esper.contracts import KernelSpec
+from esper.kernels import (
+    KernelIntegrityError,
+    KernelLibrary,
+    LocalStore,
+    compile_kernel,
+    load_artifact,
+)
+from esper.kernels.compiler import instantiate, sha256
+
+
+def spec(blueprint: str = "residual_mlp", shape=(8,), **hparams) -> KernelSpec:
+    return KernelSpec(
+        blueprint=blueprint,
+        hparams=hparams or {"hidden": 16},
+        input_shape=shape,
+        torch_version=torch.__version__,
+    )
+
+
+def test_compiled_kernel_matches_eager_at_any_batch_and_is_characterised() -> None:
+    compiled = compile_kernel(spec(), latency_batch=16)
+    meta = compiled.metadata
+    assert meta.kernel_id == sha256(compiled.artifact)
+    assert meta.param_count == 8 * 16 + 16 + 16 * 8 + 8
+    assert 0 < meta.latency_us_p50 <= meta.latency_us_p95
+    assert meta.compile_s > 0 and meta.artifact_bytes == len(compiled.artifact)
+    eager = build("residual_mlp", (8,), {"hidden": 16}, seed=0)
+    loaded = instantiate(compiled.program)
+    for batch in (1, 3, 100):
+        x = torch.randn(batch, 8)
+        torch.testing.assert_close(loaded(x), eager(x))
+
+
+def test_same_spec_gives_the_same_kernel_id() -> None:
+    assert compile_kernel(spec()).metadata.kernel_id == compile_kernel(spec()).metadata.kernel_id
+
+
+def test_loaded_kernel_is_trainable_and_independent_of_the_cache() -> None:
+    compiled = compile_kernel(spec())
+    a, b = instantiate(compiled.program), instantiate(compiled.program)
+    assert all(p.requires_grad for p in a.parameters())
+    opt = torch.optim.SGD(a.parameters(), lr=0.1)
+    x = torch.randn(4, 8)
+    (a(x) - 1).square().sum().backward()
+    opt.step()
+    assert not torch.equal(a(x), b(x)), "training one instance must not move another"
+
+
+def test_round_trip_through_the_store(tmp_path: Path) -> None:
+    first = KernelLibrary(LocalStore(tmp_path), latency_batch=8)
+    compiled = first.get(spec())
+    assert (compiled.source, compiled.cache) == ("compiled", "miss")
+    assert first.get(spec()).source == "memory"
+
+    second = KernelLibrary(LocalStore(tmp_path), latency_batch=8)
+    loaded = second.get(spec())
+    assert (loaded.source, loaded.cache) == ("store", "hit")
+    assert loaded.metadata == compiled.metadata
+    x = torch.randn(5, 8)
+    assert torch.equal(loaded.module(x), compiled.module(x))
+    assert [m.kernel_id for m in LocalStore(tmp_path).list()] == [compiled.metadata.kernel_id]
+
+
+def test_tampered_artifact_is_rejected_with_a_clear_error() -> None:
+    compiled = compile_kernel(spec())
+    tampered = bytearray(compiled.artifact)
+    tampered[len(tampered) // 2] ^= 0xFF
+    with pytest.raises(KernelIntegrityError, match="corrupted or was tampered with"):
+        load_artifact(bytes(tampered), compiled.metadata.kernel_id)
+
+
+def test_library_quarantines_a_corrupted_object_and_compiles_again(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    original = KernelLibrary(store, latency_batch=8).get(spec()).metadata
+    obj = tmp_path / "objects" / original.kernel_id[:2] / f"{original.kernel_id}.pt2"
+    obj.write_bytes(obj.read_bytes()[:-100])  # truncated
+    fresh = KernelLibrary(LocalStore(tmp_path), latency_batch=8)
+    again = fresh.get(spec())
+    assert again.source == "compiled"
+    assert again.metadata.kernel_id == original.kernel_id
+    assert fresh.counts.quarantined == [original.kernel_id]
+    assert len(list((tmp_path / "quarantine").iterdir())) == 1
+    assert obj.read_bytes() and load_artifact(obj.read_bytes(), original.kernel_id)
+
+
+def test_unusable_store_root_is_named(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError, match="storage.root="):
+        LocalStore(blocker / "sub")
