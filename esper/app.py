@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +72,20 @@ def _check_blueprints_fit(settings: RunConfig, model: Any) -> None:
         )
 
 
+def config_hash(container: dict[str, Any]) -> str:
+    """Names the experiment, not the job: seed, paths and logging are left out."""
+    relevant = {k: v for k, v in container.items() if k not in ("seed", "run_dir", "logger", "tags")}
+    for group in ("dataset", "policy"):
+        node = dict(relevant.get(group) or {})
+        node.pop("loader_seed", None)
+        node.pop("seed", None)
+        relevant[group] = node
+    canonical = json.dumps(relevant, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
+    started = time.perf_counter()
     container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     container.pop("hydra", None)
     settings = validate(container)
@@ -145,6 +161,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
         **{g: choices.get(g, "custom") for g in GROUPS},
         "allowed_blueprints": settings.blueprints.allowed,
         "sites": settings.model.sites,
+        "config_hash": config_hash(container),
     }
     return Experiment(
         trainer=trainer,
@@ -155,4 +172,5 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
         seed=settings.seed,
         wandb=wandb_info,
         checkpoint=settings.trainer.checkpoint,
+        started=started,
     )
