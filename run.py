@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 
@@ -38,6 +40,8 @@ def main(cfg: DictConfig) -> float:
         experiment = build(cfg)
     except ConfigError as exc:
         print(f"esper: {exc}", file=sys.stderr)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the launcher records this job as failed and goes on with the others
         raise SystemExit(2) from None
     summary = experiment.run()
     print_result(summary)

@@ -22,7 +22,8 @@ def test_default_run_wall_time(benchmark, tmp_path: Path) -> None:
         root = tmp_path / f"r{len(walls)}"
         start = time.perf_counter()
         result = run_cli(
-            f"hydra.run.dir={root / 'run'}", cwd=tmp_path,
+            f"hydra.run.dir={root / 'run'}",
+            cwd=tmp_path,
             env={"ESPER_KERNEL_STORE": str(root / "kernels")},
         )
         walls.append(time.perf_counter() - start)
