@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from esper.contracts import Decision, Observation, SeedState, SlotObservation
@@ -44,3 +45,17 @@ def schedule(slot: SlotObservation, training_epochs: int) -> Decision | None:
 
 def blended(slot: SlotObservation) -> bool:
     return slot.state is S.BLENDING and slot.alpha >= 1.0
+
+
+def lifecycle_decisions(
+    obs: Observation, training_epochs: int, judge: Callable[[SlotObservation], Decision]
+) -> list[Decision]:
+    """Advance seeds on schedule and have the policy judge each fully blended one."""
+    decisions: list[Decision] = []
+    for slot in obs.slots:
+        step = schedule(slot, training_epochs)
+        if step is not None:
+            decisions.append(step)
+        elif blended(slot):
+            decisions.append(judge(slot))
+    return decisions

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from esper.contracts import Decision, Observation, SlotObservation
-from esper.policy.base import blended, in_flight, schedule, slot_choices
+from esper.policy.base import in_flight, lifecycle_decisions, slot_choices
 
 
 class HeuristicPolicy:
@@ -95,13 +95,10 @@ class HeuristicPolicy:
         )
 
     def decide(self, obs: Observation) -> list[Decision]:
-        decisions: list[Decision] = []
-        for slot in obs.slots:
-            step = schedule(slot, self.training_epochs)
-            if step is not None:
-                decisions.append(step)
-            elif blended(slot):
-                decisions.append(self.judge(slot, len(obs.val_loss_history)))
+        epochs_done = len(obs.val_loss_history)
+        decisions = lifecycle_decisions(
+            obs, self.training_epochs, lambda slot: self.judge(slot, epochs_done)
+        )
         under_cap = self.max_seeds is None or self.germinated < self.max_seeds
         if under_cap and in_flight(obs) < self.max_in_flight and self.plateaued(obs):
             choice = self.choose(obs)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from esper.contracts import Decision, Observation
-from esper.policy.base import blended, in_flight, schedule, slot_choices
+from esper.contracts import Decision, Observation, SlotObservation
+from esper.policy.base import in_flight, lifecycle_decisions, slot_choices
 
 
 class RandomPolicy:
@@ -35,16 +35,12 @@ class RandomPolicy:
         self.max_seeds = max_seeds
         self.germinated = 0
 
+    def judge(self, slot: SlotObservation) -> Decision:
+        keep = self.rng.random() < self.fossilize_probability
+        return Decision(action="fossilize" if keep else "cull", slot=slot.name, reason="coin flip")
+
     def decide(self, obs: Observation) -> list[Decision]:
-        decisions: list[Decision] = []
-        for slot in obs.slots:
-            step = schedule(slot, self.training_epochs)
-            if step is not None:
-                decisions.append(step)
-            elif blended(slot):
-                keep = self.rng.random() < self.fossilize_probability
-                action = "fossilize" if keep else "cull"
-                decisions.append(Decision(action=action, slot=slot.name, reason="coin flip"))
+        decisions = lifecycle_decisions(obs, self.training_epochs, self.judge)
         choices = slot_choices(obs)
         under_cap = self.max_seeds is None or self.germinated < self.max_seeds
         if (
