@@ -23,7 +23,17 @@ from esper.seeds import SiteError, wrap
 from esper.training import BlueprintOptions, SeedOptions, Trainer
 from esper.training.experiment import Experiment
 
-GROUPS = ("dataset", "model", "seeds", "blueprints", "policy", "storage", "logger", "trainer")
+GROUPS = (
+    "dataset",
+    "model",
+    "seeds",
+    "blueprints",
+    "policy",
+    "storage",
+    "kernels",
+    "logger",
+    "trainer",
+)
 
 
 def _instantiate(group: str, node: Any, **kwargs: Any) -> Any:
@@ -114,7 +124,15 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
         raise ConfigError(str(exc)) from exc
     _check_blueprints_fit(settings, model)
     store = _instantiate("storage", container["storage"])
-    library = KernelLibrary(store, latency_batch=settings.blueprints.latency_batch)
+    kernels = settings.kernels
+    library = KernelLibrary(
+        store,
+        cache_bytes=kernels.cache_bytes,
+        latency_batches=kernels.latency_batches,
+        reference_batch=kernels.reference_batch,
+        async_compile=kernels.async_compile,
+        workers=kernels.workers,
+    )
     policy = _instantiate("policy", container["policy"])
     optimizer = _instantiate("trainer.optimizer", container["trainer"]["optimizer"])
     scheduler_node = container["trainer"].get("scheduler")
@@ -158,6 +176,8 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
         ),
         device=settings.trainer.device,
         progress=settings.trainer.progress,
+        prewarm=kernels.prewarm,
+        kernel_wait_epochs=kernels.wait_epochs,
     )
     summary_choices = {
         **{g: choices.get(g, "custom") for g in GROUPS},

@@ -52,7 +52,6 @@ class BlueprintsConfig(Section):
     allowed: list[str] = Field(min_length=1)
     hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
     init_seed: int = 0
-    latency_batch: int = Field(default=64, ge=1)
 
     @field_validator("allowed")
     @classmethod
@@ -67,6 +66,23 @@ class BlueprintsConfig(Section):
         for name, values in table.items():
             blueprints.get(name, key=f"blueprints.hparams.{name}").hparams(values)
         return table
+
+
+class KernelsConfig(Section):
+    async_compile: bool = True
+    prewarm: bool = False
+    cache_bytes: int = Field(ge=0)
+    latency_batches: list[int] = Field(min_length=1)
+    reference_batch: int = Field(ge=1)
+    workers: int = Field(default=1, ge=1)
+    wait_epochs: int | None = Field(default=1, ge=0)
+
+    @field_validator("latency_batches")
+    @classmethod
+    def positive(cls, batches: list[int]) -> list[int]:
+        if any(b < 1 for b in batches):
+            raise ValueError(f"kernels.latency_batches={batches}: every batch size must be >= 1")
+        return batches
 
 
 class LoggerConfig(BaseModel):
@@ -86,6 +102,7 @@ class RunConfig(BaseModel):
     blueprints: BlueprintsConfig
     policy: Targeted
     storage: Targeted
+    kernels: KernelsConfig
     logger: LoggerConfig
     trainer: TrainerConfig
 

@@ -54,6 +54,16 @@ class KernelSpec(Frozen):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class LatencyPoint(Frozen):
+    """Latency at one batch size, forward alone and forward + backward, in microseconds."""
+
+    batch: int
+    forward_us_p50: float
+    forward_us_p95: float
+    forward_backward_us_p50: float
+    forward_backward_us_p95: float
+
+
 class KernelMetadata(Frozen):
     kernel_id: str
     spec_key: str
@@ -63,6 +73,7 @@ class KernelMetadata(Frozen):
     latency_us_p50: float
     latency_us_p95: float
     latency_batch: int
+    characterisation: tuple[LatencyPoint, ...] = ()
     compile_s: float
     created_at: float = Field(default_factory=time.time)
 
@@ -148,9 +159,34 @@ class KernelLoaded(EventBase):
     blueprint: str
     cache: Literal["hit", "miss"]
     source: Literal["memory", "store", "compiled"]
+    wait_s: float
     compile_s: float
     latency_us_p50: float
     latency_us_p95: float
+
+
+class KernelRequested(EventBase):
+    kind: Literal["kernel_requested"] = "kernel_requested"
+    slot: str
+    blueprint: str
+    spec_key: str
+    ready: bool
+
+
+class KernelFailed(EventBase):
+    kind: Literal["kernel_failed"] = "kernel_failed"
+    slot: str
+    blueprint: str
+    error: str
+
+
+class KernelQuarantined(EventBase):
+    """A stored object failed verification; it was moved aside and the kernel is compiled again."""
+
+    kind: Literal["kernel_quarantined"] = "kernel_quarantined"
+    kernel_id: str
+    location: str
+    error: str
 
 
 class KernelLatency(EventBase):
@@ -172,6 +208,14 @@ class RunEnded(EventBase):
 
 
 Event = Annotated[
-    RunStarted | EpochEnded | Adaptation | KernelLoaded | KernelLatency | RunEnded,
+    RunStarted
+    | EpochEnded
+    | Adaptation
+    | KernelRequested
+    | KernelLoaded
+    | KernelFailed
+    | KernelQuarantined
+    | KernelLatency
+    | RunEnded,
     Field(discriminator="kind"),
 ]

@@ -115,9 +115,10 @@ class WandbSink:
     def close(self, summary: dict[str, Any]) -> None:
         table = self._wandb.Table(columns=ADAPTATION_COLUMNS, data=self._adaptations)
         self.run.log({"adaptations": table})
-        for section in ("metrics", "params"):
+        for section in ("metrics", "params", "kernel_library"):
             for key, value in summary.get(section, {}).items():
-                self.run.summary[f"{section}/{key}"] = value
+                if isinstance(value, int | float | str):
+                    self.run.summary[f"{section}/{key}"] = value
         for k in summary.get("kernels", []):
             prefix = f"kernels/{k['slot']}/{k['blueprint']}"
             self.run.summary[f"{prefix}/kernel_id"] = k["kernel_id"]

@@ -1,5 +1,6 @@
 """Kernels (Tezzeret) and the kernel library (Urza): export, validate, characterise, store, load."""
 
+from esper.kernels.cache import ByteLRU
 from esper.kernels.compiler import (
     KernelIntegrityError,
     KernelValidationError,
@@ -7,10 +8,17 @@ from esper.kernels.compiler import (
     instantiate,
     load_artifact,
 )
-from esper.kernels.library import KernelLibrary, LoadedKernel
-from esper.kernels.store import LocalStore, default_store_root
+from esper.kernels.library import KernelLibrary, KernelRequest, LoadedKernel
+from esper.kernels.s3_store import S3Store, StoreUnavailableError
+from esper.kernels.store import KernelStore, LocalStore, StoredKernel, default_store_root
 
 __all__ = [
+    "ByteLRU",
+    "KernelRequest",
+    "KernelStore",
+    "S3Store",
+    "StoreUnavailableError",
+    "StoredKernel",
     "KernelIntegrityError",
     "KernelLibrary",
     "KernelValidationError",

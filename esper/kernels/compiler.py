@@ -7,6 +7,7 @@ import hashlib
 import io
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +15,7 @@ from torch import nn
 from torch.export import Dim, ExportedProgram
 
 from esper import blueprints
-from esper.contracts import KernelMetadata, KernelSpec
+from esper.contracts import KernelMetadata, KernelSpec, LatencyPoint
 
 PROBE_BATCH = 8
 VALIDATION_BATCH = 5
@@ -42,7 +43,7 @@ def sha256(data: bytes) -> str:
 
 def _probe(spec: KernelSpec, batch: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn((batch, *spec.input_shape), generator=generator)
+    return torch.randn((batch, *spec.input_shape), generator=generator).to(spec.device)
 
 
 def load_artifact(artifact: bytes, kernel_id: str) -> ExportedProgram:
@@ -72,18 +73,46 @@ def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def measure_latency_us(
-    module: nn.Module, example: torch.Tensor, runs: int = 30, warmup: int = 5
-) -> tuple[float, float]:
-    """p50/p95 of forward latency in microseconds, without autograd."""
+def _timed_us(
+    fn: Callable[[], object], device: torch.device, runs: int, warmup: int
+) -> list[float]:
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     timings: list[float] = []
-    with torch.no_grad():
-        for i in range(warmup + runs):
-            start = time.perf_counter()
+    for i in range(warmup + runs):
+        synchronize()
+        start = time.perf_counter()
+        fn()
+        synchronize()
+        if i >= warmup:
+            timings.append((time.perf_counter() - start) * 1e6)
+    return timings
+
+
+def measure_latency(
+    module: nn.Module, example: torch.Tensor, runs: int = 30, warmup: int = 5
+) -> LatencyPoint:
+    """p50/p95 of forward (no autograd) and of forward + backward, on the example's device."""
+
+    def forward() -> None:
+        with torch.no_grad():
             module(example)
-            if i >= warmup:
-                timings.append((time.perf_counter() - start) * 1e6)
-    return percentile(timings, 50), percentile(timings, 95)
+
+    grad_example = example.detach().requires_grad_(True)
+    upstream = torch.ones_like(example)
+
+    def forward_backward() -> None:
+        module(grad_example).backward(upstream)
+
+    fwd = _timed_us(forward, example.device, runs, warmup)
+    fwd_bwd = _timed_us(forward_backward, example.device, runs, warmup)
+    module.zero_grad(set_to_none=True)
+    return LatencyPoint(
+        batch=len(example),
+        forward_us_p50=percentile(fwd, 50),
+        forward_us_p95=percentile(fwd, 95),
+        forward_backward_us_p50=percentile(fwd_bwd, 50),
+        forward_backward_us_p95=percentile(fwd_bwd, 95),
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -95,9 +124,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
 
 
-def compile_kernel(spec: KernelSpec, latency_batch: int = 64) -> CompiledKernel:
+def compile_kernel(
+    spec: KernelSpec, latency_batches: Sequence[int] = (1, 64), reference_batch: int = 64
+) -> CompiledKernel:
+    """Export, check against eager, and characterise at each batch size in `latency_batches`.
+
+    `reference_batch` (one of them) gives the headline p50/p95 reported per kernel. Export
+    switches process-wide flags while it traces: never run this beside training in a thread
+    (the library uses a worker process).
+    """
+    if reference_batch not in latency_batches:
+        latency_batches = (*latency_batches, reference_batch)
     start = time.perf_counter()
     eager = blueprints.build(spec.blueprint, spec.input_shape, spec.hparams, spec.init_seed)
+    eager = eager.to(spec.device)
     example = _probe(spec, PROBE_BATCH, seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -124,16 +164,20 @@ def compile_kernel(spec: KernelSpec, latency_batch: int = 64) -> CompiledKernel:
             f"blueprint {spec.blueprint}: exported kernel differs from eager by {diff:.3g}"
         )
     compile_s = time.perf_counter() - start
-    p50, p95 = measure_latency_us(loaded, _probe(spec, latency_batch, seed=2))
+    points = tuple(
+        measure_latency(loaded, _probe(spec, batch, seed=2)) for batch in sorted(latency_batches)
+    )
+    reference = next(p for p in points if p.batch == reference_batch)
     metadata = KernelMetadata(
         kernel_id=kernel_id,
         spec_key=spec.key(),
         spec=spec,
         param_count=parameter_count(loaded),
         artifact_bytes=len(artifact),
-        latency_us_p50=p50,
-        latency_us_p95=p95,
-        latency_batch=latency_batch,
+        latency_us_p50=reference.forward_us_p50,
+        latency_us_p95=reference.forward_us_p95,
+        latency_batch=reference_batch,
+        characterisation=points,
         compile_s=compile_s,
     )
     return CompiledKernel(metadata, artifact, loaded_program)

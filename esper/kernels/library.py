@@ -1,8 +1,17 @@
-"""The library answers "the kernel for this spec": from memory, from the store, or compiled now."""
+"""The library answers "the kernel for this spec": from memory, from a store, or compiled now.
+
+Memory and store hits resolve at once. A compile either runs inline (`async_compile=False`) or
+in a worker process while training continues; the seed waits in GERMINATED meanwhile. Whatever
+a worker returns is verified, stored and cached on the caller's thread.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -10,22 +19,25 @@ from torch import nn
 from torch.export import ExportedProgram
 
 from esper.contracts import KernelMetadata, KernelSpec
+from esper.kernels.cache import ByteLRU
 from esper.kernels.compiler import (
     KernelIntegrityError,
     compile_kernel,
     instantiate,
     load_artifact,
 )
-from esper.kernels.store import LocalStore
+from esper.kernels.store import KernelStore
+from esper.kernels.worker import compile_payload, start_pool
 
 log = logging.getLogger(__name__)
+Source = Literal["memory", "store", "compiled"]
 
 
 @dataclass
 class LoadedKernel:
     metadata: KernelMetadata
     module: nn.Module
-    source: Literal["memory", "store", "compiled"]
+    source: Source
 
     @property
     def cache(self) -> Literal["hit", "miss"]:
@@ -33,45 +45,233 @@ class LoadedKernel:
 
 
 @dataclass
-class CacheCounts:
-    hits: int = 0
+class Resolved:
+    metadata: KernelMetadata
+    program: ExportedProgram
+    source: Source
+
+
+@dataclass
+class Quarantine:
+    kernel_id: str
+    location: str
+    error: str
+
+
+@dataclass
+class LibraryCounts:
     store_loads: int = 0
     compiles: int = 0
+    compile_failures: int = 0
     quarantined: list[str] = field(default_factory=list)
 
 
-class KernelLibrary:
-    def __init__(self, store: LocalStore, latency_batch: int = 64) -> None:
-        self.store = store
-        self.latency_batch = latency_batch
-        self._memory: dict[str, tuple[KernelMetadata, ExportedProgram]] = {}
-        self.counts = CacheCounts()
+class Compilation:
+    """One compile in a worker, shared by every request for the same spec."""
 
-    def lookup(self, spec: KernelSpec) -> tuple[KernelMetadata, ExportedProgram, str]:
+    def __init__(self, spec: KernelSpec, future: Future[tuple[str, bytes]]) -> None:
+        self.spec = spec
+        self.future = future
+        self.resolved: Resolved | None = None
+        self.error: BaseException | None = None
+
+
+class KernelRequest:
+    """A kernel on its way: poll done(), then result() gives a fresh module of its own."""
+
+    def __init__(
+        self,
+        library: KernelLibrary,
+        resolved: Resolved | None = None,
+        compilation: Compilation | None = None,
+        error: BaseException | None = None,
+        joined: bool = False,
+    ) -> None:
+        self._library = library
+        self._resolved = resolved
+        self._compilation = compilation
+        self._error = error
+        self._joined = joined
+
+    def done(self) -> bool:
+        return self._compilation is None or self._compilation.future.done()
+
+    def wait(self) -> None:
+        if self._compilation is not None:
+            wait([self._compilation.future])
+
+    def result(self) -> LoadedKernel:
+        if self._error is not None:
+            raise self._error
+        resolved = self._resolved
+        if resolved is None:
+            assert self._compilation is not None
+            resolved = self._library.finish(self._compilation)
+        source: Source = "memory" if self._joined else resolved.source
+        return LoadedKernel(resolved.metadata, instantiate(resolved.program), source)
+
+
+class KernelLibrary:
+    def __init__(
+        self,
+        store: KernelStore,
+        cache_bytes: int = 256 << 20,
+        latency_batches: Sequence[int] = (1, 64),
+        reference_batch: int = 64,
+        async_compile: bool = True,
+        workers: int = 1,
+    ) -> None:
+        self.store = store
+        self.latency_batches = tuple(latency_batches)
+        self.reference_batch = reference_batch
+        self.cache: ByteLRU[Resolved] = ByteLRU(cache_bytes)
+        self.counts = LibraryCounts()
+        self.async_compile = async_compile
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._pending: dict[str, Compilation] = {}
+        self._quarantines: list[Quarantine] = []
+        self._pool: ProcessPoolExecutor | None = None  # started by the first compile it needs
+
+    # -- synchronous path ------------------------------------------------------------------
+    def lookup(self, spec: KernelSpec) -> Resolved:
+        """Memory, then the store (verified), then compile here and store."""
         key = spec.key()
-        cached = self._memory.get(key)
+        cached = self.cache.get(key)
         if cached is not None:
-            self.counts.hits += 1
-            return cached[0], cached[1], "memory"
-        found = self.store.find(key)
-        if found is not None:
-            try:
-                program = load_artifact(self.store.get_artifact(found.kernel_id), found.kernel_id)
-            except (KernelIntegrityError, FileNotFoundError) as exc:
-                where = self.store.quarantine(found.kernel_id)
-                self.counts.quarantined.append(found.kernel_id)
-                log.warning("%s; quarantined to %s and compiling again", exc, where)
-            else:
-                self.store.touch(found.kernel_id)
-                self._memory[key] = (found, program)
-                self.counts.store_loads += 1
-                return found, program, "store"
-        compiled = compile_kernel(spec, self.latency_batch)
-        self.store.put(compiled.metadata, compiled.artifact)
-        self._memory[key] = (compiled.metadata, compiled.program)
-        self.counts.compiles += 1
-        return compiled.metadata, compiled.program, "compiled"
+            return Resolved(cached.metadata, cached.program, "memory")
+        resolved = self._from_store(key)
+        if resolved is None:
+            resolved = self._compile_here(spec)
+        self.cache.put(key, resolved, resolved.metadata.artifact_bytes)
+        return resolved
 
     def get(self, spec: KernelSpec) -> LoadedKernel:
-        metadata, program, source = self.lookup(spec)
-        return LoadedKernel(metadata, instantiate(program), source)  # type: ignore[arg-type]
+        resolved = self.lookup(spec)
+        return LoadedKernel(resolved.metadata, instantiate(resolved.program), resolved.source)
+
+    def _from_store(self, key: str) -> Resolved | None:
+        try:
+            found = self.store.find(key)
+        except KernelIntegrityError as exc:
+            self._note_quarantine(Quarantine("", "index", str(exc)))
+            return None
+        if found is None:
+            return None
+        try:
+            program = load_artifact(self.store.get_artifact(found.kernel_id), found.kernel_id)
+        except (KernelIntegrityError, FileNotFoundError) as exc:
+            where = self.store.quarantine(found.kernel_id, key)
+            self._note_quarantine(Quarantine(found.kernel_id, where, str(exc)))
+            log.warning("%s; quarantined to %s and compiling again", exc, where)
+            return None
+        self.store.touch(found.kernel_id)
+        self.counts.store_loads += 1
+        return Resolved(found, program, "store")
+
+    def _compile_here(self, spec: KernelSpec) -> Resolved:
+        try:
+            compiled = compile_kernel(spec, self.latency_batches, self.reference_batch)
+        except Exception:
+            self.counts.compile_failures += 1
+            raise
+        return self._adopt(compiled.metadata, compiled.artifact, compiled.program)
+
+    def _adopt(
+        self, metadata: KernelMetadata, artifact: bytes, program: ExportedProgram
+    ) -> Resolved:
+        self.store.put(metadata, artifact)
+        self.counts.compiles += 1
+        resolved = Resolved(metadata, program, "compiled")
+        self.cache.put(metadata.spec_key, resolved, metadata.artifact_bytes)
+        return resolved
+
+    # -- asynchronous path -----------------------------------------------------------------
+    def request(self, spec: KernelSpec) -> KernelRequest:
+        """Resolve without waiting for a compile. Hits resolve here, at once, so a warm library
+        gives the same run every time; a compile goes to the worker, shared by later requests."""
+        key = spec.key()
+        compilation = self._pending.get(key)
+        if compilation is not None:
+            return KernelRequest(self, compilation=compilation, joined=True)
+        try:
+            cached = self.cache.get(key)
+            if cached is not None:
+                return KernelRequest(self, Resolved(cached.metadata, cached.program, "memory"))
+            if not self.async_compile:
+                return KernelRequest(self, self.lookup(spec))
+            stored = self._from_store(key)
+            if stored is not None:
+                self.cache.put(key, stored, stored.metadata.artifact_bytes)
+                return KernelRequest(self, stored)
+        except Exception as exc:  # noqa: BLE001 - delivered through the request
+            return KernelRequest(self, error=exc)
+        compilation = Compilation(spec, self._submit(spec))
+        self._pending[key] = compilation
+        return KernelRequest(self, compilation=compilation)
+
+    def _submit(self, spec: KernelSpec) -> Future[tuple[str, bytes]]:
+        args = (spec.model_dump_json(), self.latency_batches, self.reference_batch)
+        if self._pool is None:
+            self._pool = start_pool(self.workers)
+        try:
+            return self._pool.submit(compile_payload, *args)
+        except BrokenProcessPool:
+            log.warning("the compile worker died; starting a new one")
+            self._pool = start_pool(self.workers)
+            return self._pool.submit(compile_payload, *args)
+
+    def finish(self, compilation: Compilation) -> Resolved:
+        """Verify, store and cache what a worker compiled (once, for all who asked)."""
+        if compilation.resolved is None and compilation.error is None:
+            self._pending.pop(compilation.spec.key(), None)
+            try:
+                metadata_json, artifact = compilation.future.result()
+                metadata = KernelMetadata.model_validate_json(metadata_json)
+                program = load_artifact(artifact, metadata.kernel_id)
+                compilation.resolved = self._adopt(metadata, artifact, program)
+            except Exception as exc:  # noqa: BLE001 - re-raised to every requester
+                self.counts.compile_failures += 1
+                compilation.error = exc
+        if compilation.error is not None:
+            raise compilation.error
+        assert compilation.resolved is not None
+        return compilation.resolved
+
+    def finish_ready(self) -> None:
+        """Adopt compiles nobody is waiting on (prewarm), so that later requests hit memory."""
+        for compilation in list(self._pending.values()):
+            if compilation.future.done():
+                try:
+                    self.finish(compilation)
+                except Exception as exc:  # noqa: BLE001 - the requester, if any, sees it too
+                    log.warning("compile of %s failed: %s", compilation.spec.blueprint, exc)
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def _note_quarantine(self, notice: Quarantine) -> None:
+        with self._lock:
+            if notice.kernel_id:
+                self.counts.quarantined.append(notice.kernel_id)
+            self._quarantines.append(notice)
+
+    def drain_quarantines(self) -> list[Quarantine]:
+        with self._lock:
+            notices, self._quarantines = self._quarantines, []
+        return notices
+
+    def kernels_for(
+        self, blueprint: str, shape: Sequence[int], device: str = "cpu"
+    ) -> list[KernelMetadata]:
+        """Every stored kernel of blueprint B at activation shape S on device kind D."""
+        return [
+            k.metadata
+            for k in self.store.list()
+            if k.metadata.spec.blueprint == blueprint
+            and tuple(k.metadata.spec.input_shape) == tuple(shape)
+            and k.metadata.spec.device == device
+        ]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

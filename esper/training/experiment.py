@@ -30,7 +30,8 @@ class Experiment:
 
     def summary(self, status: str, result: FitResult | None, error: str | None) -> dict[str, Any]:
         trainer = self.trainer
-        counts = trainer.library.counts
+        library = trainer.library
+        counts, cache = library.counts, library.cache.stats
         return {
             "status": status,
             "error": error,
@@ -41,12 +42,20 @@ class Experiment:
             "adaptations": result.adaptations if result else [],
             "kernels": result.kernels if result else trainer.kernels,
             "kernel_library": {
-                "store": trainer.library.store.describe(),
-                "memory_hits": counts.hits,
+                "store": library.store.describe(),
+                "cache_hits": cache.hits,
+                "cache_misses": cache.misses,
+                "cache_evictions": cache.evictions,
+                "cache_bytes": cache.bytes,
                 "store_loads": counts.store_loads,
                 "compiles": counts.compiles,
+                "compile_failures": counts.compile_failures,
+                "blocked_on_compile_s": trainer.kernel_blocked_s,
                 "quarantined": counts.quarantined,
             },
+            "quarantined": [
+                e.model_dump(mode="json") for e in self.bus.of_kind("kernel_quarantined")
+            ],
             "final_slots": {
                 s.name: {"state": s.state.value, "blueprint": s.blueprint}
                 for s in trainer.model.iter_slots()
@@ -117,6 +126,7 @@ class Experiment:
     def _finish(self, summary: dict[str, Any]) -> None:
         path = self.run_dir / "summary.json"
         try:
+            self.trainer.library.close()
             self.bus.close(summary)
         finally:
             summary["wall_s"] = time.perf_counter() - self.started

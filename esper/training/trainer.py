@@ -17,8 +17,11 @@ from esper.contracts import (
     Adaptation,
     Decision,
     EpochEnded,
+    KernelFailed,
     KernelLatency,
     KernelLoaded,
+    KernelQuarantined,
+    KernelRequested,
     KernelSpec,
     Observation,
     SeedState,
@@ -27,11 +30,11 @@ from esper.contracts import (
 )
 from esper.data import DataSplits, TensorLoader
 from esper.events import EventBus
-from esper.kernels import KernelLibrary
+from esper.kernels import KernelLibrary, KernelRequest, LoadedKernel
 from esper.kernels.compiler import percentile
 from esper.policy import Policy
 from esper.seeds import MorphogeneticModel, SeedSlot
-from esper.training.optim import add_group, remove_group
+from esper.training.optim import add_group, group_names, remove_group
 
 S = SeedState
 
@@ -40,6 +43,13 @@ S = SeedState
 class SeedOptions:
     blend_epochs: int = 3
     lr: float | None = None
+
+
+@dataclass
+class PendingKernel:
+    request: KernelRequest
+    requested_at: float
+    due_epoch: int | None
 
 
 @dataclass
@@ -79,6 +89,8 @@ class Trainer:
         scheduler: Callable[..., Any] | None = None,
         device: str = "cpu",
         progress: bool = True,
+        prewarm: bool = False,
+        kernel_wait_epochs: int | None = 1,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device)
@@ -90,6 +102,10 @@ class Trainer:
         self.seeds = seeds
         self.blueprints = blueprints
         self.progress = progress
+        self.prewarm = prewarm
+        self.kernel_wait_epochs = kernel_wait_epochs
+        self.kernel_blocked_s = 0.0
+        self._pending: dict[str, PendingKernel] = {}
         self.optimizer = optimizer([{"params": model.host_parameters(), "name": "host"}])
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
         self.epoch = 0
@@ -246,10 +262,25 @@ class Trainer:
         elif decision.action == "fossilize":
             slot.fossilize(decision.reason)
         elif decision.action == "cull":
-            remove_group(self.optimizer, self.scheduler, f"seed:{slot.name}")
+            if f"seed:{slot.name}" in group_names(self.optimizer):
+                remove_group(self.optimizer, self.scheduler, f"seed:{slot.name}")
+            self._pending.pop(slot.name, None)
             slot.cull(decision.reason)
 
+    def kernel_spec(self, blueprint: str, shape: tuple[int, ...]) -> KernelSpec:
+        return KernelSpec(
+            blueprint=blueprint,
+            hparams=blueprint_registry.get(blueprint).hparams(
+                self.blueprints.hparams.get(blueprint)
+            ),
+            input_shape=shape,
+            device=self.device.type,
+            init_seed=self.blueprints.init_seed,
+            torch_version=torch.__version__,
+        )
+
     def germinate(self, slot: SeedSlot, decision: Decision) -> None:
+        """Request the kernel and return at once; the slot waits in GERMINATED until it is in."""
         blueprint = decision.blueprint
         if blueprint not in self.allowed[slot.name]:
             raise ValueError(
@@ -257,17 +288,72 @@ class Trainer:
                 f"{', '.join(self.allowed[slot.name])}"
             )
         slot.germinate(blueprint, decision.reason)
-        spec = KernelSpec(
-            blueprint=blueprint,
-            hparams=blueprint_registry.get(blueprint).hparams(
-                self.blueprints.hparams.get(blueprint)
-            ),
-            input_shape=slot.shape,
-            device=self.device.type,
-            init_seed=self.blueprints.init_seed,
-            torch_version=torch.__version__,
+        spec = self.kernel_spec(blueprint, slot.shape)
+        request = self.library.request(spec)
+        self.bus.publish(
+            KernelRequested(
+                epoch=self.epoch,
+                step=self.step,
+                slot=slot.name,
+                blueprint=blueprint,
+                spec_key=spec.key(),
+                ready=request.done(),
+            )
         )
-        loaded = self.library.get(spec)
+        wait = self.kernel_wait_epochs
+        due = None if wait is None else self.epoch + wait
+        self._pending[slot.name] = PendingKernel(request, time.perf_counter(), due)
+        self.collect_kernels()
+
+    def collect_kernels(self) -> None:
+        """Attach kernels that are due; cull a seed whose kernel failed, with the error.
+
+        With `kernel_wait_epochs=k` a kernel is attached exactly k control steps after
+        germination, waiting for the compile only if it is still running then: training
+        overlaps the compile and the run does not depend on how fast it was. With None a
+        kernel is attached whenever it is ready (more overlap, not reproducible).
+        """
+        for name, pending in list(self._pending.items()):
+            if pending.due_epoch is None:
+                if not pending.request.done():
+                    continue
+            elif self.epoch < pending.due_epoch:
+                continue
+            elif not pending.request.done():
+                started = time.perf_counter()
+                pending.request.wait()
+                self.kernel_blocked_s += time.perf_counter() - started
+            del self._pending[name]
+            slot = self.model.slot(name)
+            try:
+                loaded = pending.request.result()
+            except Exception as exc:  # noqa: BLE001 - recorded as the cull's reason
+                error = f"{type(exc).__name__}: {exc}"
+                self.bus.publish(
+                    KernelFailed(
+                        epoch=self.epoch,
+                        step=self.step,
+                        slot=name,
+                        blueprint=slot.blueprint or "",
+                        error=error,
+                    )
+                )
+                slot.cull(f"kernel failed: {error}")
+                continue
+            self.attach(slot, loaded, time.perf_counter() - pending.requested_at)
+        self.library.finish_ready()
+        for notice in self.library.drain_quarantines():
+            self.bus.publish(
+                KernelQuarantined(
+                    epoch=self.epoch,
+                    step=self.step,
+                    kernel_id=notice.kernel_id,
+                    location=notice.location,
+                    error=notice.error,
+                )
+            )
+
+    def attach(self, slot: SeedSlot, loaded: LoadedKernel, wait_s: float) -> None:
         slot.attach(loaded.module.to(self.device), loaded.metadata.kernel_id)
         add_group(
             self.optimizer,
@@ -283,9 +369,10 @@ class Trainer:
                 step=self.step,
                 slot=slot.name,
                 kernel_id=meta.kernel_id,
-                blueprint=blueprint,
+                blueprint=meta.spec.blueprint,
                 cache=loaded.cache,
                 source=loaded.source,
+                wait_s=wait_s,
                 compile_s=meta.compile_s,
                 latency_us_p50=meta.latency_us_p50,
                 latency_us_p95=meta.latency_us_p95,
@@ -295,12 +382,14 @@ class Trainer:
             "slot": slot.name,
             "epoch": self.epoch,
             "kernel_id": meta.kernel_id,
-            "blueprint": blueprint,
+            "blueprint": meta.spec.blueprint,
             "params": meta.param_count,
             "latency_us_p50": meta.latency_us_p50,
             "latency_us_p95": meta.latency_us_p95,
             "latency_batch": meta.latency_batch,
+            "characterisation": [p.model_dump() for p in meta.characterisation],
             "compile_s": meta.compile_s,
+            "wait_s": wait_s,
             "cache": loaded.cache,
             "source": loaded.source,
             "train_latency_us_p50": None,
@@ -309,6 +398,25 @@ class Trainer:
         }
         self.kernels.append(entry)
         self._kernel_entry[slot.name] = entry
+
+    def start_prewarm(self) -> None:
+        """Request every offered blueprint at every slot shape, so germinations find them ready."""
+        seen: set[str] = set()
+        for slot in self.model.iter_slots():
+            for blueprint in self.allowed[slot.name]:
+                spec = self.kernel_spec(blueprint, slot.shape)
+                if spec.key() in seen:
+                    continue
+                seen.add(spec.key())
+                request = self.library.request(spec)
+                self.bus.publish(
+                    KernelRequested(
+                        slot="prewarm",
+                        blueprint=blueprint,
+                        spec_key=spec.key(),
+                        ready=request.done(),
+                    )
+                )
 
     def publish_latencies(self) -> None:
         for slot in self.model.iter_slots():
@@ -337,6 +445,7 @@ class Trainer:
     def control_step(self, train: SplitMetrics, val: SplitMetrics) -> list[Decision]:
         for slot in self.model.iter_slots():
             slot.tick()
+        self.collect_kernels()
         self.publish_latencies()
         decisions = self.policy.decide(self.observe(train, val))
         for decision in decisions:
@@ -349,9 +458,23 @@ class Trainer:
         seeds = self.model.seed_parameter_count()
         return {"host": host, "seeds": seeds, "total": host + seeds}
 
+    def cache_metrics(self) -> dict[str, float]:
+        stats, counts = self.library.cache.stats, self.library.counts
+        return {
+            "kernel_cache/hits": float(stats.hits),
+            "kernel_cache/misses": float(stats.misses),
+            "kernel_cache/evictions": float(stats.evictions),
+            "kernel_cache/bytes": float(stats.bytes),
+            "kernel_library/store_loads": float(counts.store_loads),
+            "kernel_library/compiles": float(counts.compiles),
+            "kernel_library/quarantined": float(len(counts.quarantined)),
+        }
+
     def fit(self) -> FitResult:
         from tqdm import tqdm
 
+        if self.prewarm:
+            self.start_prewarm()
         bar = tqdm(
             range(self.max_epochs),
             desc="epochs",
@@ -384,6 +507,7 @@ class Trainer:
                         sum(s.state is not S.DORMANT for s in self.model.iter_slots())
                     ),
                     "epoch_s": time.perf_counter() - started,
+                    **self.cache_metrics(),
                 }
             )
             self.bus.publish(EpochEnded(epoch=epoch, step=self.step, metrics=row))

@@ -29,7 +29,7 @@ def spec(blueprint: str = "residual_mlp", shape=(8,), **hparams) -> KernelSpec:
 
 
 def test_compiled_kernel_matches_eager_at_any_batch_and_is_characterised() -> None:
-    compiled = compile_kernel(spec(), latency_batch=16)
+    compiled = compile_kernel(spec(), (4, 16), reference_batch=16)
     meta = compiled.metadata
     assert meta.kernel_id == sha256(compiled.artifact)
     assert meta.param_count == 8 * 16 + 16 + 16 * 8 + 8
@@ -58,18 +58,20 @@ def test_loaded_kernel_is_trainable_and_independent_of_the_cache() -> None:
 
 
 def test_round_trip_through_the_store(tmp_path: Path) -> None:
-    first = KernelLibrary(LocalStore(tmp_path), latency_batch=8)
+    first = KernelLibrary(LocalStore(tmp_path), latency_batches=(8,), reference_batch=8)
     compiled = first.get(spec())
     assert (compiled.source, compiled.cache) == ("compiled", "miss")
     assert first.get(spec()).source == "memory"
 
-    second = KernelLibrary(LocalStore(tmp_path), latency_batch=8)
+    second = KernelLibrary(LocalStore(tmp_path), latency_batches=(8,), reference_batch=8)
     loaded = second.get(spec())
     assert (loaded.source, loaded.cache) == ("store", "hit")
     assert loaded.metadata == compiled.metadata
     x = torch.randn(5, 8)
     assert torch.equal(loaded.module(x), compiled.module(x))
-    assert [m.kernel_id for m in LocalStore(tmp_path).list()] == [compiled.metadata.kernel_id]
+    assert [k.metadata.kernel_id for k in LocalStore(tmp_path).list()] == [
+        compiled.metadata.kernel_id
+    ]
 
 
 def test_tampered_artifact_is_rejected_with_a_clear_error() -> None:
@@ -82,10 +84,10 @@ def test_tampered_artifact_is_rejected_with_a_clear_error() -> None:
 
 def test_library_quarantines_a_corrupted_object_and_compiles_again(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
-    original = KernelLibrary(store, latency_batch=8).get(spec()).metadata
+    original = KernelLibrary(store, latency_batches=(8,), reference_batch=8).get(spec()).metadata
     obj = tmp_path / "objects" / original.kernel_id[:2] / f"{original.kernel_id}.pt2"
     obj.write_bytes(obj.read_bytes()[:-100])  # truncated
-    fresh = KernelLibrary(LocalStore(tmp_path), latency_batch=8)
+    fresh = KernelLibrary(LocalStore(tmp_path), latency_batches=(8,), reference_batch=8)
     again = fresh.get(spec())
     assert again.source == "compiled"
     assert again.metadata.kernel_id == original.kernel_id

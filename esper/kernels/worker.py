@@ -1,0 +1,39 @@
+"""The compile worker: a separate process, because torch.export flips process-wide switches
+(it turns oneDNN off while it traces) that would change the numerics of training running beside
+it in a thread. Builders are pure, so the worker builds the same module the trainer would.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+from esper.contracts import KernelSpec
+
+
+def compile_payload(
+    spec_json: str, latency_batches: Sequence[int], reference_batch: int
+) -> tuple[str, bytes]:
+    """Runs in the worker: (metadata JSON, artifact bytes); the parent verifies and stores them."""
+    from esper.kernels.compiler import compile_kernel
+
+    compiled = compile_kernel(
+        KernelSpec.model_validate_json(spec_json), latency_batches, reference_batch
+    )
+    return compiled.metadata.model_dump_json(), compiled.artifact
+
+
+def warm_up() -> bool:
+    """Import torch and the compiler in the worker before the first request needs them."""
+    import torch.export  # noqa: F401
+
+    import esper.kernels.compiler  # noqa: F401
+
+    return True
+
+
+def start_pool(workers: int) -> ProcessPoolExecutor:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    pool.submit(warm_up)
+    return pool
