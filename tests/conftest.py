@@ -49,3 +49,27 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: i
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    """moto's S3 server on 127.0.0.1 for the whole session; credentials for it in the env."""
+    from tests.s3_support import CREDENTIALS, start_moto
+
+    saved = {k: os.environ.get(k) for k in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    server, url = start_moto()
+    yield url
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    from tests.s3_support import new_bucket
+
+    return new_bucket(s3_endpoint)

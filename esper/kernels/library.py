@@ -27,7 +27,7 @@ from esper.kernels.compiler import (
     load_artifact,
 )
 from esper.kernels.store import KernelStore
-from esper.kernels.worker import compile_payload, start_pool
+from esper.kernels.worker import builder_path, compile_payload, start_pool
 
 log = logging.getLogger(__name__)
 Source = Literal["memory", "store", "compiled"]
@@ -211,7 +211,12 @@ class KernelLibrary:
         return KernelRequest(self, compilation=compilation)
 
     def _submit(self, spec: KernelSpec) -> Future[tuple[str, bytes]]:
-        args = (spec.model_dump_json(), self.latency_batches, self.reference_batch)
+        args = (
+            spec.model_dump_json(),
+            self.latency_batches,
+            self.reference_batch,
+            builder_path(spec.blueprint),
+        )
         if self._pool is None:
             self._pool = start_pool(self.workers)
         try:

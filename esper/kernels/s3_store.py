@@ -50,7 +50,7 @@ class S3Store:
             region_name=region,
             endpoint_url=endpoint_url,
             config=Config(
-                retries={"max_attempts": max_attempts, "mode": retry_mode},
+                retries={"total_max_attempts": max_attempts, "mode": retry_mode},
                 connect_timeout=connect_timeout_s,
                 read_timeout=read_timeout_s,
             ),
