@@ -277,6 +277,8 @@ class KernelLibrary:
         ]
 
     def close(self) -> None:
+        """Let queued compiles finish and store them: the next run (or job) gets them free."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=True)
             self._pool = None
+        self.finish_ready()

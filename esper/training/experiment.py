@@ -99,6 +99,7 @@ class Experiment:
                 self.save_checkpoint()
         except BaseException as exc:
             error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            self.trainer.library.close()
             summary = self.summary("failed", None, error)
             self.bus.publish(
                 RunEnded(
@@ -111,6 +112,7 @@ class Experiment:
             )
             self._finish(summary)
             raise
+        self.trainer.library.close()  # finished background compiles are stored, then counted
         summary = self.summary("completed", result, None)
         self.bus.publish(
             RunEnded(
@@ -126,7 +128,6 @@ class Experiment:
     def _finish(self, summary: dict[str, Any]) -> None:
         path = self.run_dir / "summary.json"
         try:
-            self.trainer.library.close()
             self.bus.close(summary)
         finally:
             summary["wall_s"] = time.perf_counter() - self.started

@@ -122,6 +122,9 @@ def test_wandb_offline_run_file_reads_back(default_run) -> None:
         assert run.summary[f"{prefix}/latency_us_p50"] == pytest.approx(k["latency_us_p50"])
         assert run.summary[f"{prefix}/latency_us_p95"] == pytest.approx(k["latency_us_p95"])
     assert run.summary["params/total"] == summary["params"]["total"]
+    assert run.summary["kernel_library/compiles"] == summary["kernel_library"]["compiles"] >= 1
+    assert run.summary["kernel_library/cache_hits"] == summary["kernel_library"]["cache_hits"]
+    assert epochs[-1]["kernel_cache/misses"] >= 1
     assert run.summary["metrics/test_accuracy"] == pytest.approx(
         summary["metrics"]["test_accuracy"]
     )

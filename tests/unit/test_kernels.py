@@ -58,12 +58,16 @@ def test_loaded_kernel_is_trainable_and_independent_of_the_cache() -> None:
 
 
 def test_round_trip_through_the_store(tmp_path: Path) -> None:
-    first = KernelLibrary(LocalStore(tmp_path), latency_batches=(8,), reference_batch=8)
+    first = KernelLibrary(
+        LocalStore(tmp_path), latency_batches=(8,), reference_batch=8, async_compile=False
+    )
     compiled = first.get(spec())
     assert (compiled.source, compiled.cache) == ("compiled", "miss")
     assert first.get(spec()).source == "memory"
 
-    second = KernelLibrary(LocalStore(tmp_path), latency_batches=(8,), reference_batch=8)
+    second = KernelLibrary(
+        LocalStore(tmp_path), latency_batches=(8,), reference_batch=8, async_compile=False
+    )
     loaded = second.get(spec())
     assert (loaded.source, loaded.cache) == ("store", "hit")
     assert loaded.metadata == compiled.metadata
@@ -84,10 +88,16 @@ def test_tampered_artifact_is_rejected_with_a_clear_error() -> None:
 
 def test_library_quarantines_a_corrupted_object_and_compiles_again(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
-    original = KernelLibrary(store, latency_batches=(8,), reference_batch=8).get(spec()).metadata
+    original = (
+        KernelLibrary(store, latency_batches=(8,), reference_batch=8, async_compile=False)
+        .get(spec())
+        .metadata
+    )
     obj = tmp_path / "objects" / original.kernel_id[:2] / f"{original.kernel_id}.pt2"
     obj.write_bytes(obj.read_bytes()[:-100])  # truncated
-    fresh = KernelLibrary(LocalStore(tmp_path), latency_batches=(8,), reference_batch=8)
+    fresh = KernelLibrary(
+        LocalStore(tmp_path), latency_batches=(8,), reference_batch=8, async_compile=False
+    )
     again = fresh.get(spec())
     assert again.source == "compiled"
     assert again.metadata.kernel_id == original.kernel_id
@@ -101,3 +111,26 @@ def test_unusable_store_root_is_named(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(OSError, match="storage.root="):
         LocalStore(blocker / "sub")
+
+
+def test_characterisation_covers_each_batch_forward_and_backward() -> None:
+    meta = compile_kernel(spec(), (1, 4, 16), reference_batch=4).metadata
+    assert [p.batch for p in meta.characterisation] == [1, 4, 16]
+    for point in meta.characterisation:
+        assert 0 < point.forward_us_p50 <= point.forward_us_p95
+        assert 0 < point.forward_backward_us_p50 <= point.forward_backward_us_p95
+    reference = meta.characterisation[1]
+    assert (meta.latency_batch, meta.latency_us_p50) == (4, reference.forward_us_p50)
+
+
+def test_library_finds_kernels_by_blueprint_shape_and_device(tmp_path: Path) -> None:
+    library = KernelLibrary(
+        LocalStore(tmp_path), latency_batches=(4,), reference_batch=4, async_compile=False
+    )
+    made = library.get(spec()).metadata
+    library.get(spec("low_rank", rank=2))
+    assert [m.kernel_id for m in library.kernels_for("residual_mlp", (8,), "cpu")] == [
+        made.kernel_id
+    ]
+    assert library.kernels_for("residual_mlp", (9,), "cpu") == []
+    assert library.kernels_for("residual_mlp", (8,), "cuda") == []

@@ -1,0 +1,99 @@
+"""Compilation in a worker process while training goes on; failures cull the seed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+from esper import blueprints
+from esper.app import build
+
+
+@blueprints.register("explodes_for_test", kinds=("vector",), description="always fails")
+def explodes(shape: tuple[int, ...]) -> nn.Module:
+    raise RuntimeError("builder exploded on purpose")
+
+
+def events(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+def early_seed(*extra: str) -> list[str]:
+    return [
+        "policy=random",
+        "policy.germinate_probability=1.0",
+        "policy.max_seeds=1",
+        "trainer.max_epochs=8",
+        "logger=none",
+        "trainer.checkpoint=false",
+        "blueprints.allowed=[residual_mlp]",
+        *extra,
+    ]
+
+
+def test_training_continues_while_the_kernel_compiles(make_config, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    summary = build(make_config(*early_seed("kernels.wait_epochs=3"), run_dir=run_dir)).run()
+    log = events(run_dir)
+    requested = next(e for e in log if e["kind"] == "kernel_requested")
+    loaded = next(e for e in log if e["kind"] == "kernel_loaded")
+    assert (requested["ready"], loaded["source"]) == (False, "compiled")
+    during = [
+        e
+        for e in log
+        if e["kind"] == "epoch_ended" and requested["time"] < e["time"] < loaded["time"]
+    ]
+    assert len(during) >= 2, "epochs finished while the worker compiled"
+    assert loaded["epoch"] == requested["epoch"] + 3, "attached exactly wait_epochs later"
+    transitions = [(a["epoch"], a["to"]) for a in summary["adaptations"]]
+    assert transitions[:2] == [(requested["epoch"], "GERMINATED"), (loaded["epoch"], "TRAINING")]
+
+
+def test_async_and_inline_compiles_give_the_same_run(make_config, tmp_path, monkeypatch) -> None:
+    results = []
+    for mode in ("true", "false"):
+        monkeypatch.setenv("ESPER_KERNEL_STORE", str(tmp_path / f"store-{mode}"))
+        cfg = make_config(*early_seed(f"kernels.async_compile={mode}"), run_dir=tmp_path / mode)
+        results.append(build(cfg).run())
+    assert results[0]["metrics"] == results[1]["metrics"]
+    assert results[0]["adaptations"] == results[1]["adaptations"]
+
+
+@pytest.mark.parametrize("async_compile", ["true", "false"])
+def test_failed_compile_culls_the_seed_with_the_error(make_config, tmp_path, async_compile) -> None:
+    run_dir = tmp_path / "run"
+    cfg = make_config(
+        *early_seed(f"kernels.async_compile={async_compile}"),
+        "blueprints.allowed=[explodes_for_test]",
+        run_dir=run_dir,
+    )
+    summary = build(cfg).run()
+    assert summary["status"] == "completed"
+    culled = [a for a in summary["adaptations"] if a["to"] == "CULLED"]
+    assert len(culled) == 1
+    assert culled[0]["from"] == "GERMINATED"
+    assert "kernel failed: RuntimeError: builder exploded on purpose" in culled[0]["reason"]
+    assert summary["kernel_library"]["compile_failures"] == 1
+    failed = [e for e in events(run_dir) if e["kind"] == "kernel_failed"]
+    assert len(failed) == 1 and "exploded" in failed[0]["error"]
+
+
+def test_prewarm_compiles_every_offered_blueprint_at_start(make_config, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    cfg = make_config(
+        "kernels.prewarm=true",
+        "policy=none",
+        "trainer.max_epochs=3",
+        "logger=none",
+        "kernels.wait_epochs=1",
+        run_dir=run_dir,
+    )
+    summary = build(cfg).run()
+    prewarmed = [e for e in events(run_dir) if e["kind"] == "kernel_requested"]
+    assert sorted(e["blueprint"] for e in prewarmed) == ["low_rank", "residual_mlp"]
+    assert all(e["slot"] == "prewarm" for e in prewarmed)
+    library = summary["kernel_library"]
+    assert library["compiles"] == 2

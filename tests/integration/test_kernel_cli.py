@@ -1,0 +1,86 @@
+"""`python -m esper.kernels list|tidy` against a local store and an S3 bucket."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from esper.contracts import KernelSpec
+from esper.kernels import KernelLibrary, LocalStore, S3Store
+from esper.kernels.cli import main
+from tests.conftest import ROOT
+
+
+def fill(store, hidden_sizes=(8, 16)) -> list[str]:
+    library = KernelLibrary(store, latency_batches=(4,), reference_batch=4, async_compile=False)
+    ids = []
+    for hidden in hidden_sizes:
+        spec = KernelSpec(
+            blueprint="residual_mlp",
+            hparams={"hidden": hidden},
+            input_shape=(6,),
+            torch_version=torch.__version__,
+        )
+        ids.append(library.get(spec).metadata.kernel_id)
+    return ids
+
+
+def cli(*args: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(list(args)) == 0
+    return out.getvalue()
+
+
+def test_module_entrypoint_lists_a_store(tmp_path: Path) -> None:
+    fill(LocalStore(tmp_path / "k"), hidden_sizes=(8,))
+    result = subprocess.run(
+        [sys.executable, "-m", "esper.kernels", "list", "--root", str(tmp_path / "k")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "1 kernels in" in result.stdout
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_and_args(request, tmp_path: Path):
+    if request.param == "local":
+        return LocalStore(tmp_path / "k"), ["--root", str(tmp_path / "k")]
+    endpoint = request.getfixturevalue("s3_endpoint")
+    bucket = request.getfixturevalue("s3_bucket")
+    return S3Store(bucket, endpoint_url=endpoint), ["--bucket", bucket, "--endpoint-url", endpoint]
+
+
+def test_list_and_tidy(store_and_args) -> None:
+    store, args = store_and_args
+    ids = fill(store)
+    listing = cli("list", *args)
+    for kernel_id in ids:
+        assert kernel_id[:12] in listing
+    assert "residual_mlp" in listing and "[6]" in listing
+    assert "2 kernels in" in listing and "0 quarantined" in listing
+
+    store.quarantine(ids[0])
+    assert "1 kernels in" in cli("list", *args) and "1 quarantined" in cli("list", *args)
+    assert "would remove 1 quarantined" in cli("tidy", "--quarantined", "--dry-run", *args)
+    assert "removed 1 quarantined" in cli("tidy", "--quarantined", *args)
+    assert store.quarantined() == []
+
+    assert "removed 0 kernels unused for 1 days" in cli("tidy", "--unused-days", "1", *args)
+    time.sleep(1.1)
+    assert "removed 1 kernels unused for 1e-05 days" in cli(
+        "tidy", "--unused-days", "0.00001", *args
+    )
+    assert store.list() == []
