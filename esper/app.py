@@ -68,6 +68,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _check_custom_blueprints(settings: RunConfig, model: Any) -> None:
+    """A user's blueprint must keep the registry's promises at every shape it would be used."""
+    for name in settings.blueprints.custom:
+        for slot in model.iter_slots():
+            if name in blueprints.compatible(slot.shape, [name]):
+                try:
+                    blueprints.check_contract(name, slot.shape)
+                except (blueprints.BlueprintContractError, TypeError, ValueError) as exc:
+                    raise ConfigError(f"blueprints.custom.{name}: {exc}") from exc
+
+
 def _check_blueprints_fit(settings: RunConfig, model: Any) -> None:
     fits = {
         s.name: blueprints.compatible(s.shape, settings.blueprints.allowed)
@@ -123,6 +134,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     except SiteError as exc:
         raise ConfigError(str(exc)) from exc
     _check_blueprints_fit(settings, model)
+    _check_custom_blueprints(settings, model)
     store = _instantiate("storage", container["storage"])
     kernels = settings.kernels
     library = KernelLibrary(

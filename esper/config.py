@@ -50,6 +50,7 @@ class SeedsConfig(Section):
 
 class BlueprintsConfig(Section):
     allowed: list[str] = Field(min_length=1)
+    custom: dict[str, dict[str, Any]] = Field(default_factory=dict)
     hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
     init_seed: int = 0
 
@@ -115,6 +116,10 @@ def _location(loc: tuple[Any, ...]) -> str:
 
 
 def validate(config: dict[str, Any]) -> RunConfig:
+    try:
+        blueprints.register_from_config((config.get("blueprints") or {}).get("custom"))
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration:\n  {exc}") from None
     try:
         return RunConfig.model_validate(config)
     except ValidationError as exc:

@@ -3,16 +3,28 @@
 from esper.blueprints import builders as _builders  # noqa: F401  (registers the built-ins)
 from esper.blueprints.registry import (
     Blueprint,
+    BlueprintContractError,
+    BlueprintSource,
     UnknownBlueprintError,
     build,
+    check_contract,
     compatible,
+    ensure,
     get,
     names,
     register,
+    register_from_config,
+    source,
 )
 
 __all__ = [
     "Blueprint",
+    "BlueprintContractError",
+    "BlueprintSource",
+    "check_contract",
+    "ensure",
+    "register_from_config",
+    "source",
     "UnknownBlueprintError",
     "build",
     "compatible",

@@ -6,6 +6,7 @@ the last layer so that s(x) == 0 at birth, which makes every germination identit
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ class Blueprint:
     builder: Builder
     defaults: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    linear: bool = False  # s(x) = x @ M: a fossilized seed can be folded into a preceding Linear
 
     def hparams(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         merged = dict(self.defaults)
@@ -48,12 +50,16 @@ _REGISTRY: dict[str, Blueprint] = {}
 
 
 def register(
-    name: str, kinds: tuple[ActivationKind, ...], description: str = "", **defaults: Any
+    name: str,
+    kinds: tuple[ActivationKind, ...],
+    description: str = "",
+    linear: bool = False,
+    **defaults: Any,
 ) -> Callable[[Builder], Builder]:
     def decorate(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"blueprint {name!r} is already registered")
-        _REGISTRY[name] = Blueprint(name, tuple(kinds), builder, defaults, description)
+        _REGISTRY[name] = Blueprint(name, tuple(kinds), builder, defaults, description, linear)
         return builder
 
     return decorate
@@ -92,3 +98,94 @@ def build(
         torch.manual_seed(seed)
         module = blueprint.builder(tuple(shape), **blueprint.hparams(hparams))
     return module
+
+
+class BlueprintContractError(ValueError):
+    pass
+
+
+def check_contract(name: str, shape: tuple[int, ...], seed: int = 0) -> None:
+    """What every blueprint promises: shape kept, exactly zero delta at birth (so the slot is the
+    identity), gradients reaching its parameters, and the same module from the same seed."""
+    module = build(name, shape, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn((3, *shape), generator=generator, requires_grad=True)
+    delta = module(x)
+    where = f"blueprint {name!r} at shape {list(shape)}"
+    if not isinstance(delta, torch.Tensor) or delta.shape != x.shape:
+        got = list(delta.shape) if isinstance(delta, torch.Tensor) else type(delta).__name__
+        raise BlueprintContractError(f"{where}: output {got} does not keep the input shape")
+    if torch.count_nonzero(delta.detach()) != 0:
+        raise BlueprintContractError(
+            f"{where}: output is not zero at birth (max |delta| "
+            f"{delta.detach().abs().max().item():.3g}); zero-initialise its last layer"
+        )
+    params = list(module.parameters())
+    if not params:
+        raise BlueprintContractError(f"{where}: has no parameters to learn")
+    (delta * torch.randn(delta.shape, generator=generator)).sum().backward()
+    if not any(p.grad is not None and torch.count_nonzero(p.grad) > 0 for p in params):
+        raise BlueprintContractError(f"{where}: no parameter receives a gradient at birth")
+    again = build(name, shape, seed=seed).state_dict()
+    if any(not torch.equal(v, again[k]) for k, v in module.state_dict().items()):
+        raise BlueprintContractError(f"{where}: the same seed built a different module")
+
+
+@dataclass(frozen=True)
+class BlueprintSource:
+    """Enough to register a blueprint in another process (a compile worker)."""
+
+    name: str
+    path: str
+    kinds: tuple[ActivationKind, ...]
+    defaults: dict[str, Any]
+    linear: bool
+
+
+def source(name: str) -> BlueprintSource:
+    bp = get(name)
+    path = f"{bp.builder.__module__}:{bp.builder.__qualname__}"
+    return BlueprintSource(name, path, bp.kinds, dict(bp.defaults), bp.linear)
+
+
+def ensure(src: BlueprintSource) -> None:
+    """Register `src` here unless importing its module already did (decorated built-ins)."""
+    if src.name in _REGISTRY:
+        return
+    module_name, _, qualname = src.path.partition(":")
+    target: Any = importlib.import_module(module_name)
+    if src.name in _REGISTRY:
+        return
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    register(src.name, src.kinds, linear=src.linear, **src.defaults)(target)
+
+
+def register_from_config(custom: dict[str, dict[str, Any]] | None) -> list[str]:
+    """Blueprints a user declares in conf: `name: {_target_: pkg.builder, kinds: [...], k: v}`;
+    the other keys are its default hyper-parameters. Returns the names registered."""
+    names = []
+    for name, node in (custom or {}).items():
+        key = f"blueprints.custom.{name}"
+        node = dict(node)
+        target = node.pop("_target_", None)
+        kinds = tuple(node.pop("kinds", ()))
+        linear = bool(node.pop("linear", False))
+        description = str(node.pop("description", ""))
+        if not target:
+            raise ValueError(f"{key}._target_ is missing: the import path of a builder function")
+        allowed_kinds = ("vector", "sequence", "image")
+        if not kinds or any(k not in allowed_kinds for k in kinds):
+            raise ValueError(f"{key}.kinds={list(kinds)}; allowed: {', '.join(allowed_kinds)}")
+        module_name, _, attribute = str(target).rpartition(".")
+        try:
+            builder = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ValueError(f"{key}._target_={target!r} cannot be imported: {exc}") from None
+        if name in _REGISTRY:
+            if _REGISTRY[name].builder is not builder:
+                raise ValueError(f"{key}: a different blueprint named {name!r} is registered")
+        else:
+            register(name, kinds, description, linear, **node)(builder)
+        names.append(name)
+    return names

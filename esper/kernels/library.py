@@ -18,6 +18,7 @@ from typing import Literal
 from torch import nn
 from torch.export import ExportedProgram
 
+from esper import blueprints
 from esper.contracts import KernelMetadata, KernelSpec
 from esper.kernels.cache import ByteLRU
 from esper.kernels.compiler import (
@@ -27,7 +28,7 @@ from esper.kernels.compiler import (
     load_artifact,
 )
 from esper.kernels.store import KernelStore
-from esper.kernels.worker import builder_path, compile_payload, start_pool
+from esper.kernels.worker import compile_payload, start_pool
 
 log = logging.getLogger(__name__)
 Source = Literal["memory", "store", "compiled"]
@@ -215,7 +216,7 @@ class KernelLibrary:
             spec.model_dump_json(),
             self.latency_batches,
             self.reference_batch,
-            builder_path(spec.blueprint),
+            blueprints.source(spec.blueprint),
         )
         if self._pool is None:
             self._pool = start_pool(self.workers)

@@ -5,7 +5,6 @@ it in a thread. Builders are pure, so the worker builds the same module the trai
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -14,29 +13,17 @@ from esper import blueprints
 from esper.contracts import KernelSpec
 
 
-def builder_path(blueprint: str) -> str:
-    """Where the worker can import a blueprint's builder from (a user's own, too)."""
-    builder = blueprints.get(blueprint).builder
-    return f"{builder.__module__}:{builder.__qualname__}"
-
-
-def _ensure_registered(blueprint: str, path: str) -> None:
-    if blueprint in blueprints.names():
-        return
-    module_name, _, qualname = path.partition(":")
-    importlib.import_module(module_name)  # registering happens on import
-    if blueprint not in blueprints.names():
-        raise LookupError(f"blueprint {blueprint!r}: importing {path} did not register it")
-
-
 def compile_payload(
-    spec_json: str, latency_batches: Sequence[int], reference_batch: int, builder: str
+    spec_json: str,
+    latency_batches: Sequence[int],
+    reference_batch: int,
+    blueprint: blueprints.BlueprintSource,
 ) -> tuple[str, bytes]:
     """Runs in the worker: (metadata JSON, artifact bytes); the parent verifies and stores them."""
     from esper.kernels.compiler import compile_kernel
 
     spec = KernelSpec.model_validate_json(spec_json)
-    _ensure_registered(spec.blueprint, builder)
+    blueprints.ensure(blueprint)
     compiled = compile_kernel(spec, latency_batches, reference_batch)
     return compiled.metadata.model_dump_json(), compiled.artifact
 

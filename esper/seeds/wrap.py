@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterator
 from typing import Any
 
@@ -77,25 +78,54 @@ def _probe_shapes(
     return shapes
 
 
+def resolve_sites(host: nn.Module, sites: list[str | type[nn.Module]]) -> list[str]:
+    """Module names for each site entry: an exact name, a glob over names (`layer*.conv2`), or a
+    module type (a class, or `type:Conv2d` naming one). Every entry must match something."""
+    if not sites:
+        raise SiteError("model.sites is empty; name at least one module of the host")
+    named = {n: m for n, m in host.named_modules() if n}
+    chosen: list[str] = []
+    for entry in sites:
+        if isinstance(entry, type):
+            matches = [n for n, m in named.items() if isinstance(m, entry)]
+            label = entry.__name__
+        elif entry.startswith("type:"):
+            type_name = entry.removeprefix("type:")
+            matches = [n for n, m in named.items() if type(m).__name__ == type_name]
+            label = entry
+        elif any(c in entry for c in "*?["):
+            matches = [n for n in named if fnmatch.fnmatchcase(n, entry)]
+            label = entry
+        else:
+            matches = [entry] if entry in named else []
+            label = entry
+        if not matches:
+            types = sorted({type(m).__name__ for m in named.values()})
+            raise SiteError(
+                f"model.sites: {label!r} matches no module of {type(host).__name__}; "
+                f"modules: {', '.join(named)}; types: {', '.join(types)}"
+            )
+        chosen.extend(m for m in matches if m not in chosen)
+    return chosen
+
+
 def wrap(
     host: nn.Module,
-    sites: list[str],
+    sites: list[str | type[nn.Module]],
     example_input: torch.Tensor,
     **slot_options: Any,
 ) -> MorphogeneticModel:
-    if not sites:
-        raise SiteError("model.sites is empty; name at least one module of the host")
+    """Put a dormant SeedSlot after each site. A probe forward with `example_input` checks, now
+    rather than mid-training, that every site yields one tensor of shape [B, F], [B, T, D] or
+    [B, C, H, W]."""
+    names = resolve_sites(host, sites)
     named = dict(host.named_modules())
-    missing = [s for s in sites if s not in named or s == ""]
-    if missing:
-        available = [n for n in named if n]
-        raise SiteError(
-            f"model.sites: {missing} not found in {type(host).__name__}; "
-            f"available modules: {', '.join(available)}"
-        )
-    if len(set(sites)) != len(sites):
-        raise SiteError(f"model.sites lists a module twice: {sites}")
-    modules = {s: named[s] for s in sites}
+    modules = {s: named[s] for s in names}
     shapes = _probe_shapes(host, modules, example_input)
-    slots = {s: SeedSlot(s, modules[s], shapes[s], **slot_options) for s in sites}
+    slots = {}
+    for name in names:
+        try:
+            slots[name] = SeedSlot(name, modules[name], shapes[name], **slot_options)
+        except ValueError as exc:
+            raise SiteError(f"model.sites: {name}: {exc}") from None
     return MorphogeneticModel(host, slots)

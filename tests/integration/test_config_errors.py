@@ -22,9 +22,12 @@ CASES = [
     ),
     (
         ["model.sites=[blocks.0,blocks.7]"],
-        r"model\.sites: \['blocks\.7'\] not found in MLP; available modules: blocks, blocks\.0",
+        r"model\.sites: 'blocks\.7' matches no module of MLP; modules: blocks, blocks\.0, .*"
+        r"types: .*Linear",
     ),
     (["model.sites=[]"], r"model\.sites=\[\]: List should have at least 1 item"),
+    (["model.sites=[head*x]"], r"model\.sites: 'head\*x' matches no module"),
+    (["model.sites=[type:Conv2d]"], r"model\.sites: 'type:Conv2d' matches no module"),
     (["seeds.fossilized=melt"], r"seeds\.fossilized='melt': Input should be 'train' or 'freeze'"),
     (["trainer.device=tpu"], r"trainer\.device='tpu': Input should be 'cpu' or 'cuda'"),
     (["policy.metric=speed"], r"policy: policy\.metric='speed'; allowed: val_accuracy, val_loss"),

@@ -1,0 +1,26 @@
+"""A user's own blueprint, registered from config in tests (not by a decorator)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ScaledAdapter(nn.Module):
+    def __init__(self, features: int, width: int) -> None:
+        super().__init__()
+        self.down = nn.Linear(features, width)
+        self.up = nn.Linear(width, features)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(torch.tanh(self.down(x)))
+
+
+def scaled_adapter(shape: tuple[int, ...], width: int) -> nn.Module:
+    return ScaledAdapter(shape[-1], width)
+
+
+def broken_adapter(shape: tuple[int, ...]) -> nn.Module:
+    return nn.Linear(shape[-1], shape[-1])

@@ -1,0 +1,62 @@
+"""A blueprint a user registers from config: checked against the contract, compiled in the
+worker process, trained in a slot."""
+
+from __future__ import annotations
+
+import pytest
+
+from esper import blueprints
+from esper.app import build
+from esper.config import ConfigError
+
+CUSTOM = "+blueprints.custom.my_adapter={_target_:tests.blueprints_for_tests.scaled_adapter,kinds:[vector],width:8}"
+
+
+def test_user_blueprint_from_config_lives_a_seed_life(make_config, tmp_path) -> None:
+    cfg = make_config(
+        CUSTOM,
+        "blueprints.allowed=[my_adapter]",
+        "policy=random",
+        "policy.germinate_probability=1.0",
+        "policy.max_seeds=1",
+        "trainer.max_epochs=10",
+        "logger=none",
+        run_dir=tmp_path / "run",
+    )
+    summary = build(cfg).run()
+    blueprints.check_contract("my_adapter", (8,))
+    assert [a["to"] for a in summary["adaptations"]][:3] == ["GERMINATED", "TRAINING", "BLENDING"]
+    (kernel,) = summary["kernels"]
+    assert kernel["blueprint"] == "my_adapter" and kernel["params"] == 8 * 8 + 8 + 8 * 8 + 8
+
+
+def test_user_blueprint_that_breaks_the_contract_fails_before_training(make_config) -> None:
+    cfg = make_config(
+        "+blueprints.custom.bad_adapter={_target_:tests.blueprints_for_tests.broken_adapter,kinds:[vector]}",
+        "blueprints.allowed=[bad_adapter]",
+        "logger=none",
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"blueprints\.custom\.bad_adapter: blueprint 'bad_adapter' at shape \[8\]: output is not zero at birth",
+    ):
+        build(cfg)
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        ("{kinds:[vector]}", r"blueprints\.custom\.x\._target_ is missing"),
+        (
+            "{_target_:tests.blueprints_for_tests.scaled_adapter,kinds:[audio]}",
+            r"blueprints\.custom\.x\.kinds=\['audio'\]; allowed: vector, sequence, image",
+        ),
+        (
+            "{_target_:tests.nowhere.builder,kinds:[vector]}",
+            r"blueprints\.custom\.x\._target_='tests\.nowhere\.builder' cannot be imported",
+        ),
+    ],
+)
+def test_bad_custom_entries_name_their_key(make_config, node: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build(make_config(f"+blueprints.custom.x={node}", "logger=none"))
