@@ -78,6 +78,14 @@ def _probe_shapes(
     return shapes
 
 
+def glob_match(name: str, pattern: str) -> bool:
+    """Glob over dotted module names where `*` stays within one name segment."""
+    parts, pattern_parts = name.split("."), pattern.split(".")
+    return len(parts) == len(pattern_parts) and all(
+        fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pattern_parts)
+    )
+
+
 def resolve_sites(host: nn.Module, sites: list[str | type[nn.Module]]) -> list[str]:
     """Module names for each site entry: an exact name, a glob over names (`layer*.conv2`), or a
     module type (a class, or `type:Conv2d` naming one). Every entry must match something."""
@@ -94,7 +102,7 @@ def resolve_sites(host: nn.Module, sites: list[str | type[nn.Module]]) -> list[s
             matches = [n for n, m in named.items() if type(m).__name__ == type_name]
             label = entry
         elif any(c in entry for c in "*?["):
-            matches = [n for n in named if fnmatch.fnmatchcase(n, entry)]
+            matches = [n for n in named if glob_match(n, entry)]
             label = entry
         else:
             matches = [entry] if entry in named else []

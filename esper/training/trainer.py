@@ -39,6 +39,11 @@ from esper.training.optim import add_group, group_names, remove_group
 S = SeedState
 
 
+def token_loss(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy for [B, C] logits with [B] targets and [B, T, V] logits with [B, T]."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction=reduction)
+
+
 @dataclass
 class SeedOptions:
     blend_epochs: int = 3
@@ -147,12 +152,12 @@ class Trainer:
         for x, y in self._batches(self.data.train):
             self.optimizer.zero_grad(set_to_none=True)
             logits = self.model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = token_loss(logits, y)
             loss.backward()
             self.optimizer.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
+            loss_sum += loss.detach() * y.numel()
+            correct += (logits.detach().argmax(-1) == y).sum()
+            seen += y.numel()
             self.step += 1
         return SplitMetrics(loss_sum.item() / seen, correct.item() / seen)
 
@@ -162,9 +167,9 @@ class Trainer:
         loss_sum, correct, seen = 0.0, 0, 0
         for x, y in self._batches(loader):
             logits = self.model(x)
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
+            loss_sum += token_loss(logits, y, reduction="sum").item()
+            correct += (logits.argmax(-1) == y).sum().item()
+            seen += y.numel()
         return SplitMetrics(loss_sum / seen, correct / seen)
 
     def site_stats(self) -> dict[str, SiteStats]:
@@ -184,7 +189,7 @@ class Trainer:
         y = loader.y[: loader.batch_size].to(self.device)
         try:
             with torch.enable_grad():
-                F.cross_entropy(self.model(x), y).backward()
+                token_loss(self.model(x), y).backward()
         finally:
             for h in handles:
                 h.remove()

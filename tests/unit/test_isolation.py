@@ -118,3 +118,38 @@ def test_bypass_turns_a_fossilized_seed_off() -> None:
     assert not torch.equal(model(x), reference(x))
     slot.bypass = True
     assert torch.equal(model(x), reference(x))
+
+
+def test_training_stage_isolation_for_sequence_activations() -> None:
+    from esper.models import TransformerTiny
+
+    torch.manual_seed(0)
+    host = TransformerTiny((12,), 20, width=16, depth=2, heads=2)
+    reference = copy.deepcopy(host)
+    ids = torch.randint(0, 20, (3, 12))
+    model = esper.wrap(host, ["blocks.*"], example_input=ids)
+    assert [s.kind for s in model.iter_slots()] == ["sequence", "sequence"]
+    start_seed(model, "blocks.0", "attention")
+    out, ref = model(ids), reference(ids)
+    assert torch.equal(out, ref)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    for p, q in zip(model.host.parameters(), reference.parameters()):
+        assert torch.equal(p.grad, q.grad)
+
+
+def test_a_wrapped_causal_host_stays_causal_with_an_attention_seed() -> None:
+    from esper.models import TransformerTiny
+
+    torch.manual_seed(0)
+    host = TransformerTiny((10,), 20, width=16, depth=1, heads=2)
+    ids = torch.randint(0, 20, (2, 10))
+    model = esper.wrap(host, ["blocks.0"], example_input=ids)
+    slot = start_seed(model, "blocks.0", "attention")
+    slot.start_blending(steps=1)
+    slot.fossilize()
+    changed = ids.clone()
+    changed[:, 6:] = (changed[:, 6:] + 1) % 20
+    before, after = model(ids), model(changed)
+    assert torch.equal(before[:, :6], after[:, :6]), "no future token reaches an earlier output"
+    assert not torch.equal(before[:, 6:], after[:, 6:])

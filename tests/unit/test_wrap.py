@@ -37,6 +37,10 @@ def test_sites_by_glob_and_by_type() -> None:
     by_glob = esper.wrap(Blocks(), ["layer*.0"], example_input=x)
     assert [s.name for s in by_glob.iter_slots()] == ["layer1.0", "layer2.0"]
     assert [s.shape for s in by_glob.iter_slots()] == [(4, 6, 6), (4, 6, 6)]
+    assert [s.name for s in esper.wrap(Blocks(), ["layer*"], x).iter_slots()] == [
+        "layer1",
+        "layer2",
+    ]
     by_type = esper.wrap(Blocks(), [nn.ReLU], example_input=x)
     assert [s.name for s in by_type.iter_slots()] == ["layer1.1", "layer2.1"]
     assert [s.name for s in esper.wrap(Blocks(), ["type:Conv2d"], x).iter_slots()] == [

@@ -1,0 +1,60 @@
+"""CIFAR-10 from torchvision's on-disk format (files written here) and the shipped text corpus."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from esper.data import cifar10, pydoc_text
+from esper.data.text import decode
+
+
+def write_cifar(root: Path, per_batch: int = 20) -> None:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {
+            "batch_label": name,
+            "data": rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8),
+            "labels": rng.integers(0, 10, size=per_batch).tolist(),
+            "filenames": [f"{name}_{i}.png" for i in range(per_batch)],
+        }
+        with (folder / name).open("wb") as handle:
+            pickle.dump(entry, handle)
+
+
+def test_cifar10_reads_torchvision_batches(tmp_path: Path) -> None:
+    write_cifar(tmp_path)
+    data = cifar10(str(tmp_path), val_fraction=0.1, batch_size=8)
+    assert data.input_shape == (3, 32, 32) and data.num_classes == 10
+    assert data.sizes() == {"train": 90, "val": 10, "test": 20}
+    x, y = next(iter(data.train))
+    assert x.shape == (8, 3, 32, 32) and y.dtype == torch.long
+    channel_means = data.train.x.mean(dim=(0, 2, 3))
+    assert torch.allclose(channel_means, torch.zeros(3), atol=0.1), "normalised per channel"
+    with (tmp_path / "cifar-10-batches-py" / "test_batch").open("rb") as handle:
+        raw = pickle.load(handle)
+    assert data.test.y.tolist() == raw["labels"]
+
+
+def test_missing_cifar_says_what_and_where(tmp_path: Path) -> None:
+    with pytest.raises(
+        FileNotFoundError, match=r"dataset.root=.*CIFAR-10 not found .*downloads nothing"
+    ):
+        cifar10(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"dataset.root=None"):
+        cifar10(None)
+
+
+def test_text_windows_predict_the_next_character() -> None:
+    data = pydoc_text(seq_len=32, max_chars=20_000)
+    x, y = data.train.x, data.train.y
+    assert x.shape[1] == 32 and y.shape == x.shape
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    assert data.num_classes == 100 and data.input_shape == (32,)
+    assert len(decode(x[0])) == 32
