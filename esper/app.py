@@ -20,7 +20,7 @@ from esper.config import ConfigError, RunConfig, validate
 from esper.events import ConsoleSink, EventBus, JsonlSink, Sink, WandbSink
 from esper.kernels import KernelLibrary
 from esper.seeds import SiteError, wrap
-from esper.training import BlueprintOptions, SeedOptions, Trainer
+from esper.training import BlueprintOptions, Gates, SeedOptions, Trainer
 from esper.training.experiment import Experiment
 
 GROUPS = (
@@ -180,7 +180,11 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
         optimizer=optimizer,
         scheduler=scheduler,
         max_epochs=settings.trainer.max_epochs,
-        seeds=SeedOptions(blend_epochs=settings.seeds.blend_epochs, lr=settings.seeds.lr),
+        seeds=SeedOptions(
+            blend_epochs=settings.seeds.blend_epochs,
+            lr=settings.seeds.lr,
+            gates=Gates(**settings.seeds.gates.model_dump()),
+        ),
         blueprints=BlueprintOptions(
             allowed=settings.blueprints.allowed,
             hparams=settings.blueprints.hparams,

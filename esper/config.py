@@ -40,12 +40,19 @@ class TrainerConfig(Section):
     checkpoint: bool = True
 
 
+class GatesConfig(Section):
+    min_training_steps: int = Field(default=0, ge=0)
+    max_grad_norm: float = Field(default=float("inf"), gt=0)
+    fossilize_min_contribution: float | None = 0.0
+
+
 class SeedsConfig(Section):
     blend_epochs: int = Field(ge=1)
     embargo_epochs: int = Field(ge=0)
     latency_sample_every: int = Field(ge=1)
-    fossilized: Literal["train", "freeze"] = "train"
+    fossilized: Literal["train", "freeze", "merge"] = "train"
     lr: float | None = Field(default=None, gt=0)
+    gates: GatesConfig = Field(default_factory=GatesConfig)
 
 
 class BlueprintsConfig(Section):

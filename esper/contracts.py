@@ -99,6 +99,7 @@ class SlotObservation(Frozen):
     stats: SiteStats | None = None
     contribution_accuracy: float | None = None
     contribution_loss: float | None = None
+    seed_grad_norm_max: float | None = None
     tried: dict[str, int] = Field(default_factory=dict)
 
 
@@ -189,6 +190,15 @@ class KernelQuarantined(EventBase):
     error: str
 
 
+class GateRefused(EventBase):
+    """A quality gate held a seed back from a transition the policy asked for."""
+
+    kind: Literal["gate_refused"] = "gate_refused"
+    slot: str
+    gate: str
+    reason: str
+
+
 class KernelLatency(EventBase):
     """Latency of a kernel measured in the training forward pass (sampled, not every step)."""
 
@@ -216,6 +226,7 @@ Event = Annotated[
     | KernelFailed
     | KernelQuarantined
     | KernelLatency
+    | GateRefused
     | RunEnded,
     Field(discriminator="kind"),
 ]

@@ -49,6 +49,8 @@ class SeedSlot(nn.Module):
         self.blend_steps = 1
         self.blend_step = 0
         self.epochs_in_state = 0
+        self.steps_in_state = 0
+        self.grad_norm_max = torch.zeros(())
         self.embargo_left = 0
         self.bypass = False
         self.tried: dict[str, int] = {}
@@ -61,6 +63,8 @@ class SeedSlot(nn.Module):
         check_transition(self.name, current, target)
         self.state = target
         self.epochs_in_state = 0
+        self.steps_in_state = 0
+        self.grad_norm_max = torch.zeros(())
         wants_hook = target in ACTIVE_FORWARD
         if wants_hook and self._hook is None:
             self._hook = self._site[0].register_forward_hook(self._after_site)
@@ -152,6 +156,13 @@ class SeedSlot(nn.Module):
                 self.alpha = min(1.0, self.blend_step / self.blend_steps)
             return x + self.alpha * self._seed(x)
         return x + self._seed(x)
+
+    @property
+    def in_forward(self) -> bool:
+        return self.seed is not None and self.state in ACTIVE_FORWARD and not self.bypass
+
+    def seed_gradients(self) -> list[torch.Tensor]:
+        return [p.grad for p in self.seed_parameters() if p.grad is not None]
 
     def seed_parameters(self) -> list[nn.Parameter]:
         return [] if self.seed is None else list(self.seed.parameters())

@@ -17,6 +17,7 @@ from esper.contracts import (
     Adaptation,
     Decision,
     EpochEnded,
+    GateRefused,
     KernelFailed,
     KernelLatency,
     KernelLoaded,
@@ -45,9 +46,19 @@ def token_loss(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -
 
 
 @dataclass
+class Gates:
+    """Quality gates: what a seed must show before the trainer lets a transition happen."""
+
+    min_training_steps: int = 0
+    max_grad_norm: float = float("inf")
+    fossilize_min_contribution: float | None = 0.0
+
+
+@dataclass
 class SeedOptions:
     blend_epochs: int = 3
     lr: float | None = None
+    gates: Gates = field(default_factory=Gates)
 
 
 @dataclass
@@ -111,6 +122,8 @@ class Trainer:
         self.kernel_wait_epochs = kernel_wait_epochs
         self.kernel_blocked_s = 0.0
         self._pending: dict[str, PendingKernel] = {}
+        self._active: list[SeedSlot] | None = None
+        self._contribution: dict[str, float | None] = {}
         self.optimizer = optimizer([{"params": model.host_parameters(), "name": "host"}])
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
         self.epoch = 0
@@ -127,6 +140,7 @@ class Trainer:
 
     # -- events ----------------------------------------------------------------------------
     def _on_transition(self, slot: SeedSlot, old: SeedState, new: SeedState, reason: str) -> None:
+        self._active = None
         self.bus.publish(
             Adaptation(
                 epoch=self.epoch,
@@ -154,12 +168,63 @@ class Trainer:
             logits = self.model(x)
             loss = token_loss(logits, y)
             loss.backward()
+            self.step += 1
+            active = self._active_slots()
+            if active and not self.guard(loss, active):
+                continue
             self.optimizer.step()
+            for slot in active:
+                slot.steps_in_state += 1
             loss_sum += loss.detach() * y.numel()
             correct += (logits.detach().argmax(-1) == y).sum()
             seen += y.numel()
-            self.step += 1
+        if seen == 0:
+            return SplitMetrics(math.nan, math.nan)
         return SplitMetrics(loss_sum.item() / seen, correct.item() / seen)
+
+    def _active_slots(self) -> list[SeedSlot]:
+        if self._active is None:
+            self._active = [s for s in self.model.iter_slots() if s.in_forward]
+        return self._active
+
+    def guard(self, loss: torch.Tensor, active: list[SeedSlot]) -> bool:
+        """Let the optimizer step only if the loss and every seed's gradients are finite. A seed
+        with a non-finite gradient is culled at once and the step is skipped, so the host never
+        takes a non-finite update. Also tracks each seed's largest gradient norm."""
+        norms = []
+        for slot in active:
+            grads = slot.seed_gradients()
+            norm = (
+                torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+                if grads
+                else torch.zeros((), device=loss.device)
+            )
+            slot.grad_norm_max = torch.maximum(slot.grad_norm_max.to(norm.device), norm.detach())
+            norms.append(norm)
+        if bool(torch.isfinite(torch.stack([loss.detach(), *norms])).all()):
+            return True
+        culprits = [s for s, n in zip(active, norms) if not bool(torch.isfinite(n))]
+        if not culprits:
+            raise FloatingPointError(
+                f"non-finite loss {loss.item()} at step {self.step} with every seed's gradient "
+                "finite: the host itself diverged (lower trainer.optimizer.lr?)"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        for slot in culprits:
+            norm = norms[active.index(slot)].item()
+            self.cull(slot, f"non-finite seed gradient (norm {norm}) at step {self.step}")
+        return False
+
+    def cull(self, slot: SeedSlot, reason: str) -> None:
+        if f"seed:{slot.name}" in group_names(self.optimizer):
+            remove_group(self.optimizer, self.scheduler, f"seed:{slot.name}")
+        self._pending.pop(slot.name, None)
+        slot.cull(reason)
+
+    def refuse(self, slot: SeedSlot, gate: str, reason: str) -> None:
+        self.bus.publish(
+            GateRefused(epoch=self.epoch, step=self.step, slot=slot.name, gate=gate, reason=reason)
+        )
 
     @torch.no_grad()
     def evaluate(self, loader: TensorLoader) -> SplitMetrics:
@@ -221,6 +286,7 @@ class Trainer:
             acc_gain = loss_saved = None
             if slot.state is S.BLENDING:
                 acc_gain, loss_saved = self.contribution(slot, val)
+            self._contribution[slot.name] = acc_gain
             slots.append(
                 SlotObservation(
                     name=slot.name,
@@ -235,6 +301,7 @@ class Trainer:
                     stats=stats.get(slot.name),
                     contribution_accuracy=acc_gain,
                     contribution_loss=loss_saved,
+                    seed_grad_norm_max=float(slot.grad_norm_max) if slot.seed is not None else None,
                     tried=dict(slot.tried),
                 )
             )
@@ -262,15 +329,37 @@ class Trainer:
             if slot.state is S.GERMINATED:
                 slot.start_training(decision.reason)
             else:
-                steps = self.seeds.blend_epochs * len(self.data.train)
-                slot.start_blending(steps, decision.reason)
+                self.advance_to_blending(slot, decision.reason)
         elif decision.action == "fossilize":
-            slot.fossilize(decision.reason)
+            self.fossilize(slot, decision.reason)
         elif decision.action == "cull":
-            if f"seed:{slot.name}" in group_names(self.optimizer):
-                remove_group(self.optimizer, self.scheduler, f"seed:{slot.name}")
-            self._pending.pop(slot.name, None)
-            slot.cull(decision.reason)
+            self.cull(slot, decision.reason)
+
+    def advance_to_blending(self, slot: SeedSlot, reason: str) -> None:
+        gates = self.seeds.gates
+        grad_max = float(slot.grad_norm_max)
+        if not math.isfinite(grad_max) or grad_max > gates.max_grad_norm:
+            self.cull(
+                slot,
+                f"gate: exploding seed gradient, max norm {grad_max:.3g} > {gates.max_grad_norm:g}",
+            )
+        elif slot.steps_in_state < gates.min_training_steps:
+            self.refuse(
+                slot,
+                "min_training_steps",
+                f"{slot.steps_in_state} of {gates.min_training_steps} training steps",
+            )
+        else:
+            slot.start_blending(self.seeds.blend_epochs * len(self.data.train), reason)
+
+    def fossilize(self, slot: SeedSlot, reason: str) -> None:
+        needed = self.seeds.gates.fossilize_min_contribution
+        gained = self._contribution.get(slot.name)
+        if needed is not None and (gained is None or gained <= needed):
+            shown = "unmeasured" if gained is None else f"{gained:+.4f}"
+            self.cull(slot, f"gate: val accuracy contribution {shown} <= {needed}")
+        else:
+            slot.fossilize(reason)
 
     def kernel_spec(self, blueprint: str, shape: tuple[int, ...]) -> KernelSpec:
         return KernelSpec(
@@ -343,7 +432,7 @@ class Trainer:
                         error=error,
                     )
                 )
-                slot.cull(f"kernel failed: {error}")
+                self.cull(slot, f"kernel failed: {error}")
                 continue
             self.attach(slot, loaded, time.perf_counter() - pending.requested_at)
         self.library.finish_ready()
