@@ -184,6 +184,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
             blend_epochs=settings.seeds.blend_epochs,
             lr=settings.seeds.lr,
             gates=Gates(**settings.seeds.gates.model_dump()),
+            merge=settings.seeds.fossilized == "merge",
         ),
         blueprints=BlueprintOptions(
             allowed=settings.blueprints.allowed,

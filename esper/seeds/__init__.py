@@ -1,6 +1,7 @@
 """Seed slots (Kasmina): lifecycle, gradient isolation, blending, and wrap()."""
 
 from esper.seeds.lifecycle import ALLOWED, IN_FLIGHT, InvalidTransition, check_transition
+from esper.seeds.merge import merge_into_site, merge_obstacle
 from esper.seeds.slot import SeedSlot
 from esper.seeds.wrap import MorphogeneticModel, SiteError, slot_key, wrap
 
@@ -12,6 +13,8 @@ __all__ = [
     "SeedSlot",
     "SiteError",
     "check_transition",
+    "merge_into_site",
+    "merge_obstacle",
     "slot_key",
     "wrap",
 ]

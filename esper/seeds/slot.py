@@ -53,6 +53,7 @@ class SeedSlot(nn.Module):
         self.grad_norm_max = torch.zeros(())
         self.embargo_left = 0
         self.bypass = False
+        self.merged = False
         self.tried: dict[str, int] = {}
         self._calls = 0
         self.latency_samples_us: list[float] = []
@@ -107,6 +108,14 @@ class SeedSlot(nn.Module):
         self.alpha = 1.0
         if not self.fossilized_trainable and self.seed is not None:
             self.seed.requires_grad_(False)
+
+    def detach_seed(self) -> None:
+        """The seed's function now lives in the host (merged): leave the forward pass."""
+        self.seed = None
+        self.merged = True
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
 
     def cull(self, reason: str = "") -> None:
         self._set_state(S.CULLED, reason)

@@ -34,7 +34,7 @@ from esper.events import EventBus
 from esper.kernels import KernelLibrary, KernelRequest, LoadedKernel
 from esper.kernels.compiler import percentile
 from esper.policy import Policy
-from esper.seeds import MorphogeneticModel, SeedSlot
+from esper.seeds import MorphogeneticModel, SeedSlot, merge_into_site, merge_obstacle
 from esper.training.optim import add_group, group_names, remove_group
 
 S = SeedState
@@ -59,6 +59,7 @@ class SeedOptions:
     blend_epochs: int = 3
     lr: float | None = None
     gates: Gates = field(default_factory=Gates)
+    merge: bool = False
 
 
 @dataclass
@@ -358,8 +359,16 @@ class Trainer:
         if needed is not None and (gained is None or gained <= needed):
             shown = "unmeasured" if gained is None else f"{gained:+.4f}"
             self.cull(slot, f"gate: val accuracy contribution {shown} <= {needed}")
-        else:
+        elif not self.seeds.merge:
             slot.fossilize(reason)
+        else:
+            obstacle = merge_obstacle(slot)
+            if obstacle is not None:
+                slot.fossilize(f"{reason}; not merged ({obstacle}): kept as a trainable seed")
+                return
+            slot.fossilize(f"{reason}; merged into {slot.name}")
+            merge_into_site(slot)
+            remove_group(self.optimizer, self.scheduler, f"seed:{slot.name}")
 
     def kernel_spec(self, blueprint: str, shape: tuple[int, ...]) -> KernelSpec:
         return KernelSpec(
