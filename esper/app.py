@@ -107,6 +107,42 @@ def config_hash(container: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+RESUME_MUST_MATCH = ("seed", "dataset", "model", "seeds", "blueprints", "policy", "kernels")
+
+
+def _differences(a: Any, b: Any, prefix: str) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{prefix}.{k}")]
+    return [] if a == b else [f"{prefix}: checkpoint {a!r}, this run {b!r}"]
+
+
+def load_resume_state(resume: str, container: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint to continue from; its run must have been configured like this one."""
+    path = Path(resume).expanduser()
+    path = path if path.is_file() else path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise ConfigError(f"trainer.resume={resume!r}: no checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    saved = state["config"]
+    keys = [*RESUME_MUST_MATCH, "trainer.optimizer", "trainer.scheduler"]
+    diffs = []
+    for key in keys:
+        section, _, sub = key.partition(".")
+        old, new = saved.get(section), container.get(section)
+        if sub:
+            old, new = (old or {}).get(sub), (new or {}).get(sub)
+        diffs += _differences(old, new, key)
+    for ignored in ("dataset.loader_seed",):
+        diffs = [d for d in diffs if not d.startswith(ignored + ":")]
+    if diffs:
+        raise ConfigError(
+            f"trainer.resume={resume!r}: resume with the configuration of the run it continues; "
+            "these differ:\n  " + "\n  ".join(diffs)
+        )
+    return path, state
+
+
 def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     started = time.perf_counter()
     container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
@@ -116,6 +152,11 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     run_dir.mkdir(parents=True, exist_ok=True)
     choices, wandb_names = hydra_context()
     seed_everything(settings.seed)
+    resume_path, resume_state = (
+        load_resume_state(settings.trainer.resume, container)
+        if settings.trainer.resume
+        else (None, None)
+    )
 
     data = _instantiate("dataset", container["dataset"])
     model_node = {k: v for k, v in container["model"].items() if k != "sites"}
@@ -161,6 +202,8 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
                 logger_node[key] = value
         if logger_node.get("tags") is None:
             logger_node["tags"] = settings.tags
+        if resume_state is not None and resume_state.get("wandb_run_id"):
+            logger_node["run_id"] = resume_state["wandb_run_id"]
         make_sink = _instantiate("logger", logger_node, _partial_=True)
         try:
             sink = make_sink(run_dir=str(run_dir), config=container)
@@ -168,7 +211,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
             raise ConfigError(f"logger: {exc}") from exc
         sinks.append(sink)
         if isinstance(sink, WandbSink):
-            wandb_info = {"mode": sink.mode, "run_dir": sink.run_dir}
+            wandb_info = {"mode": sink.mode, "run_dir": sink.run_dir, "run_id": sink.run_id}
     bus = EventBus(sinks)
 
     trainer = Trainer(
@@ -196,6 +239,9 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
         prewarm=kernels.prewarm,
         kernel_wait_epochs=kernels.wait_epochs,
     )
+    trainer.stop_after_epoch = settings.trainer.stop_after_epoch
+    if resume_state is not None:
+        trainer.load_state_dict(resume_state)
     summary_choices = {
         **{g: choices.get(g, "custom") for g in GROUPS},
         "allowed_blueprints": settings.blueprints.allowed,
@@ -212,4 +258,5 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
         wandb=wandb_info,
         checkpoint=settings.trainer.checkpoint,
         started=started,
+        resumed_from=str(resume_path) if resume_path else None,
     )

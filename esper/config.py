@@ -38,6 +38,8 @@ class TrainerConfig(Section):
     scheduler: dict[str, Any] | None = None
     progress: bool = True
     checkpoint: bool = True
+    resume: str | None = None
+    stop_after_epoch: int | None = Field(default=None, ge=0)
 
 
 class GatesConfig(Section):

@@ -135,6 +135,7 @@ class EventBase(BaseModel):
 class RunStarted(EventBase):
     kind: Literal["run_started"] = "run_started"
     config: dict[str, Any]
+    resumed_from: str | None = None
 
 
 class EpochEnded(EventBase):
@@ -212,7 +213,7 @@ class KernelLatency(EventBase):
 
 class RunEnded(EventBase):
     kind: Literal["run_ended"] = "run_ended"
-    status: Literal["completed", "failed"]
+    status: Literal["completed", "stopped", "failed"]
     metrics: dict[str, float]
     error: str | None = None
 

@@ -61,6 +61,7 @@ class WandbSink:
         job_type: str | None = None,
         name: str | None = None,
         tags: list[str] | None = None,
+        run_id: str | None = None,
     ) -> None:
         import wandb
 
@@ -79,11 +80,14 @@ class WandbSink:
             job_type=job_type,
             name=name,
             tags=list(tags or []),
+            id=run_id,
+            resume="allow" if run_id else None,
             reinit="finish_previous",
             settings=wandb.Settings(console="off", x_disable_stats=True, quiet=True),
         )
         self.run_dir = str(Path(self.run.dir).parent)
-        self._adaptations: list[list[Any]] = []
+        self.run_id = self.run.id
+        self._adaptation_count = 0
 
     def write(self, events: list[EventBase]) -> None:
         row: dict[str, Any] = {}
@@ -92,18 +96,8 @@ class WandbSink:
                 row.update(e.metrics)
                 row["epoch"] = e.epoch
             elif isinstance(e, Adaptation):
-                self._adaptations.append(
-                    [
-                        e.epoch,
-                        e.step,
-                        e.slot,
-                        e.blueprint or "",
-                        e.from_state.value,
-                        e.to_state.value,
-                        e.reason,
-                    ]
-                )
-                row["adaptations/count"] = len(self._adaptations)
+                self._adaptation_count += 1
+                row["adaptations/count"] = self._adaptation_count
             elif isinstance(e, KernelLatency):
                 row[f"latency_us_p50/{e.slot}"] = e.latency_us_p50
                 row[f"latency_us_p95/{e.slot}"] = e.latency_us_p95
@@ -113,7 +107,19 @@ class WandbSink:
             self.run.log(row)
 
     def close(self, summary: dict[str, Any]) -> None:
-        table = self._wandb.Table(columns=ADAPTATION_COLUMNS, data=self._adaptations)
+        rows = [
+            [
+                a["epoch"],
+                a["step"],
+                a["slot"],
+                a["blueprint"] or "",
+                a["from"],
+                a["to"],
+                a["reason"],
+            ]
+            for a in summary.get("adaptations", [])
+        ]
+        table = self._wandb.Table(columns=ADAPTATION_COLUMNS, data=rows)
         self.run.log({"adaptations": table})
         for section in ("metrics", "params", "kernel_library"):
             for key, value in summary.get(section, {}).items():
@@ -128,4 +134,4 @@ class WandbSink:
                 if k.get(key) is not None:
                     self.run.summary[f"{prefix}/{key}"] = k[key]
         self.run.summary["status"] = summary.get("status", "unknown")
-        self.run.finish(exit_code=0 if summary.get("status") == "completed" else 1)
+        self.run.finish(exit_code=1 if summary.get("status") == "failed" else 0)

@@ -18,6 +18,8 @@ class Policy(Protocol):
 
     def state_dict(self) -> dict[str, Any]: ...
 
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
 
 def in_flight(obs: Observation) -> int:
     return sum(s.state in IN_FLIGHT for s in obs.slots)

@@ -110,3 +110,7 @@ class HeuristicPolicy:
 
     def state_dict(self) -> dict[str, Any]:
         return {"germinated": self.germinated, "quiet_since": self.quiet_since}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.germinated = state["germinated"]
+        self.quiet_since = state["quiet_since"]

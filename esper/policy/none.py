@@ -15,3 +15,6 @@ class NoPolicy:
 
     def state_dict(self) -> dict[str, Any]:
         return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None

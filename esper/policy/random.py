@@ -59,3 +59,8 @@ class RandomPolicy:
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.getstate(), "germinated": self.germinated}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        rng_state = state["rng"]
+        self.rng.setstate((rng_state[0], tuple(rng_state[1]), rng_state[2]))
+        self.germinated = state["germinated"]

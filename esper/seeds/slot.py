@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -107,6 +108,51 @@ class SeedSlot(nn.Module):
         self._set_state(S.FOSSILIZED, reason)
         self.alpha = 1.0
         if not self.fossilized_trainable and self.seed is not None:
+            self.seed.requires_grad_(False)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Lifecycle bookkeeping for a checkpoint (the seed's weights go in the state dict)."""
+        return {
+            "state": self.state.value,
+            "blueprint": self.blueprint,
+            "kernel_id": self.kernel_id,
+            "alpha": self.alpha,
+            "blend_steps": self.blend_steps,
+            "blend_step": self.blend_step,
+            "epochs_in_state": self.epochs_in_state,
+            "steps_in_state": self.steps_in_state,
+            "grad_norm_max": float(self.grad_norm_max),
+            "embargo_left": self.embargo_left,
+            "tried": dict(self.tried),
+            "merged": self.merged,
+            "calls": self._calls,
+        }
+
+    def restore(self, snapshot: dict[str, Any], module: nn.Module | None) -> None:
+        """Put the slot back as it was, with its kernel module (no transition is replayed)."""
+        self.state = SeedState(snapshot["state"])
+        self.blueprint = snapshot["blueprint"]
+        self.kernel_id = snapshot["kernel_id"]
+        self.seed = module
+        for key in (
+            "alpha",
+            "blend_steps",
+            "blend_step",
+            "epochs_in_state",
+            "steps_in_state",
+            "embargo_left",
+            "merged",
+        ):
+            setattr(self, key, snapshot[key])
+        self.grad_norm_max = torch.tensor(snapshot["grad_norm_max"])
+        self.tried = dict(snapshot["tried"])
+        self._calls = snapshot["calls"]
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        if self.state in ACTIVE_FORWARD and self.seed is not None:
+            self._hook = self._site[0].register_forward_hook(self._after_site)
+        if self.state is S.FOSSILIZED and not self.fossilized_trainable and self.seed is not None:
             self.seed.requires_grad_(False)
 
     def detach_seed(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ class Experiment:
     seed: int
     wandb: dict[str, Any] = field(default_factory=lambda: {"mode": "disabled", "run_dir": None})
     checkpoint: bool = True
+    resumed_from: str | None = None
     started: float = field(default_factory=time.perf_counter)
 
     def summary(self, status: str, result: FitResult | None, error: str | None) -> dict[str, Any]:
@@ -39,7 +41,7 @@ class Experiment:
             "seed": self.seed,
             "metrics": result.metrics if result else {},
             "params": result.params if result else trainer.params(),
-            "adaptations": result.adaptations if result else [],
+            "adaptations": result.adaptations if result else trainer.adaptations(),
             "kernels": result.kernels if result else trainer.kernels,
             "kernel_library": {
                 "store": library.store.describe(),
@@ -61,42 +63,36 @@ class Experiment:
                 for s in trainer.model.iter_slots()
             },
             "epochs": len(trainer.history),
+            "resumed_from": self.resumed_from,
+            "checkpoint": str(self.checkpoint_path) if self.checkpoint else None,
             "wandb": self.wandb,
             "wall_s": time.perf_counter() - self.started,
         }
 
-    def save_checkpoint(self) -> Path:
-        path = self.run_dir / "checkpoints" / "last.pt"
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
+
+    def save_checkpoint(self, epoch: int | None = None) -> Path:
+        """Written each epoch, atomically: a crash mid-write leaves the previous checkpoint."""
+        path = self.checkpoint_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        model = self.trainer.model
-        torch.save(
-            {
-                "epoch": self.trainer.epoch,
-                "model": model.state_dict(),
-                "slots": {
-                    s.name: {
-                        "state": s.state.value,
-                        "blueprint": s.blueprint,
-                        "kernel_id": s.kernel_id,
-                        "alpha": s.alpha,
-                    }
-                    for s in model.iter_slots()
-                },
-                "optimizer": self.trainer.optimizer.state_dict(),
-                "policy": self.trainer.policy.state_dict(),
-            },
-            path,
-        )
+        state = self.trainer.state_dict()
+        state["config"] = self.config
+        state["wandb_run_id"] = self.wandb.get("run_id")
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
         return path
 
     def run(self) -> dict[str, Any]:
-        self.bus.publish(RunStarted(config=self.config))
+        self.bus.publish(RunStarted(config=self.config, resumed_from=self.resumed_from))
         self.bus.flush()
         result: FitResult | None = None
+        if self.checkpoint:
+            self.trainer.on_epoch_end = self.save_checkpoint
         try:
             result = self.trainer.fit()
-            if self.checkpoint:
-                self.save_checkpoint()
         except BaseException as exc:
             error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             self.trainer.library.close()
@@ -113,10 +109,11 @@ class Experiment:
             self._finish(summary)
             raise
         self.trainer.library.close()  # finished background compiles are stored, then counted
-        summary = self.summary("completed", result, None)
+        stopped = len(self.trainer.history) < self.trainer.max_epochs
+        summary = self.summary("stopped" if stopped else "completed", result, None)
         self.bus.publish(
             RunEnded(
-                status="completed",
+                status=summary["status"],
                 metrics=result.metrics,
                 epoch=self.trainer.epoch,
                 step=self.trainer.step,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,6 +69,7 @@ class PendingKernel:
     request: KernelRequest
     requested_at: float
     due_epoch: int | None
+    spec: KernelSpec
 
 
 @dataclass
@@ -124,6 +127,10 @@ class Trainer:
         self.kernel_blocked_s = 0.0
         self._pending: dict[str, PendingKernel] = {}
         self._active: list[SeedSlot] | None = None
+        self.start_epoch = 0
+        self.stop_after_epoch: int | None = None
+        self.on_epoch_end: Callable[[int], None] | None = None
+        self.restored_adaptations: list[dict[str, Any]] = []
         self._contribution: dict[str, float | None] = {}
         self.optimizer = optimizer([{"params": model.host_parameters(), "name": "host"}])
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
@@ -405,7 +412,7 @@ class Trainer:
         )
         wait = self.kernel_wait_epochs
         due = None if wait is None else self.epoch + wait
-        self._pending[slot.name] = PendingKernel(request, time.perf_counter(), due)
+        self._pending[slot.name] = PendingKernel(request, time.perf_counter(), due, spec)
         self.collect_kernels()
 
     def collect_kernels(self) -> None:
@@ -579,7 +586,9 @@ class Trainer:
         if self.prewarm:
             self.start_prewarm()
         bar = tqdm(
-            range(self.max_epochs),
+            range(self.start_epoch, self.max_epochs),
+            initial=self.start_epoch,
+            total=self.max_epochs,
             desc="epochs",
             disable=not self.progress,
             dynamic_ncols=True,
@@ -618,6 +627,10 @@ class Trainer:
             bar.set_postfix(
                 loss=f"{train.loss:.3f}", val_acc=f"{val.accuracy:.3f}", params=params["total"]
             )
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(epoch)
+            if self.stop_after_epoch is not None and epoch >= self.stop_after_epoch:
+                break
         bar.close()
         test = self.evaluate(self.data.test)
         last = self.history[-1] if self.history else {}
@@ -629,7 +642,12 @@ class Trainer:
             "test_loss": test.loss,
             "test_accuracy": test.accuracy,
         }
-        adaptations = [
+        adaptations = self.adaptations()
+        return FitResult(metrics, self.history, adaptations, self.kernels, self.params())
+
+    def adaptations(self) -> list[dict[str, Any]]:
+        """Every transition of the run so far, a resumed run's earlier ones included."""
+        return self.restored_adaptations + [
             {
                 "epoch": e.epoch,
                 "step": e.step,
@@ -639,6 +657,78 @@ class Trainer:
                 "to": e.to_state.value,
                 "reason": e.reason,
             }
-            for e in self.bus.of_kind("adaptation")
+            for e in self.bus.of_kind("adaptation")  # type: ignore[attr-defined]
         ]
-        return FitResult(metrics, self.history, adaptations, self.kernels, self.params())
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly where this one is."""
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "slots": {s.name: s.snapshot() for s in self.model.iter_slots()},
+            "pending": {
+                name: {"spec": p.spec.model_dump(mode="json"), "due_epoch": p.due_epoch}
+                for name, p in self._pending.items()
+            },
+            "optimizer_groups": [g.get("name") for g in self.optimizer.param_groups],
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "policy": self.policy.state_dict(),
+            "history": self.history,
+            "kernels": self.kernels,
+            "contribution": self._contribution,
+            "kernel_blocked_s": self.kernel_blocked_s,
+            "adaptations": self.adaptations(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "train_loader": self.data.train.generator.get_state(),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for slot in self.model.iter_slots():
+            snap = state["slots"][slot.name]
+            module = None
+            if snap["kernel_id"] is not None:
+                spec = self.kernel_spec(snap["blueprint"], slot.shape)
+                loaded = self.library.get(spec)
+                if loaded.metadata.kernel_id != snap["kernel_id"]:
+                    raise RuntimeError(
+                        f"slot {slot.name}: checkpoint used kernel {snap['kernel_id'][:16]}, the "
+                        f"library now gives {loaded.metadata.kernel_id[:16]} for the same spec"
+                    )
+                module = loaded.module.to(self.device)
+            slot.restore(snap, module)
+        self._active = None
+        for group_name in state["optimizer_groups"][1:]:
+            slot = self.model.slot(group_name.removeprefix("seed:"))
+            add_group(
+                self.optimizer, self.scheduler, group_name, slot.seed_parameters(), self.seeds.lr
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.policy.load_state_dict(state["policy"])
+        for name, pending in state["pending"].items():
+            spec = KernelSpec.model_validate(pending["spec"])
+            self._pending[name] = PendingKernel(
+                self.library.request(spec), time.perf_counter(), pending["due_epoch"], spec
+            )
+        self.history = list(state["history"])
+        self.kernels = list(state["kernels"])
+        self._kernel_entry = {k["slot"]: k for k in self.kernels}
+        self._contribution = dict(state["contribution"])
+        self.kernel_blocked_s = state["kernel_blocked_s"]
+        self.restored_adaptations = list(state["adaptations"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.start_epoch = state["epoch"] + 1
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        self.data.train.generator.set_state(rng["train_loader"])
