@@ -58,6 +58,7 @@ class SeedSlot(nn.Module):
         self.tried: dict[str, int] = {}
         self._calls = 0
         self.latency_samples_us: list[float] = []
+        self._cuda_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
     def _set_state(self, target: SeedState, reason: str) -> None:
@@ -77,6 +78,7 @@ class SeedSlot(nn.Module):
             self.on_transition(self, current, target, reason)
 
     def germinate(self, blueprint: str, reason: str = "") -> None:
+        check_transition(self.name, self.state, S.GERMINATED)
         self.blueprint = blueprint
         self.tried[blueprint] = self.tried.get(blueprint, 0) + 1
         self._set_state(S.GERMINATED, reason)
@@ -192,10 +194,28 @@ class SeedSlot(nn.Module):
         self._calls += 1
         if self._calls % self.latency_sample_every:
             return self.seed(x)  # type: ignore[misc]
+        if x.is_cuda:
+            # Events are only recorded here; they are read at the end of the epoch
+            # (collect_latencies), so the training step never waits for the GPU.
+            start_event = torch.cuda.Event(enable_timing=True)
+            end_event = torch.cuda.Event(enable_timing=True)
+            start_event.record()
+            out = self.seed(x)  # type: ignore[misc]
+            end_event.record()
+            self._cuda_events.append((start_event, end_event))
+            return out
         start = time.perf_counter()
         out = self.seed(x)  # type: ignore[misc]
         self.latency_samples_us.append((time.perf_counter() - start) * 1e6)
         return out
+
+    def collect_latencies(self) -> list[float]:
+        """Latency samples in microseconds, GPU events resolved now (epoch end, not per step)."""
+        for start_event, end_event in self._cuda_events:
+            end_event.synchronize()
+            self.latency_samples_us.append(start_event.elapsed_time(end_event) * 1e3)
+        self._cuda_events = []
+        return self.latency_samples_us
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         state = self.state

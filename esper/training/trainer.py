@@ -531,9 +531,9 @@ class Trainer:
     def publish_latencies(self) -> None:
         for slot in self.model.iter_slots():
             entry = self._kernel_entry.get(slot.name)
-            if not slot.latency_samples_us or entry is None or slot.kernel_id is None:
+            samples = slot.collect_latencies()
+            if not samples or entry is None or slot.kernel_id is None:
                 continue
-            samples = slot.latency_samples_us
             p50, p95 = percentile(samples, 50), percentile(samples, 95)
             entry.update(
                 train_latency_us_p50=p50,

@@ -28,7 +28,10 @@ CASES = [
     (["model.sites=[]"], r"model\.sites=\[\]: List should have at least 1 item"),
     (["model.sites=[head*x]"], r"model\.sites: 'head\*x' matches no module"),
     (["model.sites=[type:Conv2d]"], r"model\.sites: 'type:Conv2d' matches no module"),
-    (["seeds.fossilized=melt"], r"seeds\.fossilized='melt': Input should be 'train', 'freeze' or 'merge'"),
+    (
+        ["seeds.fossilized=melt"],
+        r"seeds\.fossilized='melt': Input should be 'train', 'freeze' or 'merge'",
+    ),
     (["trainer.device=tpu"], r"trainer\.device='tpu': Input should be 'cpu' or 'cuda'"),
     (["policy.metric=speed"], r"policy: policy\.metric='speed'; allowed: val_accuracy, val_loss"),
     (["dataset.arms=1"], r"dataset: dataset\.arms=1 must be at least 2"),
