@@ -1,6 +1,12 @@
 """Seed slots (Kasmina): lifecycle, gradient isolation, blending, and wrap()."""
 
-from esper.seeds.lifecycle import ALLOWED, IN_FLIGHT, InvalidTransition, check_transition
+from esper.seeds.lifecycle import (
+    ALLOWED,
+    IN_FLIGHT,
+    InvalidTransition,
+    Lifecycle,
+    check_transition,
+)
 from esper.seeds.merge import merge_into_site, merge_obstacle
 from esper.seeds.slot import SeedSlot
 from esper.seeds.wrap import MorphogeneticModel, SiteError, slot_key, wrap
@@ -9,6 +15,7 @@ __all__ = [
     "ALLOWED",
     "IN_FLIGHT",
     "InvalidTransition",
+    "Lifecycle",
     "MorphogeneticModel",
     "SeedSlot",
     "SiteError",

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from esper.contracts import ActivationKind, SeedState, activation_kind
-from esper.seeds.lifecycle import ACTIVE_FORWARD, check_transition
+from esper.seeds.lifecycle import ACTIVE_FORWARD, Lifecycle, check_transition
 
 S = SeedState
 TransitionCallback = Callable[["SeedSlot", SeedState, SeedState, str], None]
@@ -42,16 +42,13 @@ class SeedSlot(nn.Module):
         self._site = (site,)  # a tuple keeps the host's module out of this slot's children
         self._hook: RemovableHandle | None = None
         self.on_transition: TransitionCallback | None = None
-        self.state = S.DORMANT
+        self.life = Lifecycle(name)
         self.seed: nn.Module | None = None
         self.blueprint: str | None = None
         self.kernel_id: str | None = None
         self.alpha = 0.0
         self.blend_steps = 1
         self.blend_step = 0
-        self.epochs_in_state = 0
-        self.steps_in_state = 0
-        self.grad_norm_max = torch.zeros(())
         self.embargo_left = 0
         self.bypass = False
         self.merged = False
@@ -61,13 +58,24 @@ class SeedSlot(nn.Module):
         self._cuda_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def state(self) -> SeedState:
+        return self.life.state
+
+    @property
+    def epochs_in_state(self) -> int:
+        return self.life.epochs_in_state
+
+    @property
+    def steps_in_state(self) -> int:
+        return self.life.steps_in_state
+
+    @property
+    def grad_norm_max(self) -> float:
+        return float(self.life.grad_norm_max)  # type: ignore[arg-type]
+
     def _set_state(self, target: SeedState, reason: str) -> None:
-        current = self.state
-        check_transition(self.name, current, target)
-        self.state = target
-        self.epochs_in_state = 0
-        self.steps_in_state = 0
-        self.grad_norm_max = torch.zeros(())
+        current = self.life.move(target)
         wants_hook = target in ACTIVE_FORWARD
         if wants_hook and self._hook is None:
             self._hook = self._site[0].register_forward_hook(self._after_site)
@@ -123,7 +131,7 @@ class SeedSlot(nn.Module):
             "blend_step": self.blend_step,
             "epochs_in_state": self.epochs_in_state,
             "steps_in_state": self.steps_in_state,
-            "grad_norm_max": float(self.grad_norm_max),
+            "grad_norm_max": self.grad_norm_max,
             "embargo_left": self.embargo_left,
             "tried": dict(self.tried),
             "merged": self.merged,
@@ -132,21 +140,16 @@ class SeedSlot(nn.Module):
 
     def restore(self, snapshot: dict[str, Any], module: nn.Module | None) -> None:
         """Put the slot back as it was, with its kernel module (no transition is replayed)."""
-        self.state = SeedState(snapshot["state"])
+        life = self.life
+        life.state = SeedState(snapshot["state"])
+        life.epochs_in_state = snapshot["epochs_in_state"]
+        life.steps_in_state = snapshot["steps_in_state"]
+        life.grad_norm_max = snapshot["grad_norm_max"]
         self.blueprint = snapshot["blueprint"]
         self.kernel_id = snapshot["kernel_id"]
         self.seed = module
-        for key in (
-            "alpha",
-            "blend_steps",
-            "blend_step",
-            "epochs_in_state",
-            "steps_in_state",
-            "embargo_left",
-            "merged",
-        ):
+        for key in ("alpha", "blend_steps", "blend_step", "embargo_left", "merged"):
             setattr(self, key, snapshot[key])
-        self.grad_norm_max = torch.tensor(snapshot["grad_norm_max"])
         self.tried = dict(snapshot["tried"])
         self._calls = snapshot["calls"]
         if self._hook is not None:
@@ -174,7 +177,7 @@ class SeedSlot(nn.Module):
 
     def tick(self) -> None:
         """One control step has passed: count time in state and run down a cull's embargo."""
-        self.epochs_in_state += 1
+        self.life.epochs_in_state += 1
         if self.state is S.CULLED:
             self.embargo_left = max(0, self.embargo_left - 1)
             if self.embargo_left == 0:

@@ -182,7 +182,7 @@ class Trainer:
                 continue
             self.optimizer.step()
             for slot in active:
-                slot.steps_in_state += 1
+                slot.life.steps_in_state += 1
             loss_sum += loss.detach() * y.numel()
             correct += (logits.detach().argmax(-1) == y).sum()
             seen += y.numel()
@@ -207,7 +207,12 @@ class Trainer:
                 if grads
                 else torch.zeros((), device=loss.device)
             )
-            slot.grad_norm_max = torch.maximum(slot.grad_norm_max.to(norm.device), norm.detach())
+            life = slot.life
+            life.grad_norm_max = (
+                norm.detach()
+                if isinstance(life.grad_norm_max, float)
+                else torch.maximum(life.grad_norm_max, norm.detach())  # type: ignore[arg-type]
+            )
             norms.append(norm)
         if bool(torch.isfinite(torch.stack([loss.detach(), *norms])).all()):
             return True
