@@ -211,6 +211,12 @@ class KernelLibrary:
         self._pending[key] = compilation
         return KernelRequest(self, compilation=compilation)
 
+    def start_worker(self) -> None:
+        """Start (and warm up) the compile worker now, so the first compile does not wait for
+        a Python process to import torch."""
+        if self.async_compile and self._pool is None:
+            self._pool = start_pool(self.workers)
+
     def _submit(self, spec: KernelSpec) -> Future[tuple[str, bytes]]:
         args = (
             spec.model_dump_json(),

@@ -29,11 +29,17 @@ def compile_payload(
 
 
 def warm_up() -> bool:
-    """Import torch and the compiler in the worker before the first request needs them."""
-    import torch.export  # noqa: F401
+    """Import torch and the compiler and trace once (torch.export's first call in a process
+    costs about a second), before the first request needs them."""
+    import warnings
+
+    import torch
 
     import esper.kernels.compiler  # noqa: F401
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.export.export(torch.nn.Linear(2, 2), (torch.zeros(2, 2),))
     return True
 
 

@@ -13,6 +13,7 @@ IN_FLIGHT = (S.GERMINATED, S.TRAINING, S.BLENDING)
 
 class Policy(Protocol):
     name: str
+    may_germinate: bool  # False lets the trainer skip starting a compile worker
 
     def decide(self, obs: Observation) -> list[Decision]: ...
 

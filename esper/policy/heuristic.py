@@ -9,6 +9,7 @@ from esper.policy.base import in_flight, lifecycle_decisions, slot_choices
 
 
 class HeuristicPolicy:
+    may_germinate = True
     name = "heuristic"
 
     def __init__(

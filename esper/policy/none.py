@@ -8,6 +8,7 @@ from esper.contracts import Decision, Observation
 
 
 class NoPolicy:
+    may_germinate = False
     name = "none"
 
     def decide(self, obs: Observation) -> list[Decision]:

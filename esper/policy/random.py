@@ -10,6 +10,7 @@ from esper.policy.base import in_flight, lifecycle_decisions, slot_choices
 
 
 class RandomPolicy:
+    may_germinate = True
     name = "random"
 
     def __init__(

@@ -588,6 +588,8 @@ class Trainer:
     def fit(self) -> FitResult:
         from tqdm import tqdm
 
+        if getattr(self.policy, "may_germinate", True):
+            self.library.start_worker()
         if self.prewarm:
             self.start_prewarm()
         bar = tqdm(
