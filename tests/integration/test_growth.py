@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 
 from esper.app import build
@@ -39,3 +40,27 @@ def test_a_second_run_shares_every_kernel_from_the_store(make_config, tmp_path) 
     assert {k["cache"] for k in second["kernels"]} == {"hit"}
     assert second["kernel_library"]["compiles"] == 0
     assert second["metrics"] == first["metrics"], "same seed, same kernels: the same run"
+
+
+def test_a_corrupted_stored_kernel_is_quarantined_reported_and_compiled_again(
+    make_config, tmp_path, kernel_store
+) -> None:
+    first = build(
+        make_config("logger=none", "trainer.checkpoint=false", run_dir=tmp_path / "a")
+    ).run()
+    kernel_id = first["kernels"][0]["kernel_id"]
+    artifact = kernel_store / "objects" / kernel_id[:2] / f"{kernel_id}.pt2"
+    artifact.write_bytes(artifact.read_bytes()[:1000])
+    second = build(
+        make_config("logger=none", "trainer.checkpoint=false", run_dir=tmp_path / "b")
+    ).run()
+    assert second["status"] == "completed"
+    assert second["kernel_library"]["quarantined"] == [kernel_id]
+    assert second["kernel_library"]["compiles"] == 1
+    (reported,) = second["quarantined"]
+    assert reported["kernel_id"] == kernel_id and "tampered" in reported["error"]
+    events = [
+        json.loads(line) for line in (tmp_path / "b" / "events.jsonl").read_text().splitlines()
+    ]
+    assert [e["kernel_id"] for e in events if e["kind"] == "kernel_quarantined"] == [kernel_id]
+    assert second["metrics"] == first["metrics"], "the same kernel, compiled again"
