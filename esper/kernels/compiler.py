@@ -144,6 +144,9 @@ def compile_kernel(
         program = torch.export.export(
             eager, (example,), dynamic_shapes=({0: Dim("batch", min=1, max=MAX_BATCH)},)
         )
+        for node in program.graph.nodes:
+            # Source paths would make the same kernel hash differently on every checkout.
+            node.meta.pop("stack_trace", None)
         buffer = io.BytesIO()
         torch.export.save(program, buffer)
     artifact = buffer.getvalue()

@@ -134,3 +134,15 @@ def test_library_finds_kernels_by_blueprint_shape_and_device(tmp_path: Path) -> 
     ]
     assert library.kernels_for("residual_mlp", (9,), "cpu") == []
     assert library.kernels_for("residual_mlp", (8,), "cuda") == []
+
+
+def test_artifacts_carry_no_source_paths_so_every_checkout_hashes_alike() -> None:
+    import io
+    import zipfile
+
+    import esper
+
+    checkout = str(Path(esper.__file__).resolve().parent.parent).encode()
+    artifact = compile_kernel(spec("attention", shape=(6, 8), heads=2, causal=True)).artifact
+    archive = zipfile.ZipFile(io.BytesIO(artifact))
+    assert not [n for n in archive.namelist() if checkout in archive.read(n)]
