@@ -31,6 +31,11 @@ class MorphogeneticModel(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.host(*args, **kwargs)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Straight to the host: the wrapper adds no module-call machinery of its own to each
+        # step (hooks belong on the host or its modules, where they still run).
+        return self.host(*args, **kwargs)
+
     def slot(self, name: str) -> SeedSlot:
         return self.slots[slot_key(name)]  # type: ignore[return-value]
 

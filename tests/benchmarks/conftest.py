@@ -15,7 +15,7 @@ import torch
 def interleaved_ratio(
     candidate: Callable[[], object],
     baseline: Callable[[], object],
-    rounds: int = 30,
+    rounds: int = 60,
     calls: int = 50,
 ) -> tuple[float, float, float]:
     """Median over rounds of candidate/baseline time, alternating order to cancel drift.
