@@ -38,6 +38,23 @@ def make_config(tmp_path: Path, kernel_store: Path) -> Callable[..., DictConfig]
     return make
 
 
+ONE_EARLY_SEED = (
+    "policy=random",
+    "policy.germinate_probability=1.0",
+    "policy.max_seeds=1",
+    "logger=none",
+    "trainer.checkpoint=false",
+)
+"""Overrides for a run whose random policy germinates exactly one seed, at epoch 0."""
+
+KEEP_IT = (
+    "policy.fossilize_probability=1.0",
+    "trainer.max_epochs=12",
+    "seeds.gates.min_training_steps=0",
+)
+"""With ONE_EARLY_SEED: the seed reaches the fossilize decision within the run."""
+
+
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300):
     """`python run.py ARGS` in a subprocess, as a user types it."""
     full_env = {**os.environ, "WANDB_SILENT": "true", **(env or {})}

@@ -10,6 +10,7 @@ from torch import nn
 
 from esper import blueprints
 from esper.app import build
+from tests.conftest import ONE_EARLY_SEED
 
 
 @blueprints.register("explodes_for_test", kinds=("vector",), description="always fails")
@@ -22,16 +23,7 @@ def events(run_dir: Path) -> list[dict]:
 
 
 def early_seed(*extra: str) -> list[str]:
-    return [
-        "policy=random",
-        "policy.germinate_probability=1.0",
-        "policy.max_seeds=1",
-        "trainer.max_epochs=8",
-        "logger=none",
-        "trainer.checkpoint=false",
-        "blueprints.allowed=[residual_mlp]",
-        *extra,
-    ]
+    return [*ONE_EARLY_SEED, "trainer.max_epochs=8", "blueprints.allowed=[residual_mlp]", *extra]
 
 
 def test_training_continues_while_the_kernel_compiles(make_config, tmp_path) -> None:

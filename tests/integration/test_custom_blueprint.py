@@ -8,6 +8,7 @@ import pytest
 from esper import blueprints
 from esper.app import build
 from esper.config import ConfigError
+from tests.conftest import ONE_EARLY_SEED
 
 CUSTOM = "+blueprints.custom.my_adapter={_target_:tests.blueprints_for_tests.scaled_adapter,kinds:[vector],width:8}"
 
@@ -16,11 +17,8 @@ def test_user_blueprint_from_config_lives_a_seed_life(make_config, tmp_path) -> 
     cfg = make_config(
         CUSTOM,
         "blueprints.allowed=[my_adapter]",
-        "policy=random",
-        "policy.germinate_probability=1.0",
-        "policy.max_seeds=1",
+        *ONE_EARLY_SEED,
         "trainer.max_epochs=10",
-        "logger=none",
         run_dir=tmp_path / "run",
     )
     summary = build(cfg).run()

@@ -8,6 +8,7 @@ import torch
 
 from esper.app import build
 from esper.contracts import Decision
+from tests.conftest import KEEP_IT, ONE_EARLY_SEED
 
 
 def trainer_with_seed(make_config, tmp_path, *overrides: str):
@@ -82,14 +83,8 @@ def test_an_exploding_seed_gradient_culls_instead_of_blending(make_config, tmp_p
 
 def test_fossilizing_needs_a_measured_positive_contribution(make_config, tmp_path) -> None:
     cfg = make_config(
-        "logger=none",
-        "trainer.checkpoint=false",
-        "policy=random",
-        "policy.germinate_probability=1.0",
-        "policy.fossilize_probability=1.0",
-        "policy.max_seeds=1",
-        "trainer.max_epochs=12",
-        "seeds.gates.min_training_steps=0",
+        *ONE_EARLY_SEED,
+        *KEEP_IT,
         "seeds.gates.fossilize_min_contribution=2.0",
         run_dir=tmp_path / "run",
     )

@@ -4,15 +4,8 @@ torchvision's format), the char-level transformer on the shipped corpus, and the
 from __future__ import annotations
 
 from esper.app import build
+from tests.conftest import ONE_EARLY_SEED
 from tests.unit.test_datasets_more import write_cifar
-
-EARLY_SEED = [
-    "policy=random",
-    "policy.germinate_probability=1.0",
-    "policy.max_seeds=1",
-    "logger=none",
-    "trainer.checkpoint=false",
-]
 
 
 def test_resnet_small_on_cifar10(make_config, tmp_path) -> None:
@@ -24,7 +17,7 @@ def test_resnet_small_on_cifar10(make_config, tmp_path) -> None:
         "blueprints=image",
         "trainer.max_epochs=3",
         "dataset.batch_size=16",
-        *EARLY_SEED,
+        *ONE_EARLY_SEED,
         run_dir=tmp_path / "run",
     )
     summary = build(cfg).run()
@@ -49,7 +42,7 @@ def test_transformer_tiny_on_text_with_an_attention_seed(make_config, tmp_path) 
         "blueprints=sequence",
         "blueprints.allowed=[attention]",
         "trainer.max_epochs=3",
-        *EARLY_SEED,
+        *ONE_EARLY_SEED,
         run_dir=tmp_path / "run",
     )
     summary = build(cfg).run()

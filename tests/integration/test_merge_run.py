@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from esper.app import build
+from tests.conftest import KEEP_IT, ONE_EARLY_SEED
 
 
 @pytest.mark.parametrize(
@@ -14,14 +15,8 @@ from esper.app import build
 )
 def test_fossilized_merge_mode(make_config, tmp_path, sites: str, expect: str) -> None:
     cfg = make_config(
-        "logger=none",
-        "trainer.checkpoint=false",
-        "policy=random",
-        "policy.germinate_probability=1.0",
-        "policy.fossilize_probability=1.0",
-        "policy.max_seeds=1",
-        "trainer.max_epochs=12",
-        "seeds.gates.min_training_steps=0",
+        *ONE_EARLY_SEED,
+        *KEEP_IT,
         "seeds.gates.fossilize_min_contribution=null",
         "seeds.fossilized=merge",
         "blueprints.allowed=[low_rank]",
