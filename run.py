@@ -16,7 +16,11 @@ def print_result(summary: dict) -> None:
     print(" -------+---------+---------")
     for split in ("train", "val", "test"):
         print(f" {split:<6} | {m[f'{split}_loss']:7.4f} | {m[f'{split}_accuracy']:8.4f}")
-    print(f"\n params: host {p['host']}, seeds {p['seeds']}, total {p['total']}")
+    f = summary.get("flops_per_sample", {})
+    print(
+        f"\n params: host {p['host']}, seeds {p['seeds']}, total {p['total']}; forward FLOPs "
+        f"a sample: host {f.get('host', 0):,}, total {f.get('total', 0):,}"
+    )
     for a in summary["adaptations"]:
         print(
             f"  epoch {a['epoch']:>3}  {a['slot']:<12} {a['from']:>10} -> {a['to']:<10} "

@@ -94,10 +94,9 @@ def _check_blueprints_fit(settings: RunConfig, model: Any) -> None:
 
 
 def config_hash(container: dict[str, Any]) -> str:
-    """Names the experiment, not the job: seed, paths and logging are left out."""
-    relevant = {
-        k: v for k, v in container.items() if k not in ("seed", "run_dir", "logger", "tags")
-    }
+    """Names the experiment, not the job: seed, paths, storage and logging are left out."""
+    ignored = ("seed", "run_dir", "logger", "tags", "storage")
+    relevant = {k: v for k, v in container.items() if k not in ignored}
     for group in ("dataset", "policy"):
         node = dict(relevant.get(group) or {})
         node.pop("loader_seed", None)

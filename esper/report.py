@@ -31,13 +31,14 @@ def table(summaries: list[dict[str, Any]], by: str = "policy") -> str:
     for s in summaries:
         groups[str(s.get(by))].append(s)
     lines = [
-        f"| {by} | seeds | test accuracy | val accuracy | params total | params seeds | config hash |",
-        "|---|---|---|---|---|---|---|",
+        f"| {by} | seeds | test accuracy | val accuracy | params total | params seeds "
+        "| FLOPs a sample | config hash |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, runs in groups.items():
         done = [r for r in runs if r["status"] == "completed"]
         if not done:
-            lines.append(f"| {key} | 0 of {len(runs)} completed | | | | | |")
+            lines.append(f"| {key} | 0 of {len(runs)} completed | | | | | | |")
             continue
         hashes = sorted({r.get("config_hash", "?")[:12] for r in done})
         lines.append(
@@ -46,6 +47,7 @@ def table(summaries: list[dict[str, Any]], by: str = "policy") -> str:
             f"| {_mean_std([r['metrics']['val_accuracy'] for r in done])} "
             f"| {statistics.mean(r['params']['total'] for r in done):.0f} "
             f"| {statistics.mean(r['params']['seeds'] for r in done):.0f} "
+            f"| {statistics.mean(r.get('flops_per_sample', {}).get('total', 0) for r in done):,.0f} "
             f"| {' '.join(hashes)} |"
         )
     return "\n".join(lines)

@@ -121,7 +121,7 @@ class WandbSink:
         ]
         table = self._wandb.Table(columns=ADAPTATION_COLUMNS, data=rows)
         self.run.log({"adaptations": table})
-        for section in ("metrics", "params", "kernel_library"):
+        for section in ("metrics", "params", "flops_per_sample", "kernel_library"):
             for key, value in summary.get(section, {}).items():
                 if isinstance(value, int | float | str):
                     self.run.summary[f"{section}/{key}"] = value

@@ -41,6 +41,7 @@ class Experiment:
             "seed": self.seed,
             "metrics": result.metrics if result else {},
             "params": result.params if result else trainer.params(),
+            "flops_per_sample": result.flops if result else {},
             "adaptations": result.adaptations if result else trainer.adaptations(),
             "kernels": result.kernels if result else trainer.kernels,
             "kernel_library": {

@@ -37,6 +37,7 @@ from esper.kernels import KernelLibrary, KernelRequest, LoadedKernel
 from esper.kernels.compiler import percentile
 from esper.policy import Policy
 from esper.seeds import MorphogeneticModel, SeedSlot, merge_into_site, merge_obstacle
+from esper.training.flops import flops_per_sample
 from esper.training.optim import add_group, group_names, remove_group
 
 S = SeedState
@@ -86,6 +87,7 @@ class FitResult:
     adaptations: list[dict[str, Any]]
     kernels: list[dict[str, Any]]
     params: dict[str, int]
+    flops: dict[str, int]
 
 
 @dataclass
@@ -650,7 +652,8 @@ class Trainer:
             "test_accuracy": test.accuracy,
         }
         adaptations = self.adaptations()
-        return FitResult(metrics, self.history, adaptations, self.kernels, self.params())
+        flops = flops_per_sample(self.model, self.data.test.x[:1].to(self.device))
+        return FitResult(metrics, self.history, adaptations, self.kernels, self.params(), flops)
 
     def adaptations(self) -> list[dict[str, Any]]:
         """Every transition of the run so far, a resumed run's earlier ones included."""

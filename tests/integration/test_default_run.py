@@ -41,6 +41,12 @@ def test_summary_holds_the_contract(default_run) -> None:
     }
     params = summary["params"]
     assert params["host"] == 2 * 8 + 8 + 8 * 8 + 8 + 8 * 2 + 2
+    flops = summary["flops_per_sample"]
+    assert flops["host"] == 2 * (2 * 8 + 8 * 8 + 8 * 2), "a multiply-add counts two"
+    fossilized = [
+        k for k in summary["kernels"] if summary["final_slots"][k["slot"]]["state"] == "FOSSILIZED"
+    ]
+    assert flops["total"] == flops["host"] + len(fossilized) * 2 * (2 * 8 * 64)
     assert params["total"] == params["host"] + params["seeds"]
     assert summary["wandb"]["mode"] == "offline"
     assert Path(summary["wandb"]["run_dir"]).is_dir()

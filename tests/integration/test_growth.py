@@ -64,3 +64,19 @@ def test_a_corrupted_stored_kernel_is_quarantined_reported_and_compiled_again(
     ]
     assert [e["kernel_id"] for e in events if e["kind"] == "kernel_quarantined"] == [kernel_id]
     assert second["metrics"] == first["metrics"], "the same kernel, compiled again"
+
+
+def test_the_config_hash_names_the_experiment_not_the_job(make_config, tmp_path) -> None:
+    from omegaconf import OmegaConf
+
+    from esper.app import config_hash
+
+    def hashed(*overrides: str) -> str:
+        cfg = make_config("logger=none", *overrides, run_dir=tmp_path / "r")
+        return config_hash(OmegaConf.to_container(cfg, resolve=True))
+
+    base = hashed()
+    assert hashed("seed=7") == base
+    assert hashed("storage.root=/elsewhere") == base
+    assert hashed("policy=random") != base
+    assert hashed("model.hidden=[16,16]") != base

@@ -1,0 +1,34 @@
+"""Forward FLOPs per sample, so that accuracy is always reported with what it cost to compute."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from esper.seeds import MorphogeneticModel
+
+
+def forward_flops(model: torch.nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of one forward pass on `example` (matmuls and convolutions, as torch counts them)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(example)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def flops_per_sample(model: MorphogeneticModel, example: torch.Tensor) -> dict[str, int]:
+    """The host alone (every slot bypassed) and the grown model, for one sample."""
+    sample = example[:1]
+    total = forward_flops(model, sample)
+    with ExitStack() as stack:
+        for slot in model.iter_slots():
+            stack.callback(setattr, slot, "bypass", slot.bypass)
+            slot.bypass = True
+        host = forward_flops(model, sample)
+    return {"host": host, "total": total}
