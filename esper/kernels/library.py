@@ -2,13 +2,13 @@
 
 Memory and store hits resolve at once. A compile either runs inline (`async_compile=False`) or
 in a worker process while training continues; the seed waits in GERMINATED meanwhile. Whatever
-a worker returns is verified, stored and cached on the caller's thread.
+a worker returns is verified, stored and cached on the caller's thread, so the library itself
+is only ever touched from that one thread.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -129,7 +129,6 @@ class KernelLibrary:
         self.counts = LibraryCounts()
         self.async_compile = async_compile
         self.workers = workers
-        self._lock = threading.Lock()
         self._pending: dict[str, Compilation] = {}
         self._quarantines: list[Quarantine] = []
         self._pool: ProcessPoolExecutor | None = None  # started by the first compile it needs
@@ -137,15 +136,10 @@ class KernelLibrary:
     # -- synchronous path ------------------------------------------------------------------
     def lookup(self, spec: KernelSpec) -> Resolved:
         """Memory, then the store (verified), then compile here and store."""
-        key = spec.key()
-        cached = self.cache.get(key)
+        cached = self.cache.get(spec.key())
         if cached is not None:
             return Resolved(cached.metadata, cached.program, "memory")
-        resolved = self._from_store(key)
-        if resolved is None:
-            resolved = self._compile_here(spec)
-        self.cache.put(key, resolved, resolved.metadata.artifact_bytes)
-        return resolved
+        return self._from_store(spec.key()) or self._compile_here(spec)
 
     def get(self, spec: KernelSpec) -> LoadedKernel:
         resolved = self.lookup(spec)
@@ -168,7 +162,9 @@ class KernelLibrary:
             return None
         self.store.touch(found.kernel_id)
         self.counts.store_loads += 1
-        return Resolved(found, program, "store")
+        resolved = Resolved(found, program, "store")
+        self.cache.put(key, resolved, found.artifact_bytes)
+        return resolved
 
     def _compile_here(self, spec: KernelSpec) -> Resolved:
         try:
@@ -203,7 +199,6 @@ class KernelLibrary:
                 return KernelRequest(self, self.lookup(spec))
             stored = self._from_store(key)
             if stored is not None:
-                self.cache.put(key, stored, stored.metadata.artifact_bytes)
                 return KernelRequest(self, stored)
         except Exception as exc:  # noqa: BLE001 - delivered through the request
             return KernelRequest(self, error=exc)
@@ -224,8 +219,8 @@ class KernelLibrary:
             self.reference_batch,
             blueprints.source(spec.blueprint),
         )
-        if self._pool is None:
-            self._pool = start_pool(self.workers)
+        self.start_worker()
+        assert self._pool is not None
         try:
             return self._pool.submit(compile_payload, *args)
         except BrokenProcessPool:
@@ -261,14 +256,12 @@ class KernelLibrary:
 
     # -- bookkeeping -----------------------------------------------------------------------
     def _note_quarantine(self, notice: Quarantine) -> None:
-        with self._lock:
-            if notice.kernel_id:
-                self.counts.quarantined.append(notice.kernel_id)
-            self._quarantines.append(notice)
+        if notice.kernel_id:
+            self.counts.quarantined.append(notice.kernel_id)
+        self._quarantines.append(notice)
 
     def drain_quarantines(self) -> list[Quarantine]:
-        with self._lock:
-            notices, self._quarantines = self._quarantines, []
+        notices, self._quarantines = self._quarantines, []
         return notices
 
     def kernels_for(

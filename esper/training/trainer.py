@@ -218,15 +218,14 @@ class Trainer:
             norms.append(norm)
         if bool(torch.isfinite(torch.stack([loss.detach(), *norms])).all()):
             return True
-        culprits = [s for s, n in zip(active, norms) if not bool(torch.isfinite(n))]
+        culprits = [(s, n.item()) for s, n in zip(active, norms) if not bool(torch.isfinite(n))]
         if not culprits:
             raise FloatingPointError(
                 f"non-finite loss {loss.item()} at step {self.step} with every seed's gradient "
                 "finite: the host itself diverged (lower trainer.optimizer.lr?)"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        for slot in culprits:
-            norm = norms[active.index(slot)].item()
+        for slot, norm in culprits:
             self.cull(slot, f"non-finite seed gradient (norm {norm}) at step {self.step}")
         return False
 
@@ -316,7 +315,7 @@ class Trainer:
                     stats=stats.get(slot.name),
                     contribution_accuracy=acc_gain,
                     contribution_loss=loss_saved,
-                    seed_grad_norm_max=float(slot.grad_norm_max) if slot.seed is not None else None,
+                    seed_grad_norm_max=slot.grad_norm_max if slot.seed is not None else None,
                     tried=dict(slot.tried),
                 )
             )
@@ -352,7 +351,7 @@ class Trainer:
 
     def advance_to_blending(self, slot: SeedSlot, reason: str) -> None:
         gates = self.seeds.gates
-        grad_max = float(slot.grad_norm_max)
+        grad_max = slot.grad_norm_max
         if not math.isfinite(grad_max) or grad_max > gates.max_grad_norm:
             self.cull(
                 slot,
