@@ -9,6 +9,23 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+# What a sweeper may optimise: summary.json's train and val metrics. Never test_*: decisions see
+# the validation split only, and the test split is evaluated once, at the end, and reported.
+OPTIMIZABLE = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
+def optimized_metric(cfg: DictConfig) -> str:
+    """The top-level `optimized_metric`, checked before anything is built (one line if bad)."""
+    from esper.config import ConfigError
+
+    name = cfg.get("optimized_metric", "val_accuracy")
+    if name not in OPTIMIZABLE:
+        raise ConfigError(
+            f"optimized_metric={name!r}: a sweep optimises a train or val metric, never test; "
+            f"allowed: {', '.join(OPTIMIZABLE)}"
+        )
+    return str(name)
+
 
 def print_result(summary: dict) -> None:
     m, p = summary["metrics"], summary["params"]
@@ -37,20 +54,22 @@ def print_result(summary: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    """Runs one experiment; returns its `optimized_metric` to the sweeper (Optuna, Ax, ...)."""
     from esper.app import build
     from esper.config import ConfigError
 
     try:
+        metric = optimized_metric(cfg)
         experiment = build(cfg)
     except ConfigError as exc:
         print(f"esper: {exc}", file=sys.stderr)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the launcher records this job as failed and goes on with the others
         raise SystemExit(2) from None
     summary = experiment.run()
     print_result(summary)
     print(f" outputs: {experiment.run_dir}")
-    return float(summary["metrics"]["val_accuracy"])
+    return float(summary["metrics"][metric])
 
 
 if __name__ == "__main__":
