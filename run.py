@@ -66,7 +66,8 @@ def main(cfg: DictConfig) -> float:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the launcher records this job as failed and goes on with the others
         raise SystemExit(2) from None
-    summary = experiment.run()
+    record = experiment.run()  # summary.json's content: a dict, or a pydantic record
+    summary = record if isinstance(record, dict) else record.model_dump(mode="json", by_alias=True)
     print_result(summary)
     print(f" outputs: {experiment.run_dir}")
     return float(summary["metrics"][metric])
