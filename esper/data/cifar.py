@@ -1,10 +1,21 @@
 """CIFAR-10 read from a local directory in torchvision's format (`cifar-10-batches-py/` with
-pickled `data_batch_1..5` and `test_batch`). Nothing is downloaded: point `dataset.root` at it."""
+pickled `data_batch_1..5` and `test_batch`). Nothing is downloaded: point `dataset.root` at it.
+
+The batches are pickles, and a pickle can name any callable to run while it loads. So they are
+read with an unpickler that knows only what that format holds (dicts, lists, strings, bytes,
+numbers, and numpy arrays of plain numeric dtypes) and builds the arrays itself with
+`np.frombuffer`: numpy's own reconstructors never see the file's state. Anything else, and any
+corrupt, empty or truncated file, is one `CifarFormatError` naming the file.
+"""
 
 from __future__ import annotations
 
+import codecs
+import io
+import math
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,14 +25,168 @@ from esper.data.datasets import DataSplits, TensorLoader
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILE = "test_batch"
+PIXELS = 3 * 32 * 32
+CLASSES = 10
+NUMERIC = frozenset(["b1", "u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f4", "f8"])
+
+
+class CifarFormatError(ValueError):
+    """A batch file that is not what torchvision's CIFAR-10 python batches hold."""
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+class _Dtype:
+    """Stands for numpy.dtype(code): a plain numeric dtype, byte order from its state."""
+
+    def __init__(self, code: object, align: object = False, copy: object = True) -> None:
+        if isinstance(code, bytes):
+            code = code.decode("latin1")
+        if not isinstance(code, str) or code not in NUMERIC:
+            raise _Refused(f"dtype {code!r} is not a plain number type")
+        self.dtype = np.dtype(code)
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, tuple) or len(state) < 5 or state[3:5] != (None, None):
+            raise _Refused("a structured dtype")
+        order = state[1].decode("latin1") if isinstance(state[1], bytes) else state[1]
+        if order not in ("<", ">", "|", "="):
+            raise _Refused(f"byte order {order!r}")
+        if order in ("<", ">"):
+            self.dtype = self.dtype.newbyteorder(order)
+
+
+def _dtype_of(value: object) -> np.dtype:
+    if not isinstance(value, _Dtype):
+        raise _Refused("an array without a plain dtype")
+    return value.dtype
+
+
+def _raw(data: object) -> bytes:
+    if isinstance(data, str):  # Python 2 str, read as latin-1
+        return data.encode("latin1")
+    if isinstance(data, (bytes, bytearray)):
+        return bytes(data)
+    raise _Refused("array data that is not bytes")
+
+
+def _build(raw: object, dtype: object, shape: object, order: str = "C") -> np.ndarray:
+    if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
+        raise _Refused(f"array shape {shape!r}")
+    data = _raw(raw)
+    kind = _dtype_of(dtype)
+    if len(data) != math.prod(shape) * kind.itemsize:
+        raise _Refused(f"{len(data)} bytes for an array of shape {shape}")
+    return np.frombuffer(data, dtype=kind).reshape(shape, order="F" if order == "F" else "C")
+
+
+class _Array:
+    """Stands for numpy's _reconstruct(ndarray, ...); its state becomes an array we build."""
+
+    def __init__(self, cls: object, shape: object = (0,), code: object = b"b") -> None:
+        if cls is not _NDARRAY:
+            raise _Refused("_reconstruct of something other than an ndarray")
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise _Refused("array state")
+        _, shape, dtype, fortran, raw = state
+        self.array = _build(raw, dtype, shape, "F" if fortran else "C")
+
+
+def _scalar(dtype: object, raw: object) -> Any:
+    return _build(raw, dtype, (1,))[0]
+
+
+def _frombuffer(buffer: object, dtype: object, shape: object, order: object = "C") -> np.ndarray:
+    return _build(buffer, dtype, shape, "F" if order == "F" else "C")
+
+
+def _encode(text: object, encoding: str = "utf-8") -> bytes:
+    """How Python 3 pickles bytes at protocol 2: latin-1 only."""
+    if not isinstance(text, str) or codecs.lookup(encoding).name != "iso8859-1":
+        raise _Refused(f"_codecs.encode with {encoding!r}")
+    return text.encode("latin1")
+
+
+_NDARRAY = object()
+_ALLOWED: dict[tuple[str, str], object] = {
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _Dtype,
+    ("_codecs", "encode"): _encode,
+    **{(f"numpy.{core}.multiarray", "_reconstruct"): _Array for core in ("core", "_core")},
+    **{(f"numpy.{core}.multiarray", "scalar"): _scalar for core in ("core", "_core")},
+    **{(f"numpy.{core}.numeric", "_frombuffer"): _frombuffer for core in ("core", "_core")},
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise _Refused(f"it names {module}.{name}, which a CIFAR batch never holds") from None
+
+
+def _arrays(value: Any) -> Any:
+    """Replace the stand-ins by the arrays they built."""
+    if isinstance(value, _Array):
+        if value.array is None:
+            raise _Refused("an array without data")
+        return value.array
+    if isinstance(value, dict):
+        return {_arrays(k): _arrays(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_arrays(v) for v in value)
+    if isinstance(value, _Dtype) or value is _NDARRAY:
+        raise _Refused("a bare numpy object")
+    return value
+
+
+def load_batch(data: bytes) -> dict[str, Any]:
+    """The batch's dict, keys as str, from the bytes of a trusted or untrusted file."""
+    entry = _arrays(_BatchUnpickler(io.BytesIO(data), encoding="latin1").load())
+    if not isinstance(entry, dict):
+        raise _Refused(f"it holds a {type(entry).__name__}, not a dict")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+
+
+def _checked(entry: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    data, labels = entry.get("data"), entry.get("labels")
+    if not isinstance(data, np.ndarray) or labels is None:
+        raise _Refused("no 'data' array and 'labels'")
+    if data.dtype.kind not in "iub" or data.ndim != 2 or data.shape[1] != PIXELS:
+        raise _Refused(f"'data' is {data.dtype} {list(data.shape)}, not uint8 [N, {PIXELS}]")
+    if len(data) == 0 or (data.size and (data.min() < 0 or data.max() > 255)):
+        raise _Refused("'data' holds no images, or values outside 0..255")
+    try:
+        targets = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise _Refused("'labels' are not integers") from None
+    if targets.shape != (len(data),):
+        raise _Refused(f"{targets.size} labels for {len(data)} images")
+    if targets.min() < 0 or targets.max() >= CLASSES:
+        raise _Refused(f"labels outside 0..{CLASSES - 1}")
+    return data.astype(np.uint8).reshape(-1, 3, 32, 32), targets
 
 
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with path.open("rb") as handle:
-        entry = pickle.load(handle, encoding="latin1")
-    data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    labels = np.asarray(entry.get("labels", entry.get("fine_labels")), dtype=np.int64)
-    return data, labels
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CifarFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        return _checked(load_batch(raw))
+    except Exception as exc:  # noqa: BLE001 - whatever an untrusted file does, one error
+        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not isinstance(exc, _Refused):
+            reason = f"{type(exc).__name__}: {reason}"
+        if isinstance(exc, EOFError) or not raw:
+            reason = "empty or truncated"
+        raise CifarFormatError(f"{path} is not a valid CIFAR-10 batch ({reason})") from None
 
 
 def cifar10(
