@@ -16,6 +16,7 @@ from torch.export import Dim, ExportedProgram
 
 from esper import blueprints
 from esper.contracts import KernelMetadata, KernelSpec, LatencyPoint
+from esper.kernels.safe_load import KernelIntegrityError, UnsafeArtifactError, load_program
 
 PROBE_BATCH = 8
 VALIDATION_BATCH = 5
@@ -23,10 +24,6 @@ MAX_BATCH = 1 << 20
 
 
 class KernelValidationError(RuntimeError):
-    pass
-
-
-class KernelIntegrityError(RuntimeError):
     pass
 
 
@@ -47,16 +44,19 @@ def _probe(spec: KernelSpec, batch: int, seed: int) -> torch.Tensor:
 
 
 def load_artifact(artifact: bytes, kernel_id: str) -> ExportedProgram:
-    """Refuse bytes whose SHA-256 is not the id they were asked for under."""
+    """Refuse bytes whose SHA-256 is not the id they were asked for under, then load them as
+    data only (safe_load). The id comes from the same store as the bytes, so the hash proves
+    integrity, not trust: a writer can plant an artifact with a matching index entry."""
     actual = sha256(artifact)
     if actual != kernel_id:
         raise KernelIntegrityError(
             f"kernel {kernel_id[:16]}: artifact SHA-256 is {actual[:16]}, not its id; "
             f"the object is corrupted or was tampered with ({len(artifact)} bytes)"
         )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.export.load(io.BytesIO(artifact))
+    try:
+        return load_program(artifact)
+    except UnsafeArtifactError as exc:
+        raise UnsafeArtifactError(f"kernel {kernel_id[:16]}: {exc}") from None
 
 
 def instantiate(program: ExportedProgram) -> nn.Module:
