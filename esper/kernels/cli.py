@@ -1,21 +1,53 @@
-"""Inspect and tidy a kernel library, local or S3.
+"""Inspect, tidy and repair a kernel library, local or S3.
 
     python -m esper.kernels list  [--root DIR | --bucket B [--prefix P] [--endpoint-url U]]
-    python -m esper.kernels tidy  [--quarantined] [--unused-days N] [--dry-run] [store options]
+    python -m esper.kernels tidy  [--quarantined] [--unused-days N] [--repair] [--dry-run]
+                                  [store options]
 
-Without store options the local default (ESPER_KERNEL_STORE or the user cache) is used.
+Without store options the local default (ESPER_KERNEL_STORE or the user cache) is used; a
+local store must exist already (this never creates one). `--repair` quarantines malformed
+index entries, drops entries whose artifact is gone, and sets a corrupt index.sqlite aside.
+Errors are one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from esper.kernels.s3_store import S3Store
 from esper.kernels.store import KernelStore, LocalStore
+
+PROG = "python -m esper.kernels"
+
+
+class CliError(Exception):
+    """A usage error: printed as one line, exit code 2."""
+
+
+@runtime_checkable
+class Repairable(Protocol):
+    def repair(self) -> list[str]: ...
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise CliError(message)
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a number of days >= 0")
+    return value
 
 
 def open_store(args: argparse.Namespace) -> KernelStore:
@@ -23,7 +55,7 @@ def open_store(args: argparse.Namespace) -> KernelStore:
         return S3Store(
             args.bucket, prefix=args.prefix, region=args.region, endpoint_url=args.endpoint_url
         )
-    return LocalStore(args.root or os.environ.get("ESPER_KERNEL_STORE") or None)
+    return LocalStore(args.root or os.environ.get("ESPER_KERNEL_STORE") or None, create=False)
 
 
 def list_kernels(store: KernelStore) -> list[str]:
@@ -45,9 +77,17 @@ def list_kernels(store: KernelStore) -> list[str]:
 
 
 def tidy(
-    store: KernelStore, quarantined: bool, unused_days: float | None, dry_run: bool
+    store: KernelStore,
+    quarantined: bool,
+    unused_days: float | None,
+    dry_run: bool,
+    repair: bool = False,
 ) -> list[str]:
     report = []
+    if repair:
+        if not isinstance(store, Repairable):
+            raise CliError(f"{store.describe()}: this store cannot be repaired")
+        report.extend(store.repair())
     if quarantined:
         count = len(store.quarantined()) if dry_run else store.remove_quarantined()
         report.append(f"{'would remove' if dry_run else 'removed'} {count} quarantined objects")
@@ -64,11 +104,9 @@ def tidy(
     return report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m esper.kernels",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = _Parser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("command", choices=["list", "tidy"])
     parser.add_argument("--root", help="local store directory")
@@ -77,17 +115,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION"))
     parser.add_argument("--endpoint-url", default=os.environ.get("ESPER_S3_ENDPOINT_URL"))
     parser.add_argument("--quarantined", action="store_true", help="tidy: remove quarantined")
-    parser.add_argument("--unused-days", type=float, help="tidy: remove kernels unused this long")
+    parser.add_argument("--unused-days", type=_days, help="tidy: remove kernels unused this long")
+    parser.add_argument("--repair", action="store_true", help="tidy: repair the index")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
-    if args.command == "tidy" and not args.quarantined and args.unused_days is None:
-        parser.error("tidy needs --quarantined and/or --unused-days N")
+    if (
+        args.command == "tidy"
+        and not (args.quarantined or args.repair)
+        and args.unused_days is None
+    ):
+        raise CliError("tidy needs --quarantined, --unused-days N and/or --repair")
+    if args.repair and args.dry_run:
+        raise CliError("--repair has no --dry-run: it only moves bad entries to quarantine")
+    if args.root and args.bucket:
+        raise CliError("--root and --bucket name two stores; give one")
+    return args
+
+
+def run(args: argparse.Namespace) -> list[str]:
     store = open_store(args)
-    lines = (
-        list_kernels(store)
-        if args.command == "list"
-        else tidy(store, args.quarantined, args.unused_days, args.dry_run)
-    )
+    if args.command == "list":
+        lines = list_kernels(store)
+    else:
+        lines = tidy(store, args.quarantined, args.unused_days, args.dry_run, args.repair)
+    notices = store.take_notices() if isinstance(store, LocalStore) else []
+    for notice in notices:
+        print(f"{PROG}: note: {notice}", file=sys.stderr)
+    skipped = getattr(store, "skipped_rows", 0)
+    if skipped:
+        print(
+            f"{PROG}: note: {skipped} malformed index rows skipped; run `{PROG} tidy --repair`",
+            file=sys.stderr,
+        )
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        lines = run(parse(argv))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a CLI says what went wrong in one line
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
     print("\n".join(lines))
     return 0
 

@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 from esper.contracts import KernelMetadata
-from esper.kernels.compiler import KernelIntegrityError
-from esper.kernels.store import StoredKernel
+from esper.kernels.safe_load import KernelIntegrityError
+from esper.kernels.store import MalformedEntry, StoredKernel, parse_entry
 
 
 class StoreUnavailableError(RuntimeError):
@@ -43,6 +43,7 @@ class S3Store:
         if max_attempts < 1:
             raise ValueError(f"storage.max_attempts={max_attempts} must be at least 1")
         self.bucket = bucket
+        self.skipped_rows = 0
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
         self.client = boto3.client(
@@ -144,12 +145,11 @@ class S3Store:
         if body is None:
             return None
         try:
-            return KernelMetadata.model_validate_json(body)
-        except ValueError as exc:
+            return parse_entry(body, spec_key)
+        except MalformedEntry as exc:
             where = self._move_to_quarantine(self._index_key(spec_key), f"index-{spec_key}.json")
             raise KernelIntegrityError(
-                f"index entry {spec_key[:16]} in {self.describe()} is not valid metadata "
-                f"({exc.__class__.__name__}); quarantined to {where}"
+                f"index entry {spec_key[:16]} in {self.describe()}: {exc}; quarantined to {where}"
             ) from None
 
     def get_artifact(self, kernel_id: str) -> bytes:
@@ -165,15 +165,21 @@ class S3Store:
             Bucket=self.bucket, Key=self._key("used", kernel_id), Body=str(time.time()).encode()
         )
 
+    def _spec_key(self, key: str) -> str:
+        return key.rsplit("/", 1)[-1].removesuffix(".json")
+
     def _index_entries(self) -> list[KernelMetadata]:
-        entries = []
+        """Every well-formed entry; malformed ones are counted in `skipped_rows` (find()
+        quarantines one when a run asks for its spec, `tidy --repair` all of them)."""
+        entries, skipped = [], 0
         for item in self._list("index"):
             body = self._get(item["Key"])
             if body is not None:
                 try:
-                    entries.append(KernelMetadata.model_validate_json(body))
-                except ValueError:
-                    continue  # find() quarantines it when a run asks for that spec
+                    entries.append(parse_entry(body, self._spec_key(item["Key"])))
+                except MalformedEntry:
+                    skipped += 1
+        self.skipped_rows = skipped
         return entries
 
     def list(self) -> list[StoredKernel]:
@@ -229,3 +235,28 @@ class S3Store:
         for item in items:
             self.client.delete_object(Bucket=self.bucket, Key=item["Key"])
         return len(items)
+
+    def repair(self) -> list[str]:
+        """Quarantine malformed index entries, drop entries whose artifact is gone."""
+        objects = {i["Key"] for i in self._list("objects")}
+        malformed = missing = total = 0
+        for item in self._list("index"):
+            body = self._get(item["Key"])
+            if body is None:
+                continue
+            total += 1
+            try:
+                metadata = parse_entry(body, self._spec_key(item["Key"]))
+            except MalformedEntry:
+                self._move_to_quarantine(item["Key"], f"index-{self._spec_key(item['Key'])}.json")
+                malformed += 1
+                continue
+            if self._object_key(metadata.kernel_id) not in objects:
+                self.client.delete_object(Bucket=self.bucket, Key=item["Key"])
+                missing += 1
+        if not (malformed or missing):
+            return [f"index is sound: {total} entries in {self.describe()}"]
+        return [
+            f"{malformed} malformed index rows quarantined",
+            f"{missing} index rows without an artifact dropped",
+        ]
