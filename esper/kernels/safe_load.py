@@ -384,7 +384,12 @@ def _check_graph(program: ExportedProgram) -> None:
 
 def load_program(artifact: bytes) -> ExportedProgram:
     """Check the artifact, then load it with the archive loader alone (no legacy fallback)."""
-    check_artifact(artifact)
+    try:
+        check_artifact(artifact)
+    except UnsafeArtifactError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. JSON nested past the recursion limit
+        raise refuse(f"it cannot be checked ({_one_line(exc)})") from None
     from torch.export.pt2_archive._package import load_pt2
 
     try:
