@@ -54,8 +54,10 @@ class _Dtype:
         order = state[1].decode("latin1") if isinstance(state[1], bytes) else state[1]
         if order not in ("<", ">", "|", "="):
             raise _Refused(f"byte order {order!r}")
-        if order in ("<", ">"):
-            self.dtype = self.dtype.newbyteorder(order)
+        if order == "<":
+            self.dtype = self.dtype.newbyteorder("<")
+        elif order == ">":
+            self.dtype = self.dtype.newbyteorder(">")
 
 
 def _dtype_of(value: object) -> np.dtype:

@@ -7,6 +7,7 @@ written last and only if absent), `used/<kernel_id>` (touched on load, for tidyi
 
 from __future__ import annotations
 
+import builtins
 import time
 from typing import Any
 
@@ -220,7 +221,7 @@ class S3Store:
             self.client.delete_object(Bucket=self.bucket, Key=self._index_key(key))
         return where
 
-    def quarantined(self) -> list[str]:
+    def quarantined(self) -> builtins.list[str]:
         return [f"s3://{self.bucket}/{i['Key']}" for i in self._list("quarantine")]
 
     def remove(self, kernel_id: str) -> None:
@@ -236,7 +237,7 @@ class S3Store:
             self.client.delete_object(Bucket=self.bucket, Key=item["Key"])
         return len(items)
 
-    def repair(self) -> list[str]:
+    def repair(self) -> builtins.list[str]:
         """Quarantine malformed index entries, drop entries whose artifact is gone."""
         objects = {i["Key"] for i in self._list("objects")}
         malformed = missing = total = 0

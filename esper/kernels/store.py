@@ -15,6 +15,7 @@ are content-addressed). `python -m esper.kernels tidy --repair` does all of this
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import logging
@@ -83,7 +84,7 @@ class KernelStore(Protocol):
 
     def quarantine(self, kernel_id: str, spec_key: str | None = None) -> str: ...
 
-    def quarantined(self) -> list[str]: ...
+    def quarantined(self) -> builtins.list[str]: ...
 
     def remove(self, kernel_id: str) -> None: ...
 
@@ -280,7 +281,7 @@ class LocalStore:
         try:
             return parse_entry(row[2], spec_key, row[0])
         except MalformedEntry as exc:
-            where = self._quarantine_row(*row, str(exc))
+            where = self._quarantine_row(row[0], row[1], row[2], str(exc))
             raise KernelIntegrityError(
                 f"index row for spec {spec_key[:16]} in {self.root}: {exc}; quarantined to {where}"
             ) from None
@@ -335,7 +336,7 @@ class LocalStore:
         self._run(lambda db: db.execute("DELETE FROM kernels WHERE kernel_id = ?", (kernel_id,)))
         return str(target)
 
-    def quarantined(self) -> list[str]:
+    def quarantined(self) -> builtins.list[str]:
         folder = self.root / "quarantine"
         return sorted(str(p) for p in folder.iterdir()) if folder.exists() else []
 
@@ -349,7 +350,7 @@ class LocalStore:
             Path(p).unlink()
         return len(paths)
 
-    def repair(self) -> list[str]:
+    def repair(self) -> builtins.list[str]:
         """Quarantine malformed rows, drop rows whose artifact is gone; say what was done."""
         report = self.take_notices()
         rows = self._run(
