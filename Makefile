@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 ARGS ?=
 
-.PHONY: install run test bench lint format accel clean
+.PHONY: install run test test-full test-slow bench lint typecheck format accel clean
 
 install: $(STAMP)
 
@@ -24,8 +24,20 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python run.py $(ARGS)
 
+# The fast tier: every behaviour test, short runs; under 3 minutes on 2 cores.
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Everything, including full-length runs, the research claim and subprocess runs (`slow`).
+test-full: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Only the slow tier (CI runs it after `make test`).
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest tests/benchmarks -q --benchmark-columns=min,median,mean,stddev,rounds

@@ -16,24 +16,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from esper import blueprints
-from esper.config import ConfigError, RunConfig, validate
+from esper.config import GROUPS, NEUTRAL_GROUPS, ConfigError, RunConfig, validate
+from esper.data import DataSplits
 from esper.events import ConsoleSink, EventBus, JsonlSink, Sink, WandbSink
 from esper.kernels import KernelLibrary
 from esper.seeds import SiteError, wrap
-from esper.training import BlueprintOptions, Gates, SeedOptions, Trainer
-from esper.training.experiment import Experiment
-
-GROUPS = (
-    "dataset",
-    "model",
-    "seeds",
-    "blueprints",
-    "policy",
-    "storage",
-    "kernels",
-    "logger",
-    "trainer",
-)
+from esper.training import checkpoint
+from esper.training.experiment import Experiment, Identity
+from esper.training.record import RunRecorder
+from esper.training.trainer import Trainer
 
 
 def _instantiate(group: str, node: Any, **kwargs: Any) -> Any:
@@ -95,7 +86,7 @@ def _check_blueprints_fit(settings: RunConfig, model: Any) -> None:
 
 def config_hash(container: dict[str, Any]) -> str:
     """Names the experiment, not the job: seed, paths, storage and logging are left out."""
-    ignored = ("seed", "run_dir", "logger", "tags", "storage")
+    ignored = ("seed", "run_dir", "tags", "optimized_metric", *NEUTRAL_GROUPS)
     relevant = {k: v for k, v in container.items() if k not in ignored}
     for group in ("dataset", "policy"):
         node = dict(relevant.get(group) or {})
@@ -106,40 +97,36 @@ def config_hash(container: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-RESUME_MUST_MATCH = ("seed", "dataset", "model", "seeds", "blueprints", "policy", "kernels")
-
-
-def _differences(a: Any, b: Any, prefix: str) -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = sorted(set(a) | set(b))
-        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{prefix}.{k}")]
-    return [] if a == b else [f"{prefix}: checkpoint {a!r}, this run {b!r}"]
-
-
-def load_resume_state(resume: str, container: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint to continue from; its run must have been configured like this one."""
-    path = Path(resume).expanduser()
-    path = path if path.is_file() else path / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise ConfigError(f"trainer.resume={resume!r}: no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    saved = state["config"]
-    keys = [*RESUME_MUST_MATCH, "trainer.optimizer", "trainer.scheduler"]
-    diffs = []
-    for key in keys:
-        section, _, sub = key.partition(".")
-        old, new = saved.get(section), container.get(section)
-        if sub:
-            old, new = (old or {}).get(sub), (new or {}).get(sub)
-        diffs += _differences(old, new, key)
-    for ignored in ("dataset.loader_seed",):
-        diffs = [d for d in diffs if not d.startswith(ignored + ":")]
-    if diffs:
-        raise ConfigError(
-            f"trainer.resume={resume!r}: resume with the configuration of the run it continues; "
-            "these differ:\n  " + "\n  ".join(diffs)
-        )
-    return path, state
+def _make_sinks(
+    settings: RunConfig,
+    container: dict[str, Any],
+    run_dir: Path,
+    wandb_names: dict[str, Any],
+    resume_state: dict[str, Any] | None,
+) -> tuple[list[Sink], dict[str, Any]]:
+    """events.jsonl always; the console when the progress bar is on; the configured logger."""
+    sinks: list[Sink] = [JsonlSink(run_dir / "events.jsonl")]
+    if settings.trainer.progress:
+        sinks.append(ConsoleSink())
+    wandb_info: dict[str, Any] = {"mode": "disabled", "run_dir": None}
+    if settings.logger.target:
+        logger_node = dict(container["logger"])
+        for key, value in wandb_names.items():
+            if logger_node.get(key) is None:
+                logger_node[key] = value
+        if logger_node.get("tags") is None:
+            logger_node["tags"] = settings.tags
+        if resume_state is not None and resume_state.get("wandb_run_id"):
+            logger_node["run_id"] = resume_state["wandb_run_id"]
+        make_sink = _instantiate("logger", logger_node, _partial_=True)
+        try:
+            sink = make_sink(run_dir=str(run_dir), config=container)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"logger: {exc}") from exc
+        sinks.append(sink)
+        if isinstance(sink, WandbSink):
+            wandb_info = {"mode": sink.mode, "run_dir": sink.run_dir, "run_id": sink.run_id}
+    return sinks, wandb_info
 
 
 def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
@@ -151,13 +138,17 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     run_dir.mkdir(parents=True, exist_ok=True)
     choices, wandb_names = hydra_context()
     seed_everything(settings.seed)
-    resume_path, resume_state = (
-        load_resume_state(settings.trainer.resume, container)
-        if settings.trainer.resume
-        else (None, None)
-    )
+    resume_path, resume_state = None, None
+    if settings.trainer.resume:
+        resume_path, resume_state = checkpoint.load(settings.trainer.resume)
+        checkpoint.check_same_config(settings.trainer.resume, resume_state["config"], container)
 
     data = _instantiate("dataset", container["dataset"])
+    if not isinstance(data, DataSplits):
+        raise ConfigError(
+            f"dataset: {container['dataset'].get('_target_')} returned a "
+            f"{type(data).__name__}, not DataSplits (see esper.targets.DatasetFactory)"
+        )
     model_node = {k: v for k, v in container["model"].items() if k != "sites"}
     host = _instantiate(
         "model", model_node, input_shape=data.input_shape, num_classes=data.num_classes
@@ -190,72 +181,41 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     scheduler_node = container["trainer"].get("scheduler")
     scheduler = _instantiate("trainer.scheduler", scheduler_node) if scheduler_node else None
 
-    sinks: list[Sink] = [JsonlSink(run_dir / "events.jsonl")]
-    if settings.trainer.progress:
-        sinks.append(ConsoleSink())
-    wandb_info: dict[str, Any] = {"mode": "disabled", "run_dir": None}
-    if settings.logger.target:
-        logger_node = dict(container["logger"])
-        for key, value in wandb_names.items():
-            if logger_node.get(key) is None:
-                logger_node[key] = value
-        if logger_node.get("tags") is None:
-            logger_node["tags"] = settings.tags
-        if resume_state is not None and resume_state.get("wandb_run_id"):
-            logger_node["run_id"] = resume_state["wandb_run_id"]
-        make_sink = _instantiate("logger", logger_node, _partial_=True)
-        try:
-            sink = make_sink(run_dir=str(run_dir), config=container)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"logger: {exc}") from exc
-        sinks.append(sink)
-        if isinstance(sink, WandbSink):
-            wandb_info = {"mode": sink.mode, "run_dir": sink.run_dir, "run_id": sink.run_id}
-    bus = EventBus(sinks)
-
+    sinks, wandb_info = _make_sinks(settings, container, run_dir, wandb_names, resume_state)
+    recorder = RunRecorder()
+    bus = EventBus([recorder, *sinks])
     trainer = Trainer(
         model=model,
         data=data,
         policy=policy,
         library=library,
         bus=bus,
+        recorder=recorder,
         optimizer=optimizer,
         scheduler=scheduler,
-        max_epochs=settings.trainer.max_epochs,
-        seeds=SeedOptions(
-            blend_epochs=settings.seeds.blend_epochs,
-            lr=settings.seeds.lr,
-            gates=Gates(**settings.seeds.gates.model_dump()),
-            merge=settings.seeds.fossilized == "merge",
-        ),
-        blueprints=BlueprintOptions(
-            allowed=settings.blueprints.allowed,
-            hparams=settings.blueprints.hparams,
-            init_seed=settings.blueprints.init_seed,
-        ),
-        device=settings.trainer.device,
-        progress=settings.trainer.progress,
-        prewarm=kernels.prewarm,
-        kernel_wait_epochs=kernels.wait_epochs,
+        trainer=settings.trainer,
+        seeds=settings.seeds,
+        blueprints=settings.blueprints,
+        kernels=kernels,
+        checkpoint_to=run_dir / "checkpoints" / "last.pt" if settings.trainer.checkpoint else None,
+        checkpoint_extra={"config": container, "wandb_run_id": wandb_info.get("run_id")},
     )
-    trainer.stop_after_epoch = settings.trainer.stop_after_epoch
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
-    summary_choices = {
-        **{g: choices.get(g, "custom") for g in GROUPS},
-        "allowed_blueprints": settings.blueprints.allowed,
-        "sites": settings.model.sites,
-        "config_hash": config_hash(container),
-    }
+    identity = Identity(
+        choices={g: choices.get(g, "custom") for g in GROUPS},
+        allowed_blueprints=settings.blueprints.allowed,
+        sites=[str(s) for s in settings.model.sites],
+        config_hash=config_hash(container),
+        seed=settings.seed,
+        resumed_from=str(resume_path) if resume_path else None,
+    )
     return Experiment(
         trainer=trainer,
         bus=bus,
         run_dir=run_dir,
         config=container,
-        choices=summary_choices,
-        seed=settings.seed,
+        identity=identity,
         wandb=wandb_info,
-        checkpoint=settings.trainer.checkpoint,
         started=started,
-        resumed_from=str(resume_path) if resume_path else None,
     )

@@ -41,6 +41,18 @@ class TrainerConfig(Section):
     resume: str | None = None
     stop_after_epoch: int | None = Field(default=None, ge=0)
 
+    @field_validator("device")
+    @classmethod
+    def available(cls, device: str) -> str:
+        import torch
+
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                "trainer.device='cuda': no CUDA device is available on this machine; "
+                "allowed here: cpu (trainer=cpu)"
+            )
+        return device
+
 
 class GatesConfig(Section):
     min_training_steps: int = Field(default=0, ge=0)
@@ -101,11 +113,30 @@ class LoggerConfig(BaseModel):
     mode: Literal["offline", "online", "disabled"] = "offline"
 
 
+class PathsConfig(BaseModel):
+    """Where data, outputs and the local kernel store live (conf/paths/; env variables feed it)."""
+
+    model_config = ConfigDict(extra="allow")
+    root_dir: str = "."
+    data_dir: str | None = None
+    output_dir: str | None = None
+    kernel_store_dir: str | None = None
+
+
+OptimizedMetric = Literal["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+
+
 class RunConfig(BaseModel):
+    """The whole run's configuration. Each field whose type is a model is a config group."""
+
     model_config = ConfigDict(extra="allow")
     name: str
     seed: int = Field(ge=0)
     tags: list[str] = Field(default_factory=list)
+    optimized_metric: OptimizedMetric = "val_accuracy"
+    """What run.py returns to a sweeper; never a test metric (decisions see validation only)."""
+    run_dir: str | None = None
+    paths: PathsConfig = Field(default_factory=PathsConfig)
     dataset: Targeted
     model: ModelConfig
     seeds: SeedsConfig
@@ -115,6 +146,21 @@ class RunConfig(BaseModel):
     kernels: KernelsConfig
     logger: LoggerConfig
     trainer: TrainerConfig
+
+
+GROUPS: tuple[str, ...] = tuple(
+    name
+    for name, info in RunConfig.model_fields.items()
+    if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+)
+"""The config groups, in the schema's order (paths, dataset, model, ..., trainer)."""
+
+NEUTRAL_GROUPS = ("paths", "storage", "logger")
+"""Groups that change where a run reads and writes, never what it computes."""
+
+RESULT_GROUPS = tuple(g for g in GROUPS if g not in (*NEUTRAL_GROUPS, "trainer"))
+"""Groups that a resumed run must share with the run it continues (with trainer.optimizer and
+trainer.scheduler; the rest of `trainer` says how long and where to run)."""
 
 
 def _location(loc: tuple[Any, ...]) -> str:

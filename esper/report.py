@@ -29,7 +29,7 @@ def _mean_std(values: list[float]) -> str:
 def table(summaries: list[dict[str, Any]], by: str = "policy") -> str:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for s in summaries:
-        groups[str(s.get(by))].append(s)
+        groups[str(s["choices"].get(by, s.get(by)))].append(s)
     lines = [
         f"| {by} | seeds | test accuracy | val accuracy | params total | params seeds "
         "| FLOPs a sample | config hash |",
@@ -56,7 +56,7 @@ def table(summaries: list[dict[str, Any]], by: str = "policy") -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--by", default="policy", help="summary key to group by")
+    parser.add_argument("--by", default="policy", help="config group (or summary key) to group by")
     args = parser.parse_args(argv)
     print(table(load_summaries(args.sweep_dir), args.by))
 

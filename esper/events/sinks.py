@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
-from esper.contracts import Adaptation, EpochEnded, EventBase, KernelLatency, KernelLoaded
+from esper.contracts import (
+    Adaptation,
+    EpochEnded,
+    EventBase,
+    KernelLatency,
+    KernelLoaded,
+    RunRecord,
+)
 
 
 def event_record(event: EventBase) -> dict[str, Any]:
@@ -23,7 +30,7 @@ class JsonlSink:
         self._file.write("".join(json.dumps(event_record(e)) + "\n" for e in events))
         self._file.flush()
 
-    def close(self, summary: dict[str, Any]) -> None:
+    def close(self, record: RunRecord) -> None:
         self._file.close()
 
 
@@ -40,11 +47,12 @@ class ConsoleSink:
                     f" ({e.blueprint or '-'}) {e.reason}"
                 )
 
-    def close(self, summary: dict[str, Any]) -> None:
+    def close(self, record: RunRecord) -> None:
         return None
 
 
-ADAPTATION_COLUMNS = ["epoch", "step", "slot", "blueprint", "from", "to", "reason"]
+WandbMode = Literal["offline", "online", "disabled"]
+ADAPTATION_COLUMNS: list[str | int] = ["epoch", "step", "slot", "blueprint", "from", "to", "reason"]
 
 
 class WandbSink:
@@ -65,15 +73,16 @@ class WandbSink:
     ) -> None:
         import wandb
 
-        allowed = ("offline", "online", "disabled")
-        if mode not in allowed:
-            raise ValueError(f"logger.mode={mode!r} is not allowed; allowed: {', '.join(allowed)}")
+        if mode not in get_args(WandbMode):
+            raise ValueError(
+                f"logger.mode={mode!r} is not allowed; allowed: {', '.join(get_args(WandbMode))}"
+            )
         self._wandb = wandb
         self.mode = mode
         self.run = wandb.init(
             project=project,
             entity=entity,
-            mode=mode,
+            mode=cast(WandbMode, mode),
             dir=str(run_dir),
             config=config,
             group=group,
@@ -106,32 +115,37 @@ class WandbSink:
         if row:
             self.run.log(row)
 
-    def close(self, summary: dict[str, Any]) -> None:
+    def close(self, record: RunRecord) -> None:
         rows = [
             [
-                a["epoch"],
-                a["step"],
-                a["slot"],
-                a["blueprint"] or "",
-                a["from"],
-                a["to"],
-                a["reason"],
+                a.epoch,
+                a.step,
+                a.slot,
+                a.blueprint or "",
+                a.from_state.value,
+                a.to_state.value,
+                a.reason,
             ]
-            for a in summary.get("adaptations", [])
+            for a in record.adaptations
         ]
         table = self._wandb.Table(columns=ADAPTATION_COLUMNS, data=rows)
         self.run.log({"adaptations": table})
-        for section in ("metrics", "params", "flops_per_sample", "kernel_library"):
-            for key, value in summary.get(section, {}).items():
-                if isinstance(value, int | float | str):
-                    self.run.summary[f"{section}/{key}"] = value
-        for k in summary.get("kernels", []):
-            prefix = f"kernels/{k['slot']}/{k['blueprint']}"
-            self.run.summary[f"{prefix}/kernel_id"] = k["kernel_id"]
+        library = record.kernel_library.model_dump(exclude={"quarantined"})
+        for section, values in (
+            ("metrics", record.metrics),
+            ("params", record.params),
+            ("flops_per_sample", record.flops_per_sample),
+            ("kernel_library", library),
+        ):
+            for key, value in values.items():
+                self.run.summary[f"{section}/{key}"] = value
+        for k in record.kernels:
+            prefix = f"kernels/{k.slot}/{k.blueprint}"
+            self.run.summary[f"{prefix}/kernel_id"] = k.kernel_id
             for key in ("latency_us_p50", "latency_us_p95", "compile_s"):
-                self.run.summary[f"{prefix}/{key}"] = k[key]
+                self.run.summary[f"{prefix}/{key}"] = getattr(k, key)
             for key in ("train_latency_us_p50", "train_latency_us_p95"):
-                if k.get(key) is not None:
-                    self.run.summary[f"{prefix}/{key}"] = k[key]
-        self.run.summary["status"] = summary.get("status", "unknown")
-        self.run.finish(exit_code=1 if summary.get("status") == "failed" else 0)
+                if getattr(k, key) is not None:
+                    self.run.summary[f"{prefix}/{key}"] = getattr(k, key)
+        self.run.summary["status"] = record.status
+        self.run.finish(exit_code=1 if record.status == "failed" else 0)

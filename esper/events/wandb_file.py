@@ -100,7 +100,7 @@ def read_run(path: str | Path) -> RunFile:
         path = Path(found[0])
     run = RunFile(path)
     for payload in read_payloads(path):
-        record = pb.Record()
+        record = pb.Record()  # type: ignore[attr-defined]  # generated protobuf, no stubs
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
         if kind == "run":

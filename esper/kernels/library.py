@@ -113,6 +113,21 @@ class KernelRequest:
 
 
 class KernelLibrary:
+    """Kernels by spec: the in-memory LRU, then the store (verified by content hash), then a
+    compile (in a worker process when `async_compile`, else here).
+
+    Args:
+        store: where kernels persist (`LocalStore` or `S3Store`); shared data, not trusted code.
+        cache_bytes: bound of the in-memory LRU, in artifact bytes.
+        latency_batches: batch sizes a new kernel is characterised at.
+        reference_batch: the batch of a kernel's headline latency p50/p95.
+        async_compile: compile in a worker process (training goes on) instead of inline.
+        workers: compile worker processes.
+
+    `request(spec)` never waits for a compile; `get(spec)` does. `close()` lets queued compiles
+    finish and stores them, so the next run gets them free.
+    """
+
     def __init__(
         self,
         store: KernelStore,
@@ -140,6 +155,17 @@ class KernelLibrary:
         if cached is not None:
             return Resolved(cached.metadata, cached.program, "memory")
         return self._from_store(spec.key()) or self._compile_here(spec)
+
+    def has(self, spec_key: str) -> bool:
+        """Whether the kernel resolves without a compile (by its index entry; the artifact is
+        verified when it is requested). A bad entry counts as absent and is reported."""
+        if spec_key in self.cache:
+            return True
+        try:
+            return self.store.find(spec_key) is not None
+        except KernelIntegrityError as exc:
+            self._note_quarantine(Quarantine("", "index", str(exc)))
+            return False
 
     def get(self, spec: KernelSpec) -> LoadedKernel:
         resolved = self.lookup(spec)

@@ -12,12 +12,28 @@ IN_FLIGHT = (S.GERMINATED, S.TRAINING, S.BLENDING)
 
 
 class Policy(Protocol):
+    """Decides, at each control step, what happens to the seeds. Add one in `esper/policy/`
+    and a `conf/policy/<name>.yaml` whose `_target_` builds it.
+
+    The trainer calls `decide` once per control step (the end of each epoch) with what it
+    observed; decisions are applied in order, through the quality gates, and published with
+    the observation as a `decision_made` event. A policy must be deterministic given its
+    constructor arguments and the observations (seed its own RNG), and checkpointable.
+    """
+
     name: str
-    may_germinate: bool  # False lets the trainer skip starting a compile worker
+    """Shown in decision events and run records."""
+    may_germinate: bool
+    """False lets the trainer skip starting a compile worker (a host-only baseline)."""
 
-    def decide(self, obs: Observation) -> list[Decision]: ...
+    def decide(self, obs: Observation) -> list[Decision]:
+        """Decisions for this step; `[Decision(action="wait")]` when there is nothing to do."""
+        ...
 
-    def state_dict(self) -> dict[str, Any]: ...
+    def state_dict(self) -> dict[str, Any]:
+        """The policy's mutable state, as tensors and plain values (checkpoints load with
+        `weights_only=True`)."""
+        ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 

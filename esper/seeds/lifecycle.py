@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from esper.contracts import SeedState
 
 S = SeedState
@@ -43,7 +45,7 @@ class Lifecycle:
         self.state = S.DORMANT
         self.epochs_in_state = 0
         self.steps_in_state = 0
-        self.grad_norm_max: float | object = 0.0  # a tensor while training, to avoid syncs
+        self.grad_norm_max: float | torch.Tensor = 0.0  # a tensor while training: no syncs
 
     def move(self, target: SeedState) -> SeedState:
         current = self.state

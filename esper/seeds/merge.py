@@ -20,8 +20,8 @@ def merge_obstacle(slot: SeedSlot) -> str | None:
         return "no seed to merge"
     if not blueprints.get(slot.blueprint).linear:
         return f"blueprint {slot.blueprint} is not a linear map"
-    if not isinstance(slot._site[0], nn.Linear):
-        return f"site {slot.name} is a {type(slot._site[0]).__name__}, not a Linear"
+    if not isinstance(slot.site, nn.Linear):
+        return f"site {slot.name} is a {type(slot.site).__name__}, not a Linear"
     return None
 
 
@@ -33,11 +33,13 @@ def merge_into_site(slot: SeedSlot) -> int:
         raise ValueError(f"slot {slot.name}: cannot merge: {obstacle}")
     if slot.state is not SeedState.FOSSILIZED:
         raise ValueError(f"slot {slot.name}: merge needs FOSSILIZED, not {slot.state.value}")
-    site: nn.Linear = slot._site[0]  # type: ignore[assignment]
+    site = slot.site
+    assert isinstance(site, nn.Linear)  # merge_obstacle checked it
     features = site.out_features
     weight = site.weight
     identity = torch.eye(features, dtype=weight.dtype, device=weight.device)
-    m = slot.seed(identity)  # row i is s(e_i), so s(y) = y @ m  # type: ignore[misc]
+    assert slot.seed is not None  # merge_obstacle checked it
+    m = slot.seed(identity)  # row i is s(e_i), so s(y) = y @ m
     fold = identity + m
     site.weight.copy_(fold.T @ weight)
     if site.bias is not None:

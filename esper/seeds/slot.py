@@ -57,6 +57,11 @@ class SeedSlot(nn.Module):
         self.latency_samples_us: list[float] = []
         self._cuda_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
 
+    @property
+    def site(self) -> nn.Module:
+        """The host module this slot follows (not a child of the slot: the host owns it)."""
+        return self._site[0]
+
     # -- lifecycle -------------------------------------------------------------------------
     @property
     def state(self) -> SeedState:
@@ -72,7 +77,7 @@ class SeedSlot(nn.Module):
 
     @property
     def grad_norm_max(self) -> float:
-        return float(self.life.grad_norm_max)  # type: ignore[arg-type]
+        return float(self.life.grad_norm_max)
 
     def _set_state(self, target: SeedState, reason: str) -> None:
         current = self.life.move(target)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -91,7 +91,7 @@ def glob_match(name: str, pattern: str) -> bool:
     )
 
 
-def resolve_sites(host: nn.Module, sites: list[str | type[nn.Module]]) -> list[str]:
+def resolve_sites(host: nn.Module, sites: Sequence[str | type[nn.Module]]) -> list[str]:
     """Module names for each site entry: an exact name, a glob over names (`layer*.conv2`), or a
     module type (a class, or `type:Conv2d` naming one). Every entry must match something."""
     if not sites:
@@ -124,13 +124,27 @@ def resolve_sites(host: nn.Module, sites: list[str | type[nn.Module]]) -> list[s
 
 def wrap(
     host: nn.Module,
-    sites: list[str | type[nn.Module]],
+    sites: Sequence[str | type[nn.Module]],
     example_input: torch.Tensor,
-    **slot_options: Any,
+    *,
+    embargo_epochs: int = 2,
+    latency_sample_every: int = 25,
+    fossilized_trainable: bool = True,
 ) -> MorphogeneticModel:
-    """Put a dormant SeedSlot after each site. A probe forward with `example_input` checks, now
-    rather than mid-training, that every site yields one tensor of shape [B, F], [B, T, D] or
-    [B, C, H, W]."""
+    """Put a dormant SeedSlot after each site of `host`.
+
+    A probe forward with `example_input` checks, now rather than mid-training, that every site
+    yields one tensor of shape [B, F], [B, T, D] or [B, C, H, W].
+
+    Args:
+        host: the user's model; its forward, parameters and state_dict keys stay its own.
+        sites: module names, dotted-segment globs (`layer*.conv2`) or module types (a class, or
+            `type:Name`); every entry must match at least one module.
+        example_input: one small batch the host accepts (two rows are enough).
+        embargo_epochs: control steps a culled slot waits before it may germinate again.
+        latency_sample_every: time one seed forward in this many (training-pass latency).
+        fossilized_trainable: whether a fossilized seed keeps training (`seeds.fossilized`).
+    """
     names = resolve_sites(host, sites)
     named = dict(host.named_modules())
     modules = {s: named[s] for s in names}
@@ -138,7 +152,14 @@ def wrap(
     slots = {}
     for name in names:
         try:
-            slots[name] = SeedSlot(name, modules[name], shapes[name], **slot_options)
+            slots[name] = SeedSlot(
+                name,
+                modules[name],
+                shapes[name],
+                embargo_epochs=embargo_epochs,
+                latency_sample_every=latency_sample_every,
+                fossilized_trainable=fossilized_trainable,
+            )
         except ValueError as exc:
             raise SiteError(f"model.sites: {name}: {exc}") from None
     return MorphogeneticModel(host, slots)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import traceback
@@ -10,11 +9,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from esper.contracts import RunEnded, RunStarted
+from esper.contracts import (
+    KernelLibraryRecord,
+    RunEnded,
+    RunRecord,
+    RunStarted,
+    RunStatus,
+    SlotRecord,
+)
 from esper.events import EventBus
 from esper.training.trainer import FitResult, Trainer
+
+
+@dataclass
+class Identity:
+    """What names a run in its record: config choices, hash, seed, where it resumed from."""
+
+    choices: dict[str, str]
+    allowed_blueprints: list[str]
+    sites: list[str]
+    config_hash: str
+    seed: int
+    resumed_from: str | None = None
 
 
 @dataclass
@@ -23,110 +39,95 @@ class Experiment:
     bus: EventBus
     run_dir: Path
     config: dict[str, Any]
-    choices: dict[str, Any]
-    seed: int
+    identity: Identity
     wandb: dict[str, Any] = field(default_factory=lambda: {"mode": "disabled", "run_dir": None})
-    checkpoint: bool = True
-    resumed_from: str | None = None
     started: float = field(default_factory=time.perf_counter)
 
-    def summary(self, status: str, result: FitResult | None, error: str | None) -> dict[str, Any]:
+    def record(self, status: RunStatus, result: FitResult | None, error: str | None) -> RunRecord:
         trainer = self.trainer
         library = trainer.library
         counts, cache = library.counts, library.cache.stats
-        return {
-            "status": status,
-            "error": error,
-            **self.choices,
-            "seed": self.seed,
-            "metrics": result.metrics if result else {},
-            "params": result.params if result else trainer.params(),
-            "flops_per_sample": result.flops if result else {},
-            "adaptations": result.adaptations if result else trainer.adaptations(),
-            "kernels": result.kernels if result else trainer.kernels,
-            "kernel_library": {
-                "store": library.store.describe(),
-                "cache_hits": cache.hits,
-                "cache_misses": cache.misses,
-                "cache_evictions": cache.evictions,
-                "cache_bytes": cache.bytes,
-                "store_loads": counts.store_loads,
-                "compiles": counts.compiles,
-                "compile_failures": counts.compile_failures,
-                "blocked_on_compile_s": trainer.kernel_blocked_s,
-                "quarantined": counts.quarantined,
-            },
-            "quarantined": [
-                e.model_dump(mode="json") for e in self.bus.of_kind("kernel_quarantined")
-            ],
-            "final_slots": {
-                s.name: {"state": s.state.value, "blueprint": s.blueprint}
+        recorder = trainer.recorder
+        who = self.identity
+        return RunRecord(
+            status=status,
+            error=error,
+            choices=who.choices,
+            allowed_blueprints=who.allowed_blueprints,
+            sites=who.sites,
+            config_hash=who.config_hash,
+            seed=who.seed,
+            metrics=result.metrics if result else {},
+            params=result.params if result else trainer.params(),
+            flops_per_sample=result.flops if result else {},
+            adaptations=recorder.adaptations,
+            kernels=recorder.kernels,
+            kernel_library=KernelLibraryRecord(
+                store=library.store.describe(),
+                cache_hits=cache.hits,
+                cache_misses=cache.misses,
+                cache_evictions=cache.evictions,
+                cache_bytes=cache.bytes,
+                store_loads=counts.store_loads,
+                compiles=counts.compiles,
+                compile_failures=counts.compile_failures,
+                blocked_on_compile_s=trainer.kernels.blocked_s,
+                quarantined=counts.quarantined,
+            ),
+            quarantined=recorder.quarantined,
+            final_slots={
+                s.name: SlotRecord(state=s.state, blueprint=s.blueprint)
                 for s in trainer.model.iter_slots()
             },
-            "epochs": len(trainer.history),
-            "resumed_from": self.resumed_from,
-            "checkpoint": str(self.checkpoint_path) if self.checkpoint else None,
-            "wandb": self.wandb,
-            "wall_s": time.perf_counter() - self.started,
-        }
+            epochs=recorder.epochs,
+            resumed_from=who.resumed_from,
+            checkpoint=str(trainer.checkpoint_to) if trainer.checkpoint_to else None,
+            wandb=self.wandb,
+            wall_s=time.perf_counter() - self.started,
+        )
 
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.pt"
-
-    def save_checkpoint(self, epoch: int | None = None) -> Path:
-        """Written each epoch, atomically: a crash mid-write leaves the previous checkpoint."""
-        path = self.checkpoint_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = self.trainer.state_dict()
-        state["config"] = self.config
-        state["wandb_run_id"] = self.wandb.get("run_id")
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-        return path
-
-    def run(self) -> dict[str, Any]:
-        self.bus.publish(RunStarted(config=self.config, resumed_from=self.resumed_from))
+    def run(self) -> RunRecord:
+        self.bus.publish(RunStarted(config=self.config, resumed_from=self.identity.resumed_from))
         self.bus.flush()
-        result: FitResult | None = None
-        if self.checkpoint:
-            self.trainer.on_epoch_end = self.save_checkpoint
         try:
             result = self.trainer.fit()
         except BaseException as exc:
             error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            self.trainer.library.close()
-            summary = self.summary("failed", None, error)
-            self.bus.publish(
-                RunEnded(
-                    status="failed",
-                    metrics={},
-                    error=error,
-                    epoch=self.trainer.epoch,
-                    step=self.trainer.step,
-                )
-            )
-            self._finish(summary)
+            self._end("failed", None, error)
             raise
-        self.trainer.library.close()  # finished background compiles are stored, then counted
-        stopped = len(self.trainer.history) < self.trainer.max_epochs
-        summary = self.summary("stopped" if stopped else "completed", result, None)
+        stopped = self.trainer.recorder.epochs < self.trainer.max_epochs
+        return self._end("stopped" if stopped else "completed", result, None)
+
+    def discard(self) -> RunRecord:
+        """Close what build() opened (compile worker, events file, W&B run) without training:
+        the record says `stopped` after 0 epochs."""
+        return self._end("stopped", None, None)
+
+    def _end(self, status: RunStatus, result: FitResult | None, error: str | None) -> RunRecord:
+        """Store finished compiles, publish run_ended, close the sinks, write summary.json."""
+        self.trainer.library.close()
+        self.bus.flush()
+        record = self.record(status, result, error)
+        clock = self.trainer.clock
         self.bus.publish(
             RunEnded(
-                status=summary["status"],
-                metrics=result.metrics,
-                epoch=self.trainer.epoch,
-                step=self.trainer.step,
+                status=status,
+                metrics=record.metrics,
+                error=error,
+                epoch=clock.epoch,
+                step=clock.step,
             )
         )
-        self._finish(summary)
-        return summary
-
-    def _finish(self, summary: dict[str, Any]) -> None:
-        path = self.run_dir / "summary.json"
         try:
-            self.bus.close(summary)
+            self.bus.close(record)
         finally:
-            summary["wall_s"] = time.perf_counter() - self.started
-            path.write_text(json.dumps(summary, indent=2, default=str))
+            record.wall_s = time.perf_counter() - self.started
+            write_atomic(self.run_dir / "summary.json", record.model_dump_json(indent=2))
+        return record
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Temp file and rename: a reader never sees a half-written file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -47,3 +47,48 @@ def remove_group(optimizer: torch.optim.Optimizer, scheduler: Any | None, name: 
 
 def group_names(optimizer: torch.optim.Optimizer) -> list[str]:
     return [g.get("name", "") for g in optimizer.param_groups]
+
+
+class Optimization:
+    """The run's optimizer and LR scheduler, with one parameter group per seed in the forward.
+
+    The host's group comes first and is named `host`; a seed's group is `seed:<slot>`.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any | None = None,
+        seed_lr: float | None = None,
+    ) -> None:
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.seed_lr = seed_lr
+
+    def add_seed(self, slot_name: str, params: list[nn.Parameter]) -> None:
+        add_group(self.optimizer, self.scheduler, f"seed:{slot_name}", params, self.seed_lr)
+
+    def remove_seed(self, slot_name: str) -> None:
+        """Drop the slot's group if it has one (a seed culled before attachment has none)."""
+        if f"seed:{slot_name}" in group_names(self.optimizer):
+            remove_group(self.optimizer, self.scheduler, f"seed:{slot_name}")
+
+    def seed_groups(self) -> list[str]:
+        """Slot names of the seed groups, in optimizer order."""
+        return [n.removeprefix("seed:") for n in group_names(self.optimizer)[1:]]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "groups": group_names(self.optimizer),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], seed_params: dict[str, Any]) -> None:
+        """Recreate the seed groups (`seed_params`: slot name -> parameters), then load."""
+        for group in state["groups"][1:]:
+            slot_name = group.removeprefix("seed:")
+            self.add_seed(slot_name, seed_params[slot_name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])

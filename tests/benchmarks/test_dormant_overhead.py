@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import esper
-from esper.training.trainer import token_loss
+from esper.training.steps import token_loss
 from tests.benchmarks.conftest import interleaved_ratio
 from tests.benchmarks.hosts import HOSTS
 

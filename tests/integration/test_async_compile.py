@@ -28,7 +28,11 @@ def early_seed(*extra: str) -> list[str]:
 
 def test_training_continues_while_the_kernel_compiles(make_config, tmp_path) -> None:
     run_dir = tmp_path / "run"
-    summary = build(make_config(*early_seed("kernels.wait_epochs=3"), run_dir=run_dir)).run()
+    summary = (
+        build(make_config(*early_seed("kernels.wait_epochs=3"), run_dir=run_dir))
+        .run()
+        .model_dump(mode="json")
+    )
     log = events(run_dir)
     requested = next(e for e in log if e["kind"] == "kernel_requested")
     loaded = next(e for e in log if e["kind"] == "kernel_loaded")
@@ -49,7 +53,7 @@ def test_async_and_inline_compiles_give_the_same_run(make_config, tmp_path, monk
     for mode in ("true", "false"):
         monkeypatch.setenv("ESPER_KERNEL_STORE", str(tmp_path / f"store-{mode}"))
         cfg = make_config(*early_seed(f"kernels.async_compile={mode}"), run_dir=tmp_path / mode)
-        results.append(build(cfg).run())
+        results.append(build(cfg).run().model_dump(mode="json"))
     assert results[0]["metrics"] == results[1]["metrics"]
     assert results[0]["adaptations"] == results[1]["adaptations"]
 
@@ -62,7 +66,7 @@ def test_failed_compile_culls_the_seed_with_the_error(make_config, tmp_path, asy
         "blueprints.allowed=[explodes_for_test]",
         run_dir=run_dir,
     )
-    summary = build(cfg).run()
+    summary = build(cfg).run().model_dump(mode="json")
     assert summary["status"] == "completed"
     culled = [a for a in summary["adaptations"] if a["to"] == "CULLED"]
     assert len(culled) == 1
@@ -83,7 +87,7 @@ def test_prewarm_compiles_every_offered_blueprint_at_start(make_config, tmp_path
         "kernels.wait_epochs=1",
         run_dir=run_dir,
     )
-    summary = build(cfg).run()
+    summary = build(cfg).run().model_dump(mode="json")
     prewarmed = [e for e in events(run_dir) if e["kind"] == "kernel_requested"]
     assert sorted(e["blueprint"] for e in prewarmed) == ["low_rank", "residual_mlp"]
     assert all(e["slot"] == "prewarm" for e in prewarmed)

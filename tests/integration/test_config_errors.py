@@ -62,6 +62,7 @@ def test_config_error_names_key_and_allowed_values(make_config, overrides, messa
         build(cfg)
 
 
+@pytest.mark.slow
 def test_run_py_exits_2_before_training_with_the_message(tmp_path: Path) -> None:
     result = run_cli(
         "trainer.max_epochs=-3",
@@ -74,6 +75,7 @@ def test_run_py_exits_2_before_training_with_the_message(tmp_path: Path) -> None
     assert not (tmp_path / "run" / "events.jsonl").exists(), "nothing was built"
 
 
+@pytest.mark.slow
 def test_unknown_group_option_lists_the_available_ones(tmp_path: Path) -> None:
     result = run_cli("policy=smart", cwd=tmp_path)
     assert result.returncode != 0

@@ -21,7 +21,7 @@ def test_user_blueprint_from_config_lives_a_seed_life(make_config, tmp_path) -> 
         "trainer.max_epochs=10",
         run_dir=tmp_path / "run",
     )
-    summary = build(cfg).run()
+    summary = build(cfg).run().model_dump(mode="json")
     blueprints.check_contract("my_adapter", (8,))
     assert [a["to"] for a in summary["adaptations"]][:3] == ["GERMINATED", "TRAINING", "BLENDING"]
     (kernel,) = summary["kernels"]

@@ -10,6 +10,8 @@ import pytest
 from esper.events.wandb_file import read_run
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow  # `python run.py` in subprocesses
+
 LIFE = ["GERMINATED", "TRAINING", "BLENDING"]
 
 
@@ -28,7 +30,9 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, s
 def test_summary_holds_the_contract(default_run) -> None:
     _, summary, _ = default_run
     assert summary["status"] == "completed"
-    assert {k: summary[k] for k in ("dataset", "model", "policy", "blueprints", "storage")} == {
+    assert {
+        k: summary["choices"][k] for k in ("dataset", "model", "policy", "blueprints", "storage")
+    } == {
         "dataset": "spirals",
         "model": "mlp",
         "policy": "heuristic",

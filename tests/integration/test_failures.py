@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from esper.app import build
@@ -37,7 +38,7 @@ def test_failed_run_writes_summary_events_and_ends_wandb_run(make_config, tmp_pa
     )
     experiment = build(cfg)
     try:
-        experiment.run()
+        experiment.run().model_dump(mode="json")
     except RuntimeError as exc:
         assert "host exploded" in str(exc)
     else:
@@ -53,6 +54,7 @@ def test_failed_run_writes_summary_events_and_ends_wandb_run(make_config, tmp_pa
     assert run.summary["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_every_job_when_one_fails(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cli(

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import statistics
 
+import pytest
+
 from esper.app import build
 
 
+@pytest.mark.slow
 def test_heuristic_growth_beats_the_undersized_host_over_three_seeds(make_config, tmp_path) -> None:
     accuracy: dict[str, list[float]] = {"none": [], "heuristic": []}
     for policy in accuracy:
@@ -19,7 +22,7 @@ def test_heuristic_growth_beats_the_undersized_host_over_three_seeds(make_config
                 "trainer.checkpoint=false",
                 run_dir=tmp_path / f"{policy}-{seed}",
             )
-            summary = build(cfg).run()
+            summary = build(cfg).run().model_dump(mode="json")
             accuracy[policy].append(summary["metrics"]["test_accuracy"])
             if policy == "heuristic":
                 assert summary["params"]["seeds"] > 0
@@ -28,12 +31,16 @@ def test_heuristic_growth_beats_the_undersized_host_over_three_seeds(make_config
 
 
 def test_a_second_run_shares_every_kernel_from_the_store(make_config, tmp_path) -> None:
-    first = build(
-        make_config("logger=none", "trainer.checkpoint=false", run_dir=tmp_path / "a")
-    ).run()
-    second = build(
-        make_config("logger=none", "trainer.checkpoint=false", run_dir=tmp_path / "b")
-    ).run()
+    first = (
+        build(make_config("logger=none", "trainer.checkpoint=false", run_dir=tmp_path / "a"))
+        .run()
+        .model_dump(mode="json")
+    )
+    second = (
+        build(make_config("logger=none", "trainer.checkpoint=false", run_dir=tmp_path / "b"))
+        .run()
+        .model_dump(mode="json")
+    )
     assert first["kernels"] and first["kernels"][0]["cache"] == "miss"
     assert first["kernel_library"]["compiles"] >= 1
     assert [k["kernel_id"] for k in second["kernels"]] == [k["kernel_id"] for k in first["kernels"]]
@@ -45,15 +52,19 @@ def test_a_second_run_shares_every_kernel_from_the_store(make_config, tmp_path) 
 def test_a_corrupted_stored_kernel_is_quarantined_reported_and_compiled_again(
     make_config, tmp_path, kernel_store
 ) -> None:
-    first = build(
-        make_config("logger=none", "trainer.checkpoint=false", run_dir=tmp_path / "a")
-    ).run()
+    first = (
+        build(make_config("logger=none", "trainer.checkpoint=false", run_dir=tmp_path / "a"))
+        .run()
+        .model_dump(mode="json")
+    )
     kernel_id = first["kernels"][0]["kernel_id"]
     artifact = kernel_store / "objects" / kernel_id[:2] / f"{kernel_id}.pt2"
     artifact.write_bytes(artifact.read_bytes()[:1000])
-    second = build(
-        make_config("logger=none", "trainer.checkpoint=false", run_dir=tmp_path / "b")
-    ).run()
+    second = (
+        build(make_config("logger=none", "trainer.checkpoint=false", run_dir=tmp_path / "b"))
+        .run()
+        .model_dump(mode="json")
+    )
     assert second["status"] == "completed"
     assert second["kernel_library"]["quarantined"] == [kernel_id]
     assert second["kernel_library"]["compiles"] == 1

@@ -3,11 +3,14 @@ torchvision's format), the char-level transformer on the shipped corpus, and the
 
 from __future__ import annotations
 
+import pytest
+
 from esper.app import build
 from tests.conftest import ONE_EARLY_SEED
 from tests.unit.test_datasets_more import write_cifar
 
 
+@pytest.mark.slow
 def test_resnet_small_on_cifar10(make_config, tmp_path) -> None:
     write_cifar(tmp_path / "cifar", per_batch=16)
     cfg = make_config(
@@ -20,7 +23,7 @@ def test_resnet_small_on_cifar10(make_config, tmp_path) -> None:
         *ONE_EARLY_SEED,
         run_dir=tmp_path / "run",
     )
-    summary = build(cfg).run()
+    summary = build(cfg).run().model_dump(mode="json")
     assert summary["status"] == "completed"
     assert [s for s in summary["sites"]] == ["layer1", "layer2", "layer3"]
     (kernel,) = summary["kernels"]
@@ -45,7 +48,7 @@ def test_transformer_tiny_on_text_with_an_attention_seed(make_config, tmp_path) 
         *ONE_EARLY_SEED,
         run_dir=tmp_path / "run",
     )
-    summary = build(cfg).run()
+    summary = build(cfg).run().model_dump(mode="json")
     assert summary["status"] == "completed"
     states = sorted(s["state"] for s in summary["final_slots"].values())
     assert states == ["DORMANT", "TRAINING"]

@@ -23,7 +23,7 @@ def test_fossilized_merge_mode(make_config, tmp_path, sites: str, expect: str) -
         f"model.sites={sites}",
         run_dir=tmp_path / "run",
     )
-    summary = build(cfg).run()
+    summary = build(cfg).run().model_dump(mode="json")
     fossilized = [a for a in summary["adaptations"] if a["to"] == "FOSSILIZED"]
     assert len(fossilized) == 1 and expect in fossilized[0]["reason"]
     merged = expect.startswith("merged")

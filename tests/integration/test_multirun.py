@@ -10,6 +10,8 @@ import pytest
 from esper.events.wandb_file import read_run
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow  # `python run.py` in subprocesses
+
 
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_two_job_multirun(tmp_path: Path, launcher: str) -> None:
@@ -26,7 +28,7 @@ def test_two_job_multirun(tmp_path: Path, launcher: str) -> None:
     result = run_cli(*args, cwd=tmp_path, env={"ESPER_KERNEL_STORE": str(tmp_path / "k")})
     assert result.returncode == 0, result.stderr[-3000:]
     summaries = [json.loads((sweep / str(i) / "summary.json").read_text()) for i in (0, 1)]
-    assert [s["policy"] for s in summaries] == ["none", "heuristic"]
+    assert [s["choices"]["policy"] for s in summaries] == ["none", "heuristic"]
     assert all(s["status"] == "completed" for s in summaries)
     runs = [read_run(sweep / str(i) / "wandb") for i in (0, 1)]
     assert runs[0].run_id != runs[1].run_id

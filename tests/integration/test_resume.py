@@ -8,47 +8,77 @@ from esper.app import build
 from esper.config import ConfigError
 from esper.events.wandb_file import read_run
 
+EARLY = (
+    "policy.patience=1",
+    "policy.warmup_epochs=2",
+    "policy.min_delta=1.0",
+    "trainer.max_epochs=20",
+)
+"""Two seeds in 20 epochs: germinated at 1 and 9, blending at 5 and 13, fossilized at 8 and 16."""
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+SCHEDULES = {
+    "early": (EARLY, 20),
+    "default": ((), 80),
+}
+
+
+@pytest.fixture(scope="module", params=["early", pytest.param("default", marks=pytest.mark.slow)])
+def uninterrupted(request, tmp_path_factory):
     import os
 
     from hydra import compose, initialize_config_dir
 
     from tests.conftest import CONF
 
+    overrides, epochs = SCHEDULES[request.param]
     root = tmp_path_factory.mktemp("full")
     os.environ["ESPER_KERNEL_STORE"] = str(root / "kernels")
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose(
-            "config", overrides=[f"run_dir={root / 'run'}", "trainer.progress=false", "logger=none"]
+            "config",
+            overrides=[
+                f"run_dir={root / 'run'}",
+                "trainer.progress=false",
+                "logger=none",
+                *overrides,
+            ],
         )
-    summary = build(cfg).run()
+    summary = build(cfg).run().model_dump(mode="json")
     del os.environ["ESPER_KERNEL_STORE"]
-    return summary
+    assert summary["epochs"] == epochs and len(summary["adaptations"]) == 8
+    return request.param, summary
 
 
-@pytest.mark.parametrize("stop_after", [47, 52, 70])
-def test_resume_ends_like_an_uninterrupted_run(make_config, tmp_path, uninterrupted, stop_after):
+STOPS = {"early": (1, 6, 12), "default": (47, 52, 70)}
+"""Where each schedule stops: a kernel pending, a seed blending, a second seed training."""
+
+
+@pytest.mark.parametrize("stop_index", [0, 1, 2])
+def test_resume_ends_like_an_uninterrupted_run(make_config, tmp_path, uninterrupted, stop_index):
+    schedule, full = uninterrupted
+    overrides, epochs = SCHEDULES[schedule]
+    stop_after = STOPS[schedule][stop_index]
     first = build(
         make_config(
+            *overrides,
             f"trainer.stop_after_epoch={stop_after}",
             run_dir=tmp_path / "first",
         )
     ).run()
-    assert first["status"] == "stopped" and first["epochs"] == stop_after + 1
+    assert first.status == "stopped" and first.epochs == stop_after + 1
     resumed = build(
         make_config(
+            *overrides,
             f"trainer.resume={tmp_path / 'first'}",
             run_dir=tmp_path / "second",
         )
     ).run()
-    assert resumed["status"] == "completed" and resumed["epochs"] == 80
-    assert resumed["resumed_from"] == str(tmp_path / "first" / "checkpoints" / "last.pt")
-    assert resumed["metrics"] == uninterrupted["metrics"]
-    assert resumed["adaptations"] == uninterrupted["adaptations"]
-    assert resumed["params"] == uninterrupted["params"]
-    assert resumed["final_slots"] == uninterrupted["final_slots"]
+    assert resumed.status == "completed" and resumed.epochs == epochs
+    assert resumed.resumed_from == str(tmp_path / "first" / "checkpoints" / "last.pt")
+    got = resumed.model_dump(mode="json")
+    for key in ("metrics", "adaptations", "params", "final_slots"):
+        assert got[key] == full[key], key
+    assert [k["kernel_id"] for k in got["kernels"]] == [k["kernel_id"] for k in full["kernels"]]
     runs = [read_run(tmp_path / d / "wandb") for d in ("first", "second")]
     assert runs[0].run_id == runs[1].run_id, "the resumed run continues the same W&B run"
 

@@ -147,6 +147,7 @@ def test_access_denied_is_named(s3_endpoint: str, s3_bucket: str) -> None:
         proxy.close()
 
 
+@pytest.mark.slow
 def test_two_runs_share_kernels_through_s3(s3_endpoint, s3_bucket, tmp_path: Path) -> None:
     env = {
         "ESPER_S3_ENDPOINT_URL": s3_endpoint,
@@ -166,13 +167,14 @@ def test_two_runs_share_kernels_through_s3(s3_endpoint, s3_bucket, tmp_path: Pat
         assert result.returncode == 0, result.stderr[-3000:]
         summaries.append(json.loads((tmp_path / name / "summary.json").read_text()))
     first, second = summaries
-    assert first["storage"] == "s3" and first["kernels"]
+    assert first["choices"]["storage"] == "s3" and first["kernels"]
     assert first["kernels"][0]["cache"] == "miss"
     assert {k["cache"] for k in second["kernels"]} == {"hit"}
     assert second["kernel_library"]["compiles"] == 0
     assert second["kernel_library"]["store"].startswith(f"s3://{s3_bucket}/esper/kernels")
 
 
+@pytest.mark.slow
 def test_run_with_missing_bucket_fails_before_training(s3_endpoint, tmp_path: Path) -> None:
     result = run_cli(
         "storage=s3",

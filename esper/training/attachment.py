@@ -1,0 +1,241 @@
+"""Kernel requests and attachment: from a germination to a seed module in its slot.
+
+A germination requests its kernel and returns at once; the slot waits in GERMINATED. At each
+control step `collect()` attaches the kernels that are due and hands back the failures, which
+the control step culls: this module never changes a slot's lifecycle on its own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from esper import blueprints as blueprint_registry
+from esper.config import BlueprintsConfig
+from esper.contracts import (
+    KernelLatency,
+    KernelLoaded,
+    KernelQuarantined,
+    KernelRequested,
+    KernelSpec,
+)
+from esper.events import EventBus
+from esper.kernels import KernelLibrary, KernelRequest
+from esper.kernels.compiler import percentile
+from esper.seeds import MorphogeneticModel, SeedSlot
+from esper.training.steps import Clock
+
+
+@dataclass
+class PendingKernel:
+    request: KernelRequest
+    requested_at: float
+    due_epoch: int | None
+    spec: KernelSpec
+
+
+@dataclass(frozen=True)
+class KernelFailure:
+    """A kernel that could not be built or loaded for a germinated slot."""
+
+    slot: SeedSlot
+    error: str
+
+
+@dataclass
+class Collected:
+    """What one collect() did: slots that got their kernel, and kernels that failed."""
+
+    attached: list[SeedSlot] = field(default_factory=list)
+    failed: list[KernelFailure] = field(default_factory=list)
+
+
+class KernelAttachment:
+    """Pending kernel requests of one run, attached on a schedule that does not depend on
+    compile speed (`wait_epochs`), with the events that tell where each kernel came from."""
+
+    def __init__(
+        self,
+        model: MorphogeneticModel,
+        library: KernelLibrary,
+        bus: EventBus,
+        clock: Clock,
+        device: torch.device,
+        blueprints: BlueprintsConfig,
+        wait_epochs: int | None,
+    ) -> None:
+        self.model = model
+        self.library = library
+        self.bus = bus
+        self.clock = clock
+        self.device = device
+        self.blueprints = blueprints
+        self.wait_epochs = wait_epochs
+        self.blocked_s = 0.0
+        self._pending: dict[str, PendingKernel] = {}
+
+    def spec(self, blueprint: str, shape: tuple[int, ...]) -> KernelSpec:
+        return KernelSpec(
+            blueprint=blueprint,
+            hparams=blueprint_registry.get(blueprint).hparams(
+                self.blueprints.hparams.get(blueprint)
+            ),
+            input_shape=shape,
+            device=self.device.type,
+            init_seed=self.blueprints.init_seed,
+            torch_version=torch.__version__,
+        )
+
+    def request(self, slot: SeedSlot, blueprint: str) -> None:
+        """Ask the library for the slot's kernel; due `wait_epochs` control steps from now."""
+        spec = self.spec(blueprint, slot.shape)
+        request = self.library.request(spec)
+        self.bus.publish(
+            KernelRequested(
+                epoch=self.clock.epoch,
+                step=self.clock.step,
+                slot=slot.name,
+                blueprint=blueprint,
+                spec_key=spec.key(),
+                ready=request.done(),
+            )
+        )
+        due = None if self.wait_epochs is None else self.clock.epoch + self.wait_epochs
+        self._pending[slot.name] = PendingKernel(request, time.perf_counter(), due, spec)
+
+    def forget(self, slot_name: str) -> None:
+        """The slot's seed is gone (culled): its kernel, when it comes, is not attached."""
+        self._pending.pop(slot_name, None)
+
+    def collect(self) -> Collected:
+        """Attach kernels that are due and return the failures for the caller to cull.
+
+        With `wait_epochs=k` a kernel is attached exactly k control steps after germination,
+        waiting for the compile only if it is still running then: training overlaps the
+        compile and the run does not depend on how fast it was. With None a kernel is attached
+        whenever it is ready (more overlap, not reproducible).
+        """
+        collected = Collected()
+        for name, pending in list(self._pending.items()):
+            if pending.due_epoch is None:
+                if not pending.request.done():
+                    continue
+            elif self.clock.epoch < pending.due_epoch:
+                continue
+            elif not pending.request.done():
+                started = time.perf_counter()
+                pending.request.wait()
+                self.blocked_s += time.perf_counter() - started
+            del self._pending[name]
+            slot = self.model.slot(name)
+            try:
+                loaded = pending.request.result()
+            except Exception as exc:  # noqa: BLE001 - handed back as the failure's error
+                collected.failed.append(KernelFailure(slot, f"{type(exc).__name__}: {exc}"))
+                continue
+            slot.attach(loaded.module.to(self.device), loaded.metadata.kernel_id)
+            meta = loaded.metadata
+            self.bus.publish(
+                KernelLoaded(
+                    epoch=self.clock.epoch,
+                    step=self.clock.step,
+                    slot=slot.name,
+                    kernel_id=meta.kernel_id,
+                    blueprint=meta.spec.blueprint,
+                    cache=loaded.cache,
+                    source=loaded.source,
+                    wait_s=time.perf_counter() - pending.requested_at,
+                    compile_s=meta.compile_s,
+                    params=meta.param_count,
+                    latency_us_p50=meta.latency_us_p50,
+                    latency_us_p95=meta.latency_us_p95,
+                    latency_batch=meta.latency_batch,
+                    characterisation=list(meta.characterisation),
+                )
+            )
+            collected.attached.append(slot)
+        self.library.finish_ready()
+        for notice in self.library.drain_quarantines():
+            self.bus.publish(
+                KernelQuarantined(
+                    epoch=self.clock.epoch,
+                    step=self.clock.step,
+                    kernel_id=notice.kernel_id,
+                    location=notice.location,
+                    error=notice.error,
+                )
+            )
+        return collected
+
+    def _offered(self, allowed: dict[str, tuple[str, ...]]) -> dict[str, KernelSpec]:
+        """Every kernel a germination could ask for: blueprint x slot shape, by spec key."""
+        specs = (
+            self.spec(blueprint, slot.shape)
+            for slot in self.model.iter_slots()
+            for blueprint in allowed[slot.name]
+        )
+        return {spec.key(): spec for spec in specs}
+
+    def any_missing(self, allowed: dict[str, tuple[str, ...]]) -> bool:
+        """Whether some kernel a germination could ask for is neither cached nor stored, so
+        that the compile worker is started only when something may need compiling."""
+        return not all(self.library.has(key) for key in self._offered(allowed))
+
+    def prewarm(self, allowed: dict[str, tuple[str, ...]]) -> None:
+        """Request every offered blueprint at every slot shape, so germinations find them ready."""
+        for key, spec in self._offered(allowed).items():
+            request = self.library.request(spec)
+            self.bus.publish(
+                KernelRequested(
+                    slot="prewarm", blueprint=spec.blueprint, spec_key=key, ready=request.done()
+                )
+            )
+
+    def publish_latencies(self) -> None:
+        """The training-pass latency samples each attached kernel took this epoch."""
+        for slot in self.model.iter_slots():
+            samples = slot.collect_latencies()
+            if not samples or slot.kernel_id is None:
+                continue
+            self.bus.publish(
+                KernelLatency(
+                    epoch=self.clock.epoch,
+                    step=self.clock.step,
+                    slot=slot.name,
+                    kernel_id=slot.kernel_id,
+                    samples=len(samples),
+                    latency_us_p50=percentile(samples, 50),
+                    latency_us_p95=percentile(samples, 95),
+                )
+            )
+
+    def module_for(self, slot: SeedSlot, blueprint: str, kernel_id: str) -> torch.nn.Module:
+        """The kernel a checkpointed slot held, from the library; refused if the library now
+        builds a different kernel for the same spec."""
+        loaded = self.library.get(self.spec(blueprint, slot.shape))
+        if loaded.metadata.kernel_id != kernel_id:
+            raise RuntimeError(
+                f"slot {slot.name}: checkpoint used kernel {kernel_id[:16]}, the "
+                f"library now gives {loaded.metadata.kernel_id[:16]} for the same spec"
+            )
+        return loaded.module.to(self.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "pending": {
+                name: {"spec": p.spec.model_dump(mode="json"), "due_epoch": p.due_epoch}
+                for name, p in self._pending.items()
+            },
+            "blocked_s": self.blocked_s,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, pending in state["pending"].items():
+            spec = KernelSpec.model_validate(pending["spec"])
+            self._pending[name] = PendingKernel(
+                self.library.request(spec), time.perf_counter(), pending["due_epoch"], spec
+            )
+        self.blocked_s = state["blocked_s"]

@@ -1,0 +1,120 @@
+"""Checkpoints: written atomically every epoch, read back without unpickling any object.
+
+A checkpoint holds tensors and plain Python values only (dicts, lists, tuples, str, numbers,
+None), so it is loaded with `torch.load(weights_only=True)`: a crafted file cannot run code.
+Resuming also demands the configuration of the run it continues, key by key.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from esper.config import RESULT_GROUPS, ConfigError
+
+FORMAT = "esper-checkpoint/1"
+PARTS = (
+    "format",
+    "config",
+    "epoch",
+    "step",
+    "model",
+    "slots",
+    "optimization",
+    "control",
+    "record",
+    "loop",
+    "rng",
+    "wandb_run_id",
+)
+RESUME_MUST_MATCH = ("seed", *RESULT_GROUPS)
+
+
+def save(state: dict[str, Any], path: Path) -> Path:
+    """Write next to the target and rename: a crash mid-write leaves the previous checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"format": FORMAT, **state}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def checkpoint_path(resume: str) -> Path:
+    path = Path(resume).expanduser()
+    return path if path.is_file() else path / "checkpoints" / "last.pt"
+
+
+def load(resume: str) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint at `resume` (a run directory or a file), checked to be one of ours."""
+    path = checkpoint_path(resume)
+    if not path.is_file():
+        raise ConfigError(f"trainer.resume={resume!r}: no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"trainer.resume={resume!r}: not a valid Esper checkpoint ({reason[:200]})"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ConfigError(
+            f"trainer.resume={resume!r}: not a valid Esper checkpoint (no {FORMAT} header)"
+        )
+    missing = [p for p in PARTS if p not in state]
+    if missing:
+        raise ConfigError(
+            f"trainer.resume={resume!r}: not a valid Esper checkpoint "
+            f"(missing {', '.join(missing)})"
+        )
+    return path, state
+
+
+def _differences(a: Any, b: Any, prefix: str) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{prefix}.{k}")]
+    return [] if a == b else [f"{prefix}: checkpoint {a!r}, this run {b!r}"]
+
+
+def check_same_config(resume: str, saved: dict[str, Any], container: dict[str, Any]) -> None:
+    """A resumed run must be configured like the run it continues (loader seed excepted)."""
+    diffs = []
+    for key in (*RESUME_MUST_MATCH, "trainer.optimizer", "trainer.scheduler"):
+        section, _, sub = key.partition(".")
+        old, new = saved.get(section), container.get(section)
+        if sub:
+            old, new = (old or {}).get(sub), (new or {}).get(sub)
+        diffs += _differences(old, new, key)
+    diffs = [d for d in diffs if not d.startswith("dataset.loader_seed:")]
+    if diffs:
+        raise ConfigError(
+            f"trainer.resume={resume!r}: resume with the configuration of the run it continues; "
+            "these differ:\n  " + "\n  ".join(diffs)
+        )
+
+
+def rng_state(loader_generator: torch.Generator) -> dict[str, Any]:
+    """Every random stream the run draws from, as tensors and plain values."""
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    assert isinstance(keys, np.ndarray)  # the legacy state is (name, keys, pos, gauss, cached)
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": [version, list(internal), gauss],
+        "train_loader": loader_generator.get_state(),
+    }
+
+
+def restore_rng(state: dict[str, Any], loader_generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    loader_generator.set_state(state["train_loader"])
