@@ -8,9 +8,11 @@ from esper.kernels.compiler import (
     instantiate,
     load_artifact,
 )
+from esper.kernels.integrity import UnsafeArtifactError
 from esper.kernels.library import KernelLibrary, KernelRequest, LoadedKernel
+from esper.kernels.local_store import LocalStore
 from esper.kernels.s3_store import S3Store, StoreUnavailableError
-from esper.kernels.store import KernelStore, LocalStore, StoredKernel, default_store_root
+from esper.kernels.store import KernelStore, StoredKernel, default_store_root
 
 __all__ = [
     "ByteLRU",
@@ -24,6 +26,7 @@ __all__ = [
     "KernelValidationError",
     "LoadedKernel",
     "LocalStore",
+    "UnsafeArtifactError",
     "compile_kernel",
     "default_store_root",
     "instantiate",

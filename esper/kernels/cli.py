@@ -20,8 +20,9 @@ import time
 from collections.abc import Sequence
 from typing import NoReturn, Protocol, runtime_checkable
 
+from esper.kernels.local_store import LocalStore
 from esper.kernels.s3_store import S3Store
-from esper.kernels.store import KernelStore, LocalStore
+from esper.kernels.store import KernelStore
 
 PROG = "python -m esper.kernels"
 

@@ -16,7 +16,8 @@ from torch.export import Dim, ExportedProgram
 
 from esper import blueprints
 from esper.contracts import KernelMetadata, KernelSpec, LatencyPoint
-from esper.kernels.safe_load import KernelIntegrityError, UnsafeArtifactError, load_program
+from esper.kernels.integrity import KernelIntegrityError, UnsafeArtifactError
+from esper.kernels.safe_load import load_program
 
 PROBE_BATCH = 8
 VALIDATION_BATCH = 5

@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 from esper.contracts import KernelMetadata
-from esper.kernels.safe_load import KernelIntegrityError
-from esper.kernels.store import MalformedEntry, StoredKernel, parse_entry
+from esper.kernels.integrity import KernelIntegrityError
+from esper.kernels.store import MalformedEntry, StoredKernel, parse_entry, repair_report
 
 
 class StoreUnavailableError(RuntimeError):
@@ -257,7 +257,4 @@ class S3Store:
                 missing += 1
         if not (malformed or missing):
             return [f"index is sound: {total} entries in {self.describe()}"]
-        return [
-            f"{malformed} malformed index rows quarantined",
-            f"{missing} index rows without an artifact dropped",
-        ]
+        return repair_report(malformed, missing)
