@@ -131,8 +131,8 @@ def _make_sinks(
 
 def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     started = time.perf_counter()
-    container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    container.pop("hydra", None)
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # Hydra's own node stays
+    container: dict[str, Any] = OmegaConf.to_container(job, resolve=True)  # type: ignore[assignment]
     settings = validate(container)
     run_dir = Path(run_dir or container.get("run_dir") or ".")
     run_dir.mkdir(parents=True, exist_ok=True)

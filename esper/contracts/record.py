@@ -1,0 +1,106 @@
+"""The run record: what summary.json holds, typed."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from esper.contracts.base import SeedState
+from esper.contracts.events import Adaptation, KernelQuarantined, RunStatus
+from esper.contracts.kernels import LatencyPoint
+
+
+class AdaptationRecord(BaseModel):
+    """One lifecycle transition, as summary.json and the W&B adaptations table list it."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+    epoch: int
+    step: int
+    slot: str
+    blueprint: str | None
+    from_state: SeedState = Field(alias="from")
+    to_state: SeedState = Field(alias="to")
+    reason: str = ""
+
+    @classmethod
+    def of(cls, event: Adaptation) -> AdaptationRecord:
+        return cls(**event.model_dump(include=set(cls.model_fields)))
+
+
+class KernelRecord(BaseModel):
+    """A kernel attached to a slot: where it came from, what it costs, how fast it ran."""
+
+    slot: str
+    epoch: int
+    """The epoch whose control step attached it."""
+    kernel_id: str
+    blueprint: str
+    params: int
+    latency_us_p50: float
+    """Forward latency at `latency_batch`, measured when the kernel was characterised."""
+    latency_us_p95: float
+    latency_batch: int
+    characterisation: list[LatencyPoint]
+    compile_s: float
+    wait_s: float
+    """Seconds from the kernel's request to its attachment."""
+    cache: Literal["hit", "miss"]
+    source: Literal["memory", "store", "compiled"]
+    train_latency_us_p50: float | None = None
+    """Forward latency sampled in the training pass (every `seeds.latency_sample_every`)."""
+    train_latency_us_p95: float | None = None
+    train_latency_samples: int = 0
+
+
+class KernelLibraryRecord(BaseModel):
+    """The kernel library's counters at the end of the run."""
+
+    store: str
+    cache_hits: int
+    cache_misses: int
+    cache_evictions: int
+    cache_bytes: int
+    store_loads: int
+    compiles: int
+    compile_failures: int
+    blocked_on_compile_s: float
+    """Training time spent waiting for a compile that was due but not finished."""
+    quarantined: list[str]
+
+
+class SlotRecord(BaseModel):
+    state: SeedState
+    blueprint: str | None
+
+
+class RunRecord(BaseModel):
+    """summary.json: what a run was, what it did and what it reached. The one record that the
+    console, the W&B sink, the report and the tests read."""
+
+    status: RunStatus
+    error: str | None = None
+    choices: dict[str, str]
+    """The option chosen in each config group (`custom` when composed outside Hydra)."""
+    allowed_blueprints: list[str]
+    sites: list[str]
+    config_hash: str
+    """SHA-256 of the configuration less seed, paths, storage and logging: names the experiment."""
+    seed: int
+    metrics: dict[str, float]
+    """Final train/val/test loss and accuracy; empty when the run failed."""
+    params: dict[str, int]
+    """host, seeds, total."""
+    flops_per_sample: dict[str, int]
+    """Forward FLOPs a sample: host alone and the grown model (total)."""
+    adaptations: list[AdaptationRecord]
+    kernels: list[KernelRecord]
+    kernel_library: KernelLibraryRecord
+    quarantined: list[KernelQuarantined]
+    final_slots: dict[str, SlotRecord]
+    epochs: int
+    """Epochs trained, a resumed run's earlier ones included."""
+    resumed_from: str | None = None
+    checkpoint: str | None = None
+    wandb: dict[str, Any]
+    wall_s: float
