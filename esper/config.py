@@ -40,6 +40,9 @@ class TrainerConfig(Section):
     checkpoint: bool = True
     resume: str | None = None
     stop_after_epoch: int | None = Field(default=None, ge=0)
+    max_nonfinite_steps: int = Field(default=20, ge=1)
+    """Consecutive steps with a non-finite host loss or gradient (each skipped) before the run
+    stops with status `diverged`."""
 
     @field_validator("device")
     @classmethod

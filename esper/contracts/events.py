@@ -111,7 +111,10 @@ class DecisionMade(EventBase):
     decisions: list[Decision]
 
 
-RunStatus = Literal["completed", "stopped", "failed"]
+RunStatus = Literal["completed", "stopped", "interrupted", "diverged", "failed"]
+"""completed: every epoch ran; stopped: `trainer.stop_after_epoch`; interrupted: SIGINT or
+SIGTERM (a checkpoint of the last whole epoch resumes it); diverged: too many non-finite steps
+in a row; failed: an error."""
 
 
 class RunEnded(EventBase):

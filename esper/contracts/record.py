@@ -66,6 +66,10 @@ class KernelLibraryRecord(BaseModel):
     compile_failures: int
     blocked_on_compile_s: float
     """Training time spent waiting for a compile that was due but not finished."""
+    compile_mode: Literal["worker", "inline"]
+    """Where compiles ran: a worker process (`kernels.async_compile`) or this process."""
+    fallback: str | None = None
+    """Why compiles ran inline although a worker was configured (None: no fallback)."""
     quarantined: list[str]
 
 

@@ -130,7 +130,7 @@ class WandbSink:
         ]
         table = self._wandb.Table(columns=ADAPTATION_COLUMNS, data=rows)
         self.run.log({"adaptations": table})
-        library = record.kernel_library.model_dump(exclude={"quarantined"})
+        library = record.kernel_library.model_dump(exclude={"quarantined"}, exclude_none=True)
         for section, values in (
             ("metrics", record.metrics),
             ("params", record.params),

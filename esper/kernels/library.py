@@ -147,6 +147,8 @@ class KernelLibrary:
         self._pending: dict[str, Compilation] = {}
         self._quarantines: list[Quarantine] = []
         self._pool: ProcessPoolExecutor | None = None  # started by the first compile it needs
+        self.fallback: str | None = None
+        """Why compiles run inline although a worker was asked for; None while they do not."""
 
     # -- synchronous path ------------------------------------------------------------------
     def lookup(self, spec: KernelSpec) -> Resolved:

@@ -73,6 +73,8 @@ class Experiment:
                 compile_failures=counts.compile_failures,
                 blocked_on_compile_s=trainer.kernels.blocked_s,
                 quarantined=counts.quarantined,
+                compile_mode="worker" if library.async_compile else "inline",
+                fallback=library.fallback,
             ),
             quarantined=recorder.quarantined,
             final_slots={
