@@ -19,7 +19,8 @@ def print_result(record: RunRecord) -> None:
     print("\n split  |   loss  | accuracy")
     print(" -------+---------+---------")
     for split in ("train", "val", "test"):
-        print(f" {split:<6} | {m[f'{split}_loss']:7.4f} | {m[f'{split}_accuracy']:8.4f}")
+        if f"{split}_loss" in m:  # an interrupted run never reads test
+            print(f" {split:<6} | {m[f'{split}_loss']:7.4f} | {m[f'{split}_accuracy']:8.4f}")
     print(
         f"\n params: host {p['host']}, seeds {p['seeds']}, total {p['total']}; forward FLOPs "
         f"a sample: host {f.get('host', 0):,}, total {f.get('total', 0):,}"
@@ -38,25 +39,47 @@ def print_result(record: RunRecord) -> None:
     print(f" wall {record.wall_s:.1f}s; W&B {record.wandb['mode']}")
 
 
+def _multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Runs one experiment; returns its `optimized_metric` (a train or val metric, never test)
-    to the sweeper (Optuna, Ax, ...)."""
+    to the sweeper (Optuna, Ax, ...).
+
+    Exit codes: 0 done; 2 a configuration error (one line, before training); 1 the run failed
+    or diverged (its summary.json says why); 128 + the signal when SIGINT/SIGTERM interrupted it.
+    """
     from esper.app import build
     from esper.config import ConfigError
+    from esper.training.trainer import Diverged
 
     try:
         experiment = build(cfg)
     except ConfigError as exc:
         print(f"esper: {exc}", file=sys.stderr)
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        if _multirun():
             raise  # the launcher records this job as failed and goes on with the others
         raise SystemExit(2) from None
-    record = experiment.run()
+    try:
+        record = experiment.run()
+    except Diverged as exc:
+        print(f"esper: {exc}", file=sys.stderr)
+        if _multirun():
+            raise
+        raise SystemExit(1) from None
     print_result(record)
     print(f" outputs: {experiment.run_dir}")
+    if experiment.interrupted_by is not None:
+        print(f"esper: {record.error}", file=sys.stderr)
+        raise SystemExit(128 + experiment.interrupted_by)
     return float(record.metrics[cfg.optimized_metric])
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+        print("esper: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -5,9 +5,17 @@ Errors name the dotted key and what is allowed, so a typo fails in a second, not
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from esper import blueprints
 
@@ -43,6 +51,20 @@ class TrainerConfig(Section):
     max_nonfinite_steps: int = Field(default=20, ge=1)
     """Consecutive steps with a non-finite host loss or gradient (each skipped) before the run
     stops with status `diverged`."""
+    overwrite: bool = False
+    """Start a new run in a run directory that already holds one (its events, summary,
+    checkpoints and W&B files are removed first); without it such a directory is refused."""
+
+    @field_validator("optimizer")
+    @classmethod
+    def learning_rate(cls, optimizer: dict[str, Any]) -> dict[str, Any]:
+        """torch checks lr only when the trainer builds the optimizer, and compares a string
+        with `<=` (a TypeError); checked here, the key is named before anything is built.
+        inf is let through: the non-finite guard ends such a run as `diverged`."""
+        lr = optimizer.get("lr", 0.0)
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or math.isnan(lr) or lr < 0:
+            raise ValueError(f"trainer.optimizer.lr={lr!r}: must be a number >= 0")
+        return optimizer
 
     @field_validator("device")
     @classmethod
@@ -130,11 +152,15 @@ OptimizedMetric = Literal["train_loss", "train_accuracy", "val_loss", "val_accur
 
 
 class RunConfig(BaseModel):
-    """The whole run's configuration. Each field whose type is a model is a config group."""
+    """The whole run's configuration. Each field whose type is a model is a config group.
 
-    model_config = ConfigDict(extra="allow")
+    Nothing else is allowed at the top level: `+sed=3` (a typo of `seed`) would otherwise be
+    accepted and ignored, and the run would not be the one asked for."""
+
+    model_config = ConfigDict(extra="forbid")
     name: str
-    seed: int = Field(ge=0)
+    seed: int = Field(ge=0, le=2**32 - 1)
+    """numpy seeds its generator with this: it takes 0 .. 2**32 - 1."""
     tags: list[str] = Field(default_factory=list)
     optimized_metric: OptimizedMetric = "val_accuracy"
     """What run.py returns to a sweeper; never a test metric (decisions see validation only)."""
@@ -149,6 +175,32 @@ class RunConfig(BaseModel):
     kernels: KernelsConfig
     logger: LoggerConfig
     trainer: TrainerConfig
+
+    @model_validator(mode="before")
+    @classmethod
+    def known_keys(cls, config: Any) -> Any:
+        """An unknown top-level key is named with the keys that are allowed there."""
+        if isinstance(config, dict):
+            for key in config:
+                if key not in cls.model_fields:
+                    raise ValueError(unknown_key(str(key), config[key]))
+        return config
+
+
+PRESETS = ("local", "experiment", "debug", "hparams_search")
+"""conf/ folders whose files are `# @package _global_` presets: without that line Hydra puts
+their keys under the folder's name, at the top level."""
+
+
+def unknown_key(key: str, value: Any) -> str:
+    if key in PRESETS:
+        where = "conf/local/default.yaml" if key == "local" else f"the conf/{key}/ file chosen"
+        return (
+            f"{key}: {where} lacks its first line `# @package _global_`, so its keys landed "
+            f"under `{key}:` and were not applied; add that line (see conf/local/example.yaml.txt)"
+        )
+    allowed = ", ".join(RunConfig.model_fields)
+    return f"{key}={value!r}: not a configuration key; allowed at the top level: {allowed}"
 
 
 GROUPS: tuple[str, ...] = tuple(

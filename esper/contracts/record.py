@@ -104,6 +104,8 @@ class RunRecord(BaseModel):
     final_slots: dict[str, SlotRecord]
     epochs: int
     """Epochs trained, a resumed run's earlier ones included."""
+    skipped_steps: int = 0
+    """Optimizer steps skipped because the loss or a gradient was non-finite."""
     resumed_from: str | None = None
     checkpoint: str | None = None
     wandb: dict[str, Any]

@@ -10,6 +10,25 @@ import numpy as np
 import torch
 
 
+def integer(key: str, value: object, minimum: int, why: str = "") -> int:
+    """An int of at least `minimum`; a string from the command line ('abc') is named, not
+    compared (which would fail with "'<' not supported between 'str' and 'int'")."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"dataset.{key}={value!r} must be an integer >= {minimum}")
+    if value < minimum:
+        raise ValueError(f"dataset.{key}={value!r} must be at least {minimum}{why}")
+    return value
+
+
+def number(key: str, value: object, low: float, high: float | None = None) -> float:
+    """A real number in [low, high] (high: no bound when None); never NaN or a bool."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+        if value >= low and (high is None or value <= high):
+            return float(value)
+    bound = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+    raise ValueError(f"dataset.{key}={value!r} must be a number {bound}")
+
+
 class TensorLoader:
     """Batches of (x, y) from in-memory tensors; reshuffled each pass from its own generator."""
 
@@ -63,12 +82,13 @@ def split_tensors(
 ) -> DataSplits:
     """Stratified-free random split with a fixed seed: the same split whatever the run's seed."""
     for key, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 < frac < 1.0:
-            raise ValueError(f"dataset.{key}={frac} must lie strictly between 0 and 1")
+        if not isinstance(frac, float | int) or isinstance(frac, bool) or not 0.0 < frac < 1.0:
+            raise ValueError(f"dataset.{key}={frac!r} must lie strictly between 0 and 1")
     if val_fraction + test_fraction >= 1.0:
         raise ValueError("dataset.val_fraction + dataset.test_fraction must be below 1")
-    if batch_size < 1:
-        raise ValueError(f"dataset.batch_size={batch_size} must be at least 1")
+    integer("batch_size", batch_size, 1)
+    integer("split_seed", split_seed, 0)
+    integer("loader_seed", loader_seed, 0)
     n = len(x)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
@@ -105,12 +125,11 @@ def spirals(
     loader_seed: int = 0,
 ) -> DataSplits:
     """Interleaved spiral arms in 2-D; hard for a narrow MLP, which is the point."""
-    if arms < 2:
-        raise ValueError(f"dataset.arms={arms} must be at least 2")
-    if n < 10 * arms:
-        raise ValueError(f"dataset.n={n} must be at least {10 * arms} (10 points an arm)")
-    if noise < 0:
-        raise ValueError(f"dataset.noise={noise} must be non-negative")
+    integer("arms", arms, 2)
+    integer("n", n, 10 * arms, " (10 points an arm)")
+    number("noise", noise, 0.0)
+    number("turns", turns, 0.0)
+    integer("data_seed", data_seed, 0)
     rng = np.random.default_rng(data_seed)
     labels = np.arange(n) % arms
     t = np.sqrt(rng.uniform(0.02, 1.0, size=n))

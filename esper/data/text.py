@@ -7,7 +7,7 @@ import string
 
 import torch
 
-from esper.data.datasets import DataSplits, split_tensors
+from esper.data.datasets import DataSplits, integer, split_tensors
 
 ALPHABET = string.printable  # 100 characters; anything else becomes "?"
 
@@ -40,11 +40,9 @@ def pydoc_text(
     loader_seed: int = 0,
 ) -> DataSplits:
     """Windows of `seq_len` characters; the target is the same window shifted by one."""
-    if seq_len < 2:
-        raise ValueError(f"dataset.seq_len={seq_len} must be at least 2")
-    stride = stride or seq_len
-    if stride < 1:
-        raise ValueError(f"dataset.stride={stride} must be at least 1")
+    integer("seq_len", seq_len, 2)
+    stride = seq_len if stride is None else integer("stride", stride, 1)
+    integer("max_chars", max_chars, 1)
     ids = encode(corpus(max_chars))
     if len(ids) < 10 * (seq_len + 1):
         raise ValueError(f"dataset.max_chars={max_chars} leaves too few windows of {seq_len}")

@@ -148,4 +148,4 @@ class WandbSink:
                 if getattr(k, key) is not None:
                     self.run.summary[f"{prefix}/{key}"] = getattr(k, key)
         self.run.summary["status"] = record.status
-        self.run.finish(exit_code=1 if record.status == "failed" else 0)
+        self.run.finish(exit_code=0 if record.status in ("completed", "stopped") else 1)

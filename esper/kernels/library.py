@@ -283,6 +283,19 @@ class KernelLibrary:
                     log.warning("compile of %s failed: %s", compilation.spec.blueprint, exc)
 
     # -- bookkeeping -----------------------------------------------------------------------
+    def metrics(self) -> dict[str, float]:
+        """The cache's and library's counters, as logged each epoch."""
+        stats, counts = self.cache.stats, self.counts
+        return {
+            "kernel_cache/hits": float(stats.hits),
+            "kernel_cache/misses": float(stats.misses),
+            "kernel_cache/evictions": float(stats.evictions),
+            "kernel_cache/bytes": float(stats.bytes),
+            "kernel_library/store_loads": float(counts.store_loads),
+            "kernel_library/compiles": float(counts.compiles),
+            "kernel_library/quarantined": float(len(counts.quarantined)),
+        }
+
     def _note_quarantine(self, notice: Quarantine) -> None:
         if notice.kernel_id:
             self.counts.quarantined.append(notice.kernel_id)

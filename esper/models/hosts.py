@@ -7,17 +7,20 @@ import math
 import torch
 from torch import nn
 
+from esper.models.checks import sizes
+
 
 class MLP(nn.Module):
     """Flattens its input; each hidden block (Linear + ReLU) is a candidate seed site `blocks.i`."""
+
+    config_name = "mlp"
+    takes = "values"
 
     def __init__(
         self, input_shape: tuple[int, ...], num_classes: int, hidden: list[int] | tuple[int, ...]
     ) -> None:
         super().__init__()
-        if not hidden or any(h < 1 for h in hidden):
-            raise ValueError(f"model.hidden={list(hidden)} must be a non-empty list of sizes >= 1")
-        widths = [math.prod(input_shape), *hidden]
+        widths = [math.prod(input_shape), *sizes("model.hidden", hidden)]
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.Linear(a, b), nn.ReLU()) for a, b in zip(widths[:-1], widths[1:])
         )
@@ -33,6 +36,9 @@ class MLP(nn.Module):
 class CNN(nn.Module):
     """Conv blocks (Conv + ReLU) named `blocks.i` are the seed sites; a linear head classifies."""
 
+    config_name = "cnn"
+    takes = "values"
+
     def __init__(
         self, input_shape: tuple[int, ...], num_classes: int, channels: list[int] | tuple[int, ...]
     ) -> None:
@@ -41,11 +47,7 @@ class CNN(nn.Module):
             raise ValueError(
                 f"model=cnn needs image input [C, H, W]; the dataset gives {list(input_shape)}"
             )
-        if not channels or any(c < 1 for c in channels):
-            raise ValueError(
-                f"model.channels={list(channels)} must be a non-empty list of sizes >= 1"
-            )
-        widths = [input_shape[0], *channels]
+        widths = [input_shape[0], *sizes("model.channels", channels)]
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.Conv2d(a, b, kernel_size=3, padding=1), nn.ReLU())
             for a, b in zip(widths[:-1], widths[1:])

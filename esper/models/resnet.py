@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from esper.models.checks import sizes
+
 
 class BasicBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
@@ -25,6 +27,9 @@ class BasicBlock(nn.Module):
 
 
 class ResNetSmall(nn.Module):
+    config_name = "resnet_small"
+    takes = "values"
+
     def __init__(
         self, input_shape: tuple[int, ...], num_classes: int, widths: list[int] | tuple[int, ...]
     ) -> None:
@@ -34,8 +39,9 @@ class ResNetSmall(nn.Module):
                 f"model=resnet_small needs image input [C, H, W]; the dataset gives "
                 f"{list(input_shape)}"
             )
-        if len(widths) != 3 or any(w < 1 for w in widths):
-            raise ValueError(f"model.widths={list(widths)} must be three sizes >= 1")
+        widths = sizes("model.widths", widths)
+        if len(widths) != 3:
+            raise ValueError(f"model.widths={widths} must be three sizes >= 1")
         self.stem = nn.Sequential(
             nn.Conv2d(input_shape[0], widths[0], 3, 1, 1, bias=False),
             nn.BatchNorm2d(widths[0]),

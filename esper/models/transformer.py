@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from esper.models.checks import integer
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, width: int, heads: int) -> None:
@@ -41,6 +43,8 @@ class TransformerTiny(nn.Module):
     """Input [B, T] token ids, output [B, T, vocab] logits; no position sees a later one."""
 
     causal = True
+    config_name = "transformer_tiny"
+    takes = "tokens"
 
     def __init__(
         self, input_shape: tuple[int, ...], num_classes: int, width: int, depth: int, heads: int
@@ -51,10 +55,11 @@ class TransformerTiny(nn.Module):
                 f"model=transformer_tiny needs token sequences [T]; the dataset gives "
                 f"{list(input_shape)}"
             )
+        width = integer("model.width", width, 1)
+        heads = integer("model.heads", heads, 1)
+        depth = integer("model.depth", depth, 1)
         if width % heads:
             raise ValueError(f"model.heads={heads} must divide model.width={width}")
-        if depth < 1:
-            raise ValueError(f"model.depth={depth} must be at least 1")
         self.tokens = nn.Embedding(num_classes, width)
         self.positions = nn.Parameter(torch.zeros(input_shape[0], width))
         nn.init.normal_(self.positions, std=0.02)

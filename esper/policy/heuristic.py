@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from esper.contracts import Decision, Observation, SlotObservation
+from esper.models.checks import integer, number, optional_integer
 from esper.policy.base import in_flight, lifecycle_decisions, slot_choices
 
 
@@ -25,21 +26,14 @@ class HeuristicPolicy:
     ) -> None:
         if metric not in ("val_accuracy", "val_loss"):
             raise ValueError(f"policy.metric={metric!r}; allowed: val_accuracy, val_loss")
-        for key, value in (
-            ("patience", patience),
-            ("training_epochs", training_epochs),
-            ("max_in_flight", max_in_flight),
-        ):
-            if value < 1:
-                raise ValueError(f"policy.{key}={value} must be at least 1")
-        self.patience = patience
-        self.min_delta = min_delta
-        self.warmup_epochs = warmup_epochs
-        self.training_epochs = training_epochs
-        self.threshold = threshold
+        self.patience = integer("policy.patience", patience, 1)
+        self.min_delta = number("policy.min_delta", min_delta)
+        self.warmup_epochs = integer("policy.warmup_epochs", warmup_epochs, 0)
+        self.training_epochs = integer("policy.training_epochs", training_epochs, 1)
+        self.threshold = number("policy.threshold", threshold)
         self.metric = metric
-        self.max_in_flight = max_in_flight
-        self.max_seeds = max_seeds
+        self.max_in_flight = integer("policy.max_in_flight", max_in_flight, 1)
+        self.max_seeds = optional_integer("policy.max_seeds", max_seeds, 0, "no limit")
         self.germinated = 0
         self.quiet_since = 0
 

@@ -6,6 +6,7 @@ import random
 from typing import Any
 
 from esper.contracts import Decision, Observation, SlotObservation
+from esper.models.checks import integer, number, optional_integer
 from esper.policy.base import in_flight, lifecycle_decisions, slot_choices
 
 
@@ -22,18 +23,16 @@ class RandomPolicy:
         max_in_flight: int = 1,
         max_seeds: int | None = None,
     ) -> None:
-        for key, p in (
-            ("germinate_probability", germinate_probability),
-            ("fossilize_probability", fossilize_probability),
-        ):
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"policy.{key}={p} must lie in [0, 1]")
-        self.rng = random.Random(seed)
-        self.germinate_probability = germinate_probability
-        self.fossilize_probability = fossilize_probability
-        self.training_epochs = training_epochs
-        self.max_in_flight = max_in_flight
-        self.max_seeds = max_seeds
+        self.rng = random.Random(integer("policy.seed", seed, 0))
+        self.germinate_probability = number(
+            "policy.germinate_probability", germinate_probability, 0.0, 1.0
+        )
+        self.fossilize_probability = number(
+            "policy.fossilize_probability", fossilize_probability, 0.0, 1.0
+        )
+        self.training_epochs = integer("policy.training_epochs", training_epochs, 1)
+        self.max_in_flight = integer("policy.max_in_flight", max_in_flight, 1)
+        self.max_seeds = optional_integer("policy.max_seeds", max_seeds, 0, "no limit")
         self.germinated = 0
 
     def judge(self, slot: SlotObservation) -> Decision:

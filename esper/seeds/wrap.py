@@ -48,6 +48,12 @@ class MorphogeneticModel(nn.Module):
     def seed_parameter_count(self) -> int:
         return sum(p.numel() for s in self.iter_slots() for p in s.seed_parameters())
 
+    def param_counts(self) -> dict[str, int]:
+        """Parameters of the host, of the seeds in the slots, and in all."""
+        host = sum(p.numel() for p in self.host.parameters())
+        seeds = self.seed_parameter_count()
+        return {"host": host, "seeds": seeds, "total": host + seeds}
+
 
 def _probe_shapes(
     host: nn.Module, modules: dict[str, nn.Module], example_input: torch.Tensor

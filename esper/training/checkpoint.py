@@ -7,6 +7,8 @@ Resuming also demands the configuration of the run it continues, key by key.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import random
 from pathlib import Path
@@ -35,12 +37,35 @@ PARTS = (
 RESUME_MUST_MATCH = ("seed", *RESULT_GROUPS)
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the previous one is still in place."""
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write next to the target, flush to disk, rename: a reader (or a crash) sees the old file
+    or the new one, never a part. A failed write removes its temporary file and names why."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        code = errno.errorcode.get(exc.errno or 0, "error")
+        raise CheckpointWriteError(
+            exc.errno,
+            f"cannot write {path}: {exc.strerror or exc} ({code}); the previous file is kept",
+        ) from None
+
+
 def save(state: dict[str, Any], path: Path) -> Path:
-    """Write next to the target and rename: a crash mid-write leaves the previous checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"format": FORMAT, **state}, tmp)
-    os.replace(tmp, path)
+    """Serialise in memory, then write atomically (see write_atomic)."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    write_atomic(path, buffer.getvalue())
     return path
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -18,7 +17,9 @@ from esper.contracts import (
     SlotRecord,
 )
 from esper.events import EventBus
-from esper.training.trainer import FitResult, Trainer
+from esper.training.checkpoint import write_atomic
+from esper.training.interruption import Interrupted
+from esper.training.trainer import Diverged, FitResult, Trainer
 
 
 @dataclass
@@ -42,6 +43,8 @@ class Experiment:
     identity: Identity
     wandb: dict[str, Any] = field(default_factory=lambda: {"mode": "disabled", "run_dir": None})
     started: float = field(default_factory=time.perf_counter)
+    interrupted_by: int | None = None
+    """The signal that interrupted the run, if one did (run.py exits with 128 + it)."""
 
     def record(self, status: RunStatus, result: FitResult | None, error: str | None) -> RunRecord:
         trainer = self.trainer
@@ -82,6 +85,7 @@ class Experiment:
                 for s in trainer.model.iter_slots()
             },
             epochs=recorder.epochs,
+            skipped_steps=trainer.skipped_steps,
             resumed_from=who.resumed_from,
             checkpoint=str(trainer.checkpoint_to) if trainer.checkpoint_to else None,
             wandb=self.wandb,
@@ -92,7 +96,14 @@ class Experiment:
         self.bus.publish(RunStarted(config=self.config, resumed_from=self.identity.resumed_from))
         self.bus.flush()
         try:
-            result = self.trainer.fit()
+            with self.trainer.interruption:
+                result = self.trainer.fit()
+        except Interrupted as exc:
+            self.interrupted_by = exc.signum
+            return self._end("interrupted", self.trainer.result(test=None), str(exc))
+        except Diverged as exc:
+            self._end("diverged", None, str(exc))
+            raise
         except BaseException as exc:
             error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             self._end("failed", None, error)
@@ -124,12 +135,5 @@ class Experiment:
             self.bus.close(record)
         finally:
             record.wall_s = time.perf_counter() - self.started
-            write_atomic(self.run_dir / "summary.json", record.model_dump_json(indent=2))
+            write_atomic(self.run_dir / "summary.json", record.model_dump_json(indent=2).encode())
         return record
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Temp file and rename: a reader never sees a half-written file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,22 @@ from esper.training import checkpoint
 from esper.training.attachment import KernelAttachment
 from esper.training.control import ControlStep
 from esper.training.flops import flops_per_sample
+from esper.training.interruption import Interrupted, Interruption
 from esper.training.observation import Observer
 from esper.training.optim import Optimization
 from esper.training.record import RunRecorder
 from esper.training.steps import Clock, SplitMetrics, device_batches, evaluate, token_loss
+
+
+class Diverged(FloatingPointError):
+    """Too many non-finite steps in a row: the host itself diverged."""
+
+
+def _norm(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """The L2 norm of all of them together, without a device sync (zero for none)."""
+    if not tensors:
+        return torch.zeros((), device=device)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(tensors))))
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,11 @@ class Trainer:
         )
         self._active: list[SeedSlot] = []
         self._active_version = -1
+        self._host_params = model.host_parameters()
+        self.max_nonfinite_steps = trainer.max_nonfinite_steps
+        self.interruption = Interruption()
+        self.nonfinite_in_a_row = 0
+        self.skipped_steps = 0
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -145,48 +162,58 @@ class Trainer:
             self.clock.epoch = epoch
             started = time.perf_counter()
             train = self.train_epoch()
+            if self.interruption.signum is not None:
+                bar.close()
+                raise Interrupted(self.interruption.signum, epoch, self.clock.step)
             val = evaluate(self.model, self.data.val, self.device)
             if self.optimization.scheduler is not None:
                 self.optimization.scheduler.step()
             self.val_losses.append(val.loss)
             self.control(train, val, self.val_losses)
-            params = self.params()
             self.last = {
                 "train/loss": train.loss,
                 "train/accuracy": train.accuracy,
                 "val/loss": val.loss,
                 "val/accuracy": val.accuracy,
             }
-            row = {
-                "epoch": float(epoch),
-                **self.last,
-                "params/seeds": float(params["seeds"]),
-                "params/total": float(params["total"]),
-                "seeds/active": float(
-                    sum(s.state is not SeedState.DORMANT for s in self.model.iter_slots())
-                ),
-                "epoch_s": time.perf_counter() - started,
-                **self.cache_metrics(),
-            }
+            row = self.epoch_row(time.perf_counter() - started)
             self.bus.publish(EpochEnded(epoch=epoch, step=self.clock.step, metrics=row))
             self.bus.flush()
             bar.set_postfix(
-                loss=f"{train.loss:.3f}", val_acc=f"{val.accuracy:.3f}", params=params["total"]
+                loss=f"{train.loss:.3f}", val_acc=f"{val.accuracy:.3f}", params=row["params/total"]
             )
             if self.checkpoint_to is not None:
                 checkpoint.save({**self.state_dict(), **self.checkpoint_extra}, self.checkpoint_to)
             if self.stop_after_epoch is not None and epoch >= self.stop_after_epoch:
                 break
         bar.close()
-        test = evaluate(self.model, self.data.test, self.device)
-        metrics = {
-            "train_loss": self.last.get("train/loss", math.nan),
-            "train_accuracy": self.last.get("train/accuracy", math.nan),
-            "val_loss": self.last.get("val/loss", math.nan),
-            "val_accuracy": self.last.get("val/accuracy", math.nan),
-            "test_loss": test.loss,
-            "test_accuracy": test.accuracy,
+        return self.result(evaluate(self.model, self.data.test, self.device))
+
+    def epoch_row(self, epoch_s: float) -> dict[str, float]:
+        """What an epoch_ended event carries: the metrics, sizes and counters of the epoch."""
+        params = self.params()
+        return {
+            "epoch": float(self.clock.epoch),
+            **self.last,
+            "params/seeds": float(params["seeds"]),
+            "params/total": float(params["total"]),
+            "seeds/active": float(
+                sum(s.state is not SeedState.DORMANT for s in self.model.iter_slots())
+            ),
+            "train/skipped_steps": float(self.skipped_steps),
+            "epoch_s": epoch_s,
+            **self.library.metrics(),
         }
+
+    def result(self, test: SplitMetrics | None) -> FitResult:
+        """The last whole epoch's train/val metrics, test if it was read, and the model's cost."""
+        metrics = {
+            f"{split}_{name}": self.last.get(f"{split}/{name}", math.nan)
+            for split in ("train", "val")
+            for name in ("loss", "accuracy")
+        }
+        if test is not None:
+            metrics.update(test_loss=test.loss, test_accuracy=test.accuracy)
         flops = flops_per_sample(self.model, self.data.test.x[:1].to(self.device))
         return FitResult(metrics, self.params(), flops)
 
@@ -202,14 +229,15 @@ class Trainer:
             loss.backward()
             self.clock.step += 1
             active = self.active_slots()
-            if active and not self.guard(loss, active):
-                continue
-            self.optimizer.step()
-            for slot in active:
-                slot.life.steps_in_state += 1
-            loss_sum += loss.detach() * y.numel()
-            correct += (logits.detach().argmax(-1) == y).sum()
-            seen += y.numel()
+            if self.guard(loss, active):
+                self.optimizer.step()
+                for slot in active:
+                    slot.life.steps_in_state += 1
+                loss_sum += loss.detach() * y.numel()
+                correct += (logits.detach().argmax(-1) == y).sum()
+                seen += y.numel()
+            if self.interruption.signum is not None:
+                break  # the step is done; the loop raises Interrupted
         if seen == 0:
             return SplitMetrics(math.nan, math.nan)
         return SplitMetrics(loss_sum.item() / seen, correct.item() / seen)
@@ -222,55 +250,48 @@ class Trainer:
         return self._active
 
     def guard(self, loss: torch.Tensor, active: list[SeedSlot]) -> bool:
-        """Let the optimizer step only if the loss and every seed's gradients are finite. A seed
-        with a non-finite gradient is culled at once and the step is skipped, so the host never
-        takes a non-finite update. Also tracks each seed's largest gradient norm."""
-        norms = []
+        """Let the optimizer step only if the loss and every gradient are finite.
+
+        A non-finite step is skipped. If a seed's own gradient is non-finite while the host's
+        parameters are intact, the seed caused it and is culled at once. Otherwise the host
+        diverged: the skip is counted, and `max_nonfinite_steps` skips in a row end the run as
+        `diverged`. Also tracks each seed's largest gradient norm (for the gates).
+        """
+        seed_norms = []
         for slot in active:
-            grads = slot.seed_gradients()
-            norm = (
-                torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-                if grads
-                else torch.zeros((), device=loss.device)
-            )
+            norm = _norm(slot.seed_gradients(), loss.device)
             life = slot.life
             life.grad_norm_max = (
                 norm.detach()
                 if isinstance(life.grad_norm_max, float)
                 else torch.maximum(life.grad_norm_max, norm.detach())
             )
-            norms.append(norm)
-        if bool(torch.isfinite(torch.stack([loss.detach(), *norms])).all()):
+            seed_norms.append(norm)
+        host_grads = [p.grad for p in self._host_params if p.grad is not None]
+        checked = torch.stack([loss.detach(), _norm(host_grads, loss.device), *seed_norms])
+        if bool(torch.isfinite(checked).all()):
+            self.nonfinite_in_a_row = 0
             return True
-        culprits = [(s, n.item()) for s, n in zip(active, norms) if not bool(torch.isfinite(n))]
-        if not culprits:
-            raise FloatingPointError(
-                f"non-finite loss {loss.item()} at step {self.clock.step} with every seed's "
-                "gradient finite: the host itself diverged (lower trainer.optimizer.lr?)"
-            )
         self.optimizer.zero_grad(set_to_none=True)
-        for slot, norm in culprits:
-            self.control.cull(
-                slot, f"non-finite seed gradient (norm {norm}) at step {self.clock.step}"
+        self.skipped_steps += 1
+        step = self.clock.step
+        culprits = [(s, n.item()) for s, n in zip(active, seed_norms) if not torch.isfinite(n)]
+        host_intact = bool(torch.isfinite(_norm(self._host_params, loss.device)))
+        if culprits and host_intact:
+            for slot, value in culprits:
+                self.control.cull(slot, f"non-finite seed gradient (norm {value}) at step {step}")
+            return False
+        self.nonfinite_in_a_row += 1
+        if self.nonfinite_in_a_row >= self.max_nonfinite_steps:
+            raise Diverged(
+                f"the host diverged: {self.nonfinite_in_a_row} steps in a row with a non-finite "
+                f"loss or gradient, skipped (last at step {step}, loss {loss.item()}); lower "
+                "trainer.optimizer.lr or raise trainer.max_nonfinite_steps"
             )
         return False
 
     def params(self) -> dict[str, int]:
-        host = sum(p.numel() for p in self.model.host_parameters())
-        seeds = self.model.seed_parameter_count()
-        return {"host": host, "seeds": seeds, "total": host + seeds}
-
-    def cache_metrics(self) -> dict[str, float]:
-        stats, counts = self.library.cache.stats, self.library.counts
-        return {
-            "kernel_cache/hits": float(stats.hits),
-            "kernel_cache/misses": float(stats.misses),
-            "kernel_cache/evictions": float(stats.evictions),
-            "kernel_cache/bytes": float(stats.bytes),
-            "kernel_library/store_loads": float(counts.store_loads),
-            "kernel_library/compiles": float(counts.compiles),
-            "kernel_library/quarantined": float(len(counts.quarantined)),
-        }
+        return self.model.param_counts()
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -283,7 +304,12 @@ class Trainer:
             "optimization": self.optimization.state_dict(),
             "control": self.control.state_dict(),
             "record": self.recorder.state_dict(),
-            "loop": {"val_losses": list(self.val_losses), "last": dict(self.last)},
+            "loop": {
+                "val_losses": list(self.val_losses),
+                "last": dict(self.last),
+                "skipped_steps": self.skipped_steps,
+                "nonfinite_in_a_row": self.nonfinite_in_a_row,
+            },
             "rng": checkpoint.rng_state(self.data.train.generator),
         }
 
@@ -302,6 +328,8 @@ class Trainer:
         self.recorder.load_state_dict(state["record"])
         self.val_losses = list(state["loop"]["val_losses"])
         self.last = dict(state["loop"]["last"])
+        self.skipped_steps = state["loop"]["skipped_steps"]
+        self.nonfinite_in_a_row = state["loop"]["nonfinite_in_a_row"]
         self.clock.epoch, self.clock.step = state["epoch"], state["step"]
         self.start_epoch = state["epoch"] + 1
         checkpoint.restore_rng(state["rng"], self.data.train.generator)

@@ -1,0 +1,60 @@
+"""SIGINT and SIGTERM end a run cleanly: the current step finishes, then the run ends as
+`interrupted` with everything written (events, summary, the last whole epoch's checkpoint).
+
+A second signal is not caught: it acts at once (the default handlers are back after the first).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType, TracebackType
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(Exception):
+    """Raised by the loop after the step during which a signal arrived."""
+
+    def __init__(self, signum: int, epoch: int, step: int) -> None:
+        self.signum = signum
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"interrupted by {name} during epoch {epoch} (step {step}); epochs before it are in "
+            "the checkpoint, which trainer.resume continues"
+        )
+
+
+class Interruption:
+    """A context that turns the first SIGINT/SIGTERM into a flag the loop polls after each step.
+
+    Handlers can only be installed from the main thread; elsewhere (a launcher's worker
+    thread) the context does nothing and signals keep their usual meaning.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> Interruption:
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._restore()

@@ -1,0 +1,75 @@
+"""Non-finite updates never reach the host: a non-finite step is skipped and counted, a seed is
+culled only for its own non-finite gradient, and a host that keeps diverging ends the run as
+`diverged` with a clear message."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from esper.app import build
+from esper.training.trainer import Diverged
+from tests.conftest import ONE_EARLY_SEED
+
+QUIET = ("logger=none", "trainer.checkpoint=false", "kernels.async_compile=false")
+
+
+def test_an_infinite_learning_rate_ends_the_run_as_diverged(make_config, tmp_path) -> None:
+    experiment = build(
+        make_config(
+            *QUIET,
+            "policy=none",
+            "trainer.optimizer.lr=1e30",
+            "trainer.max_nonfinite_steps=5",
+            run_dir=tmp_path / "run",
+        )
+    )
+    with pytest.raises(Diverged, match=r"the host diverged: 5 steps in a row .* lower trainer"):
+        experiment.run()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["skipped_steps"] == 5
+    assert "the host diverged" in summary["error"]
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").open()]
+    assert events[-1]["kind"] == "run_ended" and events[-1]["status"] == "diverged"
+
+
+def test_the_hosts_divergence_is_not_blamed_on_a_seed(make_config, tmp_path) -> None:
+    """Adversarial case A74: the host went NaN with a seed in the forward pass."""
+    experiment = build(
+        make_config(
+            *QUIET,
+            *ONE_EARLY_SEED[:3],
+            "kernels.wait_epochs=0",
+            "trainer.optimizer.lr=1e30",
+            "trainer.max_nonfinite_steps=100",  # about five epochs
+            run_dir=tmp_path / "run",
+        )
+    )
+    with pytest.raises(Diverged):
+        experiment.run()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "diverged"
+    reasons = [a["reason"] for a in summary["adaptations"]]
+    assert any(a["to"] == "TRAINING" for a in summary["adaptations"]), "a seed was active"
+    assert not any("non-finite seed gradient" in r for r in reasons), reasons
+
+
+def test_transient_non_finite_batches_are_skipped_and_counted(make_config, tmp_path) -> None:
+    experiment = build(
+        make_config(
+            *QUIET,
+            "policy=none",
+            "trainer.max_epochs=4",
+            "dataset._target_=tests.faults.poisoned.spirals_with_nan_rows",
+            "+dataset.rows=1",
+            run_dir=tmp_path / "run",
+        )
+    )
+    record = experiment.run()
+    assert record.status == "completed"
+    assert record.skipped_steps == 4, "one poisoned batch an epoch"
+    assert all(math.isfinite(v) for v in record.metrics.values())
+    assert all(torch.isfinite(p).all() for p in experiment.trainer.model.host_parameters())

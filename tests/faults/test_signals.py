@@ -1,0 +1,104 @@
+"""SIGINT and SIGTERM lose nothing: the current step finishes, the run ends `interrupted` with
+events.jsonl's run_ended, summary.json, the last whole epoch's checkpoint and a finished W&B
+run; run.py exits 128 + the signal without a traceback, and a resume ends exactly where an
+uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from esper.app import build
+from esper.events.wandb_file import read_run
+from esper.training import checkpoint
+from tests.conftest import ROOT
+
+EARLY = ("policy.patience=1", "policy.warmup_epochs=2", "policy.min_delta=1.0")
+
+
+def epochs_ended(run_dir: Path) -> int:
+    path = run_dir / "events.jsonl"
+    if not path.exists():
+        return 0
+    return sum('"kind": "epoch_ended"' in line for line in path.read_text().splitlines())
+
+
+def signal_after(run_dir: Path, epochs: int, pid: int, signum: int) -> threading.Thread:
+    """Send `signum` to `pid` once the run in `run_dir` has ended `epochs` epochs."""
+
+    def wait_and_send() -> None:
+        deadline = time.monotonic() + 120
+        while epochs_ended(run_dir) < epochs and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.kill(pid, signum)
+
+    thread = threading.Thread(target=wait_and_send, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_the_run_as_interrupted_with_everything_written(
+    make_config, tmp_path, signum
+) -> None:
+    run_dir = tmp_path / "run"
+    experiment = build(make_config(*EARLY, "trainer.max_epochs=2000", run_dir=run_dir))
+    sender = signal_after(run_dir, 4, os.getpid(), signum)
+    record = experiment.run()
+    sender.join()
+    assert record.status == "interrupted" and experiment.interrupted_by == signum
+    assert signal.Signals(signum).name in (record.error or "")
+    assert 4 <= record.epochs < 2000
+    assert "test_loss" not in record.metrics, "an interrupted run never reads test"
+    _, state = checkpoint.load(str(run_dir))
+    assert state["epoch"] == record.epochs - 1, "the checkpoint holds the last whole epoch"
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").open()]
+    assert events[-1]["kind"] == "run_ended" and events[-1]["status"] == "interrupted"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs"] == record.epochs
+    assert read_run(run_dir / "wandb").exit_code == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "handlers restored"
+
+
+def run_py(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        env={**os.environ, "WANDB_SILENT": "true", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_ends_like_an_uninterrupted_run(make_config, tmp_path) -> None:
+    common = (*EARLY, "trainer.max_epochs=60", "logger=none", "trainer.progress=false")
+    env = {"ESPER_KERNEL_STORE": str(tmp_path / "kernels")}
+    first = tmp_path / "first"
+    process = run_py(*common, f"hydra.run.dir={first}", env=env)
+    signal_after(first, 6, process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert "esper: interrupted by SIGTERM" in stderr
+    stopped = json.loads((first / "summary.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["epochs"] < 60
+
+    resumed = run_py(
+        *common, f"hydra.run.dir={tmp_path / 'second'}", f"trainer.resume={first}", env=env
+    )
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr[-2000:]
+    got = json.loads((tmp_path / "second" / "summary.json").read_text())
+    full = build(make_config(*common, run_dir=tmp_path / "full")).run().model_dump(mode="json")
+    assert got["status"] == "completed" and got["epochs"] == 60
+    for key in ("metrics", "adaptations", "params", "final_slots"):
+        assert got[key] == full[key], key
