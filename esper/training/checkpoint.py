@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,11 @@ def load(resume: str) -> tuple[Path, dict[str, Any]]:
         raise ConfigError(f"trainer.resume={resume!r}: no checkpoint at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ConfigError(
+            f"trainer.resume={resume!r}: not a valid Esper checkpoint (it holds objects other "
+            "than tensors and plain values; refused unread, since loading them could run code)"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one line
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(

@@ -1,0 +1,139 @@
+"""A checkpoint is data, never code: crafted, truncated, empty, random and incomplete files are
+refused before training with one line naming `trainer.resume`, and nothing in them runs. A full
+disk while checkpointing keeps the previous checkpoint and names the cause."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from esper.app import build
+from esper.config import ConfigError
+from esper.training import checkpoint
+from esper.training.checkpoint import FORMAT
+
+PREFIX = r"trainer\.resume='[^']*': not a valid Esper checkpoint \("
+
+
+class Payload:
+    """Unpickling this would create the marker file: code from the checkpoint running."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204 - pickle's protocol
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory) -> bytes:
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF
+
+    root = tmp_path_factory.mktemp("good")
+    os.environ["ESPER_KERNEL_STORE"] = str(root / "kernels")
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                f"run_dir={root}",
+                "trainer.progress=false",
+                "logger=none",
+                "trainer.max_epochs=2",
+            ],
+        )
+    build(cfg).run()
+    del os.environ["ESPER_KERNEL_STORE"]
+    return (root / "checkpoints" / "last.pt").read_bytes()
+
+
+def resume_from(make_config, path: Path) -> None:
+    build(make_config(f"trainer.resume={path}", "logger=none", "trainer.max_epochs=2"))
+
+
+def test_a_crafted_checkpoint_is_refused_and_nothing_in_it_runs(make_config, tmp_path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "crafted.pt"
+    torch.save({"format": FORMAT, "config": {}, "model": Payload(marker)}, path)
+    with pytest.raises(ConfigError, match=PREFIX + r"it holds objects other than tensors"):
+        resume_from(make_config, path)
+    assert not marker.exists(), "the payload ran"
+
+
+@pytest.mark.parametrize(
+    ("variant", "reason"),
+    [
+        ("empty", r".+\)"),
+        ("truncated", r".+\)"),
+        ("random", r".+\)"),
+        ("no_header", r"no esper-checkpoint/1 header\)"),
+        ("missing_keys", r"missing model, slots, .*\)"),
+    ],
+)
+def test_a_broken_checkpoint_is_one_clear_line(
+    make_config, tmp_path, good_checkpoint, variant, reason
+) -> None:
+    path = tmp_path / "last.pt"
+    if variant == "empty":
+        path.write_bytes(b"")
+    elif variant == "truncated":
+        path.write_bytes(good_checkpoint[: len(good_checkpoint) // 2])
+    elif variant == "random":
+        path.write_bytes(os.urandom(4096))
+    elif variant == "no_header":
+        torch.save({"epoch": 3, "model": {}}, path)
+    else:
+        torch.save({"format": FORMAT, "config": {}, "epoch": 1, "step": 2}, path)
+    with pytest.raises(ConfigError, match=PREFIX + reason) as caught:
+        resume_from(make_config, path)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_names_enospc(make_config, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    disk = run_dir / "checkpoints"
+    disk.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        experiment = build(
+            make_config(
+                "logger=none",
+                "policy=none",
+                "trainer.max_epochs=50",
+                run_dir=run_dir,
+            )
+        )
+
+        def fill_after_the_first_checkpoint() -> None:
+            while not (disk / "last.pt").exists():
+                time.sleep(0.001)
+            with (disk / "filler").open("wb") as handle, contextlib.suppress(OSError):
+                handle.write(b"\0" * (1 << 20))
+
+        filler = threading.Thread(target=fill_after_the_first_checkpoint, daemon=True)
+        filler.start()
+        with pytest.raises(
+            checkpoint.CheckpointWriteError, match=r"No space left on device \(ENOSPC\)"
+        ):
+            experiment.run()
+        filler.join()
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "failed" and "ENOSPC" in summary["error"]
+        assert not (disk / "last.pt.tmp").exists(), "no partial file is left"
+        _, state = checkpoint.load(str(run_dir))
+        assert 0 <= state["epoch"] < 49, "the previous checkpoint is intact and loads"
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
