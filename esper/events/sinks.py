@@ -115,6 +115,31 @@ class WandbSink:
         if row:
             self.run.log(row)
 
+    def catch_up(self, previous_run_dir: Path, upto_epoch: int) -> int:
+        """Log the epochs up to `upto_epoch` that the interrupted run's events.jsonl has and its
+        W&B files lack (a killed process loses what W&B had not yet written). Returns how many
+        epochs were replayed."""
+        from esper.events.wandb_file import RunFileError, read_run
+
+        try:
+            logged = {row.get("epoch") for row in read_run(previous_run_dir / "wandb").history}
+        except (RunFileError, OSError):
+            logged = set()
+        events = previous_run_dir / "events.jsonl"
+        if not events.is_file():
+            return 0
+        replayed = 0
+        with events.open(encoding="utf-8") as handle:
+            for line in handle:
+                event = json.loads(line)
+                epoch = event.get("epoch")
+                if event.get("kind") != "epoch_ended" or epoch > upto_epoch or epoch in logged:
+                    continue
+                self.run.log({**event["metrics"], "epoch": epoch})
+                logged.add(epoch)
+                replayed += 1
+        return replayed
+
     def close(self, record: RunRecord) -> None:
         rows = [
             [

@@ -87,17 +87,37 @@ class RunFile:
 
 
 def read_run(path: str | Path) -> RunFile:
-    """Parse a run file, or the single run file under a W&B run directory."""
+    """Parse a run file, or the run under a W&B directory.
+
+    A resumed run leaves one file per segment (one per process that logged to it), all with
+    the same run id; they are read in order and merged into one run, as `wandb sync` would.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return _read_file(path)
+    found = sorted(
+        {Path(f).resolve() for f in glob.glob(str(path / "**" / "run-*.wandb"), recursive=True)},
+        key=lambda p: p.parent.name,  # offline-run-<date>_<time>-<id>: chronological
+    )
+    if not found:
+        raise RunFileError(f"{path}: no run-*.wandb file")
+    segments = [_read_file(p) for p in found]
+    ids = sorted({s.run_id for s in segments})
+    if len(ids) != 1:
+        raise RunFileError(f"{path}: expected one W&B run, found {len(ids)}: {', '.join(ids)}")
+    run = segments[-1]
+    merged = RunFile(run.path, run.run_id, run.group)
+    for segment in segments:
+        merged.config.update(segment.config)
+        merged.history.extend(segment.history)
+        merged.summary.update(segment.summary)
+        merged.exit_code = segment.exit_code
+    return merged
+
+
+def _read_file(path: Path) -> RunFile:
     from wandb.proto import wandb_internal_pb2 as pb
 
-    path = Path(path)
-    if path.is_dir():
-        found = sorted(
-            {Path(f).resolve() for f in glob.glob(str(path / "**" / "run-*.wandb"), recursive=True)}
-        )
-        if len(found) != 1:
-            raise RunFileError(f"{path}: expected one run-*.wandb file, found {len(found)}")
-        path = Path(found[0])
     run = RunFile(path)
     for payload in read_payloads(path):
         record = pb.Record()  # type: ignore[attr-defined]  # generated protobuf, no stubs

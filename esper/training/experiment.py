@@ -16,7 +16,7 @@ from esper.contracts import (
     RunStatus,
     SlotRecord,
 )
-from esper.events import EventBus
+from esper.events import EventBus, WandbSink
 from esper.training.checkpoint import write_atomic
 from esper.training.interruption import Interrupted
 from esper.training.trainer import Diverged, FitResult, Trainer
@@ -95,6 +95,11 @@ class Experiment:
     def run(self) -> RunRecord:
         self.bus.publish(RunStarted(config=self.config, resumed_from=self.identity.resumed_from))
         self.bus.flush()
+        if self.identity.resumed_from is not None:
+            previous = Path(self.identity.resumed_from).parent.parent
+            for sink in self.bus.sinks:
+                if isinstance(sink, WandbSink):
+                    sink.catch_up(previous, upto_epoch=self.trainer.start_epoch - 1)
         try:
             with self.trainer.interruption:
                 result = self.trainer.fit()

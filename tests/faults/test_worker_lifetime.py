@@ -210,6 +210,7 @@ def test_a_worker_that_keeps_dying_fails_the_run_instead_of_culling(make_config,
     cfg = make_config(
         *ONE_EARLY_SEED,
         "trainer.max_epochs=6",
+        "kernels.preflight=false",  # else compiled in this process before training
         "blueprints.allowed=[kills_its_worker_for_test]",
         run_dir=run_dir,
     )

@@ -1,0 +1,42 @@
+"""W&B history survives a SIGKILL: the resumed run logs the epochs that events.jsonl had and
+the killed process never handed to W&B, and a resume into the same run directory reads back
+as one W&B run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from esper.events.wandb_file import read_run
+from tests.conftest import ROOT
+from tests.faults.test_signals import epochs_ended, signal_after
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumed_in_place_is_one_whole_wandb_run(tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    env = {
+        **os.environ,
+        "WANDB_SILENT": "true",
+        "ESPER_KERNEL_STORE": str(tmp_path / "kernels"),
+    }
+    common = ["policy=none", "trainer.max_epochs=120", "trainer.progress=false"]
+    command = [sys.executable, str(ROOT / "run.py"), *common, f"hydra.run.dir={run_dir}"]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    signal_after(run_dir, 30, first.pid, signal.SIGKILL).join()
+    first.wait(timeout=60)
+    assert first.returncode == -signal.SIGKILL
+    assert epochs_ended(run_dir) >= 30
+
+    resumed = subprocess.run(
+        [*command, f"trainer.resume={run_dir}"], env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    run = read_run(run_dir / "wandb")
+    epochs = {row["epoch"] for row in run.history if "val/accuracy" in row}
+    assert epochs == set(range(120)), f"missing epochs: {sorted(set(range(120)) - epochs)[:10]}"
+    assert run.exit_code == 0
