@@ -8,7 +8,7 @@ from esper.kernels.compiler import (
     instantiate,
     load_artifact,
 )
-from esper.kernels.integrity import UnsafeArtifactError
+from esper.kernels.integrity import CompileMachineryError, UnsafeArtifactError
 from esper.kernels.library import KernelLibrary, KernelRequest, LoadedKernel
 from esper.kernels.local_store import LocalStore
 from esper.kernels.s3_store import S3Store, StoreUnavailableError
@@ -16,6 +16,7 @@ from esper.kernels.store import KernelStore, StoredKernel, default_store_root
 
 __all__ = [
     "ByteLRU",
+    "CompileMachineryError",
     "KernelRequest",
     "KernelStore",
     "S3Store",

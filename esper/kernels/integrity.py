@@ -1,4 +1,5 @@
-"""The errors a kernel artifact can fail with, kept apart so that every checker can raise them.
+"""The errors a kernel artifact can fail with, kept apart so that every checker can raise them;
+and the one error of the compile machinery itself, which is nobody's artifact.
 
 The artifact checks (`archive_members`, `program_rules`, `shape_expressions`) and the stores
 all report through these; `safe_load` orchestrates the checks and imports them, so they cannot
@@ -14,6 +15,12 @@ class KernelIntegrityError(RuntimeError):
 
 class UnsafeArtifactError(KernelIntegrityError):
     """The artifact holds something a plain kernel never holds, or that would run code."""
+
+
+class CompileMachineryError(RuntimeError):
+    """The compile machinery failed (the worker pool broke, a worker died or cannot start) and
+    recovering did not help. Unlike a blueprint that fails to export, this is no seed's fault:
+    the run fails loudly instead of culling seeds and reporting a run that measured nothing."""
 
 
 def refuse(reason: str) -> UnsafeArtifactError:

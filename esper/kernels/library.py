@@ -3,22 +3,21 @@
 Memory and store hits resolve at once. A compile either runs inline (`async_compile=False`) or
 in a worker process while training continues; the seed waits in GERMINATED meanwhile. Whatever
 a worker returns is verified, stored and cached on the caller's thread, so the library itself
-is only ever touched from that one thread.
+is only ever touched from that one thread. When the worker machinery breaks, `worker.py`
+recovers or raises CompileMachineryError, which no caller may mistake for a failed blueprint.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import wait
 from dataclasses import dataclass, field
 from typing import Literal
 
 from torch import nn
 from torch.export import ExportedProgram
 
-from esper import blueprints
 from esper.contracts import KernelMetadata, KernelSpec
 from esper.kernels.cache import ByteLRU
 from esper.kernels.compiler import (
@@ -27,8 +26,9 @@ from esper.kernels.compiler import (
     instantiate,
     load_artifact,
 )
+from esper.kernels.integrity import CompileMachineryError
 from esper.kernels.store import KernelStore
-from esper.kernels.worker import compile_payload, start_pool
+from esper.kernels.worker import Job, WorkerCompiles
 
 log = logging.getLogger(__name__)
 Source = Literal["memory", "store", "compiled"]
@@ -70,9 +70,9 @@ class LibraryCounts:
 class Compilation:
     """One compile in a worker, shared by every request for the same spec."""
 
-    def __init__(self, spec: KernelSpec, future: Future[tuple[str, bytes]]) -> None:
-        self.spec = spec
-        self.future = future
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.spec = job.spec
         self.resolved: Resolved | None = None
         self.error: BaseException | None = None
 
@@ -95,11 +95,11 @@ class KernelRequest:
         self._joined = joined
 
     def done(self) -> bool:
-        return self._compilation is None or self._compilation.future.done()
+        return self._compilation is None or self._compilation.job.future.done()
 
     def wait(self) -> None:
         if self._compilation is not None:
-            wait([self._compilation.future])
+            wait([self._compilation.job.future])
 
     def result(self) -> LoadedKernel:
         if self._error is not None:
@@ -142,13 +142,20 @@ class KernelLibrary:
         self.reference_batch = reference_batch
         self.cache: ByteLRU[Resolved] = ByteLRU(cache_bytes)
         self.counts = LibraryCounts()
-        self.async_compile = async_compile
         self.workers = workers
         self._pending: dict[str, Compilation] = {}
         self._quarantines: list[Quarantine] = []
-        self._pool: ProcessPoolExecutor | None = None  # started by the first compile it needs
-        self.fallback: str | None = None
+        self._compiles = WorkerCompiles(workers, latency_batches, reference_batch, async_compile)
+
+    @property
+    def async_compile(self) -> bool:
+        """Whether compiles run in a worker: as asked, until a worker could not start here."""
+        return self._compiles.async_compile
+
+    @property
+    def fallback(self) -> str | None:
         """Why compiles run inline although a worker was asked for; None while they do not."""
+        return self._compiles.fallback
 
     # -- synchronous path ------------------------------------------------------------------
     def lookup(self, spec: KernelSpec) -> Resolved:
@@ -230,41 +237,27 @@ class KernelLibrary:
                 return KernelRequest(self, stored)
         except Exception as exc:  # noqa: BLE001 - delivered through the request
             return KernelRequest(self, error=exc)
-        compilation = Compilation(spec, self._submit(spec))
+        compilation = Compilation(self._compiles.submit(spec))
         self._pending[key] = compilation
         return KernelRequest(self, compilation=compilation)
 
     def start_worker(self) -> None:
         """Start (and warm up) the compile worker now, so the first compile does not wait for
         a Python process to import torch."""
-        if self.async_compile and self._pool is None:
-            self._pool = start_pool(self.workers)
-
-    def _submit(self, spec: KernelSpec) -> Future[tuple[str, bytes]]:
-        args = (
-            spec.model_dump_json(),
-            self.latency_batches,
-            self.reference_batch,
-            blueprints.source(spec.blueprint),
-        )
-        self.start_worker()
-        assert self._pool is not None
-        try:
-            return self._pool.submit(compile_payload, *args)
-        except BrokenProcessPool:
-            log.warning("the compile worker died; starting a new one")
-            self._pool = start_pool(self.workers)
-            return self._pool.submit(compile_payload, *args)
+        self._compiles.start()
 
     def finish(self, compilation: Compilation) -> Resolved:
-        """Verify, store and cache what a worker compiled (once, for all who asked)."""
+        """Verify, store and cache what a worker compiled (once, for all who asked). A broken
+        worker is recovered from, or raises CompileMachineryError: not a compile failure."""
         if compilation.resolved is None and compilation.error is None:
             self._pending.pop(compilation.spec.key(), None)
             try:
-                metadata_json, artifact = compilation.future.result()
+                metadata_json, artifact = self._compiles.outcome(compilation.job)
                 metadata = KernelMetadata.model_validate_json(metadata_json)
                 program = load_artifact(artifact, metadata.kernel_id)
                 compilation.resolved = self._adopt(metadata, artifact, program)
+            except CompileMachineryError as exc:
+                compilation.error = exc
             except Exception as exc:  # noqa: BLE001 - re-raised to every requester
                 self.counts.compile_failures += 1
                 compilation.error = exc
@@ -276,7 +269,7 @@ class KernelLibrary:
     def finish_ready(self) -> None:
         """Adopt compiles nobody is waiting on (prewarm), so that later requests hit memory."""
         for compilation in list(self._pending.values()):
-            if compilation.future.done():
+            if compilation.job.future.done():
                 try:
                     self.finish(compilation)
                 except Exception as exc:  # noqa: BLE001 - the requester, if any, sees it too
@@ -318,8 +311,13 @@ class KernelLibrary:
         ]
 
     def close(self) -> None:
-        """Let queued compiles finish and store them: the next run (or job) gets them free."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-        self.finish_ready()
+        """Let queued compiles finish and store them (the next run or job gets them free), and
+        stop the worker: no path out of a run leaves it running (nor a killed run: the worker
+        watches its parent)."""
+        self._compiles.closing = True
+        try:
+            self._compiles.close()
+            self.finish_ready()
+        finally:
+            self._compiles.pool.close(wait=False)
+            self._compiles.closing = False

@@ -23,7 +23,7 @@ from esper.contracts import (
     KernelSpec,
 )
 from esper.events import EventBus
-from esper.kernels import KernelLibrary, KernelRequest
+from esper.kernels import CompileMachineryError, KernelLibrary, KernelRequest
 from esper.kernels.compiler import percentile
 from esper.seeds import MorphogeneticModel, SeedSlot
 from esper.training.steps import Clock
@@ -133,6 +133,8 @@ class KernelAttachment:
             slot = self.model.slot(name)
             try:
                 loaded = pending.request.result()
+            except CompileMachineryError:
+                raise  # no seed's fault: the run fails loudly rather than culling and going on
             except Exception as exc:  # noqa: BLE001 - handed back as the failure's error
                 collected.failed.append(KernelFailure(slot, f"{type(exc).__name__}: {exc}"))
                 continue

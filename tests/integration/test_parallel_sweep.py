@@ -63,8 +63,11 @@ SWEEP = (
     "policy.min_delta=1.0",
     "trainer.progress=false",
     "logger=none",
+    "kernels.preflight=false",
 )
-"""Two jobs whose heuristic policy germinates early (a plateau after 1 epoch) and often."""
+"""Two jobs whose heuristic policy germinates early (a plateau after 1 epoch) and often, with
+their kernels compiled by the worker during training (a preflight would compile them all
+before training, in the job's own process, and the worker would have nothing to do)."""
 
 LAUNCHERS = {"basic": (), "joblib": ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")}
 
@@ -102,9 +105,10 @@ def test_a_parallel_sweep_grows_exactly_like_a_sequential_one(tmp_path: Path) ->
         summaries[launcher] = [
             json.loads((sweep / str(job) / "summary.json").read_text()) for job in (0, 1)
         ]
-    for job in summaries["joblib"]:
-        assert job["kernel_library"]["compile_mode"] == "worker"
-        assert job["kernel_library"]["fallback"] is None
+    for jobs in summaries.values():
+        assert [j["kernel_library"]["compile_mode"] for j in jobs] == ["worker", "worker"]
+        assert [j["kernel_library"]["fallback"] for j in jobs] == [None, None]
+        assert sum(j["kernel_library"]["compiles"] for j in jobs) >= 1, "the worker compiled"
     for job in (*summaries["basic"], *summaries["joblib"]):
         reasons = [a["reason"] for a in job["adaptations"]]
         assert not [r for r in reasons if r.startswith("kernel failed")], reasons
