@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from esper import blueprints
+from esper import blueprints, preflight
 from esper.config import GROUPS, NEUTRAL_GROUPS, ConfigError, RunConfig, validate
 from esper.data import DataSplits
 from esper.events import ConsoleSink, EventBus, JsonlSink, Sink, WandbSink
@@ -25,6 +26,8 @@ from esper.training import checkpoint
 from esper.training.experiment import Experiment, Identity
 from esper.training.record import RunRecorder
 from esper.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
 
 
 def _instantiate(group: str, node: Any, **kwargs: Any) -> Any:
@@ -59,17 +62,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _check_custom_blueprints(settings: RunConfig, model: Any) -> None:
-    """A user's blueprint must keep the registry's promises at every shape it would be used."""
-    for name in settings.blueprints.custom:
-        for slot in model.iter_slots():
-            if name in blueprints.compatible(slot.shape, [name]):
-                try:
-                    blueprints.check_contract(name, slot.shape)
-                except (blueprints.BlueprintContractError, TypeError, ValueError) as exc:
-                    raise ConfigError(f"blueprints.custom.{name}: {exc}") from exc
-
-
 def _check_blueprints_fit(settings: RunConfig, model: Any) -> None:
     fits = {
         s.name: blueprints.compatible(s.shape, settings.blueprints.allowed)
@@ -82,6 +74,24 @@ def _check_blueprints_fit(settings: RunConfig, model: Any) -> None:
             f"blueprints.allowed={settings.blueprints.allowed}: none fits the {'/'.join(kinds)} "
             f"activations at model.sites={list(fits)}; blueprints that do: {', '.join(usable)}"
         )
+
+
+def _check_kernels(
+    settings: RunConfig, model: Any, library: KernelLibrary, may_germinate: bool
+) -> None:
+    """Blueprints that cannot serve a slot fail now, not as a seed culled mid-run."""
+    if not settings.kernels.preflight:
+        preflight.check_custom_contracts(settings.blueprints, model)
+        return
+    started = time.perf_counter()
+    compiled = preflight.check_blueprints(
+        settings.blueprints, model, library if may_germinate else None, settings.trainer.device
+    )
+    log.info(
+        "preflight: every offered blueprint checked in %.2fs (%d kernels compiled)",
+        time.perf_counter() - started,
+        compiled,
+    )
 
 
 def config_hash(container: dict[str, Any]) -> str:
@@ -135,6 +145,9 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     container: dict[str, Any] = OmegaConf.to_container(job, resolve=True)  # type: ignore[assignment]
     settings = validate(container)
     run_dir = Path(run_dir or container.get("run_dir") or ".")
+    replace_earlier_run = preflight.check_run_dir(
+        run_dir, settings.trainer.resume, settings.trainer.overwrite
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     choices, wandb_names = hydra_context()
     seed_everything(settings.seed)
@@ -153,6 +166,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     host = _instantiate(
         "model", model_node, input_shape=data.input_shape, num_classes=data.num_classes
     )
+    preflight.check_host_input(host, data)
     try:
         model = wrap(
             host,
@@ -164,8 +178,9 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
         )
     except SiteError as exc:
         raise ConfigError(str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - the probe forward: the host refused the input
+        raise preflight.host_cannot_take(host, data, exc) from exc
     _check_blueprints_fit(settings, model)
-    _check_custom_blueprints(settings, model)
     store = _instantiate("storage", container["storage"])
     kernels = settings.kernels
     library = KernelLibrary(
@@ -180,6 +195,10 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     optimizer = _instantiate("trainer.optimizer", container["trainer"]["optimizer"])
     scheduler_node = container["trainer"].get("scheduler")
     scheduler = _instantiate("trainer.scheduler", scheduler_node) if scheduler_node else None
+    preflight.check_optimizer(optimizer, scheduler)
+    _check_kernels(settings, model, library, may_germinate=getattr(policy, "may_germinate", True))
+    if replace_earlier_run:
+        preflight.clear_run(run_dir)
 
     sinks, wandb_info = _make_sinks(settings, container, run_dir, wandb_names, resume_state)
     recorder = RunRecorder()

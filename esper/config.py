@@ -123,6 +123,10 @@ class KernelsConfig(Section):
     reference_batch: int = Field(ge=1)
     workers: int = Field(default=1, ge=1)
     wait_epochs: int | None = Field(default=1, ge=0)
+    preflight: bool = True
+    """Before training, build and compile every offered blueprint at every slot shape (a
+    kernel the store holds costs nothing); false: a blueprint that cannot serve a slot is only
+    found when a seed germinates there, and culled."""
 
     @field_validator("latency_batches")
     @classmethod

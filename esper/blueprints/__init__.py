@@ -11,6 +11,7 @@ from esper.blueprints.registry import (
     compatible,
     ensure,
     get,
+    kernel_spec,
     names,
     register,
     register_from_config,
@@ -29,6 +30,7 @@ __all__ = [
     "build",
     "compatible",
     "get",
+    "kernel_spec",
     "names",
     "register",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from esper.contracts import ActivationKind, activation_kind
+from esper.contracts import ActivationKind, KernelSpec, activation_kind
 
 Builder = Callable[..., nn.Module]
 
@@ -100,14 +100,37 @@ def build(
     return module
 
 
+def kernel_spec(
+    name: str,
+    shape: tuple[int, ...],
+    hparams: dict[str, Any] | None = None,
+    init_seed: int = 0,
+    device: str = "cpu",
+) -> KernelSpec:
+    """The spec of blueprint `name` built for one slot shape: what the library compiles and
+    stores it under. One function, so that the check before training and the trainer's own
+    requests name the same kernel (and the check's compile is the one the run later finds)."""
+    return KernelSpec(
+        blueprint=name,
+        hparams=get(name).hparams(hparams),
+        input_shape=tuple(shape),
+        device=device,
+        init_seed=init_seed,
+        torch_version=torch.__version__,
+    )
+
+
 class BlueprintContractError(ValueError):
     pass
 
 
-def check_contract(name: str, shape: tuple[int, ...], seed: int = 0) -> None:
+def check_contract(
+    name: str, shape: tuple[int, ...], seed: int = 0, hparams: dict[str, Any] | None = None
+) -> None:
     """What every blueprint promises: shape kept, exactly zero delta at birth (so the slot is the
-    identity), gradients reaching its parameters, and the same module from the same seed."""
-    module = build(name, shape, seed=seed)
+    identity), gradients reaching its parameters, and the same module from the same seed.
+    `hparams` overrides the blueprint's defaults, as `blueprints.hparams.<name>` does."""
+    module = build(name, shape, hparams, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn((3, *shape), generator=generator, requires_grad=True)
     delta = module(x)
@@ -120,13 +143,13 @@ def check_contract(name: str, shape: tuple[int, ...], seed: int = 0) -> None:
             f"{where}: output is not zero at birth (max |delta| "
             f"{delta.detach().abs().max().item():.3g}); zero-initialise its last layer"
         )
-    params = list(module.parameters())
+    params = [p for p in module.parameters() if p.numel()]
     if not params:
-        raise BlueprintContractError(f"{where}: has no parameters to learn")
+        raise BlueprintContractError(f"{where}: has no parameters to learn (or only empty ones)")
     (delta * torch.randn(delta.shape, generator=generator)).sum().backward()
     if not any(p.grad is not None and torch.count_nonzero(p.grad) > 0 for p in params):
         raise BlueprintContractError(f"{where}: no parameter receives a gradient at birth")
-    again = build(name, shape, seed=seed).state_dict()
+    again = build(name, shape, hparams, seed=seed).state_dict()
     if any(not torch.equal(v, again[k]) for k, v in module.state_dict().items()):
         raise BlueprintContractError(f"{where}: the same seed built a different module")
 

@@ -22,9 +22,9 @@ def integer(key: str, value: object, minimum: int, why: str = "") -> int:
 
 def number(key: str, value: object, low: float, high: float | None = None) -> float:
     """A real number in [low, high] (high: no bound when None); never NaN or a bool."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
-        if value >= low and (high is None or value <= high):
-            return float(value)
+    real = isinstance(value, int | float) and not isinstance(value, bool) and value == value
+    if real and value >= low and (high is None or value <= high):  # type: ignore[operator]
+        return float(value)  # type: ignore[arg-type]
     bound = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
     raise ValueError(f"dataset.{key}={value!r} must be a number {bound}")
 

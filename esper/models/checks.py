@@ -37,9 +37,9 @@ def optional_integer(key: str, value: Any, minimum: int, none_means: str) -> int
 
 def number(key: str, value: Any, low: float | None = None, high: float | None = None) -> float:
     """A real number (int or float, not NaN, not a bool), within [low, high] when given."""
-    if _is_int(value) or (isinstance(value, float) and not math.isnan(value)):
-        if (low is None or value >= low) and (high is None or value <= high):
-            return float(value)
+    real = _is_int(value) or (isinstance(value, float) and not math.isnan(value))
+    if real and (low is None or value >= low) and (high is None or value <= high):
+        return float(value)
     if low is not None and high is not None:
         raise ValueError(f"{key}={value!r} must be a number in [{low:g}, {high:g}]")
     if low is not None:

@@ -52,10 +52,59 @@ CASES = [
         r"logger\.mode='loud': Input should be 'offline', 'online' or 'disabled'",
     ),
     (["seed=-1"], r"seed=-1: Input should be greater than or equal to 0"),
+    # Issue 8, group 5: each was a traceback, a cryptic line or silently accepted.
+    (["trainer.optimizer.lr=-0.01"], r"trainer\.optimizer\.lr=-0\.01: must be a number >= 0"),
+    (["trainer.optimizer.lr=nan"], r"trainer\.optimizer\.lr=nan: must be a number >= 0"),
+    (["trainer.optimizer.lr=abc"], r"trainer\.optimizer\.lr='abc': must be a number >= 0"),
+    (
+        ["+trainer.optimizer.betas=[2.0,0.9]"],
+        r"trainer\.optimizer: Invalid beta parameter at index 0: 2\.0",
+    ),
+    (["seed=4294967296"], r"seed=4294967296: Input should be less than or equal to 4294967295"),
+    (["seed=1099511627776"], r"seed=1099511627776: Input should be less than or equal to"),
+    (["model.hidden=abc"], r"model: model\.hidden='abc' must be a non-empty list of sizes >= 1"),
+    (["model.hidden=[8,x]"], r"model: model\.hidden=\[8, 'x'\] must be a non-empty list"),
+    (["dataset.batch_size=abc"], r"dataset: dataset\.batch_size='abc' must be an integer >= 1"),
+    (["dataset.n=abc"], r"dataset: dataset\.n='abc' must be an integer >= 20"),
+    (["dataset.noise=abc"], r"dataset: dataset\.noise='abc' must be a number >= 0"),
+    (["policy.max_in_flight=abc"], r"policy: policy\.max_in_flight='abc' must be an integer >= 1"),
+    (["policy.warmup_epochs=-5"], r"policy: policy\.warmup_epochs=-5 must be at least 0"),
+    (
+        ["policy.max_seeds=-1"],
+        r"policy: policy\.max_seeds=-1 must be at least 0 \(or null: no limit\)",
+    ),
+    (["policy.min_delta=abc"], r"policy: policy\.min_delta='abc' must be a number"),
+    (
+        ["policy=random", "policy.max_seeds=-1"],
+        r"policy: policy\.max_seeds=-1 must be at least 0 \(or null: no limit\)",
+    ),
+    (
+        ["policy=random", "policy.training_epochs=0"],
+        r"policy: policy\.training_epochs=0 must be at least 1",
+    ),
+    (
+        ["policy=random", "policy.germinate_probability=abc"],
+        r"policy: policy\.germinate_probability='abc' must be a number in \[0, 1\]",
+    ),
+    (
+        ["+sed=3"],
+        r"sed=3: not a configuration key; allowed at the top level: name, seed, tags, "
+        r"optimized_metric, run_dir, paths, dataset, model, .*trainer",
+    ),
+    (
+        ["model=transformer_tiny"],
+        r"model: model=transformer_tiny needs token ids \(an integer tensor \[T\]\); "
+        r"dataset=spirals gives float32 \[2\]",
+    ),
+    (
+        ["dataset=pydoc_text"],
+        r"model: model=mlp needs real-valued input \(a float tensor\); "
+        r"dataset=pydoc_text gives token ids int64 \[64\]",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("overrides", "message"), CASES, ids=[c[0][0] for c in CASES])
+@pytest.mark.parametrize(("overrides", "message"), CASES, ids=[" ".join(c[0]) for c in CASES])
 def test_config_error_names_key_and_allowed_values(make_config, overrides, message) -> None:
     cfg = make_config("logger=none", *overrides)
     with pytest.raises(ConfigError, match=message):

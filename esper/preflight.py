@@ -1,0 +1,223 @@
+"""Checks build() runs before training: every user error is one line naming the key, not a
+traceback or a seed culled mid-run.
+
+What a schema cannot see is tried here on the real parts: the optimizer and scheduler on a
+stand-in parameter, the host on the dataset's input, and every blueprint the policy may use at
+every slot shape it may use it at (built, held to the blueprint contract, and compiled into a
+kernel through the run's own library, so a warm store makes this free and a cold one stores
+what the run will ask for).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from esper import blueprints
+from esper.config import BlueprintsConfig, ConfigError
+from esper.data import DataSplits
+from esper.kernels import KernelLibrary
+from esper.models.checks import input_mismatch
+from esper.seeds import MorphogeneticModel
+
+
+def first_line(exc: BaseException) -> str:
+    """`Type: first line of the message`: torch's errors run to many lines."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+
+def check_optimizer(make_optimizer: Callable[..., Any], make_scheduler: Callable | None) -> None:
+    """torch checks an optimizer's values (betas, eps, weight_decay, ...) and a scheduler's
+    only when the trainer builds them: build both once on a stand-in parameter now."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    try:
+        optimizer = make_optimizer([{"params": [param], "name": "host"}])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ConfigError(f"trainer.optimizer: {exc}") from None
+    if make_scheduler is not None:
+        try:
+            make_scheduler(optimizer)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ConfigError(f"trainer.scheduler: {exc}") from None
+
+
+def check_host_input(host: torch.nn.Module, data: DataSplits) -> None:
+    """Token ids into an MLP, or floats into an embedding, fail deep inside torch otherwise."""
+    mismatch = input_mismatch(host, data.train.x[:2], data.name)
+    if mismatch:
+        raise ConfigError(f"model: {mismatch}")
+
+
+def host_cannot_take(host: torch.nn.Module, data: DataSplits, exc: BaseException) -> ConfigError:
+    """The probe forward of wrap() failed on the dataset's input: say so in one line."""
+    x = data.train.x
+    dtype = str(x.dtype).removeprefix("torch.")
+    return ConfigError(
+        f"model: {type(host).__name__} cannot take dataset={data.name}'s input "
+        f"({dtype} {list(x.shape[1:])}): {first_line(exc)}"
+    )
+
+
+def blueprint_key(settings: BlueprintsConfig, name: str) -> str:
+    """The config key to blame for blueprint `name`: the hyper-parameters set away from its
+    defaults, else its custom entry, else its place in `blueprints.allowed`."""
+    defaults = blueprints.get(name).defaults
+    changed = {k: v for k, v in (settings.hparams.get(name) or {}).items() if defaults.get(k) != v}
+    if changed:
+        return ", ".join(f"blueprints.hparams.{name}.{k}={v!r}" for k, v in changed.items())
+    if name in settings.custom:
+        return f"blueprints.custom.{name}"
+    if name in settings.allowed:
+        return f"blueprints.allowed[{settings.allowed.index(name)}]={name!r}"
+    return f"blueprints.{name}"
+
+
+def _pairs(
+    settings: BlueprintsConfig, model: MorphogeneticModel, names: list[str]
+) -> Iterator[tuple[str, str, tuple[int, ...]]]:
+    """(blueprint, slot name, shape) for each blueprint in `names` at each slot shape it fits,
+    each (blueprint, shape) once."""
+    seen: set[tuple[str, tuple[int, ...]]] = set()
+    for slot in model.iter_slots():
+        for name in blueprints.compatible(slot.shape, names):
+            if (name, slot.shape) not in seen:
+                seen.add((name, slot.shape))
+                yield name, slot.name, slot.shape
+
+
+def _contract(name: str, shape: tuple[int, ...], seed: int, hparams: dict[str, Any] | None) -> None:
+    """The contract check, quietly: torch's warnings about a broken module (zero-element
+    tensors, ...) would only add lines before the one error that says what is wrong."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        blueprints.check_contract(name, shape, seed, hparams)
+
+
+def check_blueprints(
+    settings: BlueprintsConfig,
+    model: MorphogeneticModel,
+    library: KernelLibrary | None,
+    device: str,
+) -> int:
+    """Every blueprint offered at each slot shape builds, keeps the blueprint contract and,
+    given a library, compiles into a kernel (export, check against eager, characterise, store).
+
+    The library skips a kernel its store already holds, so only a cold store pays; the kernels
+    compiled here are the ones the run's germinations ask for. Returns how many kernels were
+    compiled here.
+    """
+    custom = [n for n in settings.custom if n not in settings.allowed]
+    compiled = 0
+    for name, slot, shape in _pairs(settings, model, [*settings.allowed, *custom]):
+        hparams = settings.hparams.get(name)
+        where = f"blueprint {name!r} at shape {list(shape)} (slot {slot})"
+        try:
+            _contract(name, shape, settings.init_seed, hparams)
+        except blueprints.BlueprintContractError as exc:
+            raise ConfigError(f"{blueprint_key(settings, name)}: {exc} (slot {slot})") from None
+        except Exception as exc:  # noqa: BLE001 - a user's builder may raise anything
+            key = blueprint_key(settings, name)
+            raise ConfigError(f"{key}: {where}: cannot be built: {first_line(exc)}") from None
+        if library is None or name in custom:
+            continue
+        spec = blueprints.kernel_spec(name, shape, hparams, settings.init_seed, device)
+        if library.has(spec.key()):
+            continue
+        try:
+            library.get(spec)
+        except Exception as exc:  # noqa: BLE001 - export and validation fail in many ways
+            key = blueprint_key(settings, name)
+            raise ConfigError(f"{key}: {where}: cannot be exported: {first_line(exc)}") from None
+        compiled += 1
+    return compiled
+
+
+def check_custom_contracts(settings: BlueprintsConfig, model: MorphogeneticModel) -> None:
+    """Custom blueprints keep the contract at every slot shape they fit (the check that runs
+    when `kernels.preflight=false`)."""
+    names = list(settings.custom)
+    for name, slot, shape in _pairs(settings, model, names):
+        try:
+            _contract(name, shape, settings.init_seed, settings.hparams.get(name))
+        except blueprints.BlueprintContractError as exc:
+            raise ConfigError(f"blueprints.custom.{name}: {exc} (slot {slot})") from None
+        except Exception as exc:  # noqa: BLE001 - a user's builder may raise anything
+            where = f"blueprint {name!r} at shape {list(shape)} (slot {slot})"
+            raise ConfigError(
+                f"blueprints.custom.{name}: {where}: cannot be built: {first_line(exc)}"
+            ) from None
+
+
+RUN_FILES = ("summary.json", "events.jsonl", "checkpoints")
+"""What a run leaves in its directory (Hydra's .hydra/ and log are written before build())."""
+
+
+def held_run(run_dir: Path) -> list[str]:
+    """The files of an earlier run in `run_dir` (none: a fresh directory)."""
+    return [name for name in RUN_FILES if (run_dir / name).exists()]
+
+
+def resumed_dir(resume: str) -> Path:
+    """The run directory of `trainer.resume` (a run directory or its checkpoint file)."""
+    path = Path(resume).expanduser()
+    if path.is_file() and path.parent.name == "checkpoints":
+        return path.parent.parent
+    return path
+
+
+def check_run_dir(run_dir: Path, resume: str | None, overwrite: bool) -> bool:
+    """Refuse to start a run in a directory that holds another run: its checkpoint and summary
+    would be overwritten and its events.jsonl would mix two runs. Resuming into the directory
+    of the checkpoint goes on with that run, and is allowed. Returns whether the earlier run's
+    files must be removed first (`trainer.overwrite=true`)."""
+    found = held_run(run_dir)
+    if not found:
+        return False
+    if resume is not None and resumed_dir(resume).resolve() == run_dir.resolve():
+        return False
+    if overwrite:
+        return True
+    return_hint = f"trainer.resume={str(run_dir)!r} to continue it"
+    raise ConfigError(
+        f"run_dir={str(run_dir)!r} holds a run already ({', '.join(found)}); choose another "
+        f"directory (hydra.run.dir=...), pass {return_hint}, or trainer.overwrite=true to "
+        f"replace it"
+    )
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove an earlier run's files (`trainer.overwrite=true`), W&B's with them."""
+    for name in (*RUN_FILES, "wandb"):
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+class RunDirGuard(Callback):
+    """conf/hydra/default.yaml's callback: `check_run_dir` on Hydra's run directory before
+    Hydra writes `.hydra/` there, which would replace the earlier run's recorded config (build()
+    checks again, for runs started without Hydra)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            run_dir = Path(str(config.hydra.run.dir))
+            trainer = config.get("trainer") or {}
+            resume, overwrite = trainer.get("resume"), trainer.get("overwrite")
+        except Exception:  # noqa: BLE001 - a config that does not resolve: build() says why
+            return
+        try:
+            check_run_dir(run_dir, None if resume is None else str(resume), overwrite is True)
+        except ConfigError as exc:
+            print(f"esper: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None

@@ -1,0 +1,139 @@
+"""Output directories never collide (issue 8, group 3; adversarial cases B25, B26): runs started
+in the same second get their own directories, and a directory that holds a run is refused
+unless the new run continues it (`trainer.resume`) or replaces it (`trainer.overwrite=true`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from esper.app import build
+from esper.config import ConfigError
+from tests.conftest import ROOT, run_cli
+from tests.integration.test_config_tree import compose_job
+
+QUIET = ("logger=none", "policy=none")
+REFUSED = (
+    r"run_dir='.*' holds a run already \({}\); choose another directory .*trainer\.overwrite=true"
+)
+
+
+def earlier_run(run_dir: Path, marker: str) -> Path:
+    path = run_dir / marker
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if marker == "checkpoints":
+        path.mkdir()
+        (path / "last.pt").write_bytes(b"an earlier run's checkpoint")
+    else:
+        path.write_text("an earlier run's " + marker)
+    return path
+
+
+@pytest.mark.parametrize("marker", ["summary.json", "events.jsonl", "checkpoints"])
+def test_a_directory_holding_a_run_is_refused_and_left_alone(make_config, tmp_path, marker):
+    run_dir = tmp_path / "run"
+    earlier_run(run_dir, marker)
+    before = sorted(p.name for p in run_dir.iterdir())
+    with pytest.raises(ConfigError, match=REFUSED.format(re.escape(marker))):
+        build(make_config(*QUIET, run_dir=run_dir))
+    assert sorted(p.name for p in run_dir.iterdir()) == before, "nothing written"
+
+
+def test_what_hydra_writes_before_the_job_is_not_a_run(make_config, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("{}")
+    (run_dir / "run.log").write_text("")
+    build(make_config(*QUIET, run_dir=run_dir)).discard()
+
+
+def test_overwrite_replaces_the_earlier_run(make_config, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    for marker in ("summary.json", "events.jsonl", "checkpoints", "wandb"):
+        earlier_run(run_dir, marker)
+    experiment = build(make_config(*QUIET, "trainer.overwrite=true", run_dir=run_dir))
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "wandb").exists()
+    assert "earlier" not in (run_dir / "events.jsonl").read_text()
+    experiment.discard()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "stopped"
+
+
+def test_a_config_error_with_overwrite_still_removes_nothing(make_config, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    summary = earlier_run(run_dir, "summary.json")
+    with pytest.raises(ConfigError, match=r"policy\.max_seeds=-1"):
+        build(make_config("trainer.overwrite=true", "policy.max_seeds=-1", run_dir=run_dir))
+    assert summary.read_text() == "an earlier run's summary.json"
+
+
+def test_resuming_into_the_checkpoints_own_directory_goes_on(make_config, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    first = build(
+        make_config(*QUIET, "trainer.max_epochs=3", "trainer.stop_after_epoch=0", run_dir=run_dir)
+    )
+    assert first.run().epochs == 1
+    for resume in (run_dir, run_dir / "checkpoints" / "last.pt"):
+        resumed = build(
+            make_config(*QUIET, "trainer.max_epochs=3", f"trainer.resume={resume}", run_dir=run_dir)
+        )
+        resumed.discard()
+    other = tmp_path / "other"
+    earlier_run(other, "summary.json")
+    with pytest.raises(ConfigError, match=REFUSED.format("summary\\.json")):
+        build(
+            make_config(*QUIET, "trainer.max_epochs=3", f"trainer.resume={run_dir}", run_dir=other)
+        )
+    build(
+        make_config(
+            *QUIET, "trainer.max_epochs=3", f"trainer.resume={run_dir}", run_dir=tmp_path / "new"
+        )
+    ).discard()
+
+
+def test_default_run_and_sweep_dirs_carry_microseconds(tmp_path) -> None:
+    cfg = compose_job(f"paths.output_dir={tmp_path}")
+    stamp = r"\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d-\d{6}-esper"
+    assert re.fullmatch(rf".*/runs/{stamp}", str(cfg.hydra.run.dir))
+    assert re.fullmatch(rf".*/multiruns/{stamp}", str(cfg.hydra.sweep.dir))
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_get_their_own_directories(tmp_path) -> None:
+    args = ["debug=fast", "trainer.progress=false", "policy=none", f"paths.output_dir={tmp_path}"]
+    env = {"ESPER_KERNEL_STORE": str(tmp_path / "k"), "WANDB_SILENT": "true"}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "run.py"), *args, f"seed={seed}"],
+            cwd=tmp_path,
+            env={**__import__("os").environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (0, 1)
+    ]
+    for run in runs:
+        assert run.wait(timeout=300) == 0, run.stderr.read() if run.stderr else ""
+    summaries = sorted((tmp_path / "runs").glob("*/*/summary.json"))
+    assert len(summaries) == 2
+    assert sorted(json.loads(s.read_text())["seed"] for s in summaries) == [0, 1]
+
+
+@pytest.mark.slow
+def test_run_py_refuses_a_used_run_dir_before_hydra_writes_into_it(tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    earlier_run(run_dir, "summary.json")
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text("the earlier run's config")
+    env = {"ESPER_KERNEL_STORE": str(tmp_path / "k")}
+    result = run_cli("logger=none", f"hydra.run.dir={run_dir}", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert re.fullmatch("esper: " + REFUSED.format("summary\\.json") + ".*", line)
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == "the earlier run's config"
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "summary.json"]
