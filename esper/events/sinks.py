@@ -154,6 +154,10 @@ class WandbSink:
             for a in record.adaptations
         ]
         table = self._wandb.Table(columns=ADAPTATION_COLUMNS, data=rows)
+        # Bound to the run first, the table is written with the run's files; unbound, W&B also
+        # wraps it in an artifact whose temporary directory it never cleans up (a
+        # ResourceWarning on every exit).
+        table.bind_to_run(self.run, "adaptations", self.run.step)
         self.run.log({"adaptations": table})
         library = record.kernel_library.model_dump(exclude={"quarantined"}, exclude_none=True)
         for section, values in (

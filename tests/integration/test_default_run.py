@@ -148,3 +148,37 @@ def test_checkpoint_holds_the_morphology(default_run) -> None:
     assert {n: s["state"] for n, s in checkpoint["slots"].items()} == {
         n: s["state"] for n, s in summary["final_slots"].items()
     }
+
+
+def test_a_wandb_run_with_seeds_exits_without_warnings(tmp_path: Path) -> None:
+    """Adversarial case D2: logging the adaptations table left a ResourceWarning on every exit."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "default",
+            str(ROOT / "run.py"),
+            "policy=random",
+            "policy.germinate_probability=1.0",
+            "trainer.max_epochs=6",
+            "trainer.progress=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        env={**os.environ, "ESPER_KERNEL_STORE": str(tmp_path / "k"), "WANDB_SILENT": "true"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["adaptations"], "seeds were germinated, so the table has rows"
+    assert "Warning" not in result.stderr, result.stderr[-2000:]
+    assert len(read_run(tmp_path / "run" / "wandb").table("adaptations")["data"]) == len(
+        summary["adaptations"]
+    )
