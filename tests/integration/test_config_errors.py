@@ -8,7 +8,7 @@ import pytest
 
 from esper.app import build
 from esper.config import ConfigError
-from tests.conftest import run_cli
+from tests.conftest import CONF, run_cli
 
 CASES = [
     (
@@ -131,3 +131,53 @@ def test_unknown_group_option_lists_the_available_ones(tmp_path: Path) -> None:
     assert "Could not find 'policy/smart'" in result.stderr
     for option in ("heuristic", "none", "random"):
         assert option in result.stderr
+
+
+def test_a_local_config_without_its_package_line_is_named(tmp_path: Path) -> None:
+    """Without `# @package _global_` Hydra puts conf/local/default.yaml under `local:`, where
+    nothing reads it: the run would silently ignore the machine's settings."""
+    import shutil
+
+    from tests.integration.test_config_tree import compose_job
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "local" / "default.yaml").write_text("paths:\n  data_dir: /data/datasets\n")
+    cfg = compose_job(f"run_dir={tmp_path / 'run'}", "logger=none", conf=conf)
+    with pytest.raises(
+        ConfigError,
+        match=r"local: conf/local/default\.yaml lacks its first line `# @package _global_`, so "
+        r"its keys landed under `local:` and were not applied; add that line",
+    ):
+        build(cfg)
+
+
+ONE_LINE_CASES = [
+    ("+sed=3", "sed=3: not a configuration key"),
+    ("trainer.optimizer.lr=abc", "trainer.optimizer.lr='abc': must be a number >= 0"),
+    ("seed=4294967296", "seed=4294967296: Input should be less than or equal to 4294967295"),
+    ("model=transformer_tiny", "model: model=transformer_tiny needs token ids"),
+    ("policy.max_in_flight=abc", "policy: policy.max_in_flight='abc' must be an integer >= 1"),
+    (
+        "blueprints.hparams.residual_mlp.hidden=-1",
+        "blueprints.hparams.residual_mlp.hidden=-1: blueprint 'residual_mlp' at shape [8]",
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "message"), ONE_LINE_CASES, ids=[c[0] for c in ONE_LINE_CASES]
+)
+def test_run_py_says_it_in_one_line_without_a_traceback(tmp_path: Path, override, message) -> None:
+    result = run_cli(
+        "logger=none",
+        override,
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        env={"ESPER_KERNEL_STORE": str(tmp_path / "k")},
+    )
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert message in lines[-1] and len(lines) <= 2, "the line (under 'invalid configuration:')"
+    assert not (tmp_path / "run" / "events.jsonl").exists(), "nothing was built"
