@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -75,6 +75,9 @@ class Observation(Frozen):
     """Every slot, in the host's module order."""
     allowed_blueprints: dict[str, tuple[str, ...]]
     """Per slot name: the configured blueprints that fit the slot's activation shape."""
+    graph: Any = Field(default=None, exclude=True, repr=False)
+    """The model graph (`esper.seeds.ModelGraph`) with this step's features written in; None
+    where no graph was built. Not serialised: events carry the fields above."""
 
 
 Action = Literal["germinate", "advance", "fossilize", "cull", "wait"]

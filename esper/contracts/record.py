@@ -91,6 +91,9 @@ class RunRecord(BaseModel):
     config_hash: str
     """SHA-256 of the configuration less seed, paths, storage and logging: names the experiment."""
     seed: int
+    policy: dict[str, Any] = Field(default_factory=dict)
+    """The policy's own account (`Policy.describe()`): settings, where a learned policy's
+    weights came from, the scatter backends it chose."""
     metrics: dict[str, float]
     """Final train/val/test loss and accuracy; empty when the run failed."""
     params: dict[str, int]

@@ -8,6 +8,7 @@ from typing import Any, Literal, cast, get_args
 
 from esper.contracts import (
     Adaptation,
+    DecisionMade,
     EpochEnded,
     EventBase,
     KernelLatency,
@@ -52,6 +53,15 @@ class ConsoleSink:
 
 
 WandbMode = Literal["offline", "online", "disabled"]
+DECISION_COLUMNS: list[str | int] = [
+    "epoch",
+    "policy",
+    "action",
+    "slot",
+    "blueprint",
+    "probabilities",
+    "reason",
+]
 ADAPTATION_COLUMNS: list[str | int] = ["epoch", "step", "slot", "blueprint", "from", "to", "reason"]
 
 
@@ -97,6 +107,7 @@ class WandbSink:
         self.run_dir = str(Path(self.run.dir).parent)
         self.run_id = self.run.id
         self._adaptation_count = 0
+        self._decisions: list[list[Any]] = []
 
     def write(self, events: list[EventBase]) -> None:
         row: dict[str, Any] = {}
@@ -110,6 +121,21 @@ class WandbSink:
             elif isinstance(e, KernelLatency):
                 row[f"latency_us_p50/{e.slot}"] = e.latency_us_p50
                 row[f"latency_us_p95/{e.slot}"] = e.latency_us_p95
+            elif isinstance(e, DecisionMade):
+                for d in e.decisions:
+                    self._decisions.append(
+                        [
+                            e.epoch,
+                            e.policy,
+                            d.action,
+                            d.slot or "",
+                            d.blueprint or "",
+                            json.dumps(d.probabilities or {}),
+                            d.reason,
+                        ]
+                    )
+                    for key, p in (d.probabilities or {}).items():
+                        row[f"policy/p_{key}"] = p
             elif isinstance(e, KernelLoaded):
                 row[f"kernel_compile_s/{e.slot}"] = e.compile_s
         if row:
@@ -158,7 +184,9 @@ class WandbSink:
         # wraps it in an artifact whose temporary directory it never cleans up (a
         # ResourceWarning on every exit).
         table.bind_to_run(self.run, "adaptations", self.run.step)
-        self.run.log({"adaptations": table})
+        decisions = self._wandb.Table(columns=DECISION_COLUMNS, data=self._decisions)
+        decisions.bind_to_run(self.run, "decisions", self.run.step)
+        self.run.log({"adaptations": table, "decisions": decisions})
         library = record.kernel_library.model_dump(exclude={"quarantined"}, exclude_none=True)
         for section, values in (
             ("metrics", record.metrics),

@@ -37,6 +37,11 @@ class Policy(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    def describe(self) -> dict[str, Any]:
+        """What the run's record says about the policy: its settings, and for a learned one
+        where its weights came from."""
+        ...
+
 
 def in_flight(obs: Observation) -> int:
     return sum(s.state in IN_FLIGHT for s in obs.slots)

@@ -109,3 +109,13 @@ class HeuristicPolicy:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.germinated = state["germinated"]
         self.quiet_since = state["quiet_since"]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "patience": self.patience,
+            "min_delta": self.min_delta,
+            "warmup_epochs": self.warmup_epochs,
+            "threshold": self.threshold,
+            "metric": self.metric,
+        }

@@ -19,3 +19,6 @@ class NoPolicy:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}

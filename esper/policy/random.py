@@ -64,3 +64,11 @@ class RandomPolicy:
         rng_state = state["rng"]
         self.rng.setstate((rng_state[0], tuple(rng_state[1]), rng_state[2]))
         self.germinated = state["germinated"]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "germinate_probability": self.germinate_probability,
+            "fossilize_probability": self.fossilize_probability,
+            "training_epochs": self.training_epochs,
+        }

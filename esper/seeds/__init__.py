@@ -1,5 +1,6 @@
 """Seed slots (Kasmina): lifecycle, gradient isolation, blending, and wrap()."""
 
+from esper.seeds.graph_features import ModelGraph
 from esper.seeds.lifecycle import (
     ALLOWED,
     IN_FLIGHT,
@@ -22,6 +23,7 @@ __all__ = [
     "check_transition",
     "merge_into_site",
     "merge_obstacle",
+    "ModelGraph",
     "slot_key",
     "wrap",
 ]

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from esper.seeds.graph import Granularity, build_graph
+from esper.seeds.graph_features import ModelGraph
 from esper.seeds.slot import SeedSlot
 
 
@@ -23,10 +25,14 @@ def slot_key(site: str) -> str:
 class MorphogeneticModel(nn.Module):
     """The host plus its slots. Forward is the host's; slots join it through forward hooks."""
 
-    def __init__(self, host: nn.Module, slots: dict[str, SeedSlot]) -> None:
+    def __init__(
+        self, host: nn.Module, slots: dict[str, SeedSlot], graph: ModelGraph | None = None
+    ) -> None:
         super().__init__()
         self.host = host
         self.slots = nn.ModuleDict({slot_key(name): slot for name, slot in slots.items()})
+        self.graph = graph
+        """The model as a graph (leaf modules and slots), built once at wrap time."""
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.host(*args, **kwargs)
@@ -136,6 +142,7 @@ def wrap(
     embargo_epochs: int = 2,
     latency_sample_every: int = 25,
     fossilized_trainable: bool = True,
+    graph: Granularity | None = "modules",
 ) -> MorphogeneticModel:
     """Put a dormant SeedSlot after each site of `host`.
 
@@ -150,6 +157,9 @@ def wrap(
         embargo_epochs: control steps a culled slot waits before it may germinate again.
         latency_sample_every: time one seed forward in this many (training-pass latency).
         fossilized_trainable: whether a fossilized seed keeps training (`seeds.fossilized`).
+        graph: the model graph's granularity (`modules`: leaf modules and slots; `sites`: the
+            slots alone), or None for no graph. Built from torch.fx where the host traces,
+            else from forward-hook order; `model.graph.source` says which.
     """
     names = resolve_sites(host, sites)
     named = dict(host.named_modules())
@@ -168,4 +178,7 @@ def wrap(
             )
         except ValueError as exc:
             raise SiteError(f"model.sites: {name}: {exc}") from None
-    return MorphogeneticModel(host, slots)
+    model_graph = None
+    if graph is not None:
+        model_graph = ModelGraph(build_graph(host, names, example_input, graph), names)
+    return MorphogeneticModel(host, slots, model_graph)

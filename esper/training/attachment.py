@@ -76,6 +76,8 @@ class KernelAttachment:
         self.wait_epochs = wait_epochs
         self.blocked_s = 0.0
         self._pending: dict[str, PendingKernel] = {}
+        self.latency_us: dict[str, float] = {}
+        """Per slot with a kernel: its latest forward latency (characterised, then trained)."""
 
     def spec(self, blueprint: str, shape: tuple[int, ...]) -> KernelSpec:
         return KernelSpec(
@@ -109,6 +111,7 @@ class KernelAttachment:
     def forget(self, slot_name: str) -> None:
         """The slot's seed is gone (culled): its kernel, when it comes, is not attached."""
         self._pending.pop(slot_name, None)
+        self.latency_us.pop(slot_name, None)
 
     def collect(self) -> Collected:
         """Attach kernels that are due and return the failures for the caller to cull.
@@ -140,6 +143,7 @@ class KernelAttachment:
                 continue
             slot.attach(loaded.module.to(self.device), loaded.metadata.kernel_id)
             meta = loaded.metadata
+            self.latency_us[slot.name] = meta.latency_us_p50
             self.bus.publish(
                 KernelLoaded(
                     epoch=self.clock.epoch,
@@ -202,6 +206,7 @@ class KernelAttachment:
             samples = slot.collect_latencies()
             if not samples or slot.kernel_id is None:
                 continue
+            self.latency_us[slot.name] = percentile(samples, 50)
             self.bus.publish(
                 KernelLatency(
                     epoch=self.clock.epoch,

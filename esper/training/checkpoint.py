@@ -7,9 +7,6 @@ Resuming also demands the configuration of the run it continues, key by key.
 
 from __future__ import annotations
 
-import errno
-import io
-import os
 import pickle
 import random
 from pathlib import Path
@@ -18,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from esper.atomic import save_torch
 from esper.config import RESULT_GROUPS, ConfigError
 
 FORMAT = "esper-checkpoint/1"
@@ -38,36 +36,9 @@ PARTS = (
 RESUME_MUST_MATCH = ("seed", *RESULT_GROUPS)
 
 
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written; the previous one is still in place."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write next to the target, flush to disk, rename: a reader (or a crash) sees the old file
-    or the new one, never a part. A failed write removes its temporary file and names why."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        code = errno.errorcode.get(exc.errno or 0, "error")
-        raise CheckpointWriteError(
-            exc.errno,
-            f"cannot write {path}: {exc.strerror or exc} ({code}); the previous file is kept",
-        ) from None
-
-
 def save(state: dict[str, Any], path: Path) -> Path:
-    """Serialise in memory, then write atomically (see write_atomic)."""
-    buffer = io.BytesIO()
-    torch.save({"format": FORMAT, **state}, buffer)
-    write_atomic(path, buffer.getvalue())
-    return path
+    """The run's state with its format header, written atomically (see esper.atomic)."""
+    return save_torch({"format": FORMAT, **state}, path)
 
 
 def checkpoint_path(resume: str) -> Path:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from esper.atomic import write_atomic
 from esper.contracts import (
     KernelLibraryRecord,
     RunEnded,
@@ -17,7 +18,6 @@ from esper.contracts import (
     SlotRecord,
 )
 from esper.events import EventBus, WandbSink
-from esper.training.checkpoint import write_atomic
 from esper.training.interruption import Interrupted
 from esper.training.trainer import Diverged, FitResult, Trainer
 
@@ -60,6 +60,7 @@ class Experiment:
             sites=who.sites,
             config_hash=who.config_hash,
             seed=who.seed,
+            policy=trainer.policy.describe(),
             metrics=result.metrics if result else {},
             params=result.params if result else trainer.params(),
             flops_per_sample=result.flops if result else {},

@@ -28,8 +28,10 @@ class Observer:
         device: torch.device,
         allowed: dict[str, tuple[str, ...]],
         max_epochs: int,
+        latency_us: dict[str, float] | None = None,
     ) -> None:
         self.model = model
+        self.latency_us = latency_us if latency_us is not None else {}
         self.data = data
         self.device = device
         self.allowed = allowed
@@ -105,7 +107,7 @@ class Observer:
                     tried=dict(slot.tried),
                 )
             )
-        return Observation(
+        observation = Observation(
             epoch=epoch,
             max_epochs=self.max_epochs,
             train_loss=train.loss,
@@ -116,3 +118,11 @@ class Observer:
             slots=tuple(slots),
             allowed_blueprints=self.allowed,
         )
+        graph = self.model.graph
+        if graph is None:
+            return observation
+        seed_params = {
+            s.name: sum(p.numel() for p in s.seed_parameters()) for s in self.model.iter_slots()
+        }
+        graph.update(observation, seed_params, self.latency_us)
+        return observation.model_copy(update={"graph": graph})

@@ -121,7 +121,9 @@ class Trainer:
         self.control = ControlStep(
             model,
             policy,
-            Observer(model, data, self.device, self.allowed, trainer.max_epochs),
+            Observer(
+                model, data, self.device, self.allowed, trainer.max_epochs, self.kernels.latency_us
+            ),
             self.kernels,
             self.optimization,
             bus,

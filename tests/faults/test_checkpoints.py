@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from esper.app import build
+from esper.atomic import WriteError
 from esper.config import ConfigError
 from esper.training import checkpoint
 from esper.training.checkpoint import FORMAT
@@ -125,9 +126,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_names_enospc(make_config,
 
         filler = threading.Thread(target=fill_after_the_first_checkpoint, daemon=True)
         filler.start()
-        with pytest.raises(
-            checkpoint.CheckpointWriteError, match=r"No space left on device \(ENOSPC\)"
-        ):
+        with pytest.raises(WriteError, match=r"No space left on device \(ENOSPC\)"):
             experiment.run()
         filler.join()
         summary = json.loads((run_dir / "summary.json").read_text())

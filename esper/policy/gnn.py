@@ -1,0 +1,232 @@
+"""Tamiyo: a policy that reads the model as a graph and decides with a small GNN.
+
+Each control step it samples one decision, operation first, then the slot, then (to
+germinate) the blueprint, each from logits masked to what is legal now, so it never emits an
+illegal decision. Sampling draws from the policy's own seeded generator: a run is reproducible
+and the training run's random streams are left alone. `greedy=true` takes the most likely
+choice instead (evaluation).
+
+`checkpoint=null` runs the initial (untrained) weights, seeded by `seed`, and says so in the
+run's outputs; `checkpoint=PATH` loads trained weights (esper.simic writes them).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from esper.atomic import save_torch
+from esper.contracts import Decision, Observation
+from esper.policy.gnn_net import PolicyNet, blueprint_features
+from esper.policy.masks import OPERATIONS, ActionMasks, action_masks
+from esper.policy.scatter import BackendChoice, ScatterBackends, Setting
+
+log = logging.getLogger(__name__)
+FORMAT = "esper-gnn-policy/1"
+
+
+@dataclass
+class Step:
+    """What the policy did at one control step: enough to replay it under new weights."""
+
+    x: Tensor
+    edge_index: Tensor
+    u: Tensor
+    slot_index: Tensor
+    blueprints: Tensor
+    masks: ActionMasks
+    operation: int
+    slot: int
+    blueprint: int
+    log_prob: float
+    value: float
+
+
+def masked(logits: Tensor, mask: Tensor) -> Tensor:
+    return logits.masked_fill(~mask, float("-inf"))
+
+
+class GnnPolicy:
+    may_germinate = True
+    name = "gnn"
+
+    def __init__(
+        self,
+        seed: int = 0,
+        checkpoint: str | None = None,
+        hidden: int = 32,
+        layers: int = 2,
+        greedy: bool = False,
+        max_in_flight: int = 1,
+        max_seeds: int | None = None,
+        scatter_backend: Setting = "auto",
+    ) -> None:
+        for key, value in (
+            ("hidden", hidden),
+            ("layers", layers),
+            ("max_in_flight", max_in_flight),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"policy.{key}={value!r} must be an integer >= 1")
+        if max_seeds is not None and (not isinstance(max_seeds, int) or max_seeds < 0):
+            raise ValueError(f"policy.max_seeds={max_seeds!r} must be null or an integer >= 0")
+        self.seed = seed
+        self.greedy = greedy
+        self.max_in_flight = max_in_flight
+        self.max_seeds = max_seeds
+        self.setting = scatter_backend
+        self.backends = ScatterBackends()
+        fixed = self.backends.choose("torch", torch.device("cpu"), 1, hidden)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = PolicyNet(hidden, layers, fixed)
+        self.checkpoint = checkpoint
+        self.trained: dict[str, Any] | None = None
+        if checkpoint is not None:
+            self.trained = self.load_weights(checkpoint)
+        else:
+            log.warning("policy=gnn with policy.checkpoint=null: initial weights (seed %s)", seed)
+        self.net.eval()
+        self.generator = torch.Generator().manual_seed(seed)
+        self.germinated = 0
+        self.choice: BackendChoice | None = None
+        self.last: Step | None = None
+        self._blueprints: tuple[tuple[str, ...], Tensor] | None = None
+
+    # -- weights ---------------------------------------------------------------------------
+    def load_weights(self, path: str) -> dict[str, Any]:
+        """Trained weights from a policy checkpoint (tensors and plain values only)."""
+        file = Path(path).expanduser()
+        key = f"policy.checkpoint={path!r}"
+        if not file.is_file():
+            raise ValueError(f"{key}: no such file")
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - one line for any unreadable file
+            raise ValueError(f"{key}: not a GNN policy checkpoint ({type(exc).__name__})") from None
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise ValueError(f"{key}: not a GNN policy checkpoint (no {FORMAT} header)")
+        if state.get("architecture") != self.net.architecture():
+            raise ValueError(
+                f"{key}: trained for {state.get('architecture')}, this policy is "
+                f"{self.net.architecture()} (set policy.hidden / policy.layers to match)"
+            )
+        self.net.load_state_dict(state["weights"])
+        return dict(state.get("trained") or {})
+
+    def save_weights(self, path: Path, trained: dict[str, Any]) -> None:
+        save_torch(
+            {
+                "format": FORMAT,
+                "architecture": self.net.architecture(),
+                "weights": self.net.state_dict(),
+                "trained": trained,
+            },
+            path,
+        )
+
+    # -- deciding --------------------------------------------------------------------------
+    def _library(self, obs: Observation, masks: ActionMasks) -> Tensor:
+        if self._blueprints is None or self._blueprints[0] != masks.blueprints:
+            self._blueprints = (masks.blueprints, blueprint_features(masks.blueprints))
+        return self._blueprints[1]
+
+    def _pick(self, logits: Tensor, mask: Tensor) -> tuple[int, Tensor]:
+        probs = torch.softmax(masked(logits, mask), dim=-1)
+        if self.greedy:
+            index = int(probs.argmax())
+        else:
+            index = int(torch.multinomial(probs, 1, generator=self.generator))
+        return index, probs
+
+    @torch.no_grad()
+    def decide(self, obs: Observation) -> list[Decision]:
+        graph = obs.graph
+        if graph is None:
+            raise ValueError(
+                "policy=gnn needs the model graph: set seeds.graph to modules or sites"
+            )
+        data = graph.data
+        if self.choice is None:
+            self.choice = self.backends.choose(
+                self.setting, data.x.device, int(data.edge_index.shape[1]), self.net.hidden
+            )
+            self.net.use(self.choice)
+        under_cap = self.max_seeds is None or self.germinated < self.max_seeds
+        masks = action_masks(obs, self.max_in_flight, under_cap)
+        library = self._library(obs, masks)
+        heads = self.net(data.x, data.edge_index, data.u, data.slot_index, library)
+        op, op_probs = self._pick(heads.operation[0], masks.operation)
+        log_prob = float(torch.log(op_probs[op]))
+        probabilities = {"action": float(op_probs[op])}
+        slot = blueprint = -1
+        decision = Decision(action="wait", reason="gnn")
+        if OPERATIONS[op] != "wait":
+            slot, slot_probs = self._pick(heads.slot, masks.slot[op])
+            log_prob += float(torch.log(slot_probs[slot]))
+            probabilities["slot"] = float(slot_probs[slot])
+            name = obs.slots[slot].name
+            chosen = None
+            if OPERATIONS[op] == "germinate":
+                blueprint, bp_probs = self._pick(heads.blueprint[slot], masks.blueprint[slot])
+                log_prob += float(torch.log(bp_probs[blueprint]))
+                probabilities["blueprint"] = float(bp_probs[blueprint])
+                chosen = masks.blueprints[blueprint]
+                self.germinated += 1
+            shown = ", ".join(f"p({k})={v:.2f}" for k, v in probabilities.items())
+            decision = Decision(
+                action=OPERATIONS[op],  # type: ignore[arg-type]
+                slot=name,
+                blueprint=chosen,
+                reason=f"gnn: {shown}",
+                probabilities=probabilities,
+            )
+        else:
+            decision = Decision(
+                action="wait",
+                reason=f"gnn: p(action)={probabilities['action']:.2f}",
+                probabilities=probabilities,
+            )
+        self.last = Step(
+            data.x.clone(),
+            data.edge_index,
+            data.u.clone(),
+            data.slot_index,
+            library,
+            masks,
+            op,
+            slot,
+            blueprint,
+            log_prob,
+            float(heads.value[0]),
+        )
+        return [decision]
+
+    # -- state -----------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "checkpoint": self.checkpoint,
+            "weights": "trained" if self.checkpoint else f"initial (seed {self.seed}), untrained",
+            "trained": self.trained,
+            "greedy": self.greedy,
+            "architecture": self.net.architecture(),
+            "scatter": self.choice.model_dump(mode="json") if self.choice else None,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "net": self.net.state_dict(),
+            "generator": self.generator.get_state(),
+            "germinated": self.germinated,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.generator.set_state(state["generator"])
+        self.germinated = state["germinated"]

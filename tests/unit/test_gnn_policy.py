@@ -1,0 +1,121 @@
+"""The GNN policy never emits an illegal decision, over random graphs and states; its weights
+save and load; its decisions carry their probabilities."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import esper
+from esper.contracts import Observation, SeedState, SiteStats, SlotObservation
+from esper.models import MLP
+from esper.policy import GnnPolicy
+from esper.seeds import check_transition
+
+S = SeedState
+VECTOR = ("residual_mlp", "low_rank")
+TARGET = {"germinate": S.GERMINATED, "fossilize": S.FOSSILIZED, "cull": S.CULLED}
+
+
+@cache
+def model(slots: int, depth: int):
+    """An MLP with `depth` hidden layers and a slot after the first `slots` of them."""
+    host = MLP((3,), 2, hidden=[6] * depth)
+    return esper.wrap(host, [f"blocks.{i}" for i in range(slots)], torch.randn(2, 3))
+
+
+slot_state = st.fixed_dictionaries(
+    {
+        "state": st.sampled_from(list(S)),
+        "kernel_ready": st.booleans(),
+        "allowed": st.lists(st.sampled_from(VECTOR), unique=True, max_size=2),
+        "grad": st.floats(0, 10),
+        "alpha": st.floats(0, 1),
+    }
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    depth=st.integers(1, 5),
+    data=st.data(),
+    max_in_flight=st.integers(1, 3),
+    max_seeds=st.one_of(st.none(), st.integers(0, 3)),
+    seed=st.integers(0, 2**16),
+    greedy=st.booleans(),
+)
+def test_decisions_are_always_legal(depth, data, max_in_flight, max_seeds, seed, greedy) -> None:
+    slots = data.draw(st.integers(1, depth))
+    wrapped = model(slots, depth)
+    states = data.draw(st.lists(slot_state, min_size=slots, max_size=slots))
+    names = [s.name for s in wrapped.iter_slots()]
+    obs = Observation(
+        epoch=2,
+        max_epochs=10,
+        train_loss=0.5,
+        train_accuracy=0.7,
+        val_loss=0.6,
+        val_accuracy=0.6,
+        val_loss_history=(0.8, 0.7, 0.6),
+        slots=tuple(
+            SlotObservation(
+                name=n,
+                kind="vector",
+                shape=(6,),
+                state=s["state"],
+                alpha=s["alpha"],
+                kernel_ready=s["kernel_ready"] and s["state"] is S.GERMINATED,
+                blueprint=None if s["state"] is S.DORMANT else "low_rank",
+                stats=SiteStats(activation_mean=0.0, activation_std=1.0, grad_norm=s["grad"]),
+            )
+            for n, s in zip(names, states)
+        ),
+        allowed_blueprints={n: tuple(s["allowed"]) for n, s in zip(names, states)},
+    )
+    wrapped.graph.update(obs, {}, {})
+    obs = obs.model_copy(update={"graph": wrapped.graph})
+    policy = GnnPolicy(
+        seed=seed,
+        greedy=greedy,
+        max_in_flight=max_in_flight,
+        max_seeds=max_seeds,
+        scatter_backend="torch",
+    )
+    (decision,) = policy.decide(obs)
+    assert decision.probabilities and 0 < decision.probabilities["action"] <= 1
+    if decision.action == "wait":
+        return
+    slot = next(s for s in obs.slots if s.name == decision.slot)
+    if decision.action == "germinate":
+        assert slot.state is S.DORMANT
+        assert decision.blueprint in obs.allowed_blueprints[slot.name]
+        in_flight = sum(s.state in (S.GERMINATED, S.TRAINING, S.BLENDING) for s in obs.slots)
+        assert in_flight < max_in_flight and (max_seeds is None or max_seeds > 0)
+    elif decision.action == "advance":
+        assert (slot.state is S.GERMINATED and slot.kernel_ready) or slot.state is S.TRAINING
+    target = TARGET.get(decision.action)
+    if decision.action == "advance":
+        target = S.TRAINING if slot.state is S.GERMINATED else S.BLENDING
+    check_transition(slot.name, slot.state, target)
+
+
+def test_weights_round_trip_and_a_bad_checkpoint_is_one_line(tmp_path) -> None:
+    policy = GnnPolicy(seed=1, scatter_backend="torch")
+    path = tmp_path / "policy.pt"
+    policy.save_weights(path, {"updates": 3})
+    loaded = GnnPolicy(seed=2, checkpoint=str(path), scatter_backend="torch")
+    for a, b in zip(policy.net.parameters(), loaded.net.parameters()):
+        assert torch.equal(a, b)
+    assert loaded.describe()["trained"] == {"updates": 3}
+    assert GnnPolicy(seed=2).describe()["weights"] == "initial (seed 2), untrained"
+    with pytest.raises(ValueError, match=r"policy\.checkpoint=.*trained for .*hidden"):
+        GnnPolicy(checkpoint=str(path), hidden=16)
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match=r"policy\.checkpoint=.*not a GNN policy checkpoint"):
+        GnnPolicy(checkpoint=str(tmp_path / "junk.pt"))
+    with pytest.raises(ValueError, match=r"policy\.hidden=0 must be an integer >= 1"):
+        GnnPolicy(hidden=0)
