@@ -162,8 +162,15 @@ RUN_FILES = ("summary.json", "events.jsonl", "checkpoints")
 
 
 def held_run(run_dir: Path) -> list[str]:
-    """The files of an earlier run in `run_dir` (none: a fresh directory)."""
-    return [name for name in RUN_FILES if (run_dir / name).exists()]
+    """The files of an earlier run in `run_dir` (none: a fresh directory). Empty ones do not
+    count: a mount point made for checkpoints/, an events.jsonl left by a build that failed."""
+
+    def holds(path: Path) -> bool:
+        if path.is_dir():
+            return any(path.iterdir())
+        return path.is_file() and path.stat().st_size > 0
+
+    return [name for name in RUN_FILES if holds(run_dir / name)]
 
 
 def resumed_dir(resume: str) -> Path:

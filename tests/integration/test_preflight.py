@@ -151,3 +151,29 @@ def test_kernels_preflight_false_leaves_built_ins_to_the_run(make_config, tmp_pa
                 run_dir=tmp_path / "other",
             )
         )
+
+
+class PickyHost(nn.Module):
+    """A user's host that declares nothing about its input and fails on the dataset's."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+def test_a_host_that_cannot_take_the_input_is_one_line(make_config) -> None:
+    cfg = make_config(
+        "logger=none",
+        "~model.hidden",
+        "model._target_=tests.integration.test_preflight.PickyHost",
+        "model.sites=[linear]",
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^model: PickyHost cannot take dataset=spirals's input \(float32 \[2\]\): "
+        r"RuntimeError: mat1 and mat2 shapes cannot be multiplied",
+    ):
+        build(cfg)

@@ -45,10 +45,13 @@ def test_a_directory_holding_a_run_is_refused_and_left_alone(make_config, tmp_pa
 
 
 def test_what_hydra_writes_before_the_job_is_not_a_run(make_config, tmp_path) -> None:
+    """Nor are empty leftovers: a mount point for checkpoints/, an empty events.jsonl."""
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "config.yaml").write_text("{}")
     (run_dir / "run.log").write_text("")
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "events.jsonl").write_text("")
     build(make_config(*QUIET, run_dir=run_dir)).discard()
 
 
