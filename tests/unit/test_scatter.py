@@ -70,6 +70,48 @@ def test_torch_backend_gradients_match_the_reference(reduce) -> None:
     torch.testing.assert_close(a.grad, b.grad)
 
 
+def test_torch_max_gradient_splits_ties_like_autograds_own() -> None:
+    """The lean backward of the torch backend's max equals autograd's `scatter_reduce` backward,
+    ties included (integer-valued rows tie often), and passes gradcheck. (Values avoid 0: see
+    the next test.)"""
+    gen = torch.Generator().manual_seed(5)
+    src = torch.randint(1, 4, (60, 5), generator=gen).double()
+    index = torch.randint(0, 9, (60,), generator=gen)  # node 9 stays empty
+    grad = torch.randn(10, 5, dtype=torch.float64, generator=gen)
+    ours = src.clone().requires_grad_(True)
+    theirs = src.clone().requires_grad_(True)
+    out = scatter(ours, index, 10, "max", "torch")
+    out.backward(grad)
+    expected = torch.zeros(10, 5, dtype=torch.float64).scatter_reduce(
+        0, index.view(-1, 1).expand(-1, 5), theirs, "amax", include_self=False
+    )
+    expected.backward(grad)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    torch.testing.assert_close(ours.grad, theirs.grad)
+    distinct = torch.randperm(60 * 5, generator=gen).double().view(60, 5).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: scatter(x, index, 10, "max", "torch"), (distinct,))
+
+
+def test_torch_max_passes_the_whole_gradient_when_the_maximum_is_zero() -> None:
+    """Autograd's own `scatter_reduce(amax, include_self=False)` backward (torch 2.13) counts the
+    excluded zero initial value as a tie when a segment's maximum is 0 (common after a ReLU) and
+    drops that share of the gradient; ours splits it between the tied rows only."""
+    src = torch.tensor([[0.0], [0.0], [-1.0], [0.0], [2.0]], requires_grad=True)
+    index = torch.tensor([0, 0, 0, 1, 1])
+    scatter(src, index, 3, "max", "torch").backward(torch.ones(3, 1))
+    assert src.grad is not None
+    assert src.grad.flatten().tolist() == [0.5, 0.5, 0.0, 0.0, 1.0]
+
+
+def test_torch_max_under_no_grad_is_the_plain_kernel() -> None:
+    src, index = graph(30, 6, 4, seed=2)
+    leaf = src.requires_grad_(True)
+    with torch.no_grad():
+        out = scatter(leaf, index, 6, "max", "torch")
+    assert out.grad_fn is None
+    torch.testing.assert_close(out, reference(src.detach(), index, 6, "max"))
+
+
 @pytest.mark.parametrize("reduce", REDUCTIONS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("edges", "nodes", "empty"), [(300, 100, 10), (2000, 1000, 50), (3, 8, 5)])
@@ -119,6 +161,18 @@ def test_auto_measures_once_then_reads_the_cache(tmp_path) -> None:
     other = second.choose("auto", CPU, num_edges=2000, features=20)
     assert other.source == "measured" and other.key != chosen.key
     assert len(json.loads((tmp_path / "scatter_backends.json").read_text())["entries"]) == 2
+
+
+def test_auto_caches_forward_only_apart(tmp_path) -> None:
+    pytest.importorskip("torch_scatter", reason="torch_scatter not installed: auto never measures")
+    backends = ScatterBackends(tmp_path, **QUICK)
+    training = backends.choose("auto", CPU, 256, 16)
+    deciding = backends.choose("auto", CPU, 256, 16, passes="forward")
+    assert (training.source, deciding.source) == ("measured", "measured")
+    assert training.key != deciding.key and deciding.key.endswith("|forward")
+    assert backends.choose("auto", CPU, 256, 16, passes="forward").source == "cached"
+    with pytest.raises(ValueError, match="passes='backward'"):
+        backends.choose("auto", CPU, 256, 16, passes="backward")  # type: ignore[arg-type]
 
 
 def test_auto_leaves_the_global_rng_alone(tmp_path) -> None:
