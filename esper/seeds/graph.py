@@ -18,6 +18,7 @@ from typing import Literal
 
 import torch
 import torch.fx as fx
+from torch.fx.passes.shape_prop import ShapeProp
 from torch import nn
 
 Granularity = Literal["modules", "sites"]
@@ -31,7 +32,8 @@ MODULE_KINDS: tuple[tuple[str, tuple[type[nn.Module], ...]], ...] = (
     ("embedding", (nn.Embedding, nn.MultiheadAttention)),
 )
 """Coarse module kinds a node is tagged with; anything else (activations too) is `other`."""
-KIND_NAMES = (*(name for name, _ in MODULE_KINDS), "other")
+KIND_NAMES = (*(name for name, _ in MODULE_KINDS), "merge", "other")
+"""`merge`: a function joining computed tensors (residual add, concat, matmul)."""
 
 
 def module_kind(module: nn.Module) -> str:
@@ -58,77 +60,85 @@ def _leaf(module: nn.Module) -> bool:
     return next(iter(module.children()), None) is None
 
 
-def _module_ancestors(node: fx.Node) -> set[str]:
-    """The nearest call_module nodes upstream of `node`, through functions and methods."""
+def _is_merge(node: fx.Node) -> bool:
+    """A function or method joining two or more computed tensors (a residual add, a concat,
+    attention's matmul): a graph node of its own, so that a residual stream stays a chain
+    instead of linking every block to every later one."""
+    if node.op not in ("call_function", "call_method"):
+        return False
+    computed = [n for n in node.all_input_nodes if n.op != "get_attr" and "tensor_meta" in n.meta]
+    return len(computed) >= 2
+
+
+def _graph_name(node: fx.Node) -> str | None:
+    if node.op == "call_module":
+        return str(node.target)
+    return f"op:{node.name}" if _is_merge(node) else None
+
+
+def _nearest(start: Iterable[fx.Node], step: str) -> set[str]:
+    """The nearest graph nodes (modules or merges) from `start`, walking `step`
+    (`all_input_nodes` upstream, `users` downstream) through everything else."""
     found: set[str] = set()
-    stack, seen = list(node.all_input_nodes), set()
+    stack, seen = list(start), set()
     while stack:
         current = stack.pop()
         if current in seen:
             continue
         seen.add(current)
-        if current.op == "call_module":
-            found.add(str(current.target))
+        name = _graph_name(current)
+        if name is not None:
+            found.add(name)
         else:
-            stack.extend(current.all_input_nodes)
+            stack.extend(getattr(current, step))
     return found
 
 
-def _module_descendants(node: fx.Node) -> set[str]:
-    """The nearest call_module nodes downstream of `node`, through functions and methods."""
-    found: set[str] = set()
-    stack, seen = list(node.users), set()
-    while stack:
-        current = stack.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        if current.op == "call_module":
-            found.add(str(current.target))
-        else:
-            stack.extend(current.users)
-    return found
-
-
-def _site_output(graph: fx.Graph, site: str) -> fx.Node | None:
-    """The last fx node computed inside the site's module: the site's output."""
-    last = None
+def _site_outputs(graph: fx.Graph, sites: Sequence[str]) -> dict[str, fx.Node]:
+    """The last fx node computed inside each site's module: the site's output. One pass."""
+    wanted = set(sites)
+    last: dict[str, fx.Node] = {}
     for node in graph.nodes:
-        if node.op == "call_module" and str(node.target) == site:
-            last = node
-            continue
-        paths = list((node.meta.get("nn_module_stack") or {}).keys())
-        if any(path == site or path.startswith(site + ".") for path in paths) or (
-            node.op == "call_module" and str(node.target).startswith(site + ".")
-        ):
-            last = node
+        paths = set((node.meta.get("nn_module_stack") or {}).keys())
+        if node.op == "call_module":
+            parts = str(node.target).split(".")
+            paths.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        for path in paths & wanted:
+            last[path] = node
     return last
 
 
-def _from_fx(host: nn.Module, sites: Sequence[str]) -> GraphSpec:
+def _from_fx(host: nn.Module, sites: Sequence[str], example_input: torch.Tensor) -> GraphSpec:
     traced = fx.symbolic_trace(host)
-    modules = [n for n in traced.graph.nodes if n.op == "call_module"]
+    was_training = host.training
+    host.eval()
+    with torch.no_grad():  # which nodes hold tensors (not sizes): merges join tensors only
+        ShapeProp(traced).propagate(example_input)
+    host.train(was_training)
     nodes: list[str] = []
-    for n in modules:
-        if str(n.target) not in nodes:
-            nodes.append(str(n.target))
+    for n in traced.graph.nodes:
+        name = _graph_name(n)
+        if name is not None and name not in nodes:
+            nodes.append(name)
     index = {name: i for i, name in enumerate(nodes)}
     edges: set[tuple[int, int]] = set()
-    for n in modules:
-        for upstream in _module_ancestors(n):
-            edges.add((index[upstream], index[str(n.target)]))
+    for n in traced.graph.nodes:
+        name = _graph_name(n)
+        if name is not None:
+            for upstream in _nearest(n.all_input_nodes, "all_input_nodes"):
+                edges.add((index[upstream], index[name]))
+    outputs = _site_outputs(traced.graph, sites)
     slot_nodes: dict[str, int] = {}
     for site in sites:
-        out = _site_output(traced.graph, site)
+        out = outputs.get(site)
         if out is None:
             raise ValueError(f"site {site} has no node in the traced graph")
         slot = len(nodes)
         nodes.append(f"slot:{site}")
         slot_nodes[site] = slot
-        producers = {str(out.target)} if out.op == "call_module" else _module_ancestors(out)
-        for upstream in producers:
+        for upstream in _nearest([out], "all_input_nodes"):
             edges.add((index[upstream], slot))
-        for downstream in _module_descendants(out):
+        for downstream in _nearest(out.users, "users"):
             edges.add((slot, index[downstream]))
     return GraphSpec(nodes, slot_nodes, sorted(edges), "fx")
 
@@ -194,16 +204,18 @@ def build_graph(
         spec = _sites_only(sites)
     else:
         try:
-            spec = _from_fx(host, sites)
+            spec = _from_fx(host, sites, example_input)
         except Exception:  # noqa: BLE001 - any untraceable host falls back, and says so
             spec = _from_hooks(host, sites, example_input)
     named = dict(host.named_modules())
     for name in spec.nodes:
-        module = named.get(name.removeprefix("slot:")) if name.startswith("slot:") else named[name]
-        spec.kinds.append("slot" if name.startswith("slot:") else module_kind(module))  # type: ignore[arg-type]
-        spec.params.append(
-            0 if name.startswith("slot:") else sum(p.numel() for p in module.parameters())  # type: ignore[union-attr]
-        )
+        module = named.get(name)
+        if module is None:  # a slot or a merge
+            spec.kinds.append("slot" if name.startswith("slot:") else "merge")
+            spec.params.append(0)
+        else:
+            spec.kinds.append(module_kind(module))
+            spec.params.append(sum(p.numel() for p in module.parameters()))
     return spec
 
 

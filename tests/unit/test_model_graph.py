@@ -57,10 +57,14 @@ def test_cnn_and_resnet_graphs_put_each_slot_after_its_site() -> None:
         torch.randn(2, 3, 32, 32),
     )
     found = edges(resnet)
-    # the residual block's output is conv path + shortcut; the slot sits after the sum
-    assert {("layer1.bn2", "slot:layer1"), ("layer1.shortcut", "slot:layer1")} <= found
+    # the residual sum is a node of its own (a merge); the slot sits after it
+    assert {
+        ("layer1.bn2", "op:add"),
+        ("layer1.shortcut", "op:add"),
+        ("op:add", "slot:layer1"),
+    } <= found
     assert {("slot:layer1", "layer2.conv1"), ("slot:layer1", "layer2.shortcut.0")} <= found
-    assert len(resnet.graph.spec.nodes) == 22 + 3
+    assert len(resnet.graph.spec.nodes) == 22 + 3 + 3, "leaf modules, residual adds, slots"
 
 
 def test_transformer_graph_follows_the_residual_stream() -> None:
@@ -70,8 +74,21 @@ def test_transformer_graph_follows_the_residual_stream() -> None:
         torch.randint(0, 50, (2, 32)),
     )
     found = edges(model)
-    assert {("blocks.0.attn.proj", "slot:blocks.0"), ("blocks.0.mlp.2", "slot:blocks.0")} <= found
-    assert ("slot:blocks.0", "blocks.1.ln1") in found and ("slot:blocks.1", "ln") in found
+    spec = model.graph.spec
+    merges = [n for n in spec.nodes if n.startswith("op:")]
+    assert merges == [
+        "op:add",
+        "op:scaled_dot_product_attention",
+        "op:add_1",
+        "op:add_2",
+        "op:scaled_dot_product_attention_1",
+        "op:add_3",
+        "op:add_4",
+    ], "token + position, attention, and two residual adds a block; reshapes are not merges"
+    assert {("blocks.0.attn.proj", "op:add_1"), ("blocks.0.mlp.2", "op:add_2")} <= found
+    assert {("op:add_2", "slot:blocks.0"), ("slot:blocks.0", "blocks.1.ln1")} <= found
+    assert ("slot:blocks.1", "ln") in found
+    assert len(spec.edges) < 3 * len(spec.nodes), "a residual stream stays a chain"
 
 
 class Untraceable(nn.Module):
