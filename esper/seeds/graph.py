@@ -18,8 +18,8 @@ from typing import Literal
 
 import torch
 import torch.fx as fx
-from torch.fx.passes.shape_prop import ShapeProp
 from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
 
 Granularity = Literal["modules", "sites"]
 GraphSource = Literal["fx", "hooks", "sites"]
