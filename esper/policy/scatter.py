@@ -208,7 +208,8 @@ class ScatterBackends:
         self.calls = calls
         self.warmup = warmup
         self.budget_s = budget_s
-        """Per reduction: the timed calls stop early (at least 3 each) once this is spent."""
+        """For the whole measurement, a third per reduction: warm-up and timed calls stop early
+        once it is spent (after 1 warm-up and 3 timed calls per backend at the least)."""
         self.measurements = 0
 
     def choose(
@@ -258,7 +259,9 @@ class ScatterBackends:
                 key=key,
             )
         else:
+            started = time.perf_counter()
             figures = self._measure(device, edges, feats, passes)
+            took = time.perf_counter() - started
             self.measurements += 1
             choice = {r: min(BACKENDS, key=figures[r].__getitem__) for r in REDUCTIONS}
             self._write(
@@ -268,7 +271,8 @@ class ScatterBackends:
                 choice=choice,
                 figures_us=figures,
                 source="measured",
-                note=f"{status}; {edges} edges x {feats} features, {passes}",
+                note=f"{status}; {edges} edges x {feats} features, {passes}, "
+                f"measured in {took:.2f} s",
                 key=key,
             )
         log.info("%s", result.summary())
@@ -308,12 +312,14 @@ class ScatterBackends:
                     src.grad = None
                     return time.perf_counter() - start
 
-                for _ in range(self.warmup):
+                deadline = time.perf_counter() + self.budget_s / len(REDUCTIONS)
+                for i in range(max(1, self.warmup)):
+                    if i >= 1 and time.perf_counter() > deadline:
+                        break
                     for backend in BACKENDS:
                         step(backend)
                 times: dict[Backend, list[float]] = {b: [] for b in BACKENDS}
-                deadline = time.perf_counter() + self.budget_s
-                for i in range(self.calls):
+                for i in range(max(3, self.calls)):
                     if i >= 3 and time.perf_counter() > deadline:
                         break
                     for backend in BACKENDS if i % 2 == 0 else BACKENDS[::-1]:
