@@ -234,11 +234,13 @@ class ScatterBackends:
         if passes not in get_args(Passes):
             raise ValueError(f"passes={passes!r}: allowed values are {', '.join(get_args(Passes))}")
         key = cache_key(device, version, edges, feats, passes)
+        if version is not None and setting != "torch" and (failure := _probe(device)):
+            version, status = None, f"torch_scatter {version} does not run on {device} ({failure})"
         if setting == "torch_scatter" and version is None:
             raise ValueError(
                 f"{SETTING_KEY}=torch_scatter, but {status}: install the accel extra "
-                f"(`make accel`, i.e. pip install -e '.[accel]') or choose one of "
-                f"{SETTING_KEY}=auto|torch"
+                f"(`make accel`, i.e. pip install -e '.[accel]'; built with CUDA for a GPU) "
+                f"or choose one of {SETTING_KEY}=auto|torch"
             )
         if setting != "auto" or version is None:
             backend: Backend = "torch" if setting == "auto" else setting
@@ -379,6 +381,18 @@ class ScatterBackends:
                 self.cache_path,
                 err,
             )
+
+
+def _probe(device: torch.device) -> str | None:
+    """Why torch-scatter cannot run on `device` (a CPU-only build and a GPU), or None."""
+    try:
+        src = torch.ones(2, 1, device=device)
+        index = torch.zeros(2, dtype=torch.long, device=device)
+        for reduce in REDUCTIONS:
+            scatter(src, index, 1, reduce, "torch_scatter")
+    except Exception as err:
+        return f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+    return None
 
 
 def cache_key(

@@ -237,6 +237,20 @@ def test_explicit_torch_scatter_without_the_package_is_a_clear_error(tmp_path, m
     assert "torch_scatter not installed" in auto.note
 
 
+def test_torch_scatter_that_cannot_run_on_the_device_is_refused_or_passed_over(tmp_path) -> None:
+    """A torch-scatter built without CUDA meets a GPU the way any build meets `meta` tensors."""
+    pytest.importorskip("torch_scatter", reason="torch_scatter not installed")
+    meta = torch.device("meta")
+    with pytest.raises(
+        ValueError, match=r"policy\.scatter_backend=torch_scatter.* does not run on meta"
+    ):
+        ScatterBackends(tmp_path).choose("torch_scatter", meta, 100, 8)
+    backends = ScatterBackends(tmp_path)
+    auto = backends.choose("auto", meta, 100, 8)
+    assert auto.source == "fixed" and set(auto.choice.values()) == {"torch"}
+    assert "does not run on meta" in auto.note and backends.measurements == 0
+
+
 def test_an_unknown_setting_names_the_key_and_what_is_allowed(tmp_path) -> None:
     with pytest.raises(
         ValueError, match=r"policy\.scatter_backend='fast'.*auto, torch, torch_scatter"
