@@ -49,7 +49,8 @@ format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 # torch-scatter builds from source (5 minutes on 2 cores); pip's cache keeps the wheel afterwards,
-# so a later `make accel`, in this or a fresh venv, takes seconds. CI runs it before the tests.
+# and reinstalling from it takes seconds (a wheel built for another torch fails at import: rebuild
+# with `pip install --no-cache-dir ...`). CI runs it before the tests.
 accel: $(STAMP)
 	$(BIN)/pip install --no-build-isolation -e '.[accel]'
 
