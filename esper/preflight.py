@@ -41,13 +41,20 @@ def check_optimizer(make_optimizer: Callable[..., Any], make_scheduler: Callable
     param = torch.nn.Parameter(torch.zeros(1))
     try:
         optimizer = make_optimizer([{"params": [param], "name": "host"}])
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ConfigError(f"trainer.optimizer: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a user's optimizer may raise anything
+        raise ConfigError(f"trainer.optimizer: {_said(exc)}") from None
     if make_scheduler is not None:
         try:
             make_scheduler(optimizer)
-        except (TypeError, ValueError, KeyError) as exc:
-            raise ConfigError(f"trainer.scheduler: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - likewise a scheduler
+            raise ConfigError(f"trainer.scheduler: {_said(exc)}") from None
+
+
+def _said(exc: BaseException) -> str:
+    """The first line of a value error as it is; any other error with its type."""
+    if isinstance(exc, ValueError | TypeError) and str(exc).strip():
+        return str(exc).strip().splitlines()[0]
+    return first_line(exc)
 
 
 def check_host_input(host: torch.nn.Module, data: DataSplits) -> None:

@@ -181,3 +181,12 @@ def test_run_py_says_it_in_one_line_without_a_traceback(tmp_path: Path, override
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert message in lines[-1] and len(lines) <= 2, "the line (under 'invalid configuration:')"
     assert not (tmp_path / "run" / "events.jsonl").exists(), "nothing was built"
+
+
+def test_a_scheduler_that_cannot_be_built_is_named(make_config) -> None:
+    cfg = make_config(
+        "logger=none",
+        "trainer.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true}",
+    )
+    with pytest.raises(ConfigError, match=r"^trainer\.scheduler: .*step_size"):
+        build(cfg)
