@@ -39,6 +39,32 @@ def print_result(record: RunRecord) -> None:
     print(f" wall {record.wall_s:.1f}s; W&B {record.wandb['mode']}")
 
 
+def train_policy(cfg: DictConfig) -> float:
+    """Simic: train the GNN policy (conf/train_policy.yaml); returns the last mean reward."""
+    from pathlib import Path
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+    from pydantic import ValidationError
+
+    from esper.simic.settings import SimicConfig
+    from esper.simic.train import train
+
+    container = OmegaConf.to_container(
+        OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"]), resolve=True
+    )
+    try:
+        settings = SimicConfig.model_validate(container["simic"])  # type: ignore[index]
+    except ValidationError as exc:
+        lines = [f"simic.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        print("esper: invalid configuration:\n  " + "\n  ".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None
+    logger = None
+    if cfg.logger.get("_target_"):
+        logger = instantiate(cfg.logger, _partial_=True)
+    return train(settings, Path(cfg.run_dir), container, logger)  # type: ignore[arg-type]
+
+
 def _multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -55,6 +81,8 @@ def main(cfg: DictConfig) -> float:
     from esper.config import ConfigError
     from esper.training.trainer import Diverged
 
+    if "simic" in cfg:  # --config-name train_policy
+        return train_policy(cfg)
     try:
         experiment = build(cfg)
     except ConfigError as exc:

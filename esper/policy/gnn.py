@@ -34,6 +34,7 @@ FORMAT = "esper-gnn-policy/1"
 class Step:
     """What the policy did at one control step: enough to replay it under new weights."""
 
+    epoch: int
     x: Tensor
     edge_index: Tensor
     u: Tensor
@@ -95,7 +96,8 @@ class GnnPolicy:
         self.generator = torch.Generator().manual_seed(seed)
         self.germinated = 0
         self.choice: BackendChoice | None = None
-        self.last: Step | None = None
+        self.trace: list[Step] | None = None
+        """Set to a list to record every decision as a Step (policy learning does)."""
         self._blueprints: tuple[tuple[str, ...], Tensor] | None = None
 
     # -- weights ---------------------------------------------------------------------------
@@ -192,19 +194,23 @@ class GnnPolicy:
                 reason=f"gnn: p(action)={probabilities['action']:.2f}",
                 probabilities=probabilities,
             )
-        self.last = Step(
-            data.x.clone(),
-            data.edge_index,
-            data.u.clone(),
-            data.slot_index,
-            library,
-            masks,
-            op,
-            slot,
-            blueprint,
-            log_prob,
-            float(heads.value[0]),
-        )
+        if self.trace is not None:
+            self.trace.append(
+                Step(
+                    obs.epoch,
+                    data.x.clone(),
+                    data.edge_index,
+                    data.u.clone(),
+                    data.slot_index,
+                    library,
+                    masks,
+                    op,
+                    slot,
+                    blueprint,
+                    log_prob,
+                    float(heads.value[0]),
+                )
+            )
         return [decision]
 
     # -- state -----------------------------------------------------------------------------

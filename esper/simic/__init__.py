@@ -1,0 +1,1 @@
+"""Simic: teaching the GNN policy from episodes (complete short training runs) with PPO."""

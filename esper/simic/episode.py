@@ -1,0 +1,109 @@
+"""One episode: a complete short training run of one task, its decisions recorded.
+
+Episodes run in worker processes (spawned; each composes the run's config as run.py would), so
+an update's episodes train side by side. The host alone on the same task and seed is the
+baseline an episode's reward is measured against (esper.simic.reward).
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from esper.policy.gnn import Step
+from esper.policy.masks import OPERATIONS
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+QUIET = (
+    "logger=none",
+    "trainer.checkpoint=false",
+    "trainer.progress=false",
+    "kernels.async_compile=false",
+)
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """Which run an episode is: the task's overrides (with its host width) and the seed."""
+
+    task: str
+    overrides: tuple[str, ...]
+    seed: int
+    epochs: int
+
+
+@dataclass
+class EpisodeResult:
+    spec: EpisodeSpec
+    val_accuracy: float
+    added_params: int
+    host_params: int
+    added_flops: int
+    host_flops: int
+    wall_s: float
+    steps: list[Step] = field(default_factory=list)
+    actions: dict[str, int] = field(default_factory=dict)
+
+
+def run_in_worker(spec: EpisodeSpec, weights: str | None, kernel_store: str) -> bytes:
+    """`run_episode` for a process pool: the result comes back as plain pickled bytes, since
+    torch would otherwise pass each recorded tensor through shared memory (one file
+    descriptor each), which exhausts descriptors and stalls the pool."""
+    return pickle.dumps(run_episode(spec, weights, kernel_store))
+
+
+def receive(payload: bytes) -> EpisodeResult:
+    """The parent's side of `run_in_worker` (bytes from our own worker, not from a file)."""
+    result = pickle.loads(payload)  # noqa: S301 - our own worker's output
+    assert isinstance(result, EpisodeResult)
+    return result
+
+
+def run_episode(spec: EpisodeSpec, weights: str | None, kernel_store: str) -> EpisodeResult:
+    """Train the task once: with the GNN policy at `weights` (recording its decisions), or
+    with no policy at all (`weights=None`: the baseline)."""
+    import os
+
+    from hydra import compose, initialize_config_dir
+
+    from esper.app import build
+
+    started = time.perf_counter()
+    os.environ["ESPER_KERNEL_STORE"] = kernel_store
+    policy = ("policy=gnn", f"policy.checkpoint={weights}") if weights else ("policy=none",)
+    with tempfile.TemporaryDirectory() as workdir:
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            cfg = compose(
+                "config",
+                overrides=[
+                    *QUIET,
+                    *spec.overrides,
+                    *policy,
+                    f"seed={spec.seed}",
+                    f"trainer.max_epochs={spec.epochs}",
+                    f"run_dir={workdir}/run",
+                ],
+            )
+        experiment = build(cfg)
+        trace: list[Step] = []
+        if weights:
+            experiment.trainer.policy.trace = trace  # type: ignore[attr-defined]
+        record = experiment.run()
+    actions = dict.fromkeys(OPERATIONS, 0)
+    for step in trace:
+        actions[OPERATIONS[step.operation]] += 1
+    flops = record.flops_per_sample
+    return EpisodeResult(
+        spec=spec,
+        val_accuracy=record.metrics["val_accuracy"],
+        added_params=record.params["seeds"],
+        host_params=record.params["host"],
+        added_flops=flops.get("total", 0) - flops.get("host", 0),
+        host_flops=flops.get("host", 1),
+        wall_s=time.perf_counter() - started,
+        steps=trace,
+        actions=actions,
+    )

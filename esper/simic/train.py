@@ -1,0 +1,195 @@
+"""The training loop (`python run.py --config-name train_policy`): episodes in worker
+processes, rewards against the host alone, a PPO update, logs, and an atomic checkpoint.
+
+Read it top to bottom like a CleanRL script: each update draws episodes (task, host variant,
+training seed) from a seeded generator, runs them with the current weights beside the
+baselines it has not run yet, turns final validation accuracies into rewards, and updates.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import random
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from esper.atomic import save_torch
+from esper.config import ConfigError
+from esper.policy.gnn import GnnPolicy
+from esper.policy.masks import OPERATIONS
+from esper.simic import ppo
+from esper.simic.episode import EpisodeSpec, receive, run_in_worker
+from esper.simic.reward import episode_reward, step_rewards
+from esper.simic.settings import SimicConfig
+
+log = logging.getLogger(__name__)
+FORMAT = "esper-simic/1"
+
+
+def _specs(settings: SimicConfig, rng: random.Random) -> list[EpisodeSpec]:
+    specs = []
+    for _ in range(settings.episodes_per_update):
+        task = rng.choice(settings.tasks)
+        variant = rng.choice(task.variants)
+        specs.append(
+            EpisodeSpec(
+                task.name,
+                (*task.overrides, *variant),
+                rng.choice(settings.train_seeds),
+                settings.episode_epochs,
+            )
+        )
+    return specs
+
+
+def _baseline_key(spec: EpisodeSpec) -> str:
+    return f"{spec.task}|{' '.join(spec.overrides)}|{spec.seed}|{spec.epochs}"
+
+
+def _load(resume: str) -> dict[str, Any]:
+    path = Path(resume)
+    path = path if path.is_file() else path / "simic.pt"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - one line for any unreadable file
+        raise ConfigError(f"simic.resume={resume!r}: not a Simic checkpoint ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ConfigError(f"simic.resume={resume!r}: not a Simic checkpoint (no {FORMAT} header)")
+    return state
+
+
+def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: Any) -> float:
+    """Train; returns the mean episode reward of the last update."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store = str(run_dir / "kernels")
+    policy = GnnPolicy(
+        seed=settings.seed, hidden=settings.hidden, layers=settings.layers, scatter_backend="torch"
+    )
+    net = policy.net
+    optimizer = torch.optim.Adam(net.parameters(), lr=settings.ppo.lr)
+    generator = torch.Generator().manual_seed(settings.seed)
+    rng = random.Random(settings.seed)
+    baselines: dict[str, float] = {}
+    history: list[dict[str, float]] = []
+    start, wandb_id = 0, None
+    if settings.resume:
+        state = _load(settings.resume)
+        net.load_state_dict(state["weights"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        version, internal, gauss = state["rng"]
+        rng.setstate((version, tuple(internal), gauss))
+        baselines, history = dict(state["baselines"]), list(state["history"])
+        start, wandb_id = state["update"], state.get("wandb_run_id")
+    sink = logger(run_dir=str(run_dir), config=config, run_id=wandb_id) if logger else None
+    ppo_settings = ppo.PPOSettings(
+        clip=settings.ppo.clip,
+        epochs=settings.ppo.epochs,
+        minibatch=settings.ppo.minibatch,
+        value_coef=settings.ppo.value_coef,
+        entropy_coef=settings.ppo.entropy_coef,
+        max_grad_norm=settings.ppo.max_grad_norm,
+    )
+    context = multiprocessing.get_context("spawn")
+    weights = run_dir / "weights" / "current.pt"
+    last_reward = float("nan")
+    with ProcessPoolExecutor(settings.workers, mp_context=context) as pool:
+        bar = tqdm(
+            range(start, settings.updates),
+            initial=start,
+            total=settings.updates,
+            desc="updates",
+            dynamic_ncols=True,
+        )
+        for update in bar:
+            started = time.perf_counter()
+            policy.save_weights(weights, {"update": update})
+            specs = _specs(settings, rng)
+            missing = {_baseline_key(s): s for s in specs if _baseline_key(s) not in baselines}
+            base_jobs: dict[str, Future[bytes]] = {
+                key: pool.submit(run_in_worker, spec, None, store) for key, spec in missing.items()
+            }
+            jobs = [pool.submit(run_in_worker, spec, str(weights), store) for spec in specs]
+            for key, job in base_jobs.items():
+                baselines[key] = receive(job.result()).val_accuracy
+            episodes = [receive(job.result()) for job in jobs]
+            steps, advantages, returns = [], [], []
+            rewards, gains = [], []
+            actions = dict.fromkeys(OPERATIONS, 0)
+            for episode in episodes:
+                terms = episode_reward(
+                    episode.val_accuracy,
+                    baselines[_baseline_key(episode.spec)],
+                    episode.added_params,
+                    episode.host_params,
+                    episode.added_flops,
+                    episode.host_flops,
+                    settings.reward.param_cost,
+                    settings.reward.flop_cost,
+                )
+                rewards.append(terms.total)
+                gains.append(terms.gain)
+                per_step = step_rewards(len(episode.steps), terms)
+                values = [s.value for s in episode.steps]
+                adv = ppo.gae(per_step, values, settings.ppo.gamma, settings.ppo.gae_lambda)
+                steps += episode.steps
+                advantages += adv
+                returns += [a + v for a, v in zip(adv, values)]
+                for name, count in episode.actions.items():
+                    actions[name] += count
+            stats = ppo.update(net, optimizer, steps, advantages, returns, ppo_settings, generator)
+            last_reward = sum(rewards) / len(rewards)
+            row = {
+                "update": float(update),
+                "episode/return": last_reward,
+                "episode/val_gain": sum(gains) / len(gains),
+                "episode/added_params": sum(e.added_params for e in episodes) / len(episodes),
+                "loss/policy": stats.policy_loss,
+                "loss/value": stats.value_loss,
+                "loss/entropy": stats.entropy,
+                "loss/approx_kl": stats.approx_kl,
+                "loss/clip_fraction": stats.clip_fraction,
+                "loss/explained_variance": stats.explained_variance,
+                **{f"decisions/{k}": v / max(1, len(steps)) for k, v in actions.items()},
+                "update_s": time.perf_counter() - started,
+            }
+            history.append(row)
+            if sink is not None:
+                sink.run.log(row)
+            bar.set_postfix(ret=f"{last_reward:+.3f}", ev=f"{stats.explained_variance:.2f}")
+            done = update + 1
+            if done % settings.checkpoint_every == 0 or done == settings.updates:
+                save_torch(
+                    {
+                        "format": FORMAT,
+                        "update": done,
+                        "weights": net.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "generator": generator.get_state(),
+                        "rng": list(rng.getstate()),
+                        "baselines": baselines,
+                        "history": history,
+                        "wandb_run_id": sink.run_id if sink is not None else None,
+                    },
+                    run_dir / "simic.pt",
+                )
+                policy.save_weights(
+                    run_dir / "policy.pt", {"updates": done, "history": history[-1]}
+                )
+        bar.close()
+    if settings.output:
+        policy.save_weights(
+            Path(settings.output),
+            {"updates": settings.updates, "final": history[-1] if history else {}},
+        )
+    if sink is not None:
+        for key, value in (history[-1] if history else {}).items():
+            sink.run.summary[key] = value
+        sink.run.finish()
+    return last_reward
