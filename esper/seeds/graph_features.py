@@ -9,9 +9,13 @@ history. The tables below are the contract a policy author (or a trained checkpo
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
-from torch_geometric.data import Data
+
+with warnings.catch_warnings():  # torch_geometric 2.8 calls torch.jit.script on import
+    warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
+    from torch_geometric.data import Data
 
 from esper.contracts import Observation, SeedState
 from esper.seeds.graph import KIND_NAMES, GraphSpec, undirected

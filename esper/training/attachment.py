@@ -80,15 +80,12 @@ class KernelAttachment:
         """Per slot with a kernel: its latest forward latency (characterised, then trained)."""
 
     def spec(self, blueprint: str, shape: tuple[int, ...]) -> KernelSpec:
-        return KernelSpec(
-            blueprint=blueprint,
-            hparams=blueprint_registry.get(blueprint).hparams(
-                self.blueprints.hparams.get(blueprint)
-            ),
-            input_shape=shape,
-            device=self.device.type,
-            init_seed=self.blueprints.init_seed,
-            torch_version=torch.__version__,
+        return blueprint_registry.kernel_spec(
+            blueprint,
+            shape,
+            self.blueprints.hparams.get(blueprint),
+            self.blueprints.init_seed,
+            self.device.type,
         )
 
     def request(self, slot: SeedSlot, blueprint: str) -> None:

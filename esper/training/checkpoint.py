@@ -34,6 +34,19 @@ PARTS = (
     "wandb_run_id",
 )
 RESUME_MUST_MATCH = ("seed", *RESULT_GROUPS)
+HOW_NOT_WHAT = tuple(
+    f"{key}:"
+    for key in (
+        "dataset.loader_seed",
+        "kernels.preflight",
+        "kernels.async_compile",
+        "kernels.prewarm",
+        "kernels.workers",
+        "kernels.cache_bytes",
+    )
+)
+"""Keys that change how a run gets its kernels or data, never what it computes: a resumed
+run may set them differently."""
 
 
 def save(state: dict[str, Any], path: Path) -> Path:
@@ -92,7 +105,7 @@ def check_same_config(resume: str, saved: dict[str, Any], container: dict[str, A
         if sub:
             old, new = (old or {}).get(sub), (new or {}).get(sub)
         diffs += _differences(old, new, key)
-    diffs = [d for d in diffs if not d.startswith("dataset.loader_seed:")]
+    diffs = [d for d in diffs if not d.startswith(HOW_NOT_WHAT)]
     if diffs:
         raise ConfigError(
             f"trainer.resume={resume!r}: resume with the configuration of the run it continues; "

@@ -23,7 +23,14 @@ def events(run_dir: Path) -> list[dict]:
 
 
 def early_seed(*extra: str) -> list[str]:
-    return [*ONE_EARLY_SEED, "trainer.max_epochs=8", "blueprints.allowed=[residual_mlp]", *extra]
+    # no preflight: these tests are about compiles during training (in the worker or inline)
+    return [
+        *ONE_EARLY_SEED,
+        "trainer.max_epochs=8",
+        "blueprints.allowed=[residual_mlp]",
+        "kernels.preflight=false",
+        *extra,
+    ]
 
 
 def test_training_continues_while_the_kernel_compiles(make_config, tmp_path) -> None:

@@ -7,6 +7,8 @@ checks what was built, and closes it without training.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,8 +35,22 @@ COMPANIONS: dict[str, tuple[str, ...]] = {
 """An option's companions: the other choices it only works with."""
 
 
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory) -> Iterator[Path]:
+    """One kernel store for the module: each distinct kernel is compiled (by the check before
+    training) once, not once per option."""
+    store = tmp_path_factory.mktemp("kernels")
+    saved = os.environ.get("ESPER_KERNEL_STORE")
+    os.environ["ESPER_KERNEL_STORE"] = str(store)
+    yield store
+    if saved is None:
+        del os.environ["ESPER_KERNEL_STORE"]
+    else:
+        os.environ["ESPER_KERNEL_STORE"] = saved
+
+
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_every_option_builds(group, option, kernel_store, tmp_path: Path, request) -> None:
+def test_every_option_builds(group, option, shared_store, tmp_path: Path, request) -> None:
     choice = f"{group}={option}"
     overrides = [*COMPANIONS.get(choice, ()), choice]
     if group != "logger":

@@ -32,12 +32,26 @@ def test_heuristic_growth_beats_the_undersized_host_over_three_seeds(make_config
 
 def test_a_second_run_shares_every_kernel_from_the_store(make_config, tmp_path) -> None:
     first = (
-        build(make_config("logger=none", "trainer.checkpoint=false", run_dir=tmp_path / "a"))
+        build(
+            make_config(
+                "logger=none",
+                "trainer.checkpoint=false",
+                "kernels.preflight=false",  # the first run compiles while it trains
+                run_dir=tmp_path / "a",
+            )
+        )
         .run()
         .model_dump(mode="json")
     )
     second = (
-        build(make_config("logger=none", "trainer.checkpoint=false", run_dir=tmp_path / "b"))
+        build(
+            make_config(
+                "logger=none",
+                "trainer.checkpoint=false",
+                "kernels.preflight=false",
+                run_dir=tmp_path / "b",
+            )
+        )
         .run()
         .model_dump(mode="json")
     )
@@ -61,7 +75,14 @@ def test_a_corrupted_stored_kernel_is_quarantined_reported_and_compiled_again(
     artifact = kernel_store / "objects" / kernel_id[:2] / f"{kernel_id}.pt2"
     artifact.write_bytes(artifact.read_bytes()[:1000])
     second = (
-        build(make_config("logger=none", "trainer.checkpoint=false", run_dir=tmp_path / "b"))
+        build(
+            make_config(
+                "logger=none",
+                "trainer.checkpoint=false",
+                "kernels.preflight=false",
+                run_dir=tmp_path / "b",
+            )
+        )
         .run()
         .model_dump(mode="json")
     )
