@@ -28,6 +28,9 @@ from esper.policy.scatter import BackendChoice, ScatterBackends, Setting
 
 log = logging.getLogger(__name__)
 FORMAT = "esper-gnn-policy/1"
+SHIPPED = Path(__file__).parent / "checkpoints" / "gnn.pt"
+"""The checkpoint trained by `python run.py --config-name train_policy` that ships with Esper
+(experiments/gnn_policy.md records how); `policy.checkpoint=shipped` loads it."""
 
 
 @dataclass
@@ -86,6 +89,8 @@ class GnnPolicy:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = PolicyNet(hidden, layers, fixed)
+        if checkpoint == "shipped":
+            checkpoint = str(SHIPPED)
         self.checkpoint = checkpoint
         self.trained: dict[str, Any] | None = None
         if checkpoint is not None:
