@@ -100,6 +100,9 @@ class RunRecord(BaseModel):
     """host, seeds, total."""
     flops_per_sample: dict[str, int]
     """Forward FLOPs a sample: host alone and the grown model (total)."""
+    train_flops: int = 0
+    """Forward + backward FLOPs of every training step of the run, counted by torch for each
+    morphology the model had (the cost of training it, growth included)."""
     adaptations: list[AdaptationRecord]
     kernels: list[KernelRecord]
     kernel_library: KernelLibraryRecord

@@ -64,6 +64,7 @@ class Experiment:
             metrics=result.metrics if result else {},
             params=result.params if result else trainer.params(),
             flops_per_sample=result.flops if result else {},
+            train_flops=trainer.train_flops,
             adaptations=recorder.adaptations,
             kernels=recorder.kernels,
             kernel_library=KernelLibraryRecord(

@@ -32,3 +32,20 @@ def flops_per_sample(model: MorphogeneticModel, example: torch.Tensor) -> dict[s
             slot.bypass = True
         host = forward_flops(model, sample)
     return {"host": host, "total": total}
+
+
+def train_step_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """FLOPs of one training step's forward and backward on the sample (x, y), counted by
+    torch (in eval mode: no dropout draws from the run's random streams; same FLOPs). The
+    gradients it leaves are cleared."""
+    from esper.training.steps import token_loss
+
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            token_loss(model(x), y).backward()
+    finally:
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())

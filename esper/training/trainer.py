@@ -27,7 +27,7 @@ from esper.seeds import MorphogeneticModel, SeedSlot
 from esper.training import checkpoint
 from esper.training.attachment import KernelAttachment
 from esper.training.control import ControlStep
-from esper.training.flops import flops_per_sample
+from esper.training.flops import flops_per_sample, train_step_flops
 from esper.training.interruption import Interrupted, Interruption
 from esper.training.observation import Observer
 from esper.training.optim import Optimization
@@ -138,6 +138,10 @@ class Trainer:
         self.interruption = Interruption()
         self.nonfinite_in_a_row = 0
         self.skipped_steps = 0
+        self.train_flops = 0
+        """Forward + backward FLOPs of every training step so far, counted (not estimated)."""
+        self._flops_version = -1
+        self._flops_per_sample = 0
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -163,7 +167,9 @@ class Trainer:
         for epoch in bar:
             self.clock.epoch = epoch
             started = time.perf_counter()
+            flops_per_sample = self.train_flops_per_sample()
             train = self.train_epoch()
+            self.train_flops += flops_per_sample * len(self.data.train.x)
             if self.interruption.signum is not None:
                 bar.close()
                 raise Interrupted(self.interruption.signum, epoch, self.clock.step)
@@ -191,6 +197,16 @@ class Trainer:
         bar.close()
         return self.result(evaluate(self.model, self.data.test, self.device))
 
+    def train_flops_per_sample(self) -> int:
+        """Forward + backward FLOPs of one training sample, counted again only after the
+        morphology changed (a seed joined or left the forward pass)."""
+        if self._flops_version != self.control.version:
+            loader = self.data.train
+            x, y = loader.x[:1].to(self.device), loader.y[:1].to(self.device)
+            self._flops_per_sample = train_step_flops(self.model, x, y)
+            self._flops_version = self.control.version
+        return self._flops_per_sample
+
     def epoch_row(self, epoch_s: float) -> dict[str, float]:
         """What an epoch_ended event carries: the metrics, sizes and counters of the epoch."""
         params = self.params()
@@ -203,6 +219,7 @@ class Trainer:
                 sum(s.state is not SeedState.DORMANT for s in self.model.iter_slots())
             ),
             "train/skipped_steps": float(self.skipped_steps),
+            "flops/train_total": float(self.train_flops),
             "epoch_s": epoch_s,
             **self.library.metrics(),
         }
@@ -311,6 +328,7 @@ class Trainer:
                 "last": dict(self.last),
                 "skipped_steps": self.skipped_steps,
                 "nonfinite_in_a_row": self.nonfinite_in_a_row,
+                "train_flops": self.train_flops,
             },
             "rng": checkpoint.rng_state(self.data.train.generator),
         }
@@ -332,6 +350,7 @@ class Trainer:
         self.last = dict(state["loop"]["last"])
         self.skipped_steps = state["loop"]["skipped_steps"]
         self.nonfinite_in_a_row = state["loop"]["nonfinite_in_a_row"]
+        self.train_flops = state["loop"]["train_flops"]
         self.clock.epoch, self.clock.step = state["epoch"], state["step"]
         self.start_epoch = state["epoch"] + 1
         checkpoint.restore_rng(state["rng"], self.data.train.generator)
