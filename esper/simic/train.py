@@ -9,10 +9,9 @@ baselines it has not run yet, turns final validation accuracies into rewards, an
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import random
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +95,10 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
         entropy_coef=settings.ppo.entropy_coef,
         max_grad_norm=settings.ppo.max_grad_norm,
     )
-    context = multiprocessing.get_context("spawn")
     weights = run_dir / "weights" / "current.pt"
     last_reward = float("nan")
-    with ProcessPoolExecutor(settings.workers, mp_context=context) as pool:
+    # spawned workers that end with this process, under any launcher (see kernels.worker)
+    with start_pool(settings.workers) as pool:
         bar = tqdm(
             range(start, settings.updates),
             initial=start,
