@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from esper.atomic import save_torch
 from esper.config import ConfigError
+from esper.kernels.worker import start_pool
 from esper.policy.gnn import GnnPolicy
 from esper.policy.masks import OPERATIONS
 from esper.simic import ppo
