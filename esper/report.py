@@ -1,7 +1,11 @@
-"""Tabulate a sweep: `python -m esper.report <sweep dir> [--by policy]`.
+"""Tabulate a sweep: `python -m esper.report <sweep dir> [<sweep dir> ...]`.
 
-Reads every job's summary.json under the sweep directory and prints a markdown table of test
-accuracy (mean and std over seeds) with the parameters it cost, one row per value of `--by`.
+Reads every job's summary.json (and the configuration its events.jsonl starts with), groups the
+runs by their configuration less the seed (the config hash), and prints a markdown table with
+one row per group: test accuracy (mean ± std over seeds) with what it cost: parameters, those
+the seeds added, forward FLOPs a sample, and the FLOPs of training. Each row is labelled by the
+configuration keys whose values differ between rows (`policy=none model.hidden=[44, 44]`), so a
+static wide model and the small host are never merged into one row.
 """
 
 from __future__ import annotations
@@ -13,12 +17,53 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+IGNORED = (
+    "seed",
+    "run_dir",
+    "tags",
+    "name",
+    "optimized_metric",
+    "paths.",
+    "logger.",
+    "storage.",
+    "kernels.",
+    "dataset.loader_seed",
+    "policy.seed",
+    "trainer.progress",
+    "trainer.checkpoint",
+    "trainer.resume",
+    "trainer.stop_after_epoch",
+    "trainer.overwrite",
+)
+"""Keys that say where or how a job ran, not what experiment it was."""
 
-def load_summaries(sweep_dir: Path) -> list[dict[str, Any]]:
-    paths = sorted(sweep_dir.glob("**/summary.json"))
+
+def load_runs(sweep_dirs: list[Path]) -> list[dict[str, Any]]:
+    """Each run's summary, with the resolved configuration it started with under `config`."""
+    paths = sorted(p for d in sweep_dirs for p in d.glob("**/summary.json"))
     if not paths:
-        raise SystemExit(f"no summary.json under {sweep_dir}")
-    return [json.loads(p.read_text()) for p in paths]
+        raise SystemExit(f"no summary.json under {', '.join(map(str, sweep_dirs))}")
+    runs = []
+    for path in paths:
+        summary = json.loads(path.read_text())
+        events = path.parent / "events.jsonl"
+        first = json.loads(events.open().readline()) if events.is_file() else {}
+        summary["config"] = first.get("config", {})
+        runs.append(summary)
+    return runs
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): node}
+
+
+def _relevant(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in flatten(config).items() if not any(k.startswith(i) for i in IGNORED)}
 
 
 def _mean_std(values: list[float]) -> str:
@@ -26,39 +71,51 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {std:.4f}"
 
 
-def table(summaries: list[dict[str, Any]], by: str = "policy") -> str:
+def labels(groups: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """Per group: the keys whose values differ between groups, as `key=value`."""
+    configs = {h: _relevant(runs[0]["config"]) for h, runs in groups.items()}
+    keys = sorted({k for c in configs.values() for k in c})
+    differing = [k for k in keys if len({json.dumps(c.get(k)) for c in configs.values()}) > 1]
+    shown = [k for k in differing if not k.endswith("._target_")] or differing
+    return {
+        h: " ".join(f"{k}={json.dumps(c.get(k)).strip(chr(34))}" for k in shown) or "all"
+        for h, c in configs.items()
+    }
+
+
+def table(runs: list[dict[str, Any]]) -> str:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for s in summaries:
-        groups[str(s["choices"].get(by, s.get(by)))].append(s)
+    for run in runs:
+        groups[run.get("config_hash", "?")].append(run)
+    names = labels(groups)
     lines = [
-        f"| {by} | seeds | test accuracy | val accuracy | params total | params seeds "
-        "| FLOPs a sample | config hash |",
-        "|---|---|---|---|---|---|---|---|",
+        "| configuration | seeds | test accuracy | val accuracy | params | params added "
+        "| FLOPs a sample | train FLOPs | config hash |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for key, runs in groups.items():
-        done = [r for r in runs if r["status"] == "completed"]
+    for config_hash, members in sorted(groups.items(), key=lambda item: names[item[0]]):
+        done = [r for r in members if r["status"] == "completed"]
         if not done:
-            lines.append(f"| {key} | 0 of {len(runs)} completed | | | | | | |")
+            lines.append(f"| {names[config_hash]} | 0 of {len(members)} completed |||||||")
             continue
-        hashes = sorted({r.get("config_hash", "?")[:12] for r in done})
         lines.append(
-            f"| {key} | {','.join(str(r['seed']) for r in done)} "
+            f"| {names[config_hash]} | {','.join(str(r['seed']) for r in done)} "
             f"| {_mean_std([r['metrics']['test_accuracy'] for r in done])} "
             f"| {_mean_std([r['metrics']['val_accuracy'] for r in done])} "
-            f"| {statistics.mean(r['params']['total'] for r in done):.0f} "
-            f"| {statistics.mean(r['params']['seeds'] for r in done):.0f} "
-            f"| {statistics.mean(r.get('flops_per_sample', {}).get('total', 0) for r in done):,.0f} "
-            f"| {' '.join(hashes)} |"
+            f"| {statistics.mean(r['params']['total'] for r in done):,.0f} "
+            f"| {statistics.mean(r['params']['seeds'] for r in done):,.0f} "
+            f"| {statistics.mean(r['flops_per_sample'].get('total', 0) for r in done):,.0f} "
+            f"| {statistics.mean(r.get('train_flops', 0) for r in done):.3g} "
+            f"| {config_hash[:12]} |"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--by", default="policy", help="config group (or summary key) to group by")
+    parser.add_argument("sweep_dirs", type=Path, nargs="+")
     args = parser.parse_args(argv)
-    print(table(load_summaries(args.sweep_dir), args.by))
+    print(table(load_runs(args.sweep_dirs)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,46 @@
+"""The sweep table groups runs by their configuration less the seed, and labels rows by what
+differs: a static wide model and the small host, both policy=none, are two rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from esper.report import load_runs, table
+
+
+def write_run(root: Path, name: str, hidden: list[int], policy: str, seed: int, acc: float):
+    run = root / name
+    run.mkdir(parents=True)
+    config = {
+        "seed": seed,
+        "run_dir": str(run),
+        "model": {"_target_": "esper.models.MLP", "hidden": hidden},
+        "policy": {"_target_": f"esper.policy.{policy}", "seed": seed},
+    }
+    (run / "events.jsonl").write_text(json.dumps({"kind": "run_started", "config": config}) + "\n")
+    summary = {
+        "status": "completed",
+        "seed": seed,
+        "config_hash": f"{policy}-{hidden}",
+        "metrics": {"test_accuracy": acc, "val_accuracy": acc},
+        "params": {"total": 100 * hidden[0], "seeds": 0},
+        "flops_per_sample": {"total": 10 * hidden[0]},
+        "train_flops": 1000 * hidden[0],
+    }
+    (run / "summary.json").write_text(json.dumps(summary))
+
+
+def test_static_wide_and_small_host_are_separate_rows(tmp_path) -> None:
+    for seed in (0, 1):
+        write_run(tmp_path, f"small{seed}", [8, 8], "NoPolicy", seed, 0.70 + seed / 100)
+        write_run(tmp_path, f"wide{seed}", [44, 44], "NoPolicy", seed, 0.90 + seed / 100)
+        write_run(tmp_path, f"grown{seed}", [8, 8], "HeuristicPolicy", seed, 0.88)
+    lines = table(load_runs([tmp_path])).splitlines()
+    rows = [line for line in lines[2:]]
+    assert len(rows) == 3
+    small = next(r for r in rows if "model.hidden=[8, 8]" in r and "NoPolicy" in r)
+    wide = next(r for r in rows if "model.hidden=[44, 44]" in r)
+    assert "| 0,1 | 0.7050 ± 0.0071 |" in small
+    assert "| 0.9050 ± 0.0071 |" in wide and "| 4,400 |" in wide
+    assert all("seed" not in r.split("|")[1] for r in rows), "the seed never labels a row"
