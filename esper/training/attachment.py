@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from esper import blueprints as blueprint_registry
-from esper.config import BlueprintsConfig
+from esper.config import BlueprintsConfig, ConfigError
 from esper.contracts import (
     KernelLatency,
     KernelLoaded,
@@ -221,9 +221,10 @@ class KernelAttachment:
         builds a different kernel for the same spec."""
         loaded = self.library.get(self.spec(blueprint, slot.shape))
         if loaded.metadata.kernel_id != kernel_id:
-            raise RuntimeError(
-                f"slot {slot.name}: checkpoint used kernel {kernel_id[:16]}, the "
-                f"library now gives {loaded.metadata.kernel_id[:16]} for the same spec"
+            raise ConfigError(
+                f"trainer.resume: slot {slot.name}: the checkpoint used kernel {kernel_id[:16]}, "
+                f"the kernel library now gives {loaded.metadata.kernel_id[:16]} for the same "
+                "spec; resume with the store the run used (storage.*)"
             )
         return loaded.module.to(self.device)
 

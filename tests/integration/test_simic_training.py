@@ -1,0 +1,67 @@
+"""The training command end to end (real worker processes, real episodes), and its resume
+continuing the same learning curve."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from esper.policy.gnn import GnnPolicy
+from tests.conftest import ROOT
+
+TINY = (
+    "logger=none",
+    "simic.tasks=[{name: spirals, overrides: [dataset=spirals, model=mlp, blueprints=vector]}]",
+    "simic.train_seeds=[100,101]",
+    "simic.episode_epochs=4",
+    "simic.episodes_per_update=2",
+    "simic.workers=1",
+    "simic.checkpoint_every=1",
+    "simic.ppo.minibatch=4",
+)
+
+
+def train(run_dir, *overrides: str, env: dict[str, str]) -> list[dict[str, float]]:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "--config-name",
+            "train_policy",
+            *TINY,
+            f"hydra.run.dir={run_dir}",
+            *overrides,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = torch.load(run_dir / "simic.pt", weights_only=True)
+    return [{k: v for k, v in row.items() if k != "update_s"} for row in state["history"]]
+
+
+@pytest.mark.slow
+def test_training_runs_and_its_resume_continues_the_same_curve(tmp_path) -> None:
+    env = {**os.environ, "ESPER_KERNEL_STORE": str(tmp_path / "kernels")}
+    straight = train(tmp_path / "straight", "simic.updates=3", env=env)
+    assert len(straight) == 3
+    assert {
+        "episode/return",
+        "loss/policy",
+        "loss/explained_variance",
+        "loss/approx_kl",
+        "decisions/germinate",
+    } <= set(straight[0])
+    train(tmp_path / "split", "simic.updates=2", env=env)
+    resumed = train(
+        tmp_path / "split", "simic.updates=3", f"simic.resume={tmp_path / 'split'}", env=env
+    )
+    assert resumed == straight, "the resumed run continues the same learning curve"
+    policy = GnnPolicy(checkpoint=str(tmp_path / "split" / "policy.pt"))
+    assert policy.describe()["trained"]["updates"] == 3
