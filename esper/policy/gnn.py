@@ -160,8 +160,14 @@ class GnnPolicy:
             )
         data = graph.data
         if self.choice is None:
+            # decisions run without gradients: time the forward pass alone (training with
+            # Simic replays steps on the same choice)
             self.choice = self.backends.choose(
-                self.setting, data.x.device, int(data.edge_index.shape[1]), self.net.hidden
+                self.setting,
+                data.x.device,
+                int(data.edge_index.shape[1]),
+                self.net.hidden,
+                passes="forward",
             )
             self.net.use(self.choice)
         under_cap = self.max_seeds is None or self.germinated < self.max_seeds
