@@ -32,7 +32,7 @@ def episode_reward(
     host_params: int,
     added_flops: int = 0,
     host_flops: int = 1,
-    param_cost: float = 0.05,
+    param_cost: float = 0.01,
     flop_cost: float = 0.0,
 ) -> RewardTerms:
     """See the module docstring. Costs are per doubling of the host: adding as many

@@ -35,7 +35,7 @@ class PPOConfig(Section):
 
 
 class RewardConfig(Section):
-    param_cost: float = Field(default=0.05, ge=0)
+    param_cost: float = Field(default=0.01, ge=0)
     flop_cost: float = Field(default=0.0, ge=0)
 
 
