@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
@@ -52,7 +54,10 @@ class ConsoleSink:
         return None
 
 
+log = logging.getLogger(__name__)
 WandbMode = Literal["offline", "online", "disabled"]
+RUN_ID_WAIT_S = 60.0
+"""How long a resumed run waits for a killed run's W&B service to release the run id."""
 DECISION_COLUMNS: list[str | int] = [
     "epoch",
     "policy",
@@ -89,21 +94,33 @@ class WandbSink:
             )
         self._wandb = wandb
         self.mode = mode
-        self.run = wandb.init(
-            project=project,
-            entity=entity,
-            mode=cast(WandbMode, mode),
-            dir=str(run_dir),
-            config=config,
-            group=group,
-            job_type=job_type,
-            name=name,
-            tags=list(tags or []),
-            id=run_id,
-            resume="allow" if run_id else None,
-            reinit="finish_previous",
-            settings=wandb.Settings(console="off", x_disable_stats=True, quiet=True),
-        )
+        options: dict[str, Any] = {
+            "project": project,
+            "entity": entity,
+            "mode": cast(WandbMode, mode),
+            "dir": str(run_dir),
+            "config": config,
+            "group": group,
+            "job_type": job_type,
+            "name": name,
+            "tags": list(tags or []),
+            "id": run_id,
+            "resume": "allow" if run_id else None,
+            "reinit": "finish_previous",
+            "settings": wandb.Settings(console="off", x_disable_stats=True, quiet=True),
+        }
+        deadline = time.monotonic() + RUN_ID_WAIT_S
+        while True:
+            try:
+                self.run = wandb.init(**options)
+                break
+            except Exception as exc:  # noqa: BLE001 - only the "in use" case is retried
+                if "is in use" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                # a killed run's W&B service still holds the id it is resumed under; it
+                # lets go once it notices its process is gone
+                log.info("W&B run %s still held by a previous process; waiting", run_id)
+                time.sleep(1.0)
         self.run_dir = str(Path(self.run.dir).parent)
         self.run_id = self.run.id
         self._adaptation_count = 0

@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 
 TINY = (
     "logger=none",
-    "simic.tasks=[{name: spirals, overrides: [dataset=spirals, model=mlp, blueprints=vector]}]",
+    "simic.tasks=[{name: spirals, overrides: ['dataset=spirals', 'model=mlp', 'blueprints=vector']}]",
     "simic.train_seeds=[100,101]",
     "simic.episode_epochs=4",
     "simic.episodes_per_update=2",
