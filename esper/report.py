@@ -72,15 +72,39 @@ def _mean_std(values: list[float]) -> str:
 
 
 def labels(groups: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
-    """Per group: the keys whose values differ between groups, as `key=value`."""
-    configs = {h: _relevant(runs[0]["config"]) for h, runs in groups.items()}
-    keys = sorted({k for c in configs.values() for k in c})
-    differing = [k for k in keys if len({json.dumps(c.get(k)) for c in configs.values()}) > 1]
-    shown = [k for k in differing if not k.endswith("._target_")] or differing
-    return {
-        h: " ".join(f"{k}={json.dumps(c.get(k)).strip(chr(34))}" for k in shown) or "all"
-        for h, c in configs.items()
-    }
+    """Per group: what sets it apart, as `key=value`: the config group options that differ
+    between groups (`policy=heuristic`), then the values that differ between groups with the
+    same option of their group (`model.hidden=[44, 44]` among `model=mlp` runs)."""
+    firsts = {h: runs[0] for h, runs in groups.items()}
+    choices = {h: run.get("choices", {}) for h, run in firsts.items()}
+    configs = {h: _relevant(run["config"]) for h, run in firsts.items()}
+    chosen = sorted(
+        g
+        for g in {g for c in choices.values() for g in c}
+        if not any(g == i.rstrip(".") for i in IGNORED)
+        and g not in ("hydra", "paths")
+        and len({c.get(g) for c in choices.values()}) > 1
+    )
+    keys = sorted({k for c in configs.values() for k in c if not k.endswith("._target_")})
+
+    def differs(key: str) -> bool:
+        group = key.split(".")[0]
+        by_option: dict[Any, set[str]] = defaultdict(set)
+        for h, config in configs.items():
+            by_option[choices[h].get(group)].add(json.dumps(config.get(key)))
+        return any(len(values) > 1 for values in by_option.values())
+
+    shown = [k for k in keys if differs(k)]
+    out = {}
+    for h in groups:
+        parts = [f"{g}={choices[h].get(g)}" for g in chosen]
+        parts += [
+            f"{k}={json.dumps(configs[h].get(k)).strip(chr(34))}"
+            for k in shown
+            if configs[h].get(k) is not None
+        ]
+        out[h] = " ".join(parts) or "all"
+    return out
 
 
 def table(runs: list[dict[str, Any]]) -> str:

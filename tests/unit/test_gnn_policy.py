@@ -119,3 +119,39 @@ def test_weights_round_trip_and_a_bad_checkpoint_is_one_line(tmp_path) -> None:
         GnnPolicy(checkpoint=str(tmp_path / "junk.pt"))
     with pytest.raises(ValueError, match=r"policy\.hidden=0 must be an integer >= 1"):
         GnnPolicy(hidden=0)
+
+
+def test_the_shipped_checkpoint_loads_and_decides_legally() -> None:
+    from esper.policy.gnn import SHIPPED
+
+    assert SHIPPED.is_file(), "the trained policy ships in the package"
+    policy = GnnPolicy(checkpoint="shipped", scatter_backend="torch")
+    assert policy.describe()["weights"] == "trained" and policy.describe()["trained"]["updates"]
+    wrapped = model(2, 2)
+    names = [s.name for s in wrapped.iter_slots()]
+    obs = Observation(
+        epoch=0,
+        max_epochs=20,
+        train_loss=0.7,
+        train_accuracy=0.5,
+        val_loss=0.7,
+        val_accuracy=0.5,
+        val_loss_history=(0.7,),
+        slots=tuple(
+            SlotObservation(
+                name=n,
+                kind="vector",
+                shape=(6,),
+                state=S.DORMANT,
+                stats=SiteStats(activation_mean=0.0, activation_std=1.0, grad_norm=1.0),
+            )
+            for n in names
+        ),
+        allowed_blueprints={n: VECTOR for n in names},
+    )
+    wrapped.graph.update(obs, {}, {})
+    for _ in range(5):
+        (decision,) = policy.decide(obs.model_copy(update={"graph": wrapped.graph}))
+        assert decision.action in ("wait", "germinate")
+        if decision.action == "germinate":
+            assert decision.blueprint in VECTOR
