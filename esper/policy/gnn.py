@@ -24,7 +24,8 @@ from esper.atomic import save_torch
 from esper.contracts import Decision, Observation
 from esper.policy.gnn_net import PolicyNet, blueprint_features
 from esper.policy.masks import OPERATIONS, ActionMasks, action_masks
-from esper.policy.scatter import BackendChoice, ScatterBackends, Setting
+from esper.policy.scatter import BackendChoice, Setting
+from esper.policy.scatter_choice import ScatterBackends
 
 log = logging.getLogger(__name__)
 FORMAT = "esper-gnn-policy/1"

@@ -31,7 +31,7 @@ from torch_geometric.nn import GATConv, GCNConv, global_max_pool, global_mean_po
 import esper
 from esper.contracts import Decision, Observation, SeedState, SiteStats, SlotObservation
 from esper.policy import GnnPolicy
-from esper.policy.scatter import ScatterBackends
+from esper.policy.scatter_choice import ScatterBackends
 from esper.seeds import MorphogeneticModel
 from tests.benchmarks.conftest import interleaved_ratio
 

@@ -23,9 +23,9 @@ from esper.policy.scatter import (
     Backend,
     Passes,
     Reduce,
-    ScatterBackends,
     scatter,
 )
+from esper.policy.scatter_choice import ScatterBackends
 from tests.benchmarks.conftest import interleaved_ratio
 
 NODES = (1_000, 10_000)

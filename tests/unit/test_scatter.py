@@ -13,11 +13,10 @@ import torch
 from esper.policy.scatter import (
     REDUCTIONS,
     SETTING_KEY,
-    ScatterBackends,
-    bucket,
     scatter,
     torch_scatter_status,
 )
+from esper.policy.scatter_choice import ScatterBackends, bucket
 
 CPU = torch.device("cpu")
 # Small and quick: a measurement here is a handful of microsecond calls.
