@@ -12,9 +12,10 @@ host whose modules say little to the policy.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.fx as fx
@@ -54,6 +55,24 @@ class GraphSpec:
     source: GraphSource
     kinds: list[str] = field(default_factory=list)
     params: list[int] = field(default_factory=list)
+
+
+@contextmanager
+def probing(
+    host: nn.Module, hooks: dict[nn.Module, Callable[..., Any]] | None = None
+) -> Iterator[None]:
+    """For a probe forward: eval mode, no gradients, `hooks` (module -> forward hook) attached;
+    all undone after, the host's training mode included."""
+    handles = [module.register_forward_hook(hook) for module, hook in (hooks or {}).items()]
+    was_training = host.training
+    host.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        host.train(was_training)
+        for handle in handles:
+            handle.remove()
 
 
 def _leaf(module: nn.Module) -> bool:
@@ -110,11 +129,8 @@ def _site_outputs(graph: fx.Graph, sites: Sequence[str]) -> dict[str, fx.Node]:
 
 def _from_fx(host: nn.Module, sites: Sequence[str], example_input: torch.Tensor) -> GraphSpec:
     traced = fx.symbolic_trace(host)
-    was_training = host.training
-    host.eval()
-    with torch.no_grad():  # which nodes hold tensors (not sizes): merges join tensors only
+    with probing(host):  # which nodes hold tensors (not sizes): merges join tensors only
         ShapeProp(traced).propagate(example_input)
-    host.train(was_training)
     nodes: list[str] = []
     for n in traced.graph.nodes:
         name = _graph_name(n)
@@ -147,21 +163,10 @@ def _from_hooks(host: nn.Module, sites: Sequence[str], example_input: torch.Tens
     """Forward-hook order: leaf modules chained as called; a slot after its site's last call."""
     named = dict(host.named_modules())
     calls: list[str] = []
-    handles = []
     watched = {n for n, m in named.items() if n and _leaf(m)} | set(sites)
-    for name in watched:
-        handles.append(
-            named[name].register_forward_hook(lambda m, a, o, name=name: calls.append(name))
-        )
-    try:
-        was_training = host.training
-        host.eval()
-        with torch.no_grad():
-            host(example_input)
-        host.train(was_training)
-    finally:
-        for handle in handles:
-            handle.remove()
+    hooks = {named[n]: (lambda m, a, o, name=n: calls.append(name)) for n in watched}
+    with probing(host, hooks):
+        host(example_input)
     nodes: list[str] = []
     slot_nodes: dict[str, int] = {}
     edges: set[tuple[int, int]] = set()

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from esper.seeds.graph import Granularity, build_graph
+from esper.seeds.graph import Granularity, build_graph, probing
 from esper.seeds.graph_features import ModelGraph
 from esper.seeds.slot import SeedSlot
 
@@ -76,16 +76,8 @@ def _probe_shapes(
 
         return hook
 
-    handles = [m.register_forward_hook(recorder(n)) for n, m in modules.items()]
-    try:
-        was_training = host.training
-        host.eval()
-        with torch.no_grad():
-            host(example_input)
-        host.train(was_training)
-    finally:
-        for h in handles:
-            h.remove()
+    with probing(host, {m: recorder(n) for n, m in modules.items()}):
+        host(example_input)
     for name in modules:
         if name not in shapes and name not in problems:
             problems[name] = "it was not called in the forward pass"
