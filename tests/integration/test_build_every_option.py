@@ -49,7 +49,15 @@ def shared_store(tmp_path_factory) -> Iterator[Path]:
         os.environ["ESPER_KERNEL_STORE"] = saved
 
 
-@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+HEAVY = {("dataset", "cifar10"), ("model", "resnet_small")}
+"""Their check before training compiles 15 image kernels at 32x32 (about 15 s cold): slow tier."""
+
+
+@pytest.mark.parametrize(
+    ("group", "option"),
+    [pytest.param(g, o, marks=[pytest.mark.slow] if (g, o) in HEAVY else []) for g, o in OPTIONS],
+    ids=[f"{g}={o}" for g, o in OPTIONS],
+)
 def test_every_option_builds(group, option, shared_store, tmp_path: Path, request) -> None:
     choice = f"{group}={option}"
     overrides = [*COMPANIONS.get(choice, ()), choice]

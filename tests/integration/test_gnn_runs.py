@@ -23,7 +23,10 @@ def decisions(run_dir) -> list[dict]:
     return [e for e in map(json.loads, lines) if e["kind"] == "decision_made"]
 
 
-@pytest.mark.parametrize("host", list(HOSTS))
+@pytest.mark.parametrize(
+    "host",
+    [pytest.param(h, marks=[] if h == "spirals_mlp" else [pytest.mark.slow]) for h in HOSTS],
+)
 def test_gnn_policy_runs_on_every_host(make_config, tmp_path, host) -> None:
     overrides = (*GNN, *HOSTS[host], "trainer.max_epochs=8", "seed=1", "policy.checkpoint=null")
     logger = () if host == "spirals_mlp" else ("logger=none",)
