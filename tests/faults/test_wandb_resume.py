@@ -4,6 +4,7 @@ as one W&B run."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -26,8 +27,16 @@ def test_a_killed_run_resumed_in_place_is_one_whole_wandb_run(tmp_path) -> None:
     }
     common = ["policy=none", "trainer.max_epochs=120", "trainer.progress=false"]
     command = [sys.executable, str(ROOT / "run.py"), *common, f"hydra.run.dir={run_dir}"]
-    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # killed as a scheduler or a terminal kills a job: its whole process group, W&B's service
+    # included (a lone SIGKILL leaves that service holding the run id for a while; a resumed
+    # run waits for it, up to sinks.RUN_ID_WAIT_S)
+    first = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    group = os.getpgid(first.pid)
     signal_after(run_dir, 30, first.pid, signal.SIGKILL).join()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
     first.wait(timeout=60)
     assert first.returncode == -signal.SIGKILL
     assert epochs_ended(run_dir) >= 30
