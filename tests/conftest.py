@@ -55,9 +55,17 @@ KEEP_IT = (
 """With ONE_EARLY_SEED: the seed reaches the fossilize decision within the run."""
 
 
+def own_env(**extra: str) -> dict[str, str]:
+    """The environment for a child `python run.py`, as a user's shell gives it: without the
+    W&B service this test process may have started (WANDB_SERVICE), which a child would
+    otherwise share, so that two children's runs would meet in one service."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**env, "WANDB_SILENT": "true", **extra}
+
+
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300):
     """`python run.py ARGS` in a subprocess, as a user types it."""
-    full_env = {**os.environ, "WANDB_SILENT": "true", **(env or {})}
+    full_env = own_env(**(env or {}))
     return subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args],
         cwd=cwd,

@@ -19,7 +19,7 @@ import pytest
 from esper.app import build
 from esper.events.wandb_file import read_run
 from esper.training import checkpoint
-from tests.conftest import ROOT
+from tests.conftest import ROOT, own_env
 
 EARLY = ("policy.patience=1", "policy.warmup_epochs=2", "policy.min_delta=1.0")
 
@@ -71,7 +71,7 @@ def test_a_signal_ends_the_run_as_interrupted_with_everything_written(
 def run_py(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(ROOT / "run.py"), *args],
-        env={**os.environ, "WANDB_SILENT": "true", **env},
+        env=own_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

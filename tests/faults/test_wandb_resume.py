@@ -13,18 +13,14 @@ import sys
 import pytest
 
 from esper.events.wandb_file import read_run
-from tests.conftest import ROOT
+from tests.conftest import ROOT, own_env
 from tests.faults.test_signals import epochs_ended, signal_after
 
 
 @pytest.mark.slow
 def test_a_killed_run_resumed_in_place_is_one_whole_wandb_run(tmp_path) -> None:
     run_dir = tmp_path / "run"
-    env = {
-        **os.environ,
-        "WANDB_SILENT": "true",
-        "ESPER_KERNEL_STORE": str(tmp_path / "kernels"),
-    }
+    env = own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels"))
     common = ["policy=none", "trainer.max_epochs=120", "trainer.progress=false"]
     command = [sys.executable, str(ROOT / "run.py"), *common, f"hydra.run.dir={run_dir}"]
     # killed as a scheduler or a terminal kills a job: its whole process group, W&B's service

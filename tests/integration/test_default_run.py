@@ -152,11 +152,10 @@ def test_checkpoint_holds_the_morphology(default_run) -> None:
 
 def test_a_wandb_run_with_seeds_exits_without_warnings(tmp_path: Path) -> None:
     """Adversarial case D2: logging the adaptations table left a ResourceWarning on every exit."""
-    import os
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.conftest import ROOT, own_env
 
     result = subprocess.run(
         [
@@ -170,7 +169,7 @@ def test_a_wandb_run_with_seeds_exits_without_warnings(tmp_path: Path) -> None:
             "trainer.progress=false",
             f"hydra.run.dir={tmp_path / 'run'}",
         ],
-        env={**os.environ, "ESPER_KERNEL_STORE": str(tmp_path / "k"), "WANDB_SILENT": "true"},
+        env=own_env(ESPER_KERNEL_STORE=str(tmp_path / "k")),
         capture_output=True,
         text=True,
         timeout=300,

@@ -3,7 +3,6 @@ continuing the same learning curve."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 from esper.policy.gnn import GnnPolicy
-from tests.conftest import ROOT
+from tests.conftest import ROOT, own_env
 
 TINY = (
     "logger=none",
@@ -48,7 +47,7 @@ def train(run_dir, *overrides: str, env: dict[str, str]) -> list[dict[str, float
 
 @pytest.mark.slow
 def test_training_runs_and_its_resume_continues_the_same_curve(tmp_path) -> None:
-    env = {**os.environ, "ESPER_KERNEL_STORE": str(tmp_path / "kernels")}
+    env = own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels"))
     straight = train(tmp_path / "straight", "simic.updates=3", env=env)
     assert len(straight) == 3
     assert {
