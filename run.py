@@ -47,6 +47,7 @@ def train_policy(cfg: DictConfig) -> float:
     from omegaconf import OmegaConf
     from pydantic import ValidationError
 
+    from esper.config import explain
     from esper.simic.settings import SimicConfig
     from esper.simic.train import train
 
@@ -56,8 +57,7 @@ def train_policy(cfg: DictConfig) -> float:
     try:
         settings = SimicConfig.model_validate(container["simic"])  # type: ignore[index]
     except ValidationError as exc:
-        lines = [f"simic.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        print("esper: invalid configuration:\n  " + "\n  ".join(lines), file=sys.stderr)
+        print(f"esper: {explain(exc, ('simic',))}", file=sys.stderr)
         raise SystemExit(2) from None
     logger = None
     if cfg.logger.get("_target_"):

@@ -237,16 +237,21 @@ def validate(config: dict[str, Any]) -> RunConfig:
     try:
         return RunConfig.model_validate(config)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            key = _location(err["loc"])
-            message = err["msg"].removeprefix("Value error, ")
-            if isinstance(err.get("ctx", {}).get("error"), KeyError | ValueError):
-                lines.append(message)
-            elif err["type"] == "literal_error":
-                lines.append(f"{key}={err['input']!r}: {message}")
-            elif err["type"] == "missing":
-                lines.append(f"{key}: required key is missing")
-            else:
-                lines.append(f"{key}={err.get('input')!r}: {message}")
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+        raise explain(exc) from None
+
+
+def explain(exc: ValidationError, prefix: tuple[str, ...] = ()) -> ConfigError:
+    """One line per error, naming the dotted key (under `prefix`) and what is allowed."""
+    lines = []
+    for err in exc.errors():
+        key = _location((*prefix, *err["loc"]))
+        message = err["msg"].removeprefix("Value error, ")
+        if isinstance(err.get("ctx", {}).get("error"), KeyError | ValueError):
+            lines.append(message)
+        elif err["type"] == "literal_error":
+            lines.append(f"{key}={err['input']!r}: {message}")
+        elif err["type"] == "missing":
+            lines.append(f"{key}: required key is missing")
+        else:
+            lines.append(f"{key}={err.get('input')!r}: {message}")
+    return ConfigError("invalid configuration:\n  " + "\n  ".join(lines))

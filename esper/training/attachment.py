@@ -91,17 +91,7 @@ class KernelAttachment:
     def request(self, slot: SeedSlot, blueprint: str) -> None:
         """Ask the library for the slot's kernel; due `wait_epochs` control steps from now."""
         spec = self.spec(blueprint, slot.shape)
-        request = self.library.request(spec)
-        self.bus.publish(
-            KernelRequested(
-                epoch=self.clock.epoch,
-                step=self.clock.step,
-                slot=slot.name,
-                blueprint=blueprint,
-                spec_key=spec.key(),
-                ready=request.done(),
-            )
-        )
+        request = self._ask(spec, slot.name)
         due = None if self.wait_epochs is None else self.clock.epoch + self.wait_epochs
         self._pending[slot.name] = PendingKernel(request, time.perf_counter(), due, spec)
 
@@ -189,13 +179,23 @@ class KernelAttachment:
 
     def prewarm(self, allowed: dict[str, tuple[str, ...]]) -> None:
         """Request every offered blueprint at every slot shape, so germinations find them ready."""
-        for key, spec in self._offered(allowed).items():
-            request = self.library.request(spec)
-            self.bus.publish(
-                KernelRequested(
-                    slot="prewarm", blueprint=spec.blueprint, spec_key=key, ready=request.done()
-                )
+        for spec in self._offered(allowed).values():
+            self._ask(spec, "prewarm")
+
+    def _ask(self, spec: KernelSpec, requester: str) -> KernelRequest:
+        """Request `spec` from the library and say so (`requester`: a slot, or `prewarm`)."""
+        request = self.library.request(spec)
+        self.bus.publish(
+            KernelRequested(
+                epoch=self.clock.epoch,
+                step=self.clock.step,
+                slot=requester,
+                blueprint=spec.blueprint,
+                spec_key=spec.key(),
+                ready=request.done(),
             )
+        )
+        return request
 
     def publish_latencies(self) -> None:
         """The training-pass latency samples each attached kernel took this epoch."""
