@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import TYPE_CHECKING
 
@@ -13,30 +14,33 @@ from omegaconf import DictConfig
 if TYPE_CHECKING:
     from esper.contracts import RunRecord
 
+log = logging.getLogger("esper.run")
 
-def print_result(record: RunRecord) -> None:
+
+def result_text(record: RunRecord) -> str:
+    """The run's result as the console shows it: splits, size, adaptations, kernels."""
     m, p, f = record.metrics, record.params, record.flops_per_sample
-    print("\n split  |   loss  | accuracy")
-    print(" -------+---------+---------")
+    lines = ["", " split  |   loss  | accuracy", " -------+---------+---------"]
     for split in ("train", "val", "test"):
         if f"{split}_loss" in m:  # an interrupted run never reads test
-            print(f" {split:<6} | {m[f'{split}_loss']:7.4f} | {m[f'{split}_accuracy']:8.4f}")
-    print(
-        f"\n params: host {p['host']}, seeds {p['seeds']}, total {p['total']}; forward FLOPs "
+            lines.append(f" {split:<6} | {m[f'{split}_loss']:7.4f} | {m[f'{split}_accuracy']:8.4f}")
+    lines.append(
+        f" params: host {p['host']}, seeds {p['seeds']}, total {p['total']}; forward FLOPs "
         f"a sample: host {f.get('host', 0):,}, total {f.get('total', 0):,}"
     )
     for a in record.adaptations:
-        print(
+        lines.append(
             f"  epoch {a.epoch:>3}  {a.slot:<12} {a.from_state.value:>10} -> "
             f"{a.to_state.value:<10} {a.blueprint or '-':<14} {a.reason}"
         )
     for k in record.kernels:
-        print(
+        lines.append(
             f"  kernel {k.kernel_id[:12]} {k.blueprint:<14} cache={k.cache:<4} "
             f"p50={k.latency_us_p50:.0f}us p95={k.latency_us_p95:.0f}us "
             f"compile={k.compile_s:.2f}s"
         )
-    print(f" wall {record.wall_s:.1f}s; W&B {record.wandb['mode']}")
+    lines.append(f" wall {record.wall_s:.1f}s; W&B {record.wandb['mode']}")
+    return "\n".join(lines)
 
 
 def train_policy(cfg: DictConfig) -> float:
@@ -97,8 +101,7 @@ def main(cfg: DictConfig) -> float:
         if _multirun():
             raise
         raise SystemExit(1) from None
-    print_result(record)
-    print(f" outputs: {experiment.run_dir}")
+    log.info("%s\n outputs: %s", result_text(record), experiment.run_dir)
     if experiment.interrupted_by is not None:
         print(f"esper: {record.error}", file=sys.stderr)
         raise SystemExit(128 + experiment.interrupted_by)

@@ -24,6 +24,7 @@ from esper.kernels import KernelLibrary
 from esper.seeds import SiteError, wrap
 from esper.training import checkpoint
 from esper.training.experiment import Experiment, Identity
+from esper.training.progress import quiet_console
 from esper.training.record import RunRecorder
 from esper.training.trainer import Trainer
 
@@ -113,11 +114,10 @@ def _make_sinks(
     run_dir: Path,
     wandb_names: dict[str, Any],
     resume_state: dict[str, Any] | None,
+    choices: dict[str, str],
 ) -> tuple[list[Sink], dict[str, Any]]:
-    """events.jsonl always; the console when the progress bar is on; the configured logger."""
-    sinks: list[Sink] = [JsonlSink(run_dir / "events.jsonl")]
-    if settings.trainer.progress:
-        sinks.append(ConsoleSink())
+    """events.jsonl, adaptations as log lines, and the configured logger (W&B)."""
+    sinks: list[Sink] = [JsonlSink(run_dir / "events.jsonl"), ConsoleSink()]
     wandb_info: dict[str, Any] = {"mode": "disabled", "run_dir": None}
     if settings.logger.target:
         logger_node = dict(container["logger"])
@@ -125,7 +125,13 @@ def _make_sinks(
             if logger_node.get(key) is None:
                 logger_node[key] = value
         if logger_node.get("tags") is None:
-            logger_node["tags"] = settings.tags
+            logger_node["tags"] = settings.tags + [
+                f"{group}:{choices[group]}"
+                for group in ("dataset", "model", "policy")
+                if choices.get(group) not in (None, "None")
+            ]
+        if logger_node.get("job_type") is None:
+            logger_node["job_type"] = choices.get("policy", "train")
         if resume_state is not None and resume_state.get("wandb_run_id"):
             logger_node["run_id"] = resume_state["wandb_run_id"]
         make_sink = _instantiate("logger", logger_node, _partial_=True)
@@ -133,6 +139,10 @@ def _make_sinks(
             sink = make_sink(run_dir=str(run_dir), config=container)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"logger: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - W&B failing to start never stops training
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            log.error("logger: W&B failed to start (%s); training goes on without it", error)
+            return sinks, {"mode": "failed", "run_dir": None, "error": error}
         sinks.append(sink)
         if isinstance(sink, WandbSink):
             wandb_info = {"mode": sink.mode, "run_dir": sink.run_dir, "run_id": sink.run_id}
@@ -144,6 +154,8 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     job = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])  # not Hydra's node
     container: dict[str, Any] = OmegaConf.to_container(job, resolve=True)  # type: ignore[assignment]
     settings = validate(container)
+    if settings.trainer.quiet:
+        quiet_console()
     run_dir = Path(run_dir or container.get("run_dir") or ".")
     replace_earlier_run = preflight.check_run_dir(
         run_dir, settings.trainer.resume, settings.trainer.overwrite
@@ -200,7 +212,9 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     if replace_earlier_run:
         preflight.clear_run(run_dir)
 
-    sinks, wandb_info = _make_sinks(settings, container, run_dir, wandb_names, resume_state)
+    sinks, wandb_info = _make_sinks(
+        settings, container, run_dir, wandb_names, resume_state, choices
+    )
     recorder = RunRecorder()
     bus = EventBus([recorder, *sinks])
     trainer = Trainer(

@@ -45,6 +45,10 @@ class TrainerConfig(Section):
     optimizer: dict[str, Any]
     scheduler: dict[str, Any] | None = None
     progress: bool = True
+    """A progress bar (epoch, loss, val accuracy, each slot's state); log lines go above it."""
+    quiet: bool = False
+    """For sweeps: no bar, and only warnings and errors on the console (the job's .log file
+    keeps INFO)."""
     checkpoint: bool = True
     resume: str | None = None
     stop_after_epoch: int | None = Field(default=None, ge=0)

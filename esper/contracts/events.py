@@ -39,6 +39,11 @@ class Adaptation(EventBase):
     from_state: SeedState = Field(serialization_alias="from")
     to_state: SeedState = Field(serialization_alias="to")
     reason: str = ""
+    params: int = 0
+    """The seed's parameters after the transition (0 before its kernel is in and once culled)."""
+    val_accuracy: float | None = None
+    """The val accuracy the control step that made the transition saw (None before the first
+    epoch's): the "before" of the adaptation; the next epoch's is its "after"."""
 
 
 class KernelLoaded(EventBase):
@@ -96,6 +101,7 @@ class KernelLatency(EventBase):
     kind: Literal["kernel_latency"] = "kernel_latency"
     slot: str
     kernel_id: str
+    blueprint: str = ""
     samples: int
     latency_us_p50: float
     latency_us_p95: float

@@ -115,4 +115,8 @@ class RunRecord(BaseModel):
     resumed_from: str | None = None
     checkpoint: str | None = None
     wandb: dict[str, Any]
+    """mode (offline, online, disabled, failed), run_dir, run_id; `error` when W&B failed to
+    start (the run went on without it)."""
+    sink_failures: list[str] = Field(default_factory=list)
+    """Sinks that failed during the run and were dropped (`WandbSink: OSError: ...`)."""
     wall_s: float

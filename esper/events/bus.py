@@ -15,7 +15,11 @@ log = logging.getLogger(__name__)
 
 class Sink(Protocol):
     """Where events go. `write` gets each flushed batch in publish order; `close` gets the
-    finished run record once, after the last batch."""
+    finished run record once, after the last batch. An `essential` sink's failure fails the
+    run; any other sink's is logged once, recorded in `EventBus.failures`, and the sink is
+    dropped (a W&B outage never stops training)."""
+
+    essential: bool
 
     def write(self, events: list[EventBase]) -> None: ...
 
@@ -23,9 +27,14 @@ class Sink(Protocol):
 
 
 class EventBus:
+    """Publishing appends to a list (the hot path: no I/O, no serialisation); the trainer
+    flushes once an epoch, and each sink gets the epoch's events as one batch."""
+
     def __init__(self, sinks: list[Sink] | None = None) -> None:
         self.sinks: list[Sink] = list(sinks or [])
         self._pending: list[EventBase] = []
+        self.failures: list[str] = []
+        """`SinkName: error` for each non-essential sink that failed and was dropped."""
 
     def publish(self, event: EventBase) -> None:
         self._pending.append(event)
@@ -34,17 +43,33 @@ class EventBus:
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        for sink in self.sinks:
-            sink.write(batch)
+        for sink in list(self.sinks):
+            try:
+                sink.write(batch)
+            except Exception as exc:
+                if getattr(sink, "essential", True):
+                    raise
+                self.drop(sink, exc)
+
+    def drop(self, sink: Sink, exc: BaseException) -> None:
+        """Log a non-essential sink's failure once and stop sending it events."""
+        failure = f"{type(sink).__name__}: {type(exc).__name__}: {exc}"
+        log.error("%s; it is off for the rest of the run (events.jsonl goes on)", failure)
+        self.failures.append(failure)
+        self.sinks.remove(sink)
 
     def close(self, record: RunRecord) -> None:
-        """Flush and close every sink; one failing sink does not stop the others from closing."""
+        """Flush and close every sink; one failing sink does not stop the others from closing.
+        An essential sink's error is raised after all are closed."""
         self.flush()
         errors: list[BaseException] = []
-        for sink in self.sinks:
+        for sink in list(self.sinks):
             try:
                 sink.close(record)
-            except BaseException as exc:  # noqa: BLE001 - re-raised below after all sinks closed
+            except Exception as exc:  # noqa: BLE001 - re-raised below after all sinks closed
+                if not getattr(sink, "essential", True):
+                    self.drop(sink, exc)
+                    continue
                 log.error("closing sink %s failed: %s", type(sink).__name__, exc)
                 errors.append(exc)
         if errors:

@@ -68,6 +68,8 @@ class RunFile:
     path: Path
     run_id: str = ""
     group: str = ""
+    job_type: str = ""
+    tags: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -106,7 +108,7 @@ def read_run(path: str | Path) -> RunFile:
     if len(ids) != 1:
         raise RunFileError(f"{path}: expected one W&B run, found {len(ids)}: {', '.join(ids)}")
     run = segments[-1]
-    merged = RunFile(run.path, run.run_id, run.group)
+    merged = RunFile(run.path, run.run_id, run.group, run.job_type, list(run.tags))
     for segment in segments:
         merged.config.update(segment.config)
         merged.history.extend(segment.history)
@@ -126,6 +128,8 @@ def _read_file(path: Path) -> RunFile:
         if kind == "run":
             run.run_id = record.run.run_id
             run.group = record.run.run_group
+            run.job_type = record.run.job_type
+            run.tags = list(record.run.tags)
             run.config.update(_items(record.run.config.update))
         elif kind == "config":
             run.config.update(_items(record.config.update))

@@ -178,6 +178,8 @@ class GnnPolicy:
         op, op_probs = self._pick(heads.operation[0], masks.operation)
         log_prob = float(torch.log(op_probs[op]))
         probabilities = {"action": float(op_probs[op])}
+        # the whole operation distribution, for the W&B `policy/*` keys
+        probabilities.update({f"op/{n}": float(p) for n, p in zip(OPERATIONS, op_probs)})
         slot = blueprint = -1
         decision = Decision(action="wait", reason="gnn")
         if OPERATIONS[op] != "wait":
@@ -192,7 +194,9 @@ class GnnPolicy:
                 probabilities["blueprint"] = float(bp_probs[blueprint])
                 chosen = masks.blueprints[blueprint]
                 self.germinated += 1
-            shown = ", ".join(f"p({k})={v:.2f}" for k, v in probabilities.items())
+            shown = ", ".join(
+                f"p({k})={v:.2f}" for k, v in probabilities.items() if not k.startswith("op/")
+            )
             decision = Decision(
                 action=OPERATIONS[op],  # type: ignore[arg-type]
                 slot=name,

@@ -210,6 +210,7 @@ class KernelAttachment:
                     step=self.clock.step,
                     slot=slot.name,
                     kernel_id=slot.kernel_id,
+                    blueprint=slot.blueprint or "",
                     samples=len(samples),
                     latency_us_p50=percentile(samples, 50),
                     latency_us_p95=percentile(samples, 95),

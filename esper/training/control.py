@@ -56,6 +56,8 @@ class ControlStep:
         self.steps_per_epoch = steps_per_epoch
         self.version = 0
         self.contribution: dict[str, float | None] = {}
+        self.val_accuracy: float | None = None
+        """The val accuracy the current control step sees (recorded with its transitions)."""
         for slot in model.iter_slots():
             slot.on_transition = self._on_transition
 
@@ -70,6 +72,8 @@ class ControlStep:
                 from_state=old,
                 to_state=new,
                 reason=reason,
+                params=sum(p.numel() for p in slot.seed_parameters()),
+                val_accuracy=self.val_accuracy,
             )
         )
 
@@ -77,6 +81,7 @@ class ControlStep:
         self, train: SplitMetrics, val: SplitMetrics, val_losses: Sequence[float]
     ) -> list[Decision]:
         """One control step at the end of an epoch."""
+        self.val_accuracy = val.accuracy
         for slot in self.model.iter_slots():
             slot.tick()
         self.settle_kernels()

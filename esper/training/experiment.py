@@ -91,6 +91,7 @@ class Experiment:
             resumed_from=who.resumed_from,
             checkpoint=str(trainer.checkpoint_to) if trainer.checkpoint_to else None,
             wandb=self.wandb,
+            sink_failures=list(self.bus.failures),
             wall_s=time.perf_counter() - self.started,
         )
 
@@ -141,6 +142,7 @@ class Experiment:
         try:
             self.bus.close(record)
         finally:
+            record.sink_failures = list(self.bus.failures)
             record.wall_s = time.perf_counter() - self.started
             write_atomic(self.run_dir / "summary.json", record.model_dump_json(indent=2).encode())
         return record

@@ -23,7 +23,10 @@ from esper.contracts import (
 
 
 class RunRecorder:
-    """An event sink; checkpointed with the run so that a resumed run's record is whole."""
+    """An event sink; checkpointed with the run so that a resumed run's record is whole.
+    Essential: summary.json is built from it."""
+
+    essential = True
 
     def __init__(self) -> None:
         self.adaptations: list[AdaptationRecord] = []

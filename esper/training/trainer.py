@@ -21,6 +21,7 @@ from esper.config import BlueprintsConfig, KernelsConfig, SeedsConfig, TrainerCo
 from esper.contracts import EpochEnded, SeedState
 from esper.data import DataSplits
 from esper.events import EventBus
+from esper.events.schema import STATE_CODES
 from esper.kernels import KernelLibrary
 from esper.policy import Policy
 from esper.seeds import MorphogeneticModel, SeedSlot
@@ -31,6 +32,7 @@ from esper.training.flops import flops_per_sample, train_step_flops
 from esper.training.interruption import Interrupted, Interruption
 from esper.training.observation import Observer
 from esper.training.optim import Optimization
+from esper.training.progress import epoch_bar, postfix
 from esper.training.record import RunRecorder
 from esper.training.steps import Clock, SplitMetrics, device_batches, evaluate, token_loss
 
@@ -99,7 +101,7 @@ class Trainer:
         self.recorder = recorder
         self.max_epochs = trainer.max_epochs
         self.stop_after_epoch = trainer.stop_after_epoch
-        self.progress = trainer.progress
+        self.progress = trainer.progress and not trainer.quiet
         self.prewarm = kernels.prewarm
         self.checkpoint_to = checkpoint_to
         self.checkpoint_extra = checkpoint_extra or {}
@@ -149,53 +151,44 @@ class Trainer:
 
     # -- the run ---------------------------------------------------------------------------
     def fit(self) -> FitResult:
-        from tqdm import tqdm
-
         if self.policy.may_germinate and self.kernels.any_missing(self.allowed):
             self.library.start_worker()  # warm before the first compile, not during it
         if self.prewarm:
             self.kernels.prewarm(self.allowed)
-        bar = tqdm(
-            range(self.start_epoch, self.max_epochs),
-            initial=self.start_epoch,
-            total=self.max_epochs,
-            desc="epochs",
-            disable=not self.progress,
-            dynamic_ncols=True,
-            leave=False,
-        )
-        for epoch in bar:
-            self.clock.epoch = epoch
-            started = time.perf_counter()
-            flops_per_sample = self.train_flops_per_sample()
-            train = self.train_epoch()
-            self.train_flops += flops_per_sample * len(self.data.train.x)
-            if self.interruption.signum is not None:
-                bar.close()
-                raise Interrupted(self.interruption.signum, epoch, self.clock.step)
-            val = evaluate(self.model, self.data.val, self.device)
-            if self.optimization.scheduler is not None:
-                self.optimization.scheduler.step()
-            self.val_losses.append(val.loss)
-            self.control(train, val, self.val_losses)
-            self.last = {
-                "train/loss": train.loss,
-                "train/accuracy": train.accuracy,
-                "val/loss": val.loss,
-                "val/accuracy": val.accuracy,
-            }
-            row = self.epoch_row(time.perf_counter() - started)
-            self.bus.publish(EpochEnded(epoch=epoch, step=self.clock.step, metrics=row))
-            self.bus.flush()
-            bar.set_postfix(
-                loss=f"{train.loss:.3f}", val_acc=f"{val.accuracy:.3f}", params=row["params/total"]
-            )
-            if self.checkpoint_to is not None:
-                checkpoint.save({**self.state_dict(), **self.checkpoint_extra}, self.checkpoint_to)
-            if self.stop_after_epoch is not None and epoch >= self.stop_after_epoch:
-                break
-        bar.close()
+        with epoch_bar(self.progress, self.start_epoch, self.max_epochs) as bar:
+            for epoch in bar:
+                train, val = self.run_epoch(epoch)
+                bar.set_postfix_str(postfix(train, val, self.model.iter_slots()), refresh=False)
+                if self.stop_after_epoch is not None and epoch >= self.stop_after_epoch:
+                    break
         return self.result(evaluate(self.model, self.data.test, self.device))
+
+    def run_epoch(self, epoch: int) -> tuple[SplitMetrics, SplitMetrics]:
+        """Train one epoch, evaluate, take the control step, publish, checkpoint."""
+        self.clock.epoch = epoch
+        started = time.perf_counter()
+        flops_per_sample = self.train_flops_per_sample()
+        train = self.train_epoch()
+        self.train_flops += flops_per_sample * len(self.data.train.x)
+        if self.interruption.signum is not None:
+            raise Interrupted(self.interruption.signum, epoch, self.clock.step)
+        val = evaluate(self.model, self.data.val, self.device)
+        if self.optimization.scheduler is not None:
+            self.optimization.scheduler.step()
+        self.val_losses.append(val.loss)
+        self.control(train, val, self.val_losses)
+        self.last = {
+            "train/loss": train.loss,
+            "train/accuracy": train.accuracy,
+            "val/loss": val.loss,
+            "val/accuracy": val.accuracy,
+        }
+        row = self.epoch_row(time.perf_counter() - started)
+        self.bus.publish(EpochEnded(epoch=epoch, step=self.clock.step, metrics=row))
+        self.bus.flush()
+        if self.checkpoint_to is not None:
+            checkpoint.save({**self.state_dict(), **self.checkpoint_extra}, self.checkpoint_to)
+        return train, val
 
     def train_flops_per_sample(self) -> int:
         """Forward + backward FLOPs of one training sample, counted again only after the
@@ -208,21 +201,27 @@ class Trainer:
         return self._flops_per_sample
 
     def epoch_row(self, epoch_s: float) -> dict[str, float]:
-        """What an epoch_ended event carries: the metrics, sizes and counters of the epoch."""
+        """What an epoch_ended event carries: the keys of `esper.events.schema` logged each
+        epoch (metrics, sizes, FLOPs, every slot's state and alpha, counters)."""
         params = self.params()
-        return {
+        slots = list(self.model.iter_slots())
+        row = {
             "epoch": float(self.clock.epoch),
             **self.last,
+            "params/host": float(params["host"]),
             "params/seeds": float(params["seeds"]),
             "params/total": float(params["total"]),
-            "seeds/active": float(
-                sum(s.state is not SeedState.DORMANT for s in self.model.iter_slots())
-            ),
+            "seeds/active": float(sum(s.state is not SeedState.DORMANT for s in slots)),
             "train/skipped_steps": float(self.skipped_steps),
+            "flops/train_per_sample": float(self._flops_per_sample),
             "flops/train_total": float(self.train_flops),
             "epoch_s": epoch_s,
             **self.library.metrics(),
         }
+        for slot in slots:
+            row[f"seeds/{slot.name}/state"] = float(STATE_CODES[slot.state])
+            row[f"seeds/{slot.name}/alpha"] = float(slot.alpha)
+        return row
 
     def result(self, test: SplitMetrics | None) -> FitResult:
         """The last whole epoch's train/val metrics, test if it was read, and the model's cost."""

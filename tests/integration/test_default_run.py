@@ -121,12 +121,23 @@ def test_wandb_offline_run_file_reads_back(default_run) -> None:
     assert run.config["seed"] == 0
     assert run.config["dataset"]["_target_"] == "esper.data.spirals"
     table = run.table("adaptations")
-    assert table["columns"] == ["epoch", "step", "slot", "blueprint", "from", "to", "reason"]
+    assert table["columns"] == [
+        "epoch",
+        "step",
+        "slot",
+        "blueprint",
+        "from",
+        "to",
+        "reason",
+        "params",
+        "val_before",
+        "val_after",
+    ]
     assert len(table["data"]) == len(summary["adaptations"])
     assert [row[5] for row in table["data"]] == [a["to"] for a in summary["adaptations"]]
     epochs = [row for row in run.history if "val/accuracy" in row]
     assert len(epochs) == 80
-    assert any(k.startswith("latency_us_p50/") for row in run.history for k in row)
+    assert any(k.startswith("kernel/") for row in run.history for k in row)
     for k in summary["kernels"]:
         prefix = f"kernels/{k['slot']}/{k['blueprint']}"
         assert run.summary[f"{prefix}/latency_us_p50"] == pytest.approx(k["latency_us_p50"])
