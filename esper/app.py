@@ -146,6 +146,8 @@ def _make_sinks(
         sinks.append(sink)
         if isinstance(sink, WandbSink):
             wandb_info = {"mode": sink.mode, "run_dir": sink.run_dir, "run_id": sink.run_id}
+            if sink.fallback:
+                wandb_info["fallback"] = sink.fallback
     return sinks, wandb_info
 
 

@@ -126,6 +126,14 @@ class WandbSink:
                 time.sleep(1.0)
         self.run_dir = str(Path(self.run.dir).parent)
         self.run_id = self.run.id
+        self.fallback: str | None = None
+        """Set when W&B wrote somewhere other than asked (it falls back to a temporary
+        directory when the one given cannot be written)."""
+        wanted = Path(dir or run_dir).resolve()
+        if wanted not in Path(self.run_dir).resolve().parents:
+            self.fallback = f"W&B could not write under {wanted}; its files are in {self.run_dir}"
+            log.warning("logger: %s", self.fallback)
+        self._rows = 0
         self._adaptations: list[dict[str, Any]] = []
         self._decisions: list[list[Any]] = []
         self._val: dict[int, float] = {}
@@ -166,7 +174,11 @@ class WandbSink:
                     )
                     row.update(policy_row(d.probabilities or {}))
         if row:
-            self.run.log(row)
+            self._log(row)
+
+    def _log(self, row: dict[str, Any]) -> None:
+        self.run.log(row)
+        self._rows += 1
 
     def _note_epoch(self, e: EpochEnded) -> None:
         if "val/accuracy" in e.metrics:
@@ -203,7 +215,7 @@ class WandbSink:
                 self._note_epoch(EpochEnded.model_validate(event))
                 if epoch in logged:
                     continue
-                self.run.log({**event["metrics"], "epoch": epoch})
+                self._log({**event["metrics"], "epoch": epoch})
                 logged.add(epoch)
                 replayed += 1
         return replayed
@@ -233,7 +245,7 @@ class WandbSink:
             # ResourceWarning on every exit).
             table.bind_to_run(self.run, name, self.run.step)
             final[name] = table
-        self.run.log(final)
+        self._log(final)
         summary = record.model_dump(mode="json", exclude={"kernels", "adaptations"})
         for key, value in flatten(summary).items():
             self.run.summary[key] = value
@@ -243,3 +255,22 @@ class WandbSink:
                 if value is not None and key != "characterisation":
                     self.run.summary[f"{prefix}/{key}"] = value
         self.run.finish(exit_code=0 if record.status in ("completed", "stopped") else 1)
+        if self.mode != "disabled":
+            self.verify()
+
+    def verify(self) -> None:
+        """Read this process's run file back: W&B's service does not tell its client when a
+        write fails (a full disk), so a run file that lacks rows or its exit record is found
+        here and reported as this sink's failure, instead of passing for a complete run."""
+        from esper.events.wandb_file import RunFileError, read_run
+
+        path = Path(self.run_dir) / f"run-{self.run_id}.wandb"
+        try:
+            run = read_run(path)
+        except (RunFileError, OSError) as exc:
+            raise OSError(f"W&B run file {path} unreadable: {exc}") from None
+        if run.exit_code is None or len(run.history) < self._rows:
+            raise OSError(
+                f"W&B run file {path} is incomplete ({len(run.history)} of {self._rows} rows, "
+                f"{'an' if run.exit_code is not None else 'no'} exit record): disk full?"
+            )
