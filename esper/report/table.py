@@ -1,8 +1,5 @@
-"""Tabulate a sweep: `python -m esper.report <sweep dir> [<sweep dir> ...]`.
-
-Reads every job's summary.json (and the configuration its events.jsonl starts with), groups the
-runs by their configuration less the seed (the config hash), and prints a markdown table with
-one row per group: test accuracy (mean ± std over seeds) with what it cost: parameters, those
+"""The results table of a sweep: runs grouped by their configuration less the seed (the config
+hash), one row per group: test accuracy (mean ± std over seeds) with what it cost: parameters, those
 the seeds added, forward FLOPs a sample, and the FLOPs of training. Each row is labelled by the
 configuration keys whose values differ between rows (`policy=none model.hidden=[44, 44]`), so a
 static wide model and the small host are never merged into one row.
@@ -10,11 +7,9 @@ static wide model and the small host are never merged into one row.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 IGNORED = (
@@ -36,21 +31,6 @@ IGNORED = (
     "trainer.overwrite",
 )
 """Keys that say where or how a job ran, not what experiment it was."""
-
-
-def load_runs(sweep_dirs: list[Path]) -> list[dict[str, Any]]:
-    """Each run's summary, with the resolved configuration it started with under `config`."""
-    paths = sorted(p for d in sweep_dirs for p in d.glob("**/summary.json"))
-    if not paths:
-        raise SystemExit(f"no summary.json under {', '.join(map(str, sweep_dirs))}")
-    runs = []
-    for path in paths:
-        summary = json.loads(path.read_text())
-        events = path.parent / "events.jsonl"
-        first = json.loads(events.open().readline()) if events.is_file() else {}
-        summary["config"] = first.get("config", {})
-        runs.append(summary)
-    return runs
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -107,40 +87,57 @@ def labels(groups: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
     return out
 
 
-def table(runs: list[dict[str, Any]]) -> str:
+def groups_of(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Runs by config hash (their configuration less the seed)."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         groups[run.get("config_hash", "?")].append(run)
+    return dict(groups)
+
+
+COLUMNS = [
+    "configuration",
+    "seeds",
+    "test accuracy",
+    "val accuracy",
+    "params",
+    "params added",
+    "FLOPs a sample",
+    "train FLOPs",
+    "config hash",
+]
+
+
+def rows(runs: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per config group, sorted by label, as the markdown and HTML tables show it."""
+    groups = groups_of(runs)
     names = labels(groups)
-    lines = [
-        "| configuration | seeds | test accuracy | val accuracy | params | params added "
-        "| FLOPs a sample | train FLOPs | config hash |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    out = []
     for config_hash, members in sorted(groups.items(), key=lambda item: names[item[0]]):
         done = [r for r in members if r["status"] == "completed"]
         if not done:
-            lines.append(f"| {names[config_hash]} | 0 of {len(members)} completed |||||||")
+            out.append(
+                [names[config_hash], f"0 of {len(members)} completed", *[""] * 6, config_hash[:12]]
+            )
             continue
-        lines.append(
-            f"| {names[config_hash]} | {','.join(str(r['seed']) for r in done)} "
-            f"| {_mean_std([r['metrics']['test_accuracy'] for r in done])} "
-            f"| {_mean_std([r['metrics']['val_accuracy'] for r in done])} "
-            f"| {statistics.mean(r['params']['total'] for r in done):,.0f} "
-            f"| {statistics.mean(r['params']['seeds'] for r in done):,.0f} "
-            f"| {statistics.mean(r['flops_per_sample'].get('total', 0) for r in done):,.0f} "
-            f"| {statistics.mean(r.get('train_flops', 0) for r in done):.3g} "
-            f"| {config_hash[:12]} |"
+        out.append(
+            [
+                names[config_hash],
+                ",".join(str(r["seed"]) for r in done),
+                _mean_std([r["metrics"]["test_accuracy"] for r in done]),
+                _mean_std([r["metrics"]["val_accuracy"] for r in done]),
+                f"{statistics.mean(r['params']['total'] for r in done):,.0f}",
+                f"{statistics.mean(r['params']['seeds'] for r in done):,.0f}",
+                f"{statistics.mean(r['flops_per_sample'].get('total', 0) for r in done):,.0f}",
+                f"{statistics.mean(r.get('train_flops', 0) for r in done):.3g}",
+                config_hash[:12],
+            ]
         )
+    return out
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+    """The results table as markdown."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(runs)]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("sweep_dirs", type=Path, nargs="+")
-    args = parser.parse_args(argv)
-    print(table(load_runs(args.sweep_dirs)))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,58 @@
+"""`python -m esper.report <sweep dir> [...] [--out DIR]` or `python -m esper.report
+<entity>/<project>/<group> [--dry-run]`; see `esper.report`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from esper.report import load_runs, table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m esper.report", description=__doc__)
+    parser.add_argument(
+        "targets", nargs="+", help="sweep or run directories, or one W&B entity/project/group"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="where report.html and the PNGs go (default: <first dir>/report)"
+    )
+    parser.add_argument("--no-html", action="store_true", help="print the table only")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="online: build the W&B Report, do not save it"
+    )
+    args = parser.parse_args(argv)
+    paths = [Path(t) for t in args.targets]
+    if all(p.exists() for p in paths):
+        runs = load_runs(paths)
+        print(table(runs))
+        if not args.no_html:
+            from esper.report.html import render
+
+            out = args.out or paths[0] / "report"
+            title = f"Esper report: {', '.join(p.name for p in paths)}"
+            print(f"\nreport: {render(runs, out, title)}")
+        return
+    if len(args.targets) != 1 or len(args.targets[0].split("/")) != 3:
+        missing = ", ".join(str(p) for p in paths if not p.exists())
+        parser.error(f"{missing}: no such directory, nor one W&B entity/project/group")
+    try:
+        from esper.report.wandb_report import build
+    except ImportError:
+        parser.error("a W&B Report needs wandb-workspaces: pip install -e '.[reports]'")
+    entity, project, group = args.targets[0].split("/")
+    report = build(entity, project, group)
+    if args.dry_run:
+        print(f"W&B Report {report.title!r}: {len(report.blocks)} blocks (not saved: --dry-run)")
+        return
+    try:
+        report.save()
+    except Exception as exc:  # noqa: BLE001 - one line: no login, no server, no permission
+        print(f"esper.report: saving the W&B Report failed: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(f"W&B Report saved: {report.url}")
+
+
+if __name__ == "__main__":
+    main()
