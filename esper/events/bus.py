@@ -1,14 +1,19 @@
 """The bus keeps publishing off the hot path: publish() appends, flush() hands batches to sinks.
 
-It keeps no history: a part that needs to remember events (the run record) is a sink.
+It keeps no history: a part that needs to remember events (the run record) is a sink. Sinks
+that are not essential (W&B, the console) are written from a thread of their own
+(`BackgroundSink`), so the training loop pays a queue put for them, not the write.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from esper.contracts import EventBase, RunRecord
+from esper.events.background import BackgroundSink
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +35,11 @@ class EventBus:
     """Publishing appends to a list (the hot path: no I/O, no serialisation); the trainer
     flushes once an epoch, and each sink gets the epoch's events as one batch."""
 
-    def __init__(self, sinks: list[Sink] | None = None) -> None:
-        self.sinks: list[Sink] = list(sinks or [])
+    def __init__(self, sinks: list[Sink] | None = None, background: bool = True) -> None:
+        self.sinks: list[Sink] = [
+            BackgroundSink(s) if background and not getattr(s, "essential", True) else s
+            for s in sinks or []
+        ]
         self._pending: list[EventBase] = []
         self.failures: list[str] = []
         """`SinkName: error` for each non-essential sink that failed and was dropped."""
@@ -51,9 +59,20 @@ class EventBus:
                     raise
                 self.drop(sink, exc)
 
+    def find(self, kind: type[T]) -> T | None:
+        """The sink of this type (unwrapped from its background thread), if there is one."""
+        for sink in self.sinks:
+            inner = getattr(sink, "inner", sink)
+            if isinstance(inner, kind):
+                if isinstance(sink, BackgroundSink):
+                    sink.join_pending()
+                return inner
+        return None
+
     def drop(self, sink: Sink, exc: BaseException) -> None:
         """Log a non-essential sink's failure once and stop sending it events."""
-        failure = f"{type(sink).__name__}: {type(exc).__name__}: {exc}"
+        name = type(getattr(sink, "inner", sink)).__name__
+        failure = f"{name}: {type(exc).__name__}: {exc}"
         log.error("%s; it is off for the rest of the run (events.jsonl goes on)", failure)
         self.failures.append(failure)
         self.sinks.remove(sink)

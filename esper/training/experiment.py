@@ -100,9 +100,9 @@ class Experiment:
         self.bus.flush()
         if self.identity.resumed_from is not None:
             previous = Path(self.identity.resumed_from).parent.parent
-            for sink in self.bus.sinks:
-                if isinstance(sink, WandbSink):
-                    sink.catch_up(previous, upto_epoch=self.trainer.start_epoch - 1)
+            wandb_sink = self.bus.find(WandbSink)
+            if wandb_sink is not None:
+                wandb_sink.catch_up(previous, upto_epoch=self.trainer.start_epoch - 1)
         try:
             with self.trainer.interruption:
                 result = self.trainer.fit()
