@@ -130,6 +130,8 @@ def _make_sinks(
                 for group in ("dataset", "model", "policy")
                 if choices.get(group) not in (None, "None")
             ]
+        if settings.trainer.quiet:
+            logger_node["silent"] = True  # W&B's own console lines too
         if logger_node.get("job_type") is None:
             logger_node["job_type"] = choices.get("policy", "train")
         if resume_state is not None and resume_state.get("wandb_run_id"):

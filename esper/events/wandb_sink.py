@@ -88,6 +88,7 @@ class WandbSink:
         tags: list[str] | None = None,
         run_id: str | None = None,
         dir: str | None = None,
+        silent: bool = False,
     ) -> None:
         import wandb
 
@@ -110,7 +111,9 @@ class WandbSink:
             "id": run_id,
             "resume": "allow" if run_id else None,
             "reinit": "finish_previous",
-            "settings": wandb.Settings(console="off", x_disable_stats=True, quiet=True),
+            "settings": wandb.Settings(
+                console="off", x_disable_stats=True, quiet=True, silent=silent
+            ),
         }
         deadline = time.monotonic() + RUN_ID_WAIT_S
         while True:

@@ -53,3 +53,10 @@ def test_schema_patterns_match_one_segment() -> None:
     assert not documented("seeds/blocks.0/extra/state")
     assert not documented("val/made_up")
     assert len({m.key for m in SCHEMA}) == len(SCHEMA)
+
+
+def test_the_readme_shows_the_schema_as_it_is() -> None:
+    from esper.events.schema import markdown
+    from tests.conftest import ROOT
+
+    assert markdown() in (ROOT / "README.md").read_text()
