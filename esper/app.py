@@ -17,7 +17,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from esper import blueprints, preflight
-from esper.config import GROUPS, NEUTRAL_GROUPS, ConfigError, RunConfig, validate
+from esper.config import (
+    GROUPS,
+    NEUTRAL_GROUPS,
+    NEUTRAL_TRAINER_KEYS,
+    ConfigError,
+    RunConfig,
+    validate,
+)
 from esper.data import DataSplits
 from esper.events import ConsoleSink, EventBus, JsonlSink, Sink, WandbSink
 from esper.kernels import KernelLibrary
@@ -99,6 +106,9 @@ def config_hash(container: dict[str, Any]) -> str:
     """Names the experiment, not the job: seed, paths, storage and logging are left out."""
     ignored = ("seed", "run_dir", "tags", "optimized_metric", *NEUTRAL_GROUPS)
     relevant = {k: v for k, v in container.items() if k not in ignored}
+    relevant["trainer"] = {
+        k: v for k, v in (relevant.get("trainer") or {}).items() if k not in NEUTRAL_TRAINER_KEYS
+    }
     for group in ("dataset", "policy"):
         node = dict(relevant.get(group) or {})
         node.pop("loader_seed", None)

@@ -221,6 +221,17 @@ GROUPS: tuple[str, ...] = tuple(
 NEUTRAL_GROUPS = ("paths", "storage", "logger")
 """Groups that change where a run reads and writes, never what it computes."""
 
+NEUTRAL_TRAINER_KEYS = (
+    "progress",
+    "quiet",
+    "checkpoint",
+    "resume",
+    "stop_after_epoch",
+    "overwrite",
+)
+"""trainer keys that say how a job ran (console, checkpoints, resuming), not what it computed:
+left out of the config hash, so a quiet sweep and a run with a progress bar group together."""
+
 RESULT_GROUPS = tuple(g for g in GROUPS if g not in (*NEUTRAL_GROUPS, "trainer"))
 """Groups that a resumed run must share with the run it continues (with trainer.optimizer and
 trainer.scheduler; the rest of `trainer` says how long and where to run)."""

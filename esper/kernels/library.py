@@ -10,8 +10,8 @@ recovers or raises CompileMachineryError, which no caller may mistake for a fail
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
-from concurrent.futures import wait
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,6 +20,7 @@ from torch.export import ExportedProgram
 
 from esper.contracts import KernelMetadata, KernelSpec
 from esper.kernels.cache import ByteLRU
+from esper.kernels.claims import POLL_S
 from esper.kernels.compiler import (
     KernelIntegrityError,
     compile_kernel,
@@ -27,8 +28,9 @@ from esper.kernels.compiler import (
     load_artifact,
 )
 from esper.kernels.integrity import CompileMachineryError
+from esper.kernels.requests import Compilation, KernelRequest, StoreWait
 from esper.kernels.store import KernelStore
-from esper.kernels.worker import Job, WorkerCompiles
+from esper.kernels.worker import WorkerCompiles
 
 log = logging.getLogger(__name__)
 Source = Literal["memory", "store", "compiled"]
@@ -64,52 +66,9 @@ class LibraryCounts:
     store_loads: int = 0
     compiles: int = 0
     compile_failures: int = 0
+    claim_waits: int = 0
+    """Kernels another job of the sweep was compiling: waited for and loaded from the store."""
     quarantined: list[str] = field(default_factory=list)
-
-
-class Compilation:
-    """One compile in a worker, shared by every request for the same spec."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self.spec = job.spec
-        self.resolved: Resolved | None = None
-        self.error: BaseException | None = None
-
-
-class KernelRequest:
-    """A kernel on its way: poll done(), then result() gives a fresh module of its own."""
-
-    def __init__(
-        self,
-        library: KernelLibrary,
-        resolved: Resolved | None = None,
-        compilation: Compilation | None = None,
-        error: BaseException | None = None,
-        joined: bool = False,
-    ) -> None:
-        self._library = library
-        self._resolved = resolved
-        self._compilation = compilation
-        self._error = error
-        self._joined = joined
-
-    def done(self) -> bool:
-        return self._compilation is None or self._compilation.job.future.done()
-
-    def wait(self) -> None:
-        if self._compilation is not None:
-            wait([self._compilation.job.future])
-
-    def result(self) -> LoadedKernel:
-        if self._error is not None:
-            raise self._error
-        resolved = self._resolved
-        if resolved is None:
-            assert self._compilation is not None
-            resolved = self._library.finish(self._compilation)
-        source: Source = "memory" if self._joined else resolved.source
-        return LoadedKernel(resolved.metadata, instantiate(resolved.program), source)
 
 
 class KernelLibrary:
@@ -163,7 +122,39 @@ class KernelLibrary:
         cached = self.cache.get(spec.key())
         if cached is not None:
             return Resolved(cached.metadata, cached.program, "memory")
-        return self._from_store(spec.key()) or self._compile_here(spec)
+        return self._from_store(spec.key()) or self.compile_once(spec)
+
+    def compile_once(self, spec: KernelSpec) -> Resolved:
+        """Compile here under the store's claim, or wait while another job compiles it and
+        load it from the store (`esper.kernels.claims`)."""
+        key = spec.key()
+        waited = False
+        while True:
+            if self.store.claim(key):
+                try:
+                    return self._compile_here(spec)
+                finally:
+                    self.store.release(key)
+            if not waited:
+                log.info("kernel %s: another job is compiling it; waiting", spec.blueprint)
+                self.counts.claim_waits += 1
+                waited = True
+            time.sleep(POLL_S)
+            stored = self._from_store(key)
+            if stored is not None:
+                return stored
+
+    def poll_store(self, spec: KernelSpec) -> Resolved | None:
+        """The kernel if the job holding its claim has stored it; compiled here should the
+        claim have been given up without a kernel."""
+        key = spec.key()
+        stored = self._from_store(key)
+        if stored is not None or not self.store.claim(key):
+            return stored
+        try:
+            return self._compile_here(spec)
+        finally:
+            self.store.release(key)
 
     def has(self, spec_key: str) -> bool:
         """Whether the kernel resolves without a compile (by its index entry; the artifact is
@@ -235,6 +226,9 @@ class KernelLibrary:
             stored = self._from_store(key)
             if stored is not None:
                 return KernelRequest(self, stored)
+            if not self.store.claim(key):
+                self.counts.claim_waits += 1
+                return KernelRequest(self, awaiting=StoreWait(self, spec))
         except Exception as exc:  # noqa: BLE001 - delivered through the request
             return KernelRequest(self, error=exc)
         compilation = Compilation(self._compiles.submit(spec))
@@ -261,6 +255,8 @@ class KernelLibrary:
             except Exception as exc:  # noqa: BLE001 - re-raised to every requester
                 self.counts.compile_failures += 1
                 compilation.error = exc
+            finally:
+                self.store.release(compilation.spec.key())
         if compilation.error is not None:
             raise compilation.error
         assert compilation.resolved is not None

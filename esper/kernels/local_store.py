@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from esper.contracts import KernelMetadata
+from esper.kernels.claims import FileClaims
 from esper.kernels.integrity import KernelIntegrityError
 from esper.kernels.sqlite_index import SqliteIndex
 from esper.kernels.store import (
@@ -45,6 +46,7 @@ class LocalStore:
         try:
             (self.root / "objects").mkdir(parents=True, exist_ok=True)
             self._index = SqliteIndex(self.root)
+            self._claims = FileClaims(self.root)
         except (OSError, sqlite3.Error) as exc:
             raise OSError(
                 f"storage.root={str(self.root)!r} is not a usable directory: {exc}"
@@ -211,3 +213,12 @@ class LocalStore:
                 "rewrites them)"
             )
         return report
+
+    def claim(self, spec_key: str) -> bool:
+        if not DIGEST.fullmatch(spec_key):
+            raise ValueError(f"spec key {spec_key[:20]!r} is not a SHA-256 digest")
+        return self._claims.claim(spec_key)
+
+    def release(self, spec_key: str) -> None:
+        if DIGEST.fullmatch(spec_key):
+            self._claims.release(spec_key)

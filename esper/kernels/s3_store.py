@@ -1,8 +1,8 @@
 """Kernel store on S3 (boto3), so that jobs on many machines share compiled kernels.
 
 Layout under `prefix`: `objects/<kernel_id>.pt2` (artifact), `index/<spec_key>.json` (metadata,
-written last and only if absent), `used/<kernel_id>` (touched on load, for tidying), and
-`quarantine/` for objects that failed verification. Credentials come from the standard AWS chain.
+written last and only if absent), `used/<kernel_id>` (touched on load, for tidying), `claims/<spec_key>` (a compile under way,
+see `esper.kernels.claims`), and `quarantine/` for objects that failed verification. Credentials come from the standard AWS chain.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from esper.contracts import KernelMetadata
+from esper.kernels import claims
 from esper.kernels.integrity import KernelIntegrityError
 from esper.kernels.store import MalformedEntry, StoredKernel, parse_entry, repair_report
 
@@ -140,6 +141,44 @@ class S3Store:
                 return False  # another writer indexed this spec first; its kernel stands
             raise
         return True
+
+    def claim(self, spec_key: str) -> bool:
+        """An exclusive create of `claims/<spec_key>` (`If-None-Match: *`); a claim older than
+        its lease is deleted and tried once more."""
+        import json
+
+        from botocore.exceptions import ClientError
+
+        key = self._key("claims", spec_key)
+        for _ in range(2):
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=json.dumps(claims.owner()).encode(),
+                    IfNoneMatch="*",
+                )
+                return True
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
+                    raise
+            try:
+                head = self.client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError:
+                continue  # released meanwhile: try again
+            body = self._get(key) or b"{}"
+            try:
+                held = json.loads(body)
+            except ValueError:
+                held = {}
+            age = time.time() - head["LastModified"].timestamp()
+            if not claims.stale(held, age):
+                return False
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        return False
+
+    def release(self, spec_key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key("claims", spec_key))
 
     def find(self, spec_key: str) -> KernelMetadata | None:
         body = self._get(self._index_key(spec_key))

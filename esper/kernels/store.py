@@ -84,6 +84,13 @@ class KernelStore(Protocol):
 
     def remove_quarantined(self) -> int: ...
 
+    def claim(self, spec_key: str) -> bool:
+        """Claim the compile of `spec_key` for this job (see `esper.kernels.claims`): True
+        when this job should compile it, False while another job holds the claim."""
+        ...
+
+    def release(self, spec_key: str) -> None: ...
+
 
 def default_store_root() -> Path:
     """Under the user's cache directory, so that every run on the machine shares kernels."""

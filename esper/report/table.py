@@ -12,6 +12,8 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
+from esper.config import NEUTRAL_TRAINER_KEYS
+
 IGNORED = (
     "seed",
     "run_dir",
@@ -24,11 +26,7 @@ IGNORED = (
     "kernels.",
     "dataset.loader_seed",
     "policy.seed",
-    "trainer.progress",
-    "trainer.checkpoint",
-    "trainer.resume",
-    "trainer.stop_after_epoch",
-    "trainer.overwrite",
+    *(f"trainer.{key}" for key in NEUTRAL_TRAINER_KEYS),
 )
 """Keys that say where or how a job ran, not what experiment it was."""
 
