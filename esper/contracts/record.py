@@ -63,6 +63,8 @@ class KernelLibraryRecord(BaseModel):
     cache_bytes: int
     store_loads: int
     compiles: int
+    claim_waits: int = 0
+    """Kernels another job sharing the store was compiling: waited for, then loaded."""
     compile_failures: int
     blocked_on_compile_s: float
     """Training time spent waiting for a compile that was due but not finished."""

@@ -231,7 +231,11 @@ class KernelLibrary:
                 return KernelRequest(self, awaiting=StoreWait(self, spec))
         except Exception as exc:  # noqa: BLE001 - delivered through the request
             return KernelRequest(self, error=exc)
-        compilation = Compilation(self._compiles.submit(spec))
+        try:
+            compilation = Compilation(self._compiles.submit(spec))
+        except BaseException:
+            self.store.release(key)  # never leave the sweep waiting on a compile not started
+            raise
         self._pending[key] = compilation
         return KernelRequest(self, compilation=compilation)
 

@@ -210,6 +210,13 @@ class WorkerCompiles:
         """Why compiles run inline although a worker was asked for; None while they do not."""
         self.closing = False
         self._failed: CompileMachineryError | None = None
+        if async_compile and multiprocessing.current_process().daemon:
+            self.async_compile = False
+            self.fallback = (
+                "this process is daemonic (a multiprocessing.Pool worker) and may not start a "
+                "compile worker; compiling inline"
+            )
+            log.warning("%s", self.fallback)
 
     def start(self) -> None:
         """Start the worker ahead of the first compile; one that cannot start is dealt with

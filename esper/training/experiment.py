@@ -75,6 +75,7 @@ class Experiment:
                 cache_bytes=cache.bytes,
                 store_loads=counts.store_loads,
                 compiles=counts.compiles,
+                claim_waits=counts.claim_waits,
                 compile_failures=counts.compile_failures,
                 blocked_on_compile_s=trainer.kernels.blocked_s,
                 quarantined=counts.quarantined,
