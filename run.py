@@ -83,6 +83,7 @@ def main(cfg: DictConfig) -> float:
     """
     from esper.app import build
     from esper.config import ConfigError
+    from esper.training.distributed import shut_down
     from esper.training.trainer import Diverged
 
     if "simic" in cfg:  # --config-name train_policy
@@ -97,10 +98,12 @@ def main(cfg: DictConfig) -> float:
     try:
         record = experiment.run()
     except Diverged as exc:
+        shut_down()
         print(f"esper: {exc}", file=sys.stderr)
         if _multirun():
             raise
         raise SystemExit(1) from None
+    shut_down()  # ddp: leave the process group
     log.info("%s\n outputs: %s", result_text(record), experiment.run_dir)
     if experiment.interrupted_by is not None:
         print(f"esper: {record.error}", file=sys.stderr)

@@ -30,6 +30,7 @@ from esper.events import ConsoleSink, EventBus, JsonlSink, Sink, WandbSink
 from esper.kernels import KernelLibrary
 from esper.seeds import SiteError, wrap
 from esper.training import checkpoint
+from esper.training.distributed import ranks_from_env
 from esper.training.experiment import Experiment, Identity
 from esper.training.progress import quiet_console
 from esper.training.record import RunRecorder
@@ -170,8 +171,12 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     settings = validate(container)
     if settings.trainer.quiet:
         quiet_console()
-    run_dir = Path(run_dir or container.get("run_dir") or ".")
-    replace_earlier_run = preflight.check_run_dir(
+    ranks = ranks_from_env(settings.trainer.strategy, settings.trainer.device)
+    if not ranks.writer:
+        quiet_console()  # ddp: rank 0 speaks for the run
+    # ddp: every rank works in rank 0's run directory; only rank 0 writes there
+    run_dir = Path(ranks.broadcast(str(run_dir or container.get("run_dir") or ".")))
+    replace_earlier_run = ranks.writer and preflight.check_run_dir(
         run_dir, settings.trainer.resume, settings.trainer.overwrite
     )
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -222,13 +227,18 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     scheduler_node = container["trainer"].get("scheduler")
     scheduler = _instantiate("trainer.scheduler", scheduler_node) if scheduler_node else None
     preflight.check_optimizer(optimizer, scheduler)
-    _check_kernels(settings, model, library, may_germinate=getattr(policy, "may_germinate", True))
+    # ddp: rank 0 compiles the offered kernels; the other ranks load what it attaches
+    may_compile = getattr(policy, "may_germinate", True) and ranks.writer
+    _check_kernels(settings, model, library, may_germinate=may_compile)
     if replace_earlier_run:
         preflight.clear_run(run_dir)
 
-    sinks, wandb_info = _make_sinks(
-        settings, container, run_dir, wandb_names, resume_state, choices
-    )
+    if ranks.writer:
+        sinks, wandb_info = _make_sinks(
+            settings, container, run_dir, wandb_names, resume_state, choices
+        )
+    else:  # ddp: rank 0 writes events.jsonl, summary.json, checkpoints and W&B
+        sinks, wandb_info = [ConsoleSink()], {"mode": "disabled", "run_dir": None}
     recorder = RunRecorder()
     bus = EventBus([recorder, *sinks])
     trainer = Trainer(
@@ -246,6 +256,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
         kernels=kernels,
         checkpoint_to=run_dir / "checkpoints" / "last.pt" if settings.trainer.checkpoint else None,
         checkpoint_extra={"config": container, "wandb_run_id": wandb_info.get("run_id")},
+        ranks=ranks,
     )
     if resume_state is not None:
         trainer.load_state_dict(resume_state)

@@ -55,6 +55,9 @@ class TrainerConfig(Section):
     max_nonfinite_steps: int = Field(default=20, ge=1)
     """Consecutive steps with a non-finite host loss or gradient (each skipped) before the run
     stops with status `diverged`."""
+    strategy: Literal["single", "ddp"] = "single"
+    """`ddp`: data-parallel over the processes torchrun starts (`torchrun --standalone
+    --nproc_per_node=N run.py trainer.strategy=ddp`); rank 0 decides, every rank applies."""
     overwrite: bool = False
     """Start a new run in a run directory that already holds one (its events, summary,
     checkpoints and W&B files are removed first); without it such a directory is refused."""

@@ -10,6 +10,7 @@ what the run will ask for).
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import warnings
@@ -224,6 +225,8 @@ class RunDirGuard(Callback):
     checks again, for runs started without Hydra)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if os.environ.get("RANK", "0") != "0":
+            return  # torchrun's other ranks share rank 0's directory and write nothing there
         try:
             run_dir = Path(str(config.hydra.run.dir))
             trainer = config.get("trainer") or {}

@@ -28,6 +28,7 @@ from esper.contracts.record import (
     AdaptationRecord,
     KernelLibraryRecord,
     KernelRecord,
+    RanksRecord,
     RunRecord,
     SlotRecord,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "KernelSpec",
     "LatencyPoint",
     "Observation",
+    "RanksRecord",
     "RunEnded",
     "RunRecord",
     "RunStarted",

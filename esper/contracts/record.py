@@ -80,6 +80,17 @@ class SlotRecord(BaseModel):
     blueprint: str | None
 
 
+class RanksRecord(BaseModel):
+    """A data-parallel run (`trainer.strategy=ddp`): how its ranks ended."""
+
+    world: int
+    digests: list[str]
+    """SHA-256 of each rank's parameters and buffers at the end, by rank: all equal means the
+    ranks stayed bitwise in sync."""
+    adaptations_agree: bool
+    """Whether every rank made the same transitions at the same steps as rank 0."""
+
+
 class RunRecord(BaseModel):
     """summary.json: what a run was, what it did and what it reached. The one record that the
     console, the W&B sink, the report and the tests read."""
@@ -120,5 +131,7 @@ class RunRecord(BaseModel):
     """mode (offline, online, disabled, failed), run_dir, run_id; `error` when W&B failed to
     start (the run went on without it)."""
     sink_failures: list[str] = Field(default_factory=list)
+    ranks: RanksRecord | None = None
+    """Set for a ddp run that ended with its ranks together (completed or stopped)."""
     """Sinks that failed during the run and were dropped (`WandbSink: OSError: ...`)."""
     wall_s: float

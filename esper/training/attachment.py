@@ -23,7 +23,7 @@ from esper.contracts import (
     KernelSpec,
 )
 from esper.events import EventBus
-from esper.kernels import CompileMachineryError, KernelLibrary, KernelRequest
+from esper.kernels import CompileMachineryError, KernelLibrary, KernelRequest, LoadedKernel
 from esper.kernels.compiler import percentile
 from esper.seeds import MorphogeneticModel, SeedSlot
 from esper.training.steps import Clock
@@ -31,7 +31,8 @@ from esper.training.steps import Clock
 
 @dataclass
 class PendingKernel:
-    request: KernelRequest
+    request: KernelRequest | None
+    """None on a ddp follower rank: it asks nothing and mirrors rank 0's outcome."""
     requested_at: float
     due_epoch: int | None
     spec: KernelSpec
@@ -66,8 +67,12 @@ class KernelAttachment:
         device: torch.device,
         blueprints: BlueprintsConfig,
         wait_epochs: int | None,
+        follower: bool = False,
     ) -> None:
         self.model = model
+        self.follower = follower
+        """A ddp rank other than 0: it never requests or compiles; `mirror` attaches what rank
+        0 attached, loading each kernel from the store (rank 0 stored it first)."""
         self.library = library
         self.bus = bus
         self.clock = clock
@@ -91,7 +96,7 @@ class KernelAttachment:
     def request(self, slot: SeedSlot, blueprint: str) -> None:
         """Ask the library for the slot's kernel; due `wait_epochs` control steps from now."""
         spec = self.spec(blueprint, slot.shape)
-        request = self._ask(spec, slot.name)
+        request = None if self.follower else self._ask(spec, slot.name)
         due = None if self.wait_epochs is None else self.clock.epoch + self.wait_epochs
         self._pending[slot.name] = PendingKernel(request, time.perf_counter(), due, spec)
 
@@ -110,6 +115,8 @@ class KernelAttachment:
         """
         collected = Collected()
         for name, pending in list(self._pending.items()):
+            if pending.request is None:
+                continue  # a follower's: attached by mirror()
             if pending.due_epoch is None:
                 if not pending.request.done():
                     continue
@@ -128,29 +135,65 @@ class KernelAttachment:
             except Exception as exc:  # noqa: BLE001 - handed back as the failure's error
                 collected.failed.append(KernelFailure(slot, f"{type(exc).__name__}: {exc}"))
                 continue
-            slot.attach(loaded.module.to(self.device), loaded.metadata.kernel_id)
-            meta = loaded.metadata
-            self.latency_us[slot.name] = meta.latency_us_p50
-            self.bus.publish(
-                KernelLoaded(
-                    epoch=self.clock.epoch,
-                    step=self.clock.step,
-                    slot=slot.name,
-                    kernel_id=meta.kernel_id,
-                    blueprint=meta.spec.blueprint,
-                    cache=loaded.cache,
-                    source=loaded.source,
-                    wait_s=time.perf_counter() - pending.requested_at,
-                    compile_s=meta.compile_s,
-                    params=meta.param_count,
-                    latency_us_p50=meta.latency_us_p50,
-                    latency_us_p95=meta.latency_us_p95,
-                    latency_batch=meta.latency_batch,
-                    characterisation=list(meta.characterisation),
-                )
-            )
+            self._attach(slot, loaded, pending.requested_at)
             collected.attached.append(slot)
         self.library.finish_ready()
+        self._publish_quarantines()
+        return collected
+
+    def outcome(self, collected: Collected) -> list[tuple[str, str | None, str | None]]:
+        """What collect() did, for the followers: (slot, kernel id, None) for each attachment,
+        (slot, None, error) for each failure, in order."""
+        done: list[tuple[str, str | None, str | None]] = [
+            (slot.name, slot.kernel_id, None) for slot in collected.attached
+        ]
+        return done + [(f.slot.name, None, f.error) for f in collected.failed]
+
+    def mirror(self, outcome: list[tuple[str, str | None, str | None]]) -> Collected:
+        """A follower rank: attach what rank 0 attached (the same kernel, from the store) and
+        hand back the same failures, so every rank changes morphology in the same step."""
+        collected = Collected()
+        for name, kernel_id, error in outcome:
+            pending = self._pending.pop(name)
+            slot = self.model.slot(name)
+            if error is not None:
+                collected.failed.append(KernelFailure(slot, error))
+                continue
+            loaded = self.library.get(pending.spec)
+            if loaded.metadata.kernel_id != kernel_id:
+                raise RuntimeError(
+                    f"ddp: rank 0 attached kernel {str(kernel_id)[:16]} to {name}, the store "
+                    f"gave {loaded.metadata.kernel_id[:16]}"
+                )
+            self._attach(slot, loaded, pending.requested_at)
+            collected.attached.append(slot)
+        self._publish_quarantines()
+        return collected
+
+    def _attach(self, slot: SeedSlot, loaded: LoadedKernel, requested_at: float) -> None:
+        slot.attach(loaded.module.to(self.device), loaded.metadata.kernel_id)
+        meta = loaded.metadata
+        self.latency_us[slot.name] = meta.latency_us_p50
+        self.bus.publish(
+            KernelLoaded(
+                epoch=self.clock.epoch,
+                step=self.clock.step,
+                slot=slot.name,
+                kernel_id=meta.kernel_id,
+                blueprint=meta.spec.blueprint,
+                cache=loaded.cache,
+                source=loaded.source,
+                wait_s=time.perf_counter() - requested_at,
+                compile_s=meta.compile_s,
+                params=meta.param_count,
+                latency_us_p50=meta.latency_us_p50,
+                latency_us_p95=meta.latency_us_p95,
+                latency_batch=meta.latency_batch,
+                characterisation=list(meta.characterisation),
+            )
+        )
+
+    def _publish_quarantines(self) -> None:
         for notice in self.library.drain_quarantines():
             self.bus.publish(
                 KernelQuarantined(
@@ -161,7 +204,6 @@ class KernelAttachment:
                     error=notice.error,
                 )
             )
-        return collected
 
     def _offered(self, allowed: dict[str, tuple[str, ...]]) -> dict[str, KernelSpec]:
         """Every kernel a germination could ask for: blueprint x slot shape, by spec key."""

@@ -20,6 +20,7 @@ from esper.events import EventBus
 from esper.policy import Policy
 from esper.seeds import MorphogeneticModel, SeedSlot, merge_into_site, merge_obstacle
 from esper.training.attachment import KernelAttachment
+from esper.training.distributed import Ranks
 from esper.training.observation import Observer
 from esper.training.optim import Optimization
 from esper.training.steps import Clock, SplitMetrics
@@ -44,6 +45,7 @@ class ControlStep:
         clock: Clock,
         seeds: SeedsConfig,
         steps_per_epoch: int,
+        ranks: Ranks | None = None,
     ) -> None:
         self.model = model
         self.policy = policy
@@ -54,6 +56,7 @@ class ControlStep:
         self.clock = clock
         self.seeds = seeds
         self.steps_per_epoch = steps_per_epoch
+        self.ranks = ranks or Ranks()
         self.version = 0
         self.contribution: dict[str, float | None] = {}
         self.val_accuracy: float | None = None
@@ -88,7 +91,9 @@ class ControlStep:
         self.kernels.publish_latencies()
         observation = self.observer.observe(self.clock.epoch, train, val, val_losses)
         self.contribution = {s.name: s.contribution_accuracy for s in observation.slots}
-        decisions = self.policy.decide(observation)
+        # ddp: rank 0's policy decides; every rank applies the same decisions in this step
+        decisions = self.policy.decide(observation) if self.ranks.writer else []
+        decisions = self.ranks.broadcast(decisions)
         self.bus.publish(
             DecisionMade(
                 epoch=self.clock.epoch,
@@ -104,7 +109,12 @@ class ControlStep:
 
     def settle_kernels(self) -> None:
         """Attach due kernels (their seeds join the optimizer); cull seeds whose kernel failed."""
-        collected = self.kernels.collect()
+        if self.ranks.writer:
+            collected = self.kernels.collect()
+            if self.ranks.distributed:
+                self.ranks.broadcast(self.kernels.outcome(collected))
+        else:  # ddp follower: rank 0 collected; the same kernels come from the store
+            collected = self.kernels.mirror(self.ranks.broadcast(None))
         for slot in collected.attached:
             self.optimization.add_seed(slot.name, slot.seed_parameters())
         for failure in collected.failed:

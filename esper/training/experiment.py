@@ -11,6 +11,7 @@ from typing import Any
 from esper.atomic import write_atomic
 from esper.contracts import (
     KernelLibraryRecord,
+    RanksRecord,
     RunEnded,
     RunRecord,
     RunStarted,
@@ -18,6 +19,7 @@ from esper.contracts import (
     SlotRecord,
 )
 from esper.events import EventBus, WandbSink
+from esper.training.distributed import parameter_digest
 from esper.training.interruption import Interrupted
 from esper.training.trainer import Diverged, FitResult, Trainer
 
@@ -140,10 +142,30 @@ class Experiment:
                 step=clock.step,
             )
         )
+        ranks = self.trainer.ranks
+        if ranks.distributed and status in ("completed", "stopped"):
+            record.ranks = self.ranks_record()
         try:
             self.bus.close(record)
         finally:
             record.sink_failures = list(self.bus.failures)
             record.wall_s = time.perf_counter() - self.started
-            write_atomic(self.run_dir / "summary.json", record.model_dump_json(indent=2).encode())
+            if ranks.writer:  # ddp: rank 0 writes the run's files
+                summary = record.model_dump_json(indent=2).encode()
+                write_atomic(self.run_dir / "summary.json", summary)
         return record
+
+    def ranks_record(self) -> RanksRecord:
+        """Every rank's parameter digest and transitions, gathered (all ranks call this)."""
+        trainer = self.trainer
+        transitions = [
+            (a.epoch, a.step, a.slot, a.from_state.value, a.to_state.value)
+            for a in trainer.recorder.adaptations
+        ]
+        digests = trainer.ranks.gather(parameter_digest(trainer.model))
+        everyone = trainer.ranks.gather(transitions)
+        return RanksRecord(
+            world=trainer.ranks.world,
+            digests=digests,
+            adaptations_agree=all(t == everyone[0] for t in everyone),
+        )

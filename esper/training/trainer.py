@@ -28,6 +28,7 @@ from esper.seeds import MorphogeneticModel, SeedSlot
 from esper.training import checkpoint
 from esper.training.attachment import KernelAttachment
 from esper.training.control import ControlStep
+from esper.training.distributed import Ranks
 from esper.training.flops import flops_per_sample, train_step_flops
 from esper.training.interruption import Interrupted, Interruption
 from esper.training.observation import Observer
@@ -91,6 +92,7 @@ class Trainer:
         kernels: KernelsConfig,
         checkpoint_to: Path | None = None,
         checkpoint_extra: dict[str, Any] | None = None,
+        ranks: Ranks | None = None,
     ) -> None:
         self.device = torch.device(trainer.device)
         self.model = model.to(self.device)
@@ -106,6 +108,7 @@ class Trainer:
         self.checkpoint_to = checkpoint_to
         self.checkpoint_extra = checkpoint_extra or {}
         self.clock = Clock()
+        self.ranks = ranks or Ranks()
         self.start_epoch = 0
         self.val_losses: list[float] = []
         self.last: dict[str, float] = {}
@@ -118,7 +121,14 @@ class Trainer:
             for slot in model.iter_slots()
         }
         self.kernels = KernelAttachment(
-            model, library, bus, self.clock, self.device, blueprints, kernels.wait_epochs
+            model,
+            library,
+            bus,
+            self.clock,
+            self.device,
+            blueprints,
+            kernels.wait_epochs,
+            follower=not self.ranks.writer,
         )
         self.control = ControlStep(
             model,
@@ -132,6 +142,7 @@ class Trainer:
             self.clock,
             seeds,
             steps_per_epoch=len(data.train),
+            ranks=self.ranks,
         )
         self._active: list[SeedSlot] = []
         self._active_version = -1
@@ -151,9 +162,10 @@ class Trainer:
 
     # -- the run ---------------------------------------------------------------------------
     def fit(self) -> FitResult:
-        if self.policy.may_germinate and self.kernels.any_missing(self.allowed):
+        writer = self.ranks.writer  # ddp: only rank 0 compiles
+        if writer and self.policy.may_germinate and self.kernels.any_missing(self.allowed):
             self.library.start_worker()  # warm before the first compile, not during it
-        if self.prewarm:
+        if self.prewarm and writer:
             self.kernels.prewarm(self.allowed)
         with epoch_bar(self.progress, self.start_epoch, self.max_epochs) as bar:
             for epoch in bar:
@@ -186,7 +198,7 @@ class Trainer:
         row = self.epoch_row(time.perf_counter() - started)
         self.bus.publish(EpochEnded(epoch=epoch, step=self.clock.step, metrics=row))
         self.bus.flush()
-        if self.checkpoint_to is not None:
+        if self.checkpoint_to is not None and self.ranks.writer:
             checkpoint.save({**self.state_dict(), **self.checkpoint_extra}, self.checkpoint_to)
         return train, val
 
@@ -240,14 +252,17 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
-        for x, y in device_batches(self.data.train, self.device):
+        for batch in device_batches(self.data.train, self.device):
+            x, y = self.ranks.shard(*batch)
             self.optimizer.zero_grad(set_to_none=True)
             logits = self.model(x)
             loss = token_loss(logits, y)
             loss.backward()
+            # ddp: the whole batch's gradient and loss on every rank (one all-reduce)
+            step_loss = self.ranks.reduce_step(loss, y.numel(), self.model.parameters())
             self.clock.step += 1
             active = self.active_slots()
-            if self.guard(loss, active):
+            if self.guard(step_loss, active):
                 self.optimizer.step()
                 for slot in active:
                     slot.life.steps_in_state += 1
@@ -256,9 +271,12 @@ class Trainer:
                 seen += y.numel()
             if self.interruption.signum is not None:
                 break  # the step is done; the loop raises Interrupted
-        if seen == 0:
+        total_loss, total_correct, total_seen = self.ranks.sum(
+            [loss_sum.item(), float(correct.item()), float(seen)]
+        )
+        if total_seen == 0:
             return SplitMetrics(math.nan, math.nan)
-        return SplitMetrics(loss_sum.item() / seen, correct.item() / seen)
+        return SplitMetrics(total_loss / total_seen, total_correct / total_seen)
 
     def active_slots(self) -> list[SeedSlot]:
         """Slots whose seed is in the forward pass, recomputed only after a transition."""

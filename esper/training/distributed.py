@@ -1,0 +1,130 @@
+"""Data-parallel training (`torchrun --nproc_per_node=N run.py trainer.strategy=ddp`).
+
+Every rank holds the whole model and walks the same global batches (the loaders shuffle from
+their own seeded generators); each rank computes the gradient of its slice of each batch, and
+one all-reduce a step sums them, weighted by slice size, together with the loss. So every rank
+takes the same optimizer step and the same skip decision, and the parameters stay bitwise
+equal. Rank 0 runs the policy and broadcasts its decisions; every rank applies them in the same
+control step, so the morphology is identical everywhere. Only rank 0 writes (events.jsonl,
+summary.json, checkpoints, W&B) and compiles kernels; the other ranks load them from the store.
+
+Why an all-reduce of the current parameters' gradients and not `DistributedDataParallel`:
+seeds join and leave the parameter set during training; DDP fixes its buckets at construction
+and would have to be rebuilt on every morphology change (a new process-group handshake each
+time). Flattening whatever gradients exist at this step costs one `all_reduce` a step either
+way; the benchmark in `tests/benchmarks/test_ddp.py` reports the 2-rank/1-rank epoch ratio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+from esper.config import ConfigError
+
+
+@dataclass
+class Ranks:
+    """This process's place in the job; `world == 1` is the ordinary single-process run."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def writer(self) -> bool:
+        """Whether this rank writes the run's files (rank 0 only)."""
+        return self.rank == 0
+
+    # -- a global batch, a slice per rank ---------------------------------------------------
+    def shard(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.distributed:
+            return x, y
+        return torch.tensor_split(x, self.world)[self.rank], torch.tensor_split(y, self.world)[
+            self.rank
+        ]
+
+    def reduce_step(self, loss: torch.Tensor, count: int, params: Iterable[nn.Parameter]) -> Any:
+        """Sum `loss * count` and each gradient `* count` over ranks, then divide by the global
+        count: the gradient and loss of the whole batch, the same on every rank. One
+        all-reduce. Returns the global loss (a tensor)."""
+        if not self.distributed:
+            return loss.detach()
+        grads = [p.grad for p in params if p.grad is not None]
+        scale = float(count)
+        stats = torch.stack([loss.detach() * scale, torch.tensor(scale, device=loss.device)])
+        flat = _flatten_dense_tensors([g * scale for g in grads] + [stats])
+        dist.all_reduce(flat)
+        total = flat[-1]
+        for grad, summed in zip(grads, _unflatten_dense_tensors(flat[:-2], grads)):
+            grad.copy_(summed / total)
+        return flat[-2] / total
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over ranks (epoch counters)."""
+        if not self.distributed:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(tensor)
+        return [float(v) for v in tensor]
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank (decisions, the run directory)."""
+        if not self.distributed:
+            return value
+        box = [value if self.rank == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's `value`, on every rank."""
+        if not self.distributed:
+            return [value]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, value)
+        return out
+
+
+def parameter_digest(model: nn.Module) -> str:
+    """SHA-256 over every parameter and buffer, bytes in name order: equal digests on two ranks
+    mean bitwise-equal models."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def ranks_from_env(strategy: str, device: str) -> Ranks:
+    """`trainer.strategy=ddp`: join the process group torchrun describes in the environment
+    (gloo on CPU, NCCL on CUDA). `single`: one process, no group."""
+    if strategy == "single":
+        return Ranks()
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise ConfigError(
+            "trainer.strategy=ddp needs torchrun (RANK and WORLD_SIZE are not set): "
+            "torchrun --nproc_per_node=N run.py trainer.strategy=ddp"
+        )
+    if not dist.is_initialized():
+        backend = "nccl" if device == "cuda" else "gloo"
+        if device == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend, timeout=timedelta(minutes=10))
+    return Ranks(dist.get_rank(), dist.get_world_size())
+
+
+def shut_down() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

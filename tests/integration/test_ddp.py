@@ -1,0 +1,108 @@
+"""Data-parallel training under a real `torchrun` (2 ranks, gloo on CPU): rank 0 decides and
+broadcasts, every rank applies the decisions in the same step, the ranks end bitwise equal,
+only rank 0 writes, and a resumed run equals an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, own_env, run_cli
+
+pytestmark = pytest.mark.slow  # torchrun starts two Python processes a run
+
+EARLY = (
+    "trainer.strategy=ddp",
+    "trainer.max_epochs=12",
+    "policy.patience=1",
+    "policy.warmup_epochs=2",
+    "policy.min_delta=1.0",
+    "logger=none",
+    "trainer.progress=false",
+)
+
+
+def torchrun(tmp_path: Path, run_dir: Path, *overrides: str) -> dict:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(ROOT / "run.py"),
+            f"hydra.run.dir={run_dir}",
+            *EARLY,
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels"), OMP_NUM_THREADS="1"),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    tmp = tmp_path_factory.mktemp("ddp")
+    return tmp, torchrun(tmp, tmp / "run")
+
+
+def test_two_ranks_end_bitwise_equal_with_the_same_adaptations(ddp_run) -> None:
+    tmp, summary = ddp_run
+    assert summary["status"] == "completed"
+    ranks = summary["ranks"]
+    assert ranks["world"] == 2
+    assert len(set(ranks["digests"])) == 1, "host and seed parameters bitwise equal on both"
+    assert ranks["adaptations_agree"], "rank 1 made rank 0's transitions at the same steps"
+    assert len(summary["adaptations"]) >= 2
+    assert any(a["to"] == "TRAINING" for a in summary["adaptations"]), "a seed trained"
+
+
+def test_only_rank_zero_writes_and_decisions_apply_in_their_step(ddp_run) -> None:
+    tmp, summary = ddp_run
+    run_dir = tmp / "run"
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".hydra",
+        "checkpoints",
+        "events.jsonl",
+        "run.log",
+        "summary.json",
+    ]
+    assert summary["kernel_library"]["compiles"] >= 1, "rank 0 compiled"
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in events].count("run_started") == 1, "one writer"
+    decided = {
+        (e["step"], d["slot"])
+        for e in events
+        if e["kind"] == "decision_made"
+        for d in e["decisions"]
+        if d["action"] == "germinate"
+    }
+    germinated = {(a["step"], a["slot"]) for a in summary["adaptations"] if a["to"] == "GERMINATED"}
+    assert germinated and germinated == decided, "each germination in its decision's step"
+
+
+def test_a_resumed_ddp_run_equals_an_uninterrupted_one(ddp_run) -> None:
+    tmp, whole = ddp_run
+    half = torchrun(tmp, tmp / "half", "trainer.stop_after_epoch=5")
+    assert half["status"] == "stopped" and half["epochs"] == 6
+    resumed = torchrun(tmp, tmp / "resumed", f"trainer.resume={tmp / 'half'}")
+    assert resumed["status"] == "completed" and resumed["epochs"] == 12
+    assert resumed["ranks"]["digests"] == whole["ranks"]["digests"]
+    assert resumed["metrics"] == whole["metrics"]
+    assert resumed["adaptations"] == whole["adaptations"]
+
+
+def test_ddp_outside_torchrun_is_one_clear_line(tmp_path: Path) -> None:
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "trainer.strategy=ddp", cwd=tmp_path)
+    assert result.returncode == 2
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("esper:")]
+    assert "trainer.strategy=ddp needs torchrun" in line
