@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 ARGS ?=
 
-.PHONY: install run test test-full test-slow bench lint typecheck format accel clean
+.PHONY: install run test test-full test-slow bench lint typecheck format accel gpu-check clean
 
 install: $(STAMP)
 
@@ -51,6 +51,14 @@ format: $(STAMP)
 # torch-scatter builds from source (5 minutes on 2 cores); pip's cache keeps the wheel afterwards,
 # and reinstalling from it takes seconds (a wheel built for another torch fails at import: rebuild
 # with `pip install --no-cache-dir ...`). CI runs it before the tests.
+# The CUDA paths (tests/gpu, marker `gpu`) in one short script: a cuda run, CUDA-event kernel
+# latency, compiles on CUDA, the GNN decision at 1,000 nodes, a 1-GPU NCCL DDP run, the
+# dormant/active overheads; figures to $(GPU_FIGURES). Needs a CUDA build of torch in $(VENV).
+# ESPER_GPU_CHECK_DEVICE=cpu runs it on the CPU as a dry run of its plumbing.
+GPU_FIGURES ?= gpu_check.json
+gpu-check: $(STAMP)
+	ESPER_GPU_FIGURES=$(GPU_FIGURES) $(BIN)/python -m pytest tests/gpu -m gpu -q -rs -p no:cacheprovider
+
 accel: $(STAMP)
 	$(BIN)/pip install --no-build-isolation -e '.[accel]'
 

@@ -108,7 +108,7 @@ def main(cfg: DictConfig) -> float:
     if experiment.interrupted_by is not None:
         print(f"esper: {record.error}", file=sys.stderr)
         raise SystemExit(128 + experiment.interrupted_by)
-    return float(record.metrics[cfg.optimized_metric])
+    return float(record.objective(cfg.optimized_metric, cfg.param_cost))
 
 
 if __name__ == "__main__":

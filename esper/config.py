@@ -159,7 +159,9 @@ class PathsConfig(BaseModel):
     kernel_store_dir: str | None = None
 
 
-OptimizedMetric = Literal["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+OptimizedMetric = Literal[
+    "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_accuracy_at_cost"
+]
 
 
 class RunConfig(BaseModel):
@@ -174,7 +176,10 @@ class RunConfig(BaseModel):
     """numpy seeds its generator with this: it takes 0 .. 2**32 - 1."""
     tags: list[str] = Field(default_factory=list)
     optimized_metric: OptimizedMetric = "val_accuracy"
-    """What run.py returns to a sweeper; never a test metric (decisions see validation only)."""
+    """What run.py returns to a sweeper; never a test metric (decisions see validation only).
+    `val_accuracy_at_cost`: val accuracy less `param_cost` per host-size of added parameters."""
+    param_cost: float = Field(default=0.01, ge=0)
+    """Val accuracy one host-size of seed parameters must buy (`val_accuracy_at_cost`)."""
     run_dir: str | None = None
     paths: PathsConfig = Field(default_factory=PathsConfig)
     dataset: Targeted

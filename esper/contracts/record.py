@@ -135,3 +135,12 @@ class RunRecord(BaseModel):
     """Set for a ddp run that ended with its ranks together (completed or stopped)."""
     """Sinks that failed during the run and were dropped (`WandbSink: OSError: ...`)."""
     wall_s: float
+
+    def objective(self, metric: str, param_cost: float) -> float:
+        """What a sweeper optimises (`optimized_metric`): a train/val metric, or
+        `val_accuracy_at_cost` = val accuracy - param_cost x (seed params / host params)."""
+        if metric == "val_accuracy_at_cost":
+            host = max(1, self.params.get("host", 1))
+            added = self.params.get("seeds", 0) / host
+            return self.metrics["val_accuracy"] - param_cost * added
+        return self.metrics[metric]
