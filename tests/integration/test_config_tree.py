@@ -21,6 +21,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, ValueType
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from esper.config import ConfigError, OptimizedMetric, validate
@@ -78,10 +79,20 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
 NO_CUDA = "trainer.device='cuda': no CUDA device is available on this machine"
 
 
+def sweep_values(override: Override) -> list[str]:
+    """The values a sweep override takes; an Optuna interval, its two ends."""
+    if not override.is_sweep_override():
+        return []
+    if override.value_type == ValueType.INTERVAL_SWEEP:
+        interval = override.value()
+        return [str(interval.start), str(interval.end)]
+    return list(override.sweep_string_iterator())
+
+
 def single_runs(overrides: list[str]) -> list[list[str]]:
     """A sweep as single runs: each value of each swept key once, the other keys at their first."""
     parsed = PARSER.parse_overrides(overrides)
-    values = [list(o.sweep_string_iterator()) if o.is_sweep_override() else [] for o in parsed]
+    values = [sweep_values(o) for o in parsed]
     firsts = [
         f"{o.get_key_element()}={vs[0]}" if vs else o.input_line
         for o, vs in zip(parsed, values, strict=True)
@@ -227,7 +238,7 @@ def test_a_bad_optimized_metric_names_the_key_and_the_allowed_ones(name: Any) ->
     (line,) = str(caught.value).splitlines()[1:]
     assert line.strip() == (
         f"optimized_metric={name!r}: Input should be 'train_loss', 'train_accuracy', "
-        "'val_loss' or 'val_accuracy'"
+        "'val_loss', 'val_accuracy' or 'val_accuracy_at_cost'"
     )
 
 
@@ -253,7 +264,7 @@ def test_run_py_refuses_a_test_metric_before_building(tmp_path: Path) -> None:
     lines = [line for line in result.stderr.splitlines() if "optimized_metric" in line]
     assert lines == [
         "  optimized_metric='test_accuracy': Input should be 'train_loss', 'train_accuracy', "
-        "'val_loss' or 'val_accuracy'"
+        "'val_loss', 'val_accuracy' or 'val_accuracy_at_cost'"
     ]
     assert not (tmp_path / "run" / "events.jsonl").exists(), "nothing was built"
 
@@ -263,7 +274,7 @@ def readme_commands() -> list[list[str]]:
     lines = [
         line.strip()
         for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
-        for line in block.splitlines()
+        for line in block.replace("\\\n", " ").splitlines()  # join continued lines
         if line.strip().startswith("python run.py")
     ]
     return [shlex.split(line, comments=True)[2:] for line in lines]
@@ -289,5 +300,10 @@ def test_readme_commands_compose(args: list[str]) -> None:
         return
     overrides = [a for a in args if a not in ("-m", "--multirun")]
     for run in single_runs(overrides):
-        container = resolved(compose_job(*run))
+        cfg = compose_job(*run)
+        if unvalidated(cfg)["trainer"]["device"] == "cuda" and not torch.cuda.is_available():
+            with pytest.raises(ConfigError, match=re.escape(NO_CUDA)):
+                resolved(cfg)  # a GPU command, refused in one line on this machine
+            continue
+        container = resolved(cfg)
         assert container["run_dir"]
