@@ -89,7 +89,7 @@ CASES = [
     (
         ["+sed=3"],
         r"sed=3: not a configuration key; allowed at the top level: name, seed, tags, "
-        r"optimized_metric, run_dir, paths, dataset, model, .*trainer",
+        r"optimized_metric, param_cost, run_dir, paths, dataset, model, .*trainer",
     ),
     (
         ["model=transformer_tiny"],
