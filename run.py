@@ -84,7 +84,7 @@ def main(cfg: DictConfig) -> float:
     from esper.app import build
     from esper.config import ConfigError
     from esper.training.distributed import shut_down
-    from esper.training.trainer import Diverged
+    from esper.training.guard import Diverged
 
     if "simic" in cfg:  # --config-name train_policy
         return train_policy(cfg)

@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> None:
 
             out = args.out or paths[0] / "report"
             title = f"Esper report: {', '.join(p.name for p in paths)}"
-            print(f"\nreport: {render(runs, out, title)}")
+            try:
+                print(f"\nreport: {render(runs, out, title)}")
+            except OSError as exc:
+                parser.error(f"--out {out}: cannot write the report there ({exc.strerror})")
         return
     if len(args.targets) != 1 or len(args.targets[0].split("/")) != 3:
         missing = ", ".join(str(p) for p in paths if not p.exists())

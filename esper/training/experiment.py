@@ -20,8 +20,9 @@ from esper.contracts import (
 )
 from esper.events import EventBus, WandbSink
 from esper.training.distributed import parameter_digest
+from esper.training.guard import Diverged
 from esper.training.interruption import Interrupted
-from esper.training.trainer import Diverged, FitResult, Trainer
+from esper.training.trainer import FitResult, Trainer
 
 
 @dataclass

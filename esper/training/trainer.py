@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,23 +30,13 @@ from esper.training.attachment import KernelAttachment
 from esper.training.control import ControlStep
 from esper.training.distributed import Ranks
 from esper.training.flops import flops_per_sample, train_step_flops
+from esper.training.guard import StepGuard
 from esper.training.interruption import Interrupted, Interruption
 from esper.training.observation import Observer
 from esper.training.optim import Optimization
 from esper.training.progress import epoch_bar, postfix
 from esper.training.record import RunRecorder
 from esper.training.steps import Clock, SplitMetrics, device_batches, evaluate, token_loss
-
-
-class Diverged(FloatingPointError):
-    """Too many non-finite steps in a row: the host itself diverged."""
-
-
-def _norm(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """The L2 norm of all of them together, without a device sync (zero for none)."""
-    if not tensors:
-        return torch.zeros((), device=device)
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(tensors))))
 
 
 @dataclass(frozen=True)
@@ -147,14 +137,17 @@ class Trainer:
         self._active: list[SeedSlot] = []
         self._active_version = -1
         self._host_params = model.host_parameters()
-        self.max_nonfinite_steps = trainer.max_nonfinite_steps
+        self.guard = StepGuard(trainer.max_nonfinite_steps)
         self.interruption = Interruption()
-        self.nonfinite_in_a_row = 0
-        self.skipped_steps = 0
         self.train_flops = 0
         """Forward + backward FLOPs of every training step so far, counted (not estimated)."""
         self._flops_version = -1
         self._flops_per_sample = 0
+
+    @property
+    def skipped_steps(self) -> int:
+        """Optimizer steps skipped so far because the loss or a gradient was non-finite."""
+        return self.guard.skipped_steps
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -224,7 +217,7 @@ class Trainer:
             "params/seeds": float(params["seeds"]),
             "params/total": float(params["total"]),
             "seeds/active": float(sum(s.state is not SeedState.DORMANT for s in slots)),
-            "train/skipped_steps": float(self.skipped_steps),
+            "train/skipped_steps": float(self.guard.skipped_steps),
             "flops/train_per_sample": float(self._flops_per_sample),
             "flops/train_total": float(self.train_flops),
             "epoch_s": epoch_s,
@@ -262,7 +255,9 @@ class Trainer:
             step_loss = self.ranks.reduce_step(loss, y.numel(), self.model.parameters())
             self.clock.step += 1
             active = self.active_slots()
-            if self.guard(step_loss, active):
+            if self.guard.check(
+                step_loss, active, self._host_params, self.optimizer, self.control.cull, self.clock
+            ):
                 self.optimizer.step()
                 for slot in active:
                     slot.life.steps_in_state += 1
@@ -285,47 +280,6 @@ class Trainer:
             self._active_version = self.control.version
         return self._active
 
-    def guard(self, loss: torch.Tensor, active: list[SeedSlot]) -> bool:
-        """Let the optimizer step only if the loss and every gradient are finite.
-
-        A non-finite step is skipped. If a seed's own gradient is non-finite while the host's
-        parameters are intact, the seed caused it and is culled at once. Otherwise the host
-        diverged: the skip is counted, and `max_nonfinite_steps` skips in a row end the run as
-        `diverged`. Also tracks each seed's largest gradient norm (for the gates).
-        """
-        seed_norms = []
-        for slot in active:
-            norm = _norm(slot.seed_gradients(), loss.device)
-            life = slot.life
-            life.grad_norm_max = (
-                norm.detach()
-                if isinstance(life.grad_norm_max, float)
-                else torch.maximum(life.grad_norm_max, norm.detach())
-            )
-            seed_norms.append(norm)
-        host_grads = [p.grad for p in self._host_params if p.grad is not None]
-        checked = torch.stack([loss.detach(), _norm(host_grads, loss.device), *seed_norms])
-        if bool(torch.isfinite(checked).all()):
-            self.nonfinite_in_a_row = 0
-            return True
-        self.optimizer.zero_grad(set_to_none=True)
-        self.skipped_steps += 1
-        step = self.clock.step
-        culprits = [(s, n.item()) for s, n in zip(active, seed_norms) if not torch.isfinite(n)]
-        host_intact = bool(torch.isfinite(_norm(self._host_params, loss.device)))
-        if culprits and host_intact:
-            for slot, value in culprits:
-                self.control.cull(slot, f"non-finite seed gradient (norm {value}) at step {step}")
-            return False
-        self.nonfinite_in_a_row += 1
-        if self.nonfinite_in_a_row >= self.max_nonfinite_steps:
-            raise Diverged(
-                f"the host diverged: {self.nonfinite_in_a_row} steps in a row with a non-finite "
-                f"loss or gradient, skipped (last at step {step}, loss {loss.item()}); lower "
-                "trainer.optimizer.lr or raise trainer.max_nonfinite_steps"
-            )
-        return False
-
     def params(self) -> dict[str, int]:
         return self.model.param_counts()
 
@@ -343,8 +297,8 @@ class Trainer:
             "loop": {
                 "val_losses": list(self.val_losses),
                 "last": dict(self.last),
-                "skipped_steps": self.skipped_steps,
-                "nonfinite_in_a_row": self.nonfinite_in_a_row,
+                "skipped_steps": self.guard.skipped_steps,
+                "nonfinite_in_a_row": self.guard.nonfinite_in_a_row,
                 "train_flops": self.train_flops,
             },
             "rng": checkpoint.rng_state(self.data.train.generator),
@@ -365,8 +319,8 @@ class Trainer:
         self.recorder.load_state_dict(state["record"])
         self.val_losses = list(state["loop"]["val_losses"])
         self.last = dict(state["loop"]["last"])
-        self.skipped_steps = state["loop"]["skipped_steps"]
-        self.nonfinite_in_a_row = state["loop"]["nonfinite_in_a_row"]
+        self.guard.skipped_steps = state["loop"]["skipped_steps"]
+        self.guard.nonfinite_in_a_row = state["loop"]["nonfinite_in_a_row"]
         self.train_flops = state["loop"]["train_flops"]
         self.clock.epoch, self.clock.step = state["epoch"], state["step"]
         self.start_epoch = state["epoch"] + 1

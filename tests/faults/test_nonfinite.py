@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from esper.app import build
-from esper.training.trainer import Diverged
+from esper.training.guard import Diverged
 from tests.conftest import ONE_EARLY_SEED
 
 QUIET = ("logger=none", "trainer.checkpoint=false", "kernels.async_compile=false")
