@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -143,6 +144,7 @@ def _make_sinks(
             ]
         if settings.trainer.quiet:
             logger_node["silent"] = True  # W&B's own console lines too
+            os.environ.setdefault("WANDB_SILENT", "true")  # and those before its settings
         if logger_node.get("job_type") is None:
             logger_node["job_type"] = choices.get("policy", "train")
         if resume_state is not None and resume_state.get("wandb_run_id"):

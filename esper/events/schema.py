@@ -72,7 +72,11 @@ SCHEMA: tuple[Metric, ...] = (
         "kernel",
     ),
     Metric("kernel/<blueprint>/latency_us_p95", "As above, 95th percentile.", "kernel"),
-    Metric("kernel/<blueprint>/compile_s", "Seconds its compile took (0: loaded).", "kernel"),
+    Metric(
+        "kernel/<blueprint>/compile_s",
+        "Seconds the kernel's compile took when it was made (a stored kernel keeps its figure).",
+        "kernel",
+    ),
     Metric(
         "kernel/<blueprint>/train_latency_us_p50",
         "Forward latency (median, µs) sampled in the training pass this epoch.",

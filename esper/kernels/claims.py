@@ -36,12 +36,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def stale(claim: dict[str, object], age_s: float) -> bool:
-    """A claim is stale past its lease, or at once when its process is gone from this host."""
+def stale(claim: object, age_s: float) -> bool:
+    """A claim is stale past its lease, or at once when its process is gone from this host. A
+    claim that is not a claimant's record (garbage, another tool's file) counts by age alone."""
     if age_s > CLAIM_LEASE_S:
         return True
+    if not isinstance(claim, dict):
+        return False
     pid = claim.get("pid")
-    return claim.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid)
+    if claim.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    return not 0 < pid < 2**31 or not _alive(pid)
+
+
+class WaitInterrupted(RuntimeError):
+    """SIGINT/SIGTERM arrived while this job waited for another job's compile: the run ends
+    `interrupted` (never mistaken for a failed kernel, which would cull the seed)."""
 
 
 class FileClaims:
@@ -58,10 +68,13 @@ class FileClaims:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 try:
-                    held = json.loads(path.read_text() or "{}")
                     age = time.time() - path.stat().st_mtime
+                except OSError:
+                    continue  # released meanwhile: try again
+                try:
+                    held: object = json.loads(path.read_text() or "null")
                 except (OSError, ValueError):
-                    held, age = {}, 0.0  # being written right now: held
+                    held = None  # being written, or not a claim: its age decides
                 if not stale(held, age):
                     return False
                 path.unlink(missing_ok=True)  # a dead claimant's: take it over

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,7 +20,7 @@ from torch.export import ExportedProgram
 
 from esper.contracts import KernelMetadata, KernelSpec
 from esper.kernels.cache import ByteLRU
-from esper.kernels.claims import POLL_S
+from esper.kernels.claims import POLL_S, WaitInterrupted
 from esper.kernels.compiler import (
     KernelIntegrityError,
     compile_kernel,
@@ -105,6 +105,9 @@ class KernelLibrary:
         self._pending: dict[str, Compilation] = {}
         self._quarantines: list[Quarantine] = []
         self._compiles = WorkerCompiles(workers, latency_batches, reference_batch, async_compile)
+        self.stop_requested: Callable[[], bool] = lambda: False
+        """Set by the trainer: whether SIGINT/SIGTERM arrived, so that waiting for another
+        job's compile ends (`WaitInterrupted`) instead of outliving the signal."""
 
     @property
     def async_compile(self) -> bool:
@@ -139,6 +142,8 @@ class KernelLibrary:
                 log.info("kernel %s: another job is compiling it; waiting", spec.blueprint)
                 self.counts.claim_waits += 1
                 waited = True
+            if self.stop_requested():
+                raise WaitInterrupted(f"interrupted while waiting for {spec.blueprint}'s compile")
             time.sleep(POLL_S)
             stored = self._from_store(key)
             if stored is not None:

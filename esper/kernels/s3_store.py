@@ -166,11 +166,11 @@ class S3Store:
                 head = self.client.head_object(Bucket=self.bucket, Key=key)
             except ClientError:
                 continue  # released meanwhile: try again
-            body = self._get(key) or b"{}"
+            body = self._get(key) or b"null"
             try:
-                held = json.loads(body)
+                held: object = json.loads(body)
             except ValueError:
-                held = {}
+                held = None
             age = time.time() - head["LastModified"].timestamp()
             if not claims.stale(held, age):
                 return False

@@ -37,7 +37,13 @@ def main(argv: list[str] | None = None) -> None:
             except OSError as exc:
                 parser.error(f"--out {out}: cannot write the report there ({exc.strerror})")
         return
-    if len(args.targets) != 1 or len(args.targets[0].split("/")) != 3:
+    parts = args.targets[0].split("/")
+    looks_like_a_path = (
+        args.targets[0].startswith((".", "/", "~"))
+        or not all(parts)
+        or Path(parts[0]).is_dir()  # outputs/multiruns/typo: a mistyped local path
+    )
+    if len(args.targets) != 1 or len(parts) != 3 or looks_like_a_path:
         missing = ", ".join(str(p) for p in paths if not p.exists())
         parser.error(f"{missing}: no such directory, nor one W&B entity/project/group")
     try:
@@ -52,7 +58,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         report.save()
     except Exception as exc:  # noqa: BLE001 - one line: no login, no server, no permission
-        print(f"esper.report: saving the W&B Report failed: {exc}", file=sys.stderr)
+        print(
+            f"esper.report: {args.targets[0]} is no local directory, so it was read as a W&B "
+            f"entity/project/group; saving its W&B Report failed: {exc}",
+            file=sys.stderr,
+        )
         raise SystemExit(1) from None
     print(f"W&B Report saved: {report.url}")
 

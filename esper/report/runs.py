@@ -4,6 +4,7 @@ resolved configuration, the epoch rows, the adaptations). Nothing here needs W&B
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +13,39 @@ from esper.events.tables import timeline_rows
 
 def load_runs(sweep_dirs: list[Path]) -> list[dict[str, Any]]:
     """Each run's summary, with `config` (the resolved configuration it started with),
-    `history` (its epoch rows), `adaptation_events` and `run_dir` added."""
-    paths = sorted(p for d in sweep_dirs for p in d.glob("**/summary.json"))
-    if not paths:
-        raise SystemExit(f"no summary.json under {', '.join(map(str, sweep_dirs))}")
+    `history` (its epoch rows), `adaptation_events` and `run_dir` added. A run is read once
+    however often the arguments name it. A run whose summary.json is unreadable, or that has
+    none (its job was killed), is left out with one line on stderr that names it."""
+    paths = sorted({p.resolve() for d in sweep_dirs for p in d.glob("**/summary.json")})
+    for events in sorted({p.resolve() for d in sweep_dirs for p in d.glob("**/events.jsonl")}):
+        if not (events.parent / "summary.json").exists():
+            _skip(events.parent, "no summary.json (the job did not finish: killed?)")
     runs = []
     for path in paths:
-        summary = json.loads(path.read_text())
+        try:
+            summary = json.loads(path.read_text())
+            if not isinstance(summary, dict) or "status" not in summary:
+                raise ValueError("not a run summary (no status)")
+        except (OSError, ValueError) as exc:
+            _skip(path.parent, f"unreadable summary.json ({exc})")
+            continue
         summary.update(config={}, history=[], adaptation_events=[], run_dir=str(path.parent))
         events = path.parent / "events.jsonl"
         if events.is_file():
             with events.open(encoding="utf-8") as handle:
-                for line in handle:
-                    _add(summary, json.loads(line))
+                for number, line in enumerate(handle, 1):
+                    try:
+                        _add(summary, json.loads(line))
+                    except (ValueError, KeyError, TypeError):
+                        _skip(path.parent, f"events.jsonl line {number} unreadable: ignored")
         runs.append(summary)
+    if not runs:
+        raise SystemExit(f"no readable summary.json under {', '.join(map(str, sweep_dirs))}")
     return runs
+
+
+def _skip(run_dir: Path, why: str) -> None:
+    print(f"esper.report: {run_dir}: {why}", file=sys.stderr)
 
 
 def _add(run: dict[str, Any], event: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from esper.contracts import (
 )
 from esper.events import EventBus
 from esper.kernels import CompileMachineryError, KernelLibrary, KernelRequest, LoadedKernel
+from esper.kernels.claims import WaitInterrupted
 from esper.kernels.compiler import percentile
 from esper.seeds import MorphogeneticModel, SeedSlot
 from esper.training.steps import Clock
@@ -130,8 +131,8 @@ class KernelAttachment:
             slot = self.model.slot(name)
             try:
                 loaded = pending.request.result()
-            except CompileMachineryError:
-                raise  # no seed's fault: the run fails loudly rather than culling and going on
+            except (CompileMachineryError, WaitInterrupted):
+                raise  # no seed's fault: the run fails (or ends interrupted) rather than culling
             except Exception as exc:  # noqa: BLE001 - handed back as the failure's error
                 collected.failed.append(KernelFailure(slot, f"{type(exc).__name__}: {exc}"))
                 continue

@@ -111,6 +111,12 @@ def ranks_from_env(strategy: str, device: str) -> Ranks:
     """`trainer.strategy=ddp`: join the process group torchrun describes in the environment
     (gloo on CPU, NCCL on CUDA). `single`: one process, no group."""
     if strategy == "single":
+        world = os.environ.get("WORLD_SIZE", "1")
+        if world.isdigit() and int(world) > 1:
+            raise ConfigError(
+                f"trainer.strategy=single under torchrun ({world} processes would each run, "
+                "and write, the whole run): pass trainer.strategy=ddp, or start python run.py"
+            )
         return Ranks()
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         raise ConfigError(

@@ -23,6 +23,7 @@ from esper.data import DataSplits
 from esper.events import EventBus
 from esper.events.schema import STATE_CODES
 from esper.kernels import KernelLibrary
+from esper.kernels.claims import WaitInterrupted
 from esper.policy import Policy
 from esper.seeds import MorphogeneticModel, SeedSlot
 from esper.training import checkpoint
@@ -160,9 +161,14 @@ class Trainer:
             self.library.start_worker()  # warm before the first compile, not during it
         if self.prewarm and writer:
             self.kernels.prewarm(self.allowed)
+        self.library.stop_requested = lambda: self.interruption.signum is not None
         with epoch_bar(self.progress, self.start_epoch, self.max_epochs) as bar:
             for epoch in bar:
-                train, val = self.run_epoch(epoch)
+                try:
+                    train, val = self.run_epoch(epoch)
+                except WaitInterrupted:
+                    assert self.interruption.signum is not None
+                    raise Interrupted(self.interruption.signum, epoch, self.clock.step) from None
                 bar.set_postfix_str(postfix(train, val, self.model.iter_slots()), refresh=False)
                 if self.stop_after_epoch is not None and epoch >= self.stop_after_epoch:
                     break

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ import torch
 from esper.contracts import KernelSpec
 from esper.kernels import KernelLibrary, LocalStore
 from esper.kernels.claims import FileClaims
-from tests.conftest import run_cli
+from tests.conftest import ROOT, own_env, run_cli
 
 
 def spec(hidden: int) -> KernelSpec:
@@ -111,3 +114,73 @@ def test_a_concurrent_sweep_on_s3_compiles_each_kernel_once(
     compiles = sum(s["kernel_library"]["compiles"] for s in summaries)
     assert compiles == len(stored) > 0, "each distinct kernel compiled once across the sweep"
     assert sum(s["kernel_library"]["claim_waits"] for s in summaries) >= 1, "jobs met"
+
+
+@pytest.mark.parametrize("content", ["garbage{", "[1]", '{"host": "x", "pid": 99999999999}'])
+def test_a_claim_that_is_not_a_claimants_record_counts_by_age(tmp_path: Path, content) -> None:
+    """Adversarial pass: an unparseable claim hung the run for ever; a JSON list culled seeds
+    with an AttributeError. Such a claim is held while fresh and taken over past its lease."""
+    from esper.kernels.claims import CLAIM_LEASE_S
+
+    claims = FileClaims(tmp_path)
+    key = "b" * 64
+    path = tmp_path / "claims" / f"{key}.claim"
+    path.parent.mkdir()
+    path.write_text(content)
+    assert not claims.claim(key), "fresh: another job may be writing it"
+    old = time.time() - CLAIM_LEASE_S - 1
+    os.utime(path, (old, old))
+    assert claims.claim(key), "past its lease: taken over"
+
+
+@pytest.mark.slow
+def test_sigterm_while_waiting_for_another_jobs_compile_ends_interrupted(
+    make_config, kernel_store: Path, tmp_path: Path
+) -> None:
+    """Adversarial pass: a run waiting on a claim outlived SIGTERM. Every kernel the run may
+    ask for is claimed by this (live) test process; the run waits; SIGTERM ends it
+    `interrupted` with its summary, exit 143, no seed culled."""
+    import signal
+
+    from esper.app import build
+
+    overrides = (
+        "policy.patience=1",
+        "policy.warmup_epochs=1",
+        "policy.min_delta=1.0",
+        "kernels.preflight=false",
+        "kernels.async_compile=false",
+        "logger=none",
+        "trainer.max_epochs=20",
+    )
+    probe = build(make_config(*overrides, run_dir=tmp_path / "probe"))
+    trainer = probe.trainer
+    keys = list(trainer.kernels._offered(trainer.allowed))
+    probe.discard()
+    claims = FileClaims(kernel_store)
+    assert all(claims.claim(key) for key in keys)
+    run_dir = tmp_path / "run"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            f"hydra.run.dir={run_dir}",
+            "trainer.progress=false",
+            *overrides,
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=own_env(ESPER_KERNEL_STORE=str(kernel_store)),
+    )
+    assert child.stdout is not None
+    for line in child.stdout:
+        if "another job is compiling it; waiting" in line:
+            break
+    time.sleep(0.5)
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=60) == 128 + signal.SIGTERM
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert not [a for a in summary["adaptations"] if a["to"] == "CULLED"]

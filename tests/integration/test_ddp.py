@@ -106,3 +106,28 @@ def test_ddp_outside_torchrun_is_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     [line] = [line for line in result.stderr.splitlines() if line.startswith("esper:")]
     assert "trainer.strategy=ddp needs torchrun" in line
+
+
+def test_torchrun_without_strategy_ddp_is_one_clear_line(tmp_path: Path) -> None:
+    """Adversarial pass: under torchrun the default strategy ran the whole run in every rank,
+    two runs interleaved in one run directory."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(ROOT / "run.py"),
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "logger=none",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env=own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels")),
+    )
+    assert result.returncode != 0
+    assert "trainer.strategy=single under torchrun" in result.stderr
+    assert not (tmp_path / "run" / "events.jsonl").exists()

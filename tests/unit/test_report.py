@@ -44,3 +44,44 @@ def test_static_wide_and_small_host_are_separate_rows(tmp_path) -> None:
     assert "| 0,1 | 0.7050 ± 0.0071 |" in small
     assert "| 0.9050 ± 0.0071 |" in wide and "| 4,400 |" in wide
     assert all("seed" not in r.split("|")[1] for r in rows), "the seed never labels a row"
+
+
+def test_bad_runs_are_named_and_left_out_and_no_run_counts_twice(tmp_path, capsys) -> None:
+    """Adversarial pass: one unreadable summary.json stopped the whole report with a
+    traceback, a killed job vanished silently, and naming a run twice counted it twice."""
+    for seed in (0, 1):
+        write_run(tmp_path, f"good{seed}", [8, 8], "NoPolicy", seed, 0.7)
+    for name, text in (("truncated", '{"status": "compl'), ("list", "[1, 2]"), ("empty", "")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(text)
+    (tmp_path / "killed").mkdir()
+    (tmp_path / "killed" / "events.jsonl").write_text('{"kind": "run_started"}\n')
+    with (tmp_path / "good0" / "events.jsonl").open("a") as handle:
+        handle.write("not json\n")
+    runs = load_runs([tmp_path, tmp_path / "good0"])
+    assert sorted(r["seed"] for r in runs) == [0, 1]
+    err = capsys.readouterr().err.splitlines()
+    assert len([line for line in err if "unreadable summary.json" in line]) == 3
+    assert any("killed: no summary.json" in line for line in err)
+    assert any("good0: events.jsonl line 2 unreadable" in line for line in err)
+    assert "| 0,1 |" in table(runs)
+
+
+def test_a_missing_path_is_not_taken_for_a_wandb_group(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import own_env
+
+    (tmp_path / "outputs").mkdir()
+    for target in ("/tmp/not/there", "outputs/multiruns/typo", "./a/b"):
+        result = subprocess.run(
+            [sys.executable, "-m", "esper.report", target, "--dry-run"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=own_env(),
+            timeout=60,
+        )
+        assert result.returncode == 2, target
+        assert "no such directory" in result.stderr.splitlines()[-1]
