@@ -94,7 +94,8 @@ class Trainer:
         self.recorder = recorder
         self.max_epochs = trainer.max_epochs
         self.stop_after_epoch = trainer.stop_after_epoch
-        self.progress = trainer.progress and not trainer.quiet
+        # ddp: rank 0 draws the bar
+        self.progress = trainer.progress and not trainer.quiet and (ranks is None or ranks.writer)
         self.prewarm = kernels.prewarm
         self.checkpoint_to = checkpoint_to
         self.checkpoint_extra = checkpoint_extra or {}
