@@ -5,6 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
+
+def flatten(node: Any, sep: str = "/", prefix: str = "") -> dict[str, Any]:
+    """Nested records as keys: `{"params": {"total": 3}}` -> `{"params/total": 3}` (the W&B
+    summary) or, with `sep="."`, `params.total` (config keys in the report); lists stay whole."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flatten(value, sep, f"{prefix}{key}{sep}"))
+        return out
+    return {prefix[: -len(sep)] if prefix else prefix: node}
+
+
 ADAPTATION_COLUMNS: list[str | int] = [
     "epoch",
     "step",

@@ -29,6 +29,7 @@ from esper.events.tables import (
     ADAPTATION_COLUMNS,
     TIMELINE_COLUMNS,
     adaptation_rows,
+    flatten,
     timeline_rows,
 )
 
@@ -47,16 +48,6 @@ DECISION_COLUMNS: list[str | int] = [
 ]
 OPERATION_PREFIX = "op/"
 """A decision's `probabilities` key for one operation's probability (`op/germinate`)."""
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """`{"params": {"total": 3}}` -> `{"params/total": 3}`; lists are kept whole."""
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(flatten(value, f"{prefix}{key}/"))
-        return out
-    return {prefix.rstrip("/"): node}
 
 
 def policy_row(probabilities: dict[str, float]) -> dict[str, float]:

@@ -13,6 +13,7 @@ from collections import defaultdict
 from typing import Any
 
 from esper.config import NEUTRAL_TRAINER_KEYS
+from esper.events.tables import flatten
 
 IGNORED = (
     "seed",
@@ -31,17 +32,9 @@ IGNORED = (
 """Keys that say where or how a job ran, not what experiment it was."""
 
 
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): node}
-
-
 def _relevant(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in flatten(config).items() if not any(k.startswith(i) for i in IGNORED)}
+    flat = flatten(config, ".")
+    return {k: v for k, v in flat.items() if not any(k.startswith(i) for i in IGNORED)}
 
 
 def _mean_std(values: list[float]) -> str:
