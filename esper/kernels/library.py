@@ -104,6 +104,7 @@ class KernelLibrary:
         self.workers = workers
         self._pending: dict[str, Compilation] = {}
         self._quarantines: list[Quarantine] = []
+        self._waited: set[str] = set()
         self._compiles = WorkerCompiles(workers, latency_batches, reference_batch, async_compile)
         self.stop_requested: Callable[[], bool] = lambda: False
         """Set by the trainer: whether SIGINT/SIGTERM arrived, so that waiting for another
@@ -131,17 +132,11 @@ class KernelLibrary:
         """Compile here under the store's claim, or wait while another job compiles it and
         load it from the store (`esper.kernels.claims`)."""
         key = spec.key()
-        waited = False
         while True:
-            if self.store.claim(key):
-                try:
-                    return self._compile_here(spec)
-                finally:
-                    self.store.release(key)
-            if not waited:
-                log.info("kernel %s: another job is compiling it; waiting", spec.blueprint)
-                self.counts.claim_waits += 1
-                waited = True
+            compiled = self._compile_if_claimed(spec)
+            if compiled is not None:
+                return compiled
+            self._note_wait(spec)
             if self.stop_requested():
                 raise WaitInterrupted(f"interrupted while waiting for {spec.blueprint}'s compile")
             time.sleep(POLL_S)
@@ -152,14 +147,26 @@ class KernelLibrary:
     def poll_store(self, spec: KernelSpec) -> Resolved | None:
         """The kernel if the job holding its claim has stored it; compiled here should the
         claim have been given up without a kernel."""
+        stored = self._from_store(spec.key())
+        return stored if stored is not None else self._compile_if_claimed(spec)
+
+    def _compile_if_claimed(self, spec: KernelSpec) -> Resolved | None:
+        """Compile here if this job wins the claim (released after); None if another holds it."""
         key = spec.key()
-        stored = self._from_store(key)
-        if stored is not None or not self.store.claim(key):
-            return stored
+        if not self.store.claim(key):
+            return None
         try:
             return self._compile_here(spec)
         finally:
             self.store.release(key)
+
+    def _note_wait(self, spec: KernelSpec) -> None:
+        """Count and log a kernel another job is compiling, once per kernel however often it
+        is polled or asked for."""
+        if spec.key() not in self._waited:
+            self._waited.add(spec.key())
+            self.counts.claim_waits += 1
+            log.info("kernel %s: another job is compiling it; waiting", spec.blueprint)
 
     def has(self, spec_key: str) -> bool:
         """Whether the kernel resolves without a compile (by its index entry; the artifact is
@@ -232,7 +239,7 @@ class KernelLibrary:
             if stored is not None:
                 return KernelRequest(self, stored)
             if not self.store.claim(key):
-                self.counts.claim_waits += 1
+                self._note_wait(spec)
                 return KernelRequest(self, awaiting=StoreWait(self, spec))
         except Exception as exc:  # noqa: BLE001 - delivered through the request
             return KernelRequest(self, error=exc)
