@@ -171,11 +171,9 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     job = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])  # not Hydra's node
     container: dict[str, Any] = OmegaConf.to_container(job, resolve=True)  # type: ignore[assignment]
     settings = validate(container)
-    if settings.trainer.quiet:
-        quiet_console()
     ranks = ranks_from_env(settings.trainer.strategy, settings.trainer.device)
-    if not ranks.writer:
-        quiet_console()  # ddp: rank 0 speaks for the run
+    if settings.trainer.quiet or not ranks.writer:
+        quiet_console()  # a quiet sweep; or a ddp rank other than 0: rank 0 speaks for the run
     # ddp: every rank works in rank 0's run directory; only rank 0 writes there
     run_dir = Path(ranks.broadcast(str(run_dir or container.get("run_dir") or ".")))
     replace_earlier_run = ranks.writer and preflight.check_run_dir(

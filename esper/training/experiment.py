@@ -95,7 +95,6 @@ class Experiment:
             resumed_from=who.resumed_from,
             checkpoint=str(trainer.checkpoint_to) if trainer.checkpoint_to else None,
             wandb=self.wandb,
-            sink_failures=list(self.bus.failures),
             wall_s=time.perf_counter() - self.started,
         )
 
@@ -163,10 +162,9 @@ class Experiment:
             (a.epoch, a.step, a.slot, a.from_state.value, a.to_state.value)
             for a in trainer.recorder.adaptations
         ]
-        digests = trainer.ranks.gather(parameter_digest(trainer.model))
-        everyone = trainer.ranks.gather(transitions)
+        everyone = trainer.ranks.gather((parameter_digest(trainer.model), transitions))
         return RanksRecord(
             world=trainer.ranks.world,
-            digests=digests,
-            adaptations_agree=all(t == everyone[0] for t in everyone),
+            digests=[digest for digest, _ in everyone],
+            adaptations_agree=all(t == everyone[0][1] for _, t in everyone),
         )
