@@ -27,12 +27,14 @@ QUIET = (
 
 @dataclass(frozen=True)
 class EpisodeSpec:
-    """Which run an episode is: the task's overrides (with its host width) and the seed."""
+    """Which run an episode is: the task's overrides (with its host width), the seed, and the
+    seed the policy samples its decisions with."""
 
     task: str
     overrides: tuple[str, ...]
     seed: int
     epochs: int
+    policy_seed: int = 0
 
 
 @dataclass
@@ -40,9 +42,7 @@ class EpisodeResult:
     spec: EpisodeSpec
     val_accuracy: float
     added_params: int
-    host_params: int
     added_flops: int
-    host_flops: int
     wall_s: float
     steps: list[Step] = field(default_factory=list)
     actions: dict[str, int] = field(default_factory=dict)
@@ -73,7 +73,11 @@ def run_episode(spec: EpisodeSpec, weights: str | None, kernel_store: str) -> Ep
 
     started = time.perf_counter()
     os.environ["ESPER_KERNEL_STORE"] = kernel_store
-    policy = ("policy=gnn", f"policy.checkpoint={weights}") if weights else ("policy=none",)
+    policy = (
+        ("policy=gnn", f"policy.checkpoint={weights}", f"policy.seed={spec.policy_seed}")
+        if weights
+        else ("policy=none",)
+    )
     with tempfile.TemporaryDirectory() as workdir:
         with initialize_config_dir(str(CONF), version_base="1.3"):
             cfg = compose(
@@ -100,9 +104,7 @@ def run_episode(spec: EpisodeSpec, weights: str | None, kernel_store: str) -> Ep
         spec=spec,
         val_accuracy=record.metrics["val_accuracy"],
         added_params=record.params["seeds"],
-        host_params=record.params["host"],
         added_flops=flops.get("total", 0) - flops.get("host", 0),
-        host_flops=flops.get("host", 1),
         wall_s=time.perf_counter() - started,
         steps=trace,
         actions=actions,

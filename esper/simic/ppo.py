@@ -1,4 +1,5 @@
-"""PPO for the GNN policy: GAE over each episode, then a clipped-objective update.
+"""PPO for the GNN policy: advantages (group-relative, or GAE over the value head), then a
+clipped-objective update.
 
 Hand-written rather than torchrl's ClipPPOLoss: our action is a factored, masked choice
 (operation, then slot, then blueprint) over a graph whose size varies from step to step, which
@@ -30,6 +31,22 @@ def gae(rewards: Sequence[float], values: Sequence[float], gamma: float, lam: fl
         delta = rewards[t] + gamma * next_value - values[t]
         running = delta + gamma * lam * running
         advantages[t] = running
+    return advantages
+
+
+def group_advantages(rewards: Sequence[float], groups: Sequence[int]) -> list[float]:
+    """Each episode's reward less the mean reward of the other episodes of its group (same
+    task, host and seed; leave-one-out, so an episode is not its own baseline). What the host
+    and seed would have earned anyway cancels; what is left is what the decisions changed."""
+    members: dict[int, list[float]] = {}
+    for reward, group in zip(rewards, groups, strict=True):
+        members.setdefault(group, []).append(reward)
+    advantages = []
+    for reward, group in zip(rewards, groups, strict=True):
+        others = len(members[group]) - 1
+        if others == 0:
+            raise ValueError(f"group {group} has one episode: no baseline to compare it with")
+        advantages.append(reward - (sum(members[group]) - reward) / others)
     return advantages
 
 

@@ -1,12 +1,16 @@
 """What an episode's decisions earned: the validation accuracy they added over the same run
-without growth, less a cost for the parameters they added. Never the test split.
+without growth, less a cost for the parameters (and FLOPs) they added. Never the test split.
 
     reward = (final val accuracy - final val accuracy of the host alone, same task and seed)
-             - param_cost * (parameters added / host parameters)
-             - flop_cost * (forward FLOPs added / host forward FLOPs)
+             - per_1k_params * (parameters added / 1,000)
+             - per_1k_flops * (forward FLOPs a sample added / 1,000)
 
-It is paid at the episode's last decision (earlier decisions get it through GAE), so that
-only what the decisions changed by the end counts, not noise between epochs.
+The cost is in absolute parameters, not in host-sizes: a researcher pays for parameters, and
+a cost relative to the host made every seed on a 114-parameter spirals MLP look enormous and
+every seed on a 1,900-parameter CNN look free (experiments/gnn_policy.md).
+
+It is paid at the episode's last decision (earlier decisions get it through the advantage),
+so that only what the decisions changed by the end counts, not noise between epochs.
 """
 
 from __future__ import annotations
@@ -29,17 +33,14 @@ def episode_reward(
     val_accuracy: float,
     baseline_val_accuracy: float,
     added_params: int,
-    host_params: int,
     added_flops: int = 0,
-    host_flops: int = 1,
-    param_cost: float = 0.01,
-    flop_cost: float = 0.0,
+    per_1k_params: float = 0.05,
+    per_1k_flops: float = 0.0,
 ) -> RewardTerms:
-    """See the module docstring. Costs are per doubling of the host: adding as many
-    parameters as the host has costs `param_cost` accuracy."""
+    """See the module docstring."""
     gain = val_accuracy - baseline_val_accuracy
-    param_penalty = param_cost * added_params / max(1, host_params)
-    flop_penalty = flop_cost * added_flops / max(1, host_flops)
+    param_penalty = per_1k_params * added_params / 1000
+    flop_penalty = per_1k_flops * added_flops / 1000
     return RewardTerms(gain, param_penalty, flop_penalty, gain - param_penalty - flop_penalty)
 
 

@@ -35,8 +35,12 @@ class PPOConfig(Section):
 
 
 class RewardConfig(Section):
-    param_cost: float = Field(default=0.01, ge=0)
-    flop_cost: float = Field(default=0.0, ge=0)
+    """Costs in val accuracy (esper.simic.reward)."""
+
+    per_1k_params: float = Field(default=0.05, ge=0)
+    """Accuracy 1,000 added parameters must buy to pay for themselves."""
+    per_1k_flops: float = Field(default=0.0, ge=0)
+    """Likewise for 1,000 added forward FLOPs a sample."""
 
 
 class SimicConfig(Section):
@@ -45,6 +49,11 @@ class SimicConfig(Section):
     """Seeds episodes draw from; evaluation uses others (0..4), never these."""
     episode_epochs: int = Field(ge=2)
     episodes_per_update: int = Field(ge=1)
+    group_size: int = Field(default=1, ge=1)
+    """Episodes an update runs on the same task, host and training seed, each sampling its
+    decisions with its own seed. Above 1 an episode's advantage is its reward less the mean of
+    its group's others (the luck of the seed cancels: only the decisions differ); at 1 it is
+    GAE over the value head."""
     updates: int = Field(ge=1)
     workers: int = Field(default=2, ge=1)
     checkpoint_every: int = Field(default=5, ge=1)
@@ -57,6 +66,15 @@ class SimicConfig(Section):
     layers: int = Field(default=2, ge=1)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
+
+    @model_validator(mode="after")
+    def whole_groups(self) -> SimicConfig:
+        if self.episodes_per_update % self.group_size:
+            raise ValueError(
+                f"simic.episodes_per_update={self.episodes_per_update} must be a multiple of "
+                f"simic.group_size={self.group_size}"
+            )
+        return self
 
     @model_validator(mode="after")
     def disjoint_from_evaluation(self) -> SimicConfig:

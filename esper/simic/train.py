@@ -33,18 +33,23 @@ FORMAT = "esper-simic/1"
 
 
 def _specs(settings: SimicConfig, rng: random.Random) -> list[EpisodeSpec]:
+    """The update's episodes: groups of `group_size` on one drawn task, host variant and
+    training seed, each episode with its own policy sampling seed."""
     specs = []
-    for _ in range(settings.episodes_per_update):
+    for _ in range(settings.episodes_per_update // settings.group_size):
         task = rng.choice(settings.tasks)
         variant = rng.choice(task.variants)
-        specs.append(
-            EpisodeSpec(
-                task.name,
-                (*task.overrides, *variant),
-                rng.choice(settings.train_seeds),
-                settings.episode_epochs,
+        seed = rng.choice(settings.train_seeds)
+        for _ in range(settings.group_size):
+            specs.append(
+                EpisodeSpec(
+                    task.name,
+                    (*task.overrides, *variant),
+                    seed,
+                    settings.episode_epochs,
+                    policy_seed=rng.randrange(2**31),
+                )
             )
-        )
     return specs
 
 
@@ -119,28 +124,34 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
             for key, job in base_jobs.items():
                 baselines[key] = receive(job.result()).val_accuracy
             episodes = [receive(job.result()) for job in jobs]
-            steps, advantages, returns = [], [], []
-            rewards, gains = [], []
-            actions = dict.fromkeys(OPERATIONS, 0)
-            for episode in episodes:
-                terms = episode_reward(
-                    episode.val_accuracy,
-                    baselines[_baseline_key(episode.spec)],
-                    episode.added_params,
-                    episode.host_params,
-                    episode.added_flops,
-                    episode.host_flops,
-                    settings.reward.param_cost,
-                    settings.reward.flop_cost,
+            terms = [
+                episode_reward(
+                    e.val_accuracy,
+                    baselines[_baseline_key(e.spec)],
+                    e.added_params,
+                    e.added_flops,
+                    settings.reward.per_1k_params,
+                    settings.reward.per_1k_flops,
                 )
-                rewards.append(terms.total)
-                gains.append(terms.gain)
-                per_step = step_rewards(len(episode.steps), terms)
+                for e in episodes
+            ]
+            rewards = [t.total for t in terms]
+            if settings.group_size > 1:
+                groups = [i // settings.group_size for i in range(len(episodes))]
+                per_episode = ppo.group_advantages(rewards, groups)
+            steps, advantages, returns = [], [], []
+            actions = dict.fromkeys(OPERATIONS, 0)
+            for i, (episode, term) in enumerate(zip(episodes, terms, strict=True)):
                 values = [s.value for s in episode.steps]
-                adv = ppo.gae(per_step, values, settings.ppo.gamma, settings.ppo.gae_lambda)
+                if settings.group_size > 1:
+                    adv = [per_episode[i]] * len(episode.steps)
+                    returns += [term.total] * len(episode.steps)
+                else:
+                    per_step = step_rewards(len(episode.steps), term)
+                    adv = ppo.gae(per_step, values, settings.ppo.gamma, settings.ppo.gae_lambda)
+                    returns += [a + v for a, v in zip(adv, values, strict=True)]
                 steps += episode.steps
                 advantages += adv
-                returns += [a + v for a, v in zip(adv, values)]
                 for name, count in episode.actions.items():
                     actions[name] += count
             stats = ppo.update(net, optimizer, steps, advantages, returns, ppo_settings, generator)
@@ -148,7 +159,7 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
             row = {
                 "update": float(update),
                 "episode/return": last_reward,
-                "episode/val_gain": sum(gains) / len(gains),
+                "episode/val_gain": sum(t.gain for t in terms) / len(terms),
                 "episode/added_params": sum(e.added_params for e in episodes) / len(episodes),
                 "loss/policy": stats.policy_loss,
                 "loss/value": stats.value_loss,

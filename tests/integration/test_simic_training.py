@@ -18,6 +18,7 @@ TINY = (
     "simic.train_seeds=[100,101]",
     "simic.episode_epochs=4",
     "simic.episodes_per_update=2",
+    "simic.group_size=2",
     "simic.workers=1",
     "simic.checkpoint_every=1",
     "simic.ppo.minibatch=4",

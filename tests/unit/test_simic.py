@@ -16,16 +16,26 @@ from esper.simic.reward import episode_reward, step_rewards
 
 
 def test_the_reward_is_the_gain_over_the_host_alone_less_the_parameter_cost() -> None:
-    terms = episode_reward(0.90, 0.80, added_params=114, host_params=114, param_cost=0.05)
+    terms = episode_reward(0.90, 0.80, added_params=1000, per_1k_params=0.05)
     assert terms.gain == pytest.approx(0.10)
     assert terms.param_penalty == pytest.approx(0.05)
     assert terms.total == pytest.approx(0.05)
-    nothing = episode_reward(0.80, 0.80, added_params=0, host_params=114)
+    nothing = episode_reward(0.80, 0.80, added_params=0)
     assert nothing.total == 0.0
-    flops = episode_reward(0.8, 0.8, 0, 100, added_flops=50, host_flops=100, flop_cost=0.2)
+    flops = episode_reward(0.8, 0.8, 0, added_flops=500, per_1k_flops=0.2)
     assert flops.total == pytest.approx(-0.1)
     assert step_rewards(3, terms) == [0.0, 0.0, pytest.approx(0.05)]
     assert step_rewards(0, terms) == []
+
+
+def test_group_advantages_compare_an_episode_with_the_rest_of_its_group() -> None:
+    # group 0: rewards 0.1, 0.3, 0.5; group 1: 0.0, 0.2 (the groups' own levels cancel)
+    advantages = ppo.group_advantages([0.1, 0.3, 0.5, 0.0, 0.2], [0, 0, 0, 1, 1])
+    assert advantages == pytest.approx([0.1 - 0.4, 0.3 - 0.3, 0.5 - 0.2, -0.2, 0.2])
+    shifted = ppo.group_advantages([1.1, 1.3, 1.5, 0.0, 0.2], [0, 0, 0, 1, 1])
+    assert shifted == pytest.approx(advantages)
+    with pytest.raises(ValueError, match="group 2 has one episode"):
+        ppo.group_advantages([0.1, 0.2, 0.3], [1, 1, 2])
 
 
 def test_gae_on_a_hand_made_trace() -> None:
@@ -59,7 +69,7 @@ def test_an_episode_records_one_step_per_control_step(rollout) -> None:
         if OPERATIONS[step.operation] == "germinate":
             assert step.masks.blueprint[step.slot, step.blueprint]
         assert step.log_prob <= 0
-    assert 0 <= rollout.val_accuracy <= 1 and rollout.host_params == 114
+    assert 0 <= rollout.val_accuracy <= 1
 
 
 def test_one_ppo_update_is_deterministic_and_improves_the_clipped_objective(rollout) -> None:
