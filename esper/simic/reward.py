@@ -44,6 +44,6 @@ def episode_reward(
     return RewardTerms(gain, param_penalty, flop_penalty, gain - param_penalty - flop_penalty)
 
 
-def step_rewards(steps: int, terms: RewardTerms) -> list[float]:
+def step_rewards(steps: int, reward: float) -> list[float]:
     """Zero at every decision but the last, which is paid the episode's reward."""
-    return [0.0] * (steps - 1) + [terms.total] if steps else []
+    return [0.0] * (steps - 1) + [reward] if steps else []

@@ -21,10 +21,10 @@ from tqdm import tqdm
 from esper.atomic import save_torch
 from esper.config import ConfigError
 from esper.kernels.worker import start_pool
-from esper.policy.gnn import GnnPolicy
+from esper.policy.gnn import GnnPolicy, Step
 from esper.policy.masks import OPERATIONS
 from esper.simic import ppo
-from esper.simic.episode import EpisodeSpec, receive, run_in_worker
+from esper.simic.episode import EpisodeResult, EpisodeSpec, receive, run_in_worker
 from esper.simic.reward import episode_reward, step_rewards
 from esper.simic.settings import SimicConfig
 
@@ -55,6 +55,33 @@ def _specs(settings: SimicConfig, rng: random.Random) -> list[EpisodeSpec]:
 
 def _baseline_key(spec: EpisodeSpec) -> str:
     return f"{spec.task}|{' '.join(spec.overrides)}|{spec.seed}|{spec.epochs}"
+
+
+def _advantages(
+    settings: SimicConfig, episodes: list[EpisodeResult], rewards: list[float]
+) -> tuple[list[Step], list[float], list[float]]:
+    """Every decision of the update with its advantage and the return its value is fit to:
+    group-relative (the episode's, at each of its decisions) or GAE over the value head."""
+    steps: list[Step] = []
+    advantages: list[float] = []
+    returns: list[float] = []
+    if settings.group_size > 1:
+        groups = [i // settings.group_size for i in range(len(episodes))]
+        relative = ppo.group_advantages(rewards, groups)
+    for i, (episode, reward) in enumerate(zip(episodes, rewards, strict=True)):
+        n = len(episode.steps)
+        if settings.group_size > 1:
+            advantages += [relative[i]] * n
+            returns += [reward] * n
+        else:
+            values = [s.value for s in episode.steps]
+            adv = ppo.gae(
+                step_rewards(n, reward), values, settings.ppo.gamma, settings.ppo.gae_lambda
+            )
+            advantages += adv
+            returns += [a + v for a, v in zip(adv, values, strict=True)]
+        steps += episode.steps
+    return steps, advantages, returns
 
 
 def _load(resume: str) -> dict[str, Any]:
@@ -136,22 +163,9 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
                 for e in episodes
             ]
             rewards = [t.total for t in terms]
-            if settings.group_size > 1:
-                groups = [i // settings.group_size for i in range(len(episodes))]
-                per_episode = ppo.group_advantages(rewards, groups)
-            steps, advantages, returns = [], [], []
+            steps, advantages, returns = _advantages(settings, episodes, rewards)
             actions = dict.fromkeys(OPERATIONS, 0)
-            for i, (episode, term) in enumerate(zip(episodes, terms, strict=True)):
-                values = [s.value for s in episode.steps]
-                if settings.group_size > 1:
-                    adv = [per_episode[i]] * len(episode.steps)
-                    returns += [term.total] * len(episode.steps)
-                else:
-                    per_step = step_rewards(len(episode.steps), term)
-                    adv = ppo.gae(per_step, values, settings.ppo.gamma, settings.ppo.gae_lambda)
-                    returns += [a + v for a, v in zip(adv, values, strict=True)]
-                steps += episode.steps
-                advantages += adv
+            for episode in episodes:
                 for name, count in episode.actions.items():
                     actions[name] += count
             stats = ppo.update(net, optimizer, steps, advantages, returns, ppo_settings, generator)
@@ -190,9 +204,9 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
                     },
                     run_dir / "simic.pt",
                 )
-                policy.save_weights(
-                    run_dir / "policy.pt", {"updates": done, "history": history[-1]}
-                )
+                # the latest, and one per checkpoint to choose among by validation
+                for path in (run_dir / "policy.pt", run_dir / "policies" / f"update_{done}.pt"):
+                    policy.save_weights(path, {"updates": done, "history": history[-1]})
         bar.close()
     if settings.output:
         policy.save_weights(

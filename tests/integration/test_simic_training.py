@@ -58,6 +58,8 @@ def test_training_runs_and_its_resume_continues_the_same_curve(tmp_path) -> None
         "loss/approx_kl",
         "decisions/germinate",
     } <= set(straight[0])
+    kept = sorted(p.name for p in (tmp_path / "straight" / "policies").iterdir())
+    assert kept == ["update_1.pt", "update_2.pt", "update_3.pt"], "one policy per checkpoint"
     train(tmp_path / "split", "simic.updates=2", env=env)
     resumed = train(
         tmp_path / "split", "simic.updates=3", f"simic.resume={tmp_path / 'split'}", env=env

@@ -24,8 +24,8 @@ def test_the_reward_is_the_gain_over_the_host_alone_less_the_parameter_cost() ->
     assert nothing.total == 0.0
     flops = episode_reward(0.8, 0.8, 0, added_flops=500, per_1k_flops=0.2)
     assert flops.total == pytest.approx(-0.1)
-    assert step_rewards(3, terms) == [0.0, 0.0, pytest.approx(0.05)]
-    assert step_rewards(0, terms) == []
+    assert step_rewards(3, terms.total) == [0.0, 0.0, pytest.approx(0.05)]
+    assert step_rewards(0, terms.total) == []
 
 
 def test_group_advantages_compare_an_episode_with_the_rest_of_its_group() -> None:
@@ -74,7 +74,7 @@ def test_an_episode_records_one_step_per_control_step(rollout) -> None:
 
 def test_one_ppo_update_is_deterministic_and_improves_the_clipped_objective(rollout) -> None:
     steps = rollout.steps
-    rewards = step_rewards(len(steps), episode_reward(0.9, 0.8, 0, 114))
+    rewards = step_rewards(len(steps), episode_reward(0.9, 0.8, 0).total)
     values = [s.value for s in steps]
     advantages = ppo.gae(rewards, values, 1.0, 0.95)
     returns = [a + v for a, v in zip(advantages, values)]
