@@ -48,10 +48,17 @@ class EpisodeResult:
     actions: dict[str, int] = field(default_factory=dict)
 
 
-def run_in_worker(spec: EpisodeSpec, weights: str | None, kernel_store: str) -> bytes:
+def run_in_worker(
+    spec: EpisodeSpec, weights: str | None, kernel_store: str, threads: int = 1
+) -> bytes:
     """`run_episode` for a process pool: the result comes back as plain pickled bytes, since
     torch would otherwise pass each recorded tensor through shared memory (one file
-    descriptor each), which exhausts descriptors and stalls the pool."""
+    descriptor each), which exhausts descriptors and stalls the pool. `threads`: torch's
+    intra-op threads in this worker (workers x threads should not exceed the cores: these
+    models are small, and oversubscribed threads spin against each other)."""
+    import torch
+
+    torch.set_num_threads(threads)
     return pickle.dumps(run_episode(spec, weights, kernel_store))
 
 

@@ -56,6 +56,8 @@ class SimicConfig(Section):
     GAE over the value head."""
     updates: int = Field(ge=1)
     workers: int = Field(default=2, ge=1)
+    worker_threads: int = Field(default=1, ge=1)
+    """torch threads in each episode worker; workers x threads should not exceed the cores."""
     checkpoint_every: int = Field(default=5, ge=1)
     seed: int = Field(default=0, ge=0)
     resume: str | None = None

@@ -129,6 +129,7 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
         max_grad_norm=settings.ppo.max_grad_norm,
     )
     weights = run_dir / "weights" / "current.pt"
+    threads = settings.worker_threads
     last_reward = float("nan")
     # spawned workers that end with this process, under any launcher (see kernels.worker)
     with start_pool(settings.workers) as pool:
@@ -145,9 +146,12 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
             specs = _specs(settings, rng)
             missing = {_baseline_key(s): s for s in specs if _baseline_key(s) not in baselines}
             base_jobs: dict[str, Future[bytes]] = {
-                key: pool.submit(run_in_worker, spec, None, store) for key, spec in missing.items()
+                key: pool.submit(run_in_worker, spec, None, store, threads)
+                for key, spec in missing.items()
             }
-            jobs = [pool.submit(run_in_worker, spec, str(weights), store) for spec in specs]
+            jobs = [
+                pool.submit(run_in_worker, spec, str(weights), store, threads) for spec in specs
+            ]
             for key, job in base_jobs.items():
                 baselines[key] = receive(job.result()).val_accuracy
             episodes = [receive(job.result()) for job in jobs]
