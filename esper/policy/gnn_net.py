@@ -77,6 +77,13 @@ class Heads:
     value: Tensor  # [graphs]
 
 
+OPERATION_PRIOR = {"wait": 0.0, "germinate": 0.0, "advance": 2.0, "fossilize": 2.0, "cull": -2.0}
+"""The operation head's initial bias: untrained weights lean toward the lifecycle's own path
+(advance and fossilize where legal, cull seldom). With an even start a seed met a cull at
+about one step in four, so almost none lived to be kept and training rarely saw what a kept
+seed earns; PPO moves these logits from here."""
+
+
 class PolicyNet(nn.Module):
     def __init__(self, hidden: int, layers: int, backends: BackendChoice) -> None:
         super().__init__()
@@ -87,6 +94,8 @@ class PolicyNet(nn.Module):
         self.globals = nn.Sequential(nn.Linear(N_GLOBAL, hidden), nn.ReLU())
         self.graph = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.ReLU())
         self.operation = nn.Linear(hidden, len(OPERATIONS))
+        with torch.no_grad():
+            self.operation.bias.copy_(torch.tensor([OPERATION_PRIOR[op] for op in OPERATIONS]))
         self.slot = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         self.query = nn.Linear(2 * hidden, hidden)
         self.blueprint = nn.Sequential(nn.Linear(N_BLUEPRINT, hidden), nn.ReLU())
