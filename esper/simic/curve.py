@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
@@ -11,9 +12,24 @@ import torch
 PANELS = (
     ("episode/return", "mean episode reward"),
     ("episode/val_gain", "val accuracy over the host alone"),
+    ("episode/added_params", "parameters added"),
     ("loss/explained_variance", "value head: explained variance"),
     ("loss/entropy", "policy entropy"),
 )
+
+
+SMOOTH = 10
+"""Updates in the moving mean drawn over each panel (one update's mean is a noisy sample)."""
+
+
+def moving_mean(values: list[float], window: int) -> list[float]:
+    """The mean of each window's finite values (explained variance is NaN for an update whose
+    returns were all equal)."""
+    means = []
+    for i in range(window - 1, len(values)):
+        finite = [v for v in values[i - window + 1 : i + 1] if math.isfinite(v)]
+        means.append(sum(finite) / len(finite) if finite else math.nan)
+    return means
 
 
 def history(run_dir: Path) -> list[dict[str, float]]:
@@ -30,7 +46,10 @@ def render(rows: list[dict[str, float]], out: Path) -> Path:
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.2))
     updates = [row["update"] + 1 for row in rows]
     for ax, (key, title) in zip(axes, PANELS):
-        ax.plot(updates, [row[key] for row in rows], marker=".")
+        values = [row[key] for row in rows]
+        ax.plot(updates, values, marker=".", alpha=0.35, linewidth=0.8)
+        if len(values) >= 2 * SMOOTH:
+            ax.plot(updates[SMOOTH - 1 :], moving_mean(values, SMOOTH), color="C3")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("update")
         ax.grid(alpha=0.3)

@@ -107,8 +107,8 @@ def test_a_cold_store_compiles_each_offered_kernel_once_and_a_warm_one_nothing(
 ) -> None:
     first = build(make_config("logger=none", run_dir=tmp_path / "a"))
     library = first.trainer.library
-    assert library.counts.compiles == 2, "residual_mlp and low_rank at the one shape [8]"
-    for name in ("residual_mlp", "low_rank"):
+    assert library.counts.compiles == 3, "the three vector blueprints at the one shape [8]"
+    for name in ("residual_mlp", "low_rank", "residual_block"):
         spec = first.trainer.kernels.spec(name, (8,))
         assert spec == blueprints.kernel_spec(name, (8,), {}, 0, "cpu"), "the trainer's spec"
         assert library.has(spec.key()), "stored: the run's germination finds it"
