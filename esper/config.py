@@ -177,9 +177,9 @@ class RunConfig(BaseModel):
     tags: list[str] = Field(default_factory=list)
     optimized_metric: OptimizedMetric = "val_accuracy"
     """What run.py returns to a sweeper; never a test metric (decisions see validation only).
-    `val_accuracy_at_cost`: val accuracy less `param_cost` per host-size of added parameters."""
-    param_cost: float = Field(default=0.01, ge=0)
-    """Val accuracy one host-size of seed parameters must buy (`val_accuracy_at_cost`)."""
+    `val_accuracy_at_cost`: val accuracy less `param_cost` per 1,000 added parameters."""
+    param_cost: float = Field(default=0.05, ge=0)
+    """Val accuracy 1,000 seed parameters must buy (`val_accuracy_at_cost`)."""
     run_dir: str | None = None
     paths: PathsConfig = Field(default_factory=PathsConfig)
     dataset: Targeted

@@ -138,9 +138,9 @@ class RunRecord(BaseModel):
 
     def objective(self, metric: str, param_cost: float) -> float:
         """What a sweeper optimises (`optimized_metric`): a train/val metric, or
-        `val_accuracy_at_cost` = val accuracy - param_cost x (seed params / host params)."""
+        `val_accuracy_at_cost` = val accuracy - param_cost x (seed params / 1,000): the same cost
+        Simic's reward charges (esper.simic.reward)."""
         if metric == "val_accuracy_at_cost":
-            host = max(1, self.params.get("host", 1))
-            added = self.params.get("seeds", 0) / host
+            added = self.params.get("seeds", 0) / 1000
             return self.metrics["val_accuracy"] - param_cost * added
         return self.metrics[metric]

@@ -17,8 +17,8 @@ CASES = [
     ),
     (
         ["blueprints.allowed=[residual_mlp,nope]"],
-        r"blueprints\.allowed\[1\]: unknown blueprint 'nope'; allowed: residual_mlp, low_rank, "
-        r"conv_residual, squeeze_excite",
+        r"blueprints\.allowed\[1\]: unknown blueprint 'nope'; allowed: residual_mlp, residual_block, "
+        r"low_rank, conv_residual, squeeze_excite",
     ),
     (
         ["model.sites=[blocks.0,blocks.7]"],
@@ -45,7 +45,7 @@ CASES = [
         ["blueprints=image"],
         r"blueprints\.allowed=\['conv_residual', 'depthwise_separable', 'squeeze_excite', "
         r"'group_norm_gate', 'bottleneck'\]: none fits the vector "
-        r"activations .* blueprints that do: residual_mlp, low_rank",
+        r"activations .* blueprints that do: residual_mlp, residual_block, low_rank",
     ),
     (
         ["logger.mode=loud"],
