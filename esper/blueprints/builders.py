@@ -37,9 +37,7 @@ def residual_block(shape: tuple[int, ...], width: int) -> nn.Module:
     64-wide residual MLP is many times the host; this adds a layer of depth for about
     2 x features^2 parameters (144 on a width-8 site against 1,096), which is where most of
     the accuracy comes from on spirals (experiments/gnn_policy.md)."""
-    features = shape[-1]
-    hidden = width or features
-    return nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), _zero(nn.Linear(hidden, features)))
+    return residual_mlp(shape, hidden=width or shape[-1])
 
 
 @register(
