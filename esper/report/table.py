@@ -38,8 +38,10 @@ def _relevant(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.4f} ± {std:.4f}"
+    """Mean ± sample std; one seed has no spread to show (a `± 0.0000` would claim one)."""
+    if len(values) == 1:
+        return f"{values[0]:.4f} (one seed)"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
 def labels(groups: dict[str, list[dict[str, Any]]]) -> dict[str, str]:

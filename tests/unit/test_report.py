@@ -46,6 +46,13 @@ def test_static_wide_and_small_host_are_separate_rows(tmp_path) -> None:
     assert all("seed" not in r.split("|")[1] for r in rows), "the seed never labels a row"
 
 
+def test_one_seed_shows_no_spread(tmp_path) -> None:
+    """Adversarial pass: a single seed printed `± 0.0000`, a spread nobody measured."""
+    write_run(tmp_path, "only", [8, 8], "NoPolicy", 0, 0.7)
+    row = table(load_runs([tmp_path])).splitlines()[2]
+    assert "| 0 | 0.7000 (one seed) |" in row and "±" not in row
+
+
 def test_bad_runs_are_named_and_left_out_and_no_run_counts_twice(tmp_path, capsys) -> None:
     """Adversarial pass: one unreadable summary.json stopped the whole report with a
     traceback, a killed job vanished silently, and naming a run twice counted it twice."""
