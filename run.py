@@ -35,7 +35,7 @@ def result_text(record: RunRecord) -> str:
         )
     for k in record.kernels:
         lines.append(
-            f"  kernel {k.kernel_id[:12]} {k.blueprint:<14} cache={k.cache:<4} "
+            f"  kernel {k.kernel_id[:12]} {k.blueprint:<14} from={k.source:<8} "
             f"p50={k.latency_us_p50:.0f}us p95={k.latency_us_p95:.0f}us "
             f"compile={k.compile_s:.2f}s"
         )
@@ -58,8 +58,9 @@ def train_policy(cfg: DictConfig) -> float:
     container = OmegaConf.to_container(
         OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"]), resolve=True
     )
+    assert isinstance(container, dict)
     try:
-        settings = SimicConfig.model_validate(container["simic"])  # type: ignore[index]
+        settings = SimicConfig.model_validate(container["simic"])
     except ValidationError as exc:
         print(f"esper: {explain(exc, ('simic',))}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -51,7 +51,6 @@ class KernelLoaded(EventBase):
     slot: str
     kernel_id: str
     blueprint: str
-    cache: Literal["hit", "miss"]
     source: Literal["memory", "store", "compiled"]
     wait_s: float
     compile_s: float

@@ -45,8 +45,9 @@ class KernelRecord(BaseModel):
     compile_s: float
     wait_s: float
     """Seconds from the kernel's request to its attachment."""
-    cache: Literal["hit", "miss"]
     source: Literal["memory", "store", "compiled"]
+    """Where the kernel came from: the in-memory cache, the store, or a compile in this run
+    (the library's `kernel_cache/*` counters count the in-memory cache alone)."""
     train_latency_us_p50: float | None = None
     """Forward latency sampled in the training pass (every `seeds.latency_sample_every`)."""
     train_latency_us_p95: float | None = None

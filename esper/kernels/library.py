@@ -42,10 +42,6 @@ class LoadedKernel:
     module: nn.Module
     source: Source
 
-    @property
-    def cache(self) -> Literal["hit", "miss"]:
-        return "miss" if self.source == "compiled" else "hit"
-
 
 @dataclass
 class Resolved:

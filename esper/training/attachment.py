@@ -182,7 +182,6 @@ class KernelAttachment:
                 slot=slot.name,
                 kernel_id=meta.kernel_id,
                 blueprint=meta.spec.blueprint,
-                cache=loaded.cache,
                 source=loaded.source,
                 wait_s=time.perf_counter() - requested_at,
                 compile_s=meta.compile_s,

@@ -64,9 +64,9 @@ def test_summary_holds_the_contract(default_run) -> None:
             "latency_us_p50",
             "latency_us_p95",
             "compile_s",
-            "cache",
+            "source",
         } <= set(k)
-        assert len(k["kernel_id"]) == 64 and k["cache"] in ("hit", "miss")
+        assert len(k["kernel_id"]) == 64 and k["source"] in ("memory", "store", "compiled")
 
 
 def test_a_seed_lives_a_whole_life(default_run) -> None:

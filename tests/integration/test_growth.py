@@ -55,10 +55,10 @@ def test_a_second_run_shares_every_kernel_from_the_store(make_config, tmp_path) 
         .run()
         .model_dump(mode="json")
     )
-    assert first["kernels"] and first["kernels"][0]["cache"] == "miss"
+    assert first["kernels"] and first["kernels"][0]["source"] == "compiled"
     assert first["kernel_library"]["compiles"] >= 1
     assert [k["kernel_id"] for k in second["kernels"]] == [k["kernel_id"] for k in first["kernels"]]
-    assert {k["cache"] for k in second["kernels"]} == {"hit"}
+    assert {k["source"] for k in second["kernels"]} <= {"memory", "store"}
     assert second["kernel_library"]["compiles"] == 0
     assert second["metrics"] == first["metrics"], "same seed, same kernels: the same run"
 

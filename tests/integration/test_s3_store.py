@@ -37,7 +37,7 @@ def test_put_get_list_round_trip(s3_endpoint: str, s3_bucket: str) -> None:
     first = library(store).get(spec())
     assert first.source == "compiled"
     again = library(S3Store(s3_bucket, prefix="team/kernels", endpoint_url=s3_endpoint)).get(spec())
-    assert (again.source, again.cache) == ("store", "hit")
+    assert again.source == "store"
     assert again.metadata == first.metadata
     x = torch.randn(3, 8)
     assert torch.equal(again.module(x), first.module(x))
@@ -169,8 +169,8 @@ def test_two_runs_share_kernels_through_s3(s3_endpoint, s3_bucket, tmp_path: Pat
         summaries.append(json.loads((tmp_path / name / "summary.json").read_text()))
     first, second = summaries
     assert first["choices"]["storage"] == "s3" and first["kernels"]
-    assert first["kernels"][0]["cache"] == "miss"
-    assert {k["cache"] for k in second["kernels"]} == {"hit"}
+    assert first["kernels"][0]["source"] == "compiled"
+    assert {k["source"] for k in second["kernels"]} <= {"memory", "store"}
     assert second["kernel_library"]["compiles"] == 0
     assert second["kernel_library"]["store"].startswith(f"s3://{s3_bucket}/esper/kernels")
 

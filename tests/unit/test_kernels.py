@@ -62,14 +62,14 @@ def test_round_trip_through_the_store(tmp_path: Path) -> None:
         LocalStore(tmp_path), latency_batches=(8,), reference_batch=8, async_compile=False
     )
     compiled = first.get(spec())
-    assert (compiled.source, compiled.cache) == ("compiled", "miss")
+    assert compiled.source == "compiled"
     assert first.get(spec()).source == "memory"
 
     second = KernelLibrary(
         LocalStore(tmp_path), latency_batches=(8,), reference_batch=8, async_compile=False
     )
     loaded = second.get(spec())
-    assert (loaded.source, loaded.cache) == ("store", "hit")
+    assert loaded.source == "store"
     assert loaded.metadata == compiled.metadata
     x = torch.randn(5, 8)
     assert torch.equal(loaded.module(x), compiled.module(x))
