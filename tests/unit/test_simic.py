@@ -13,6 +13,8 @@ from esper.seeds.graph_features import N_GLOBAL, N_NODE
 from esper.simic import ppo
 from esper.simic.episode import EpisodeSpec, run_episode
 from esper.simic.reward import episode_reward, step_rewards
+from esper.simic.settings import SimicConfig, TaskConfig
+from esper.simic.train import _advantages
 
 
 def test_the_reward_is_the_gain_over_the_host_alone_less_the_parameter_cost() -> None:
@@ -102,3 +104,31 @@ def test_one_ppo_update_is_deterministic_and_improves_the_clipped_objective(roll
         assert torch.equal(a, b), "same data, same seed: the same update"
     assert stats_a == stats_b
     assert surrogate(net_a) > before, "the update raised the clipped objective"
+
+
+def _settings(group_size: int) -> SimicConfig:
+    return SimicConfig(
+        tasks=[TaskConfig(name="spirals", overrides=["dataset=spirals"])],
+        train_seeds=[100],
+        episode_epochs=6,
+        episodes_per_update=2,
+        group_size=group_size,
+        updates=1,
+    )
+
+
+def test_an_update_credits_each_decision_with_its_episodes_advantage(rollout) -> None:
+    """Both advantage paths of the training loop, on two copies of one real episode whose
+    rewards differ by 0.2: grouped, every decision of the better one gets +0.2 and of the
+    worse -0.2, and values are fit to the rewards; ungrouped, each episode is GAE alone."""
+    episodes = [rollout, copy.deepcopy(rollout)]
+    n = len(rollout.steps)
+    steps, advantages, returns = _advantages(_settings(2), episodes, [0.3, 0.1])
+    assert len(steps) == 2 * n
+    assert advantages == pytest.approx([0.2] * n + [-0.2] * n)
+    assert returns == pytest.approx([0.3] * n + [0.1] * n)
+    steps, advantages, returns = _advantages(_settings(1), episodes, [0.3, 0.1])
+    values = [s.value for s in rollout.steps]
+    first = ppo.gae(step_rewards(n, 0.3), values, 1.0, 0.95)
+    assert advantages[:n] == pytest.approx(first)
+    assert returns[:n] == pytest.approx([a + v for a, v in zip(first, values)])
