@@ -39,7 +39,7 @@ NODE_FEATURES = (
     "grad_norm",  # log1p of the site's gradient norm
     "tried",  # tanh(germinations in this slot / 3)
     "seed_share",  # the seed's parameters / the host's
-    "latency",  # log1p(kernel forward latency in us) / 10
+    "latency",  # log1p(the kernel's characterised forward latency in us) / 10
 )
 GLOBAL_FEATURES = (
     "progress",  # epoch / max_epochs

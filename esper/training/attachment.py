@@ -83,7 +83,10 @@ class KernelAttachment:
         self.blocked_s = 0.0
         self._pending: dict[str, PendingKernel] = {}
         self.latency_us: dict[str, float] = {}
-        """Per slot with a kernel: its latest forward latency (characterised, then trained)."""
+        """Per slot with a kernel: its characterised forward latency, what the policy observes.
+        Measured once when the kernel was compiled and stored with it, so two runs of one seed
+        see the same number; the training-pass samples (`KernelLatency`) are wall-clock noise
+        and made the GNN's probabilities differ between two such runs."""
 
     def spec(self, blueprint: str, shape: tuple[int, ...]) -> KernelSpec:
         return blueprint_registry.kernel_spec(
@@ -245,7 +248,6 @@ class KernelAttachment:
             samples = slot.collect_latencies()
             if not samples or slot.kernel_id is None:
                 continue
-            self.latency_us[slot.name] = percentile(samples, 50)
             self.bus.publish(
                 KernelLatency(
                     epoch=self.clock.epoch,
@@ -269,6 +271,7 @@ class KernelAttachment:
                 f"the kernel library now gives {loaded.metadata.kernel_id[:16]} for the same "
                 "spec; resume with the store the run used (storage.*)"
             )
+        self.latency_us[slot.name] = loaded.metadata.latency_us_p50
         return loaded.module.to(self.device)
 
     def state_dict(self) -> dict[str, Any]:
