@@ -20,6 +20,9 @@ class TaskConfig(Section):
     name: str
     overrides: list[str]
     variants: list[list[str]] = Field(default_factory=_no_variant, min_length=1)
+    weight: float = Field(default=1.0, gt=0)
+    """How often a group draws this task, relative to the suite's other weights: more
+    episodes go where the decisions matter most (where growth can pay, and fail to)."""
 
 
 class PPOConfig(Section):

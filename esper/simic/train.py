@@ -33,11 +33,12 @@ FORMAT = "esper-simic/1"
 
 
 def _specs(settings: SimicConfig, rng: random.Random) -> list[EpisodeSpec]:
-    """The update's episodes: groups of `group_size` on one drawn task, host variant and
-    training seed, each episode with its own policy sampling seed."""
+    """The update's episodes: groups of `group_size` on one drawn task (by the tasks'
+    weights), host variant and training seed, each episode with its own policy sampling seed."""
     specs = []
+    weights = [task.weight for task in settings.tasks]
     for _ in range(settings.episodes_per_update // settings.group_size):
-        task = rng.choice(settings.tasks)
+        task = rng.choices(settings.tasks, weights)[0]
         variant = rng.choice(task.variants)
         seed = rng.choice(settings.train_seeds)
         for _ in range(settings.group_size):

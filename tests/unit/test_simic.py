@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from esper.simic import ppo
 from esper.simic.episode import EpisodeSpec, run_episode
 from esper.simic.reward import episode_reward, step_rewards
 from esper.simic.settings import SimicConfig, TaskConfig
-from esper.simic.train import _advantages
+from esper.simic.train import _advantages, _specs
 
 
 def test_the_reward_is_the_gain_over_the_host_alone_less_the_parameter_cost() -> None:
@@ -132,3 +133,27 @@ def test_an_update_credits_each_decision_with_its_episodes_advantage(rollout) ->
     first = ppo.gae(step_rewards(n, 0.3), values, 1.0, 0.95)
     assert advantages[:n] == pytest.approx(first)
     assert returns[:n] == pytest.approx([a + v for a, v in zip(first, values)])
+
+
+def test_groups_draw_tasks_by_their_weights() -> None:
+    """A task of weight 3 gets about three groups for each of a weight-1 task's, every group
+    is whole (one task, host and seed), and a task of weight 0 is refused."""
+    settings = SimicConfig(
+        tasks=[
+            TaskConfig(name="often", overrides=["dataset=spirals"], weight=3.0),
+            TaskConfig(name="seldom", overrides=["dataset=digits"]),
+        ],
+        train_seeds=[100, 101],
+        episode_epochs=6,
+        episodes_per_update=8,
+        group_size=4,
+        updates=1,
+    )
+    rng = random.Random(0)
+    drawn = [_specs(settings, rng) for _ in range(400)]
+    groups = [specs[i : i + 4] for specs in drawn for i in (0, 4)]
+    assert all(len({(s.task, s.overrides, s.seed) for s in group}) == 1 for group in groups)
+    often = sum(group[0].task == "often" for group in groups) / len(groups)
+    assert often == pytest.approx(0.75, abs=0.04)
+    with pytest.raises(ValueError, match="weight"):
+        TaskConfig(name="never", overrides=[], weight=0)
