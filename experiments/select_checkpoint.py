@@ -1,10 +1,16 @@
 """Pick a GNN checkpoint by validation only: `python experiments/select_checkpoint.py <sweep>`.
 
 The sweep (experiments/select_checkpoint.sh) runs `random` and each candidate checkpoint on
-every task of the honest table over selection seeds 50..54 (neither the training seeds 100..105
+every task of the honest table over selection seeds 50..59 (neither the training seeds 100..105
 nor the evaluation seeds 0..4). A candidate scores one point per task where its mean val
 accuracy beats random's and its mean added parameters do not exceed random's (the acceptance
-bar, read on validation); ties go to the higher mean val accuracy. Test is not read here.
+bar, read on validation). Ties go to the larger smallest margin over random (the bar must hold
+on every task, so the weakest task decides), then to the higher mean val accuracy. Test is not
+read here.
+
+Ten seeds, not five: with five, random's mean val on spirals [8,8] came out 0.614 on the
+selection seeds and its test mean 0.695 on the evaluation seeds (a spread of 0.07-0.09 a seed),
+so a bar read on five seeds said little about the next five.
 """
 
 from __future__ import annotations
@@ -35,9 +41,9 @@ def main(sweep: Path) -> None:
             return statistics.mean(r["params"]["seeds"] for r in runs)
         return statistics.mean(r["metrics"]["val_accuracy"] for r in runs)
 
-    print("| candidate | " + " | ".join(tasks) + " | score | mean val |")
-    print("|---|" + "---|" * (len(tasks) + 2))
-    scores = {}
+    print("| candidate | " + " | ".join(tasks) + " | score | smallest margin | mean val |")
+    print("|---|" + "---|" * (len(tasks) + 3))
+    scores: dict[str, tuple[int, float, float]] = {}
     for who in candidates:
         cells_text, score = [], 0
         for task in tasks:
@@ -49,8 +55,13 @@ def main(sweep: Path) -> None:
                 f"{val:.4f}/{params:.0f} vs {rval:.4f}/{rparams:.0f}{' ✓' if ok else ''}"
             )
         overall = statistics.mean(mean(t, who, "val") for t in tasks)
-        scores[who] = (score, overall)
-        print(f"| {who} | " + " | ".join(cells_text) + f" | {score} | {overall:.4f} |")
+        weakest = min(mean(t, who, "val") - mean(t, "random", "val") for t in tasks)
+        scores[who] = (score, weakest, overall)
+        print(
+            f"| {who} | "
+            + " | ".join(cells_text)
+            + f" | {score} | {weakest:+.4f} | {overall:.4f} |"
+        )
     best = max(scores, key=lambda w: scores[w])
     print(f"\nselected by validation: {best}")
 
