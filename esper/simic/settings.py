@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+RESERVED_SEEDS = set(range(10)) | set(range(50, 60))
+"""Evaluation (0..4, and 5..9 kept unread for a second reading) and checkpoint selection
+(50..59, experiments/select_checkpoint.sh): training never draws these."""
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -49,7 +53,8 @@ class RewardConfig(Section):
 class SimicConfig(Section):
     tasks: list[TaskConfig] = Field(min_length=1)
     train_seeds: list[int] = Field(min_length=1)
-    """Seeds episodes draw from; evaluation uses others (0..4), never these."""
+    """Seeds episodes draw from; never the evaluation seeds (0..9) or the checkpoint
+    selection seeds (50..59)."""
     episode_epochs: int = Field(ge=2)
     episodes_per_update: int = Field(ge=1)
     group_size: int = Field(default=1, ge=1)
@@ -83,10 +88,10 @@ class SimicConfig(Section):
 
     @model_validator(mode="after")
     def disjoint_from_evaluation(self) -> SimicConfig:
-        overlap = sorted(set(self.train_seeds) & set(range(5)))
+        overlap = sorted(set(self.train_seeds) & RESERVED_SEEDS)
         if overlap:
             raise ValueError(
-                f"simic.train_seeds={self.train_seeds}: seeds 0..4 are kept for evaluation; "
-                f"remove {overlap}"
+                f"simic.train_seeds={self.train_seeds}: seeds 0..9 are kept for evaluation "
+                f"and 50..59 for choosing a checkpoint; remove {overlap}"
             )
         return self

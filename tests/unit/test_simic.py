@@ -157,3 +157,15 @@ def test_groups_draw_tasks_by_their_weights() -> None:
     assert often == pytest.approx(0.75, abs=0.04)
     with pytest.raises(ValueError, match="weight"):
         TaskConfig(name="never", overrides=[], weight=0)
+
+
+@pytest.mark.parametrize("seed", [3, 7, 55])
+def test_training_seeds_stay_off_evaluation_and_selection_seeds(seed: int) -> None:
+    with pytest.raises(ValueError, match=rf"kept for evaluation.*remove \[{seed}\]"):
+        SimicConfig(
+            tasks=[TaskConfig(name="spirals", overrides=[])],
+            train_seeds=[100, seed],
+            episode_epochs=6,
+            episodes_per_update=1,
+            updates=1,
+        )
