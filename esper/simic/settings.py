@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 RESERVED_SEEDS = set(range(10)) | set(range(50, 60))
@@ -76,6 +79,12 @@ class SimicConfig(Section):
     layers: int = Field(default=2, ge=1)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
+
+    def config_hash(self) -> str:
+        """12 hex digits of sha256 over every setting that shapes training (all but where it
+        resumes from and writes to): experiments/ name a trained policy by it."""
+        data = self.model_dump(mode="json", exclude={"resume", "output"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
     @model_validator(mode="after")
     def whole_groups(self) -> SimicConfig:

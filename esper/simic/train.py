@@ -100,6 +100,8 @@ def _load(resume: str) -> dict[str, Any]:
 def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: Any) -> float:
     """Train; returns the mean episode reward of the last update."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    config_hash = settings.config_hash()
+    log.info("simic: config hash %s, %s updates, into %s", config_hash, settings.updates, run_dir)
     store = str(run_dir / "kernels")
     policy = GnnPolicy(
         seed=settings.seed, hidden=settings.hidden, layers=settings.layers, scatter_backend="torch"
@@ -199,6 +201,7 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
                     {
                         "format": FORMAT,
                         "update": done,
+                        "config_hash": config_hash,
                         "weights": net.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "generator": generator.get_state(),
@@ -211,12 +214,19 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
                 )
                 # the latest, and one per checkpoint to choose among by validation
                 for path in (run_dir / "policy.pt", run_dir / "policies" / f"update_{done}.pt"):
-                    policy.save_weights(path, {"updates": done, "history": history[-1]})
+                    policy.save_weights(
+                        path,
+                        {"updates": done, "config_hash": config_hash, "history": history[-1]},
+                    )
         bar.close()
     if settings.output:
         policy.save_weights(
             Path(settings.output),
-            {"updates": settings.updates, "final": history[-1] if history else {}},
+            {
+                "updates": settings.updates,
+                "config_hash": config_hash,
+                "final": history[-1] if history else {},
+            },
         )
     if sink is not None:
         for key, value in (history[-1] if history else {}).items():

@@ -77,3 +77,9 @@ def test_training_runs_and_its_resume_continues_the_same_curve(tmp_path) -> None
                 assert got[key] == pytest.approx(want[key], rel=0.1, abs=1e-3), key
     policy = GnnPolicy(checkpoint=str(tmp_path / "split" / "policy.pt"))
     assert policy.describe()["trained"]["updates"] == 3
+    # the kept policy names the settings that trained it; a resume is the same training
+    hashes = {
+        GnnPolicy(checkpoint=str(run / "policy.pt")).describe()["trained"]["config_hash"]
+        for run in (tmp_path / "straight", tmp_path / "split")
+    }
+    assert len(hashes) == 1 and len(hashes.pop()) == 12

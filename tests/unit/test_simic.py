@@ -14,7 +14,7 @@ from esper.seeds.graph_features import N_GLOBAL, N_NODE
 from esper.simic import ppo
 from esper.simic.episode import EpisodeSpec, run_episode
 from esper.simic.reward import episode_reward, step_rewards
-from esper.simic.settings import SimicConfig, TaskConfig
+from esper.simic.settings import RewardConfig, SimicConfig, TaskConfig
 from esper.simic.train import _advantages, _specs
 
 
@@ -169,3 +169,13 @@ def test_training_seeds_stay_off_evaluation_and_selection_seeds(seed: int) -> No
             episodes_per_update=1,
             updates=1,
         )
+
+
+def test_the_config_hash_names_what_shapes_training() -> None:
+    """Where a run resumes from or writes to leaves the hash alone; a reward setting moves it."""
+    base = _settings(2)
+    moved = base.model_copy(update={"resume": "elsewhere", "output": "out.pt"})
+    assert moved.config_hash() == base.config_hash()
+    cheaper = base.model_copy(update={"reward": RewardConfig(per_1k_params=0.02)})
+    assert cheaper.config_hash() != base.config_hash()
+    assert len(base.config_hash()) == 12
