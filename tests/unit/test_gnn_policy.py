@@ -121,12 +121,14 @@ def test_weights_round_trip_and_a_bad_checkpoint_is_one_line(tmp_path) -> None:
         GnnPolicy(hidden=0)
 
 
-def test_the_shipped_checkpoint_loads_and_decides_legally() -> None:
+@pytest.mark.parametrize("name", ["shipped", "shipped_growth"])
+def test_the_shipped_checkpoints_load_and_decide_legally(name: str) -> None:
     from esper.policy.gnn import SHIPPED
 
-    assert SHIPPED.is_file(), "the trained policy ships in the package"
-    policy = GnnPolicy(checkpoint="shipped", scatter_backend="torch")
-    assert policy.describe()["weights"] == "trained" and policy.describe()["trained"]["updates"]
+    assert SHIPPED[name].is_file(), "the trained policies ship in the package"
+    policy = GnnPolicy(checkpoint=name, scatter_backend="torch")
+    trained = policy.describe()["trained"]
+    assert policy.describe()["weights"] == "trained" and trained["updates"]
     wrapped = model(2, 2)
     names = [s.name for s in wrapped.iter_slots()]
     obs = Observation(
