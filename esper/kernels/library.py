@@ -146,11 +146,28 @@ class KernelLibrary:
         stored = self._from_store(spec.key())
         return stored if stored is not None else self._compile_if_claimed(spec)
 
+    def _claim_or_find(self, key: str) -> tuple[bool, Resolved | None]:
+        """Claim the kernel's compile, then look in the store once more: a job that compiled,
+        stored and released it between this job's store miss and its claim leaves nothing to
+        compile (seen as 4 compiles of 3 kernels in a 4-job S3 sweep). Returns whether the
+        claim was won, and the stored kernel if there is one (the claim is then released)."""
+        if not self.store.claim(key):
+            return False, None
+        try:
+            stored = self._from_store(key)
+        except BaseException:
+            self.store.release(key)
+            raise
+        if stored is not None:
+            self.store.release(key)
+        return True, stored
+
     def _compile_if_claimed(self, spec: KernelSpec) -> Resolved | None:
         """Compile here if this job wins the claim (released after); None if another holds it."""
         key = spec.key()
-        if not self.store.claim(key):
-            return None
+        claimed, stored = self._claim_or_find(key)
+        if not claimed or stored is not None:
+            return stored
         try:
             return self._compile_here(spec)
         finally:
@@ -234,9 +251,12 @@ class KernelLibrary:
             stored = self._from_store(key)
             if stored is not None:
                 return KernelRequest(self, stored)
-            if not self.store.claim(key):
+            claimed, stored = self._claim_or_find(key)
+            if not claimed:
                 self._note_wait(spec)
                 return KernelRequest(self, awaiting=StoreWait(self, spec))
+            if stored is not None:
+                return KernelRequest(self, stored)
         except Exception as exc:  # noqa: BLE001 - delivered through the request
             return KernelRequest(self, error=exc)
         try:

@@ -78,6 +78,23 @@ def test_round_trip_through_the_store(tmp_path: Path) -> None:
     ]
 
 
+def test_a_claim_won_after_another_job_stored_the_kernel_loads_it(tmp_path: Path) -> None:
+    """The race a 4-job S3 sweep hit (4 compiles of 3 kernels): job B misses the store, job A
+    compiles, stores and releases its claim, then B wins the claim. B must load A's kernel,
+    not compile it again. `compile_once` is B's path after its miss."""
+    first, second = (
+        KernelLibrary(
+            LocalStore(tmp_path), latency_batches=(8,), reference_batch=8, async_compile=False
+        )
+        for _ in range(2)
+    )
+    compiled = first.get(spec())
+    loaded = second.compile_once(spec())
+    assert loaded.source == "store" and loaded.metadata == compiled.metadata
+    assert (first.counts.compiles, second.counts.compiles) == (1, 0)
+    assert LocalStore(tmp_path).claim(spec().key()), "the claim was released"
+
+
 def test_tampered_artifact_is_rejected_with_a_clear_error() -> None:
     compiled = compile_kernel(spec())
     tampered = bytearray(compiled.artifact)
