@@ -8,8 +8,8 @@ import json
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 RESERVED_SEEDS = set(range(10)) | set(range(50, 60))
-"""Evaluation (0..4, and 5..9 kept unread for a second reading) and checkpoint selection
-(50..59, experiments/select_checkpoint.sh): training never draws these."""
+"""Evaluation (0..4, and 5..9: a second set, to check a reading of the first) and checkpoint
+selection (50..59, experiments/select_checkpoint.sh): training never draws these."""
 
 
 class Section(BaseModel):
