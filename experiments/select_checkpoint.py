@@ -2,7 +2,7 @@
 
 The sweep (experiments/select_checkpoint.sh) runs `random` and each candidate checkpoint on
 every task of the honest table over selection seeds 50..59 (neither the training seeds 100..105
-nor the evaluation seeds 0..4). A candidate scores one point per task where its mean val
+nor the evaluation seeds 0..9). A candidate scores one point per task where its mean val
 accuracy beats random's and its mean added parameters do not exceed random's (the acceptance
 bar, read on validation). Ties go to the larger smallest margin over random (the bar must hold
 on every task, so the weakest task decides), then to the higher mean val accuracy. Test is not
@@ -45,17 +45,18 @@ def main(sweep: Path) -> None:
     print("|---|" + "---|" * (len(tasks) + 3))
     scores: dict[str, tuple[int, float, float]] = {}
     for who in candidates:
-        cells_text, score = [], 0
+        cells_text, score, vals, margins = [], 0, [], []
         for task in tasks:
             val, params = mean(task, who, "val"), mean(task, who, "params")
             rval, rparams = mean(task, "random", "val"), mean(task, "random", "params")
             ok = val > rval and params <= rparams
             score += ok
+            vals.append(val)
+            margins.append(val - rval)
             cells_text.append(
                 f"{val:.4f}/{params:.0f} vs {rval:.4f}/{rparams:.0f}{' ✓' if ok else ''}"
             )
-        overall = statistics.mean(mean(t, who, "val") for t in tasks)
-        weakest = min(mean(t, who, "val") - mean(t, "random", "val") for t in tasks)
+        overall, weakest = statistics.mean(vals), min(margins)
         scores[who] = (score, weakest, overall)
         print(
             f"| {who} | "
