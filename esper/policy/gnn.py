@@ -119,7 +119,7 @@ class GnnPolicy:
         file = Path(path).expanduser()
         key = f"policy.checkpoint={path!r}"
         if not file.is_file():
-            raise ValueError(f"{key}: no such file")
+            raise ValueError(f"{key}: no such file (a path, or one of {', '.join(SHIPPED)})")
         try:
             state = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - one line for any unreadable file
