@@ -71,6 +71,24 @@ def blended(slot: SlotObservation) -> bool:
     return slot.state is S.BLENDING and slot.alpha >= 1.0
 
 
+def keep_if_it_helps(
+    slot: SlotObservation, metric: str = "val_accuracy", threshold: float = 0.0
+) -> Decision:
+    """A fully blended seed's verdict: fossilize it if its measured contribution to `metric`
+    on validation (`val_accuracy` or `val_loss`) exceeds `threshold`, else cull it."""
+    value = slot.contribution_accuracy if metric == "val_accuracy" else slot.contribution_loss
+    if value is not None and value > threshold:
+        return Decision(
+            action="fossilize",
+            slot=slot.name,
+            reason=f"{metric} contribution {value:+.4f} > {threshold}",
+        )
+    shown = "unmeasured" if value is None else f"{value:+.4f}"
+    return Decision(
+        action="cull", slot=slot.name, reason=f"{metric} contribution {shown} <= {threshold}"
+    )
+
+
 def lifecycle_decisions(
     obs: Observation, training_epochs: int, judge: Callable[[SlotObservation], Decision]
 ) -> list[Decision]:

@@ -8,6 +8,15 @@ choice instead (evaluation).
 
 `checkpoint=null` runs the initial (untrained) weights, seeded by `seed`, and says so in the
 run's outputs; `checkpoint=PATH` loads trained weights (esper.simic writes them).
+
+`lifecycle` says what the network decides. `learned`: every operation (germinate, advance,
+fossilize, cull). `schedule`: only when, where and with which blueprint to germinate; a seed
+then advances on the heuristic's schedule (`training_epochs` incubating, blended fully) and is
+kept only if its measured val-accuracy contribution exceeds `threshold`. Why: episodes
+sampled under `learned` spent their decisions culling seeds a step after germinating them or
+fossilizing them half blended, so a reward at the episode's end rarely reached the choice
+that mattered (which blueprint, when). A checkpoint records the lifecycle it was trained
+under and runs under it (`lifecycle: null`).
 """
 
 from __future__ import annotations
@@ -15,19 +24,23 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from esper.atomic import save_torch
 from esper.contracts import Decision, Observation
+from esper.models.checks import integer, number
+from esper.policy.base import keep_if_it_helps, lifecycle_decisions
 from esper.policy.gnn_net import PolicyNet, blueprint_features
-from esper.policy.masks import OPERATIONS, ActionMasks, action_masks
+from esper.policy.masks import OPERATIONS, ActionMasks, action_masks, germination_only
 from esper.policy.scatter import BackendChoice, Setting
 from esper.policy.scatter_choice import ScatterBackends
 
 log = logging.getLogger(__name__)
+Lifecycle = Literal["learned", "schedule"]
+LIFECYCLES = ("learned", "schedule")
 FORMAT = "esper-gnn-policy/1"
 SHIPPED = {
     "shipped": Path(__file__).parent / "checkpoints" / "gnn.pt",
@@ -77,6 +90,9 @@ class GnnPolicy:
         max_in_flight: int = 1,
         max_seeds: int | None = None,
         scatter_backend: Setting = "auto",
+        lifecycle: Lifecycle | None = None,
+        training_epochs: int = 3,
+        threshold: float = 0.0,
     ) -> None:
         for key, value in (
             ("hidden", hidden),
@@ -87,6 +103,16 @@ class GnnPolicy:
                 raise ValueError(f"policy.{key}={value!r} must be an integer >= 1")
         if max_seeds is not None and (not isinstance(max_seeds, int) or max_seeds < 0):
             raise ValueError(f"policy.max_seeds={max_seeds!r} must be null or an integer >= 0")
+        if lifecycle is not None and lifecycle not in LIFECYCLES:
+            raise ValueError(
+                f"policy.lifecycle={lifecycle!r}; allowed: {', '.join(LIFECYCLES)}, or null "
+                "(the checkpoint's own)"
+            )
+        self.training_epochs = integer("policy.training_epochs", training_epochs, 1)
+        self.threshold = number("policy.threshold", threshold)
+        self.requested: Lifecycle | None = lifecycle
+        self.lifecycle: Lifecycle = lifecycle or "learned"
+        """What the network decides (module docstring): set by the checkpoint when loaded."""
         self.seed = seed
         self.greedy = greedy
         self.max_in_flight = max_in_flight
@@ -131,6 +157,13 @@ class GnnPolicy:
                 f"{key}: trained for {state.get('architecture')}, this policy is "
                 f"{self.net.architecture()} (set policy.hidden / policy.layers to match)"
             )
+        trained_for = state.get("lifecycle", "learned")
+        if self.requested is not None and self.requested != trained_for:
+            raise ValueError(
+                f"{key}: trained to decide under lifecycle {trained_for!r}, not "
+                f"policy.lifecycle={self.requested!r} (set null to use the checkpoint's)"
+            )
+        self.lifecycle = trained_for
         self.net.load_state_dict(state["weights"])
         return dict(state.get("trained") or {})
 
@@ -139,6 +172,7 @@ class GnnPolicy:
             {
                 "format": FORMAT,
                 "architecture": self.net.architecture(),
+                "lifecycle": self.lifecycle,
                 "weights": self.net.state_dict(),
                 "trained": trained,
             },
@@ -180,6 +214,14 @@ class GnnPolicy:
             self.net.use(self.choice)
         under_cap = self.max_seeds is None or self.germinated < self.max_seeds
         masks = action_masks(obs, self.max_in_flight, under_cap)
+        scheduled: list[Decision] = []
+        if self.lifecycle == "schedule":
+            scheduled = lifecycle_decisions(
+                obs,
+                self.training_epochs,
+                lambda slot: keep_if_it_helps(slot, "val_accuracy", self.threshold),
+            )
+            masks = germination_only(masks)
         library = self._library(obs, masks)
         heads = self.net(data.x, data.edge_index, data.u, data.slot_index, library)
         op, op_probs = self._pick(heads.operation[0], masks.operation)
@@ -234,7 +276,7 @@ class GnnPolicy:
                     float(heads.value[0]),
                 )
             )
-        return [decision]
+        return [*scheduled, decision]
 
     # -- state -----------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -244,6 +286,7 @@ class GnnPolicy:
             "weights": "trained" if self.checkpoint else f"initial (seed {self.seed}), untrained",
             "trained": self.trained,
             "greedy": self.greedy,
+            "lifecycle": self.lifecycle,
             "architecture": self.net.architecture(),
             "scatter": self.choice.model_dump(mode="json") if self.choice else None,
         }

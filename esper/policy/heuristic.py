@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from esper.contracts import Decision, Observation, SlotObservation
 from esper.models.checks import integer, number, optional_integer
-from esper.policy.base import in_flight, lifecycle_decisions, slot_choices
+from esper.policy.base import in_flight, keep_if_it_helps, lifecycle_decisions, slot_choices
 
 
 class HeuristicPolicy:
@@ -47,26 +47,9 @@ class HeuristicPolicy:
         best_before = min(history[: -self.patience])
         return min(history[-self.patience :]) > best_before - self.min_delta
 
-    def contribution(self, slot: SlotObservation) -> float | None:
-        if self.metric == "val_accuracy":
-            return slot.contribution_accuracy
-        return slot.contribution_loss
-
     def judge(self, slot: SlotObservation, epochs_done: int) -> Decision:
         self.quiet_since = epochs_done
-        value = self.contribution(slot)
-        if value is not None and value > self.threshold:
-            return Decision(
-                action="fossilize",
-                slot=slot.name,
-                reason=f"{self.metric} contribution {value:+.4f} > {self.threshold}",
-            )
-        shown = "unmeasured" if value is None else f"{value:+.4f}"
-        return Decision(
-            action="cull",
-            slot=slot.name,
-            reason=f"{self.metric} contribution {shown} <= {self.threshold}",
-        )
+        return keep_if_it_helps(slot, self.metric, self.threshold)
 
     def choose(self, obs: Observation) -> Decision | None:
         """The dormant slot whose activation receives the largest loss gradient; its least tried

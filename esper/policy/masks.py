@@ -59,3 +59,14 @@ def action_masks(obs: Observation, max_in_flight: int, may_germinate: bool) -> A
     operation = slot.any(dim=1)
     operation[0] = True  # waiting is always legal
     return ActionMasks(operation, slot, blueprint, blueprints)
+
+
+def germination_only(masks: ActionMasks) -> ActionMasks:
+    """`masks` with only wait and germinate left to choose (`policy.lifecycle=schedule`: the
+    rest of a seed's lifecycle follows the schedule)."""
+    scheduled = [OPERATIONS.index(op) for op in ("advance", "fossilize", "cull")]
+    operation = masks.operation.clone()
+    operation[scheduled] = False
+    slot = masks.slot.clone()
+    slot[scheduled] = False
+    return ActionMasks(operation, slot, masks.blueprint, masks.blueprints)

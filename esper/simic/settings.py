@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -77,6 +78,9 @@ class SimicConfig(Section):
     """Where the final policy weights are also written (the shipped checkpoint's path)."""
     hidden: int = Field(default=32, ge=1)
     layers: int = Field(default=2, ge=1)
+    lifecycle: Literal["learned", "schedule"] = "learned"
+    """What the policy learns to decide (esper.policy.gnn): every operation, or germination
+    alone with the rest on schedule. Saved with its weights: the policy runs as trained."""
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
 

@@ -104,7 +104,11 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
     log.info("simic: config hash %s, %s updates, into %s", config_hash, settings.updates, run_dir)
     store = str(run_dir / "kernels")
     policy = GnnPolicy(
-        seed=settings.seed, hidden=settings.hidden, layers=settings.layers, scatter_backend="torch"
+        seed=settings.seed,
+        hidden=settings.hidden,
+        layers=settings.layers,
+        scatter_backend="torch",
+        lifecycle=settings.lifecycle,
     )
     net = policy.net
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.ppo.lr)
