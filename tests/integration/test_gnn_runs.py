@@ -48,6 +48,33 @@ def test_gnn_policy_runs_on_every_host(make_config, tmp_path, host) -> None:
         assert len(table["data"]) == 8 and "probabilities" in table["columns"]
 
 
+def test_under_the_schedule_lifecycle_the_gnn_decides_germination_alone(
+    make_config, tmp_path
+) -> None:
+    """policy.lifecycle=schedule: the network chooses when, where and what to germinate; every
+    other transition follows the schedule, and a blended seed stays only if it helped on val."""
+    overrides = (*GNN, "logger=none", "policy.checkpoint=null", "policy.lifecycle=schedule")
+    record = build(make_config(*overrides, "seed=1", run_dir=tmp_path / "run")).run()
+    assert record.policy["lifecycle"] == "schedule"
+    for event in decisions(tmp_path / "run"):
+        *scheduled, own = event["decisions"]
+        assert own["action"] in ("wait", "germinate")
+        for op in ("advance", "fossilize", "cull"):
+            assert own["probabilities"][f"op/{op}"] == 0.0
+        assert all(d["action"] in ("advance", "fossilize", "cull") for d in scheduled)
+    lines = (tmp_path / "run" / "events.jsonl").read_text().splitlines()
+    moves = [e for e in map(json.loads, lines) if e["kind"] == "adaptation"]
+    why = {"GERMINATED": "gnn:", "TRAINING": "kernel ready", "BLENDING": "incubated 3 epochs"}
+    judged = 0
+    for move in moves:
+        if move["to"] in why:
+            assert move["reason"].startswith(why[move["to"]]), move
+        elif move["to"] in ("FOSSILIZED", "CULLED") and move["from"] == "BLENDING":
+            judged += 1
+            assert "val_accuracy contribution" in move["reason"], move
+    assert judged >= 1, "a seed went through its whole lifecycle in 20 epochs"
+
+
 def test_a_gnn_run_is_deterministic_and_resumes_exactly(make_config, tmp_path) -> None:
     common = (*GNN, "logger=none", "trainer.max_epochs=14", "seed=3")
     runs = [

@@ -77,6 +77,8 @@ def test_training_runs_and_its_resume_continues_the_same_curve(tmp_path) -> None
                 assert got[key] == pytest.approx(want[key], rel=0.1, abs=1e-3), key
     policy = GnnPolicy(checkpoint=str(tmp_path / "split" / "policy.pt"))
     assert policy.describe()["trained"]["updates"] == 3
+    assert policy.lifecycle == "schedule", "trained as conf/train_policy.yaml says, and run so"
+    assert straight[-1]["decisions/advance"] == 0, "under the schedule the GNN only germinates"
     # the kept policy names the settings that trained it; a resume is the same training
     hashes = {
         GnnPolicy(checkpoint=str(run / "policy.pt")).describe()["trained"]["config_hash"]

@@ -47,8 +47,11 @@ slot_state = st.fixed_dictionaries(
     max_seeds=st.one_of(st.none(), st.integers(0, 3)),
     seed=st.integers(0, 2**16),
     greedy=st.booleans(),
+    lifecycle=st.sampled_from(["learned", "schedule"]),
 )
-def test_decisions_are_always_legal(depth, data, max_in_flight, max_seeds, seed, greedy) -> None:
+def test_decisions_are_always_legal(
+    depth, data, max_in_flight, max_seeds, seed, greedy, lifecycle
+) -> None:
     slots = data.draw(st.integers(1, depth))
     wrapped = model(slots, depth)
     states = data.draw(st.lists(slot_state, min_size=slots, max_size=slots))
@@ -84,9 +87,20 @@ def test_decisions_are_always_legal(depth, data, max_in_flight, max_seeds, seed,
         max_in_flight=max_in_flight,
         max_seeds=max_seeds,
         scatter_backend="torch",
+        lifecycle=lifecycle,
     )
-    (decision,) = policy.decide(obs)
+    *scheduled, decision = policy.decide(obs)
     assert decision.probabilities and 0 < decision.probabilities["action"] <= 1
+    if lifecycle == "learned":
+        assert not scheduled
+    else:  # the network only germinates; the schedule does the rest
+        assert decision.action in ("wait", "germinate")
+        assert all(d.action in ("advance", "fossilize", "cull") for d in scheduled)
+    for made in (*scheduled, decision):
+        assert_legal(obs, made, max_in_flight, max_seeds)
+
+
+def assert_legal(obs: Observation, decision, max_in_flight: int, max_seeds: int | None) -> None:
     if decision.action == "wait":
         return
     slot = next(s for s in obs.slots if s.name == decision.slot)
@@ -101,6 +115,25 @@ def test_decisions_are_always_legal(depth, data, max_in_flight, max_seeds, seed,
     if decision.action == "advance":
         target = S.TRAINING if slot.state is S.GERMINATED else S.BLENDING
     check_transition(slot.name, slot.state, target)
+
+
+def test_a_checkpoint_runs_under_the_lifecycle_it_was_trained_under(tmp_path) -> None:
+    path = tmp_path / "policy.pt"
+    GnnPolicy(seed=1, lifecycle="schedule").save_weights(path, {"updates": 1})
+    assert GnnPolicy(checkpoint=str(path)).lifecycle == "schedule"
+    assert GnnPolicy(checkpoint=str(path), lifecycle="schedule").describe()["lifecycle"] == (
+        "schedule"
+    )
+    with pytest.raises(
+        ValueError, match=r"trained to decide under lifecycle 'schedule', not policy.lifecycle="
+    ):
+        GnnPolicy(checkpoint=str(path), lifecycle="learned")
+    older = torch.load(path, weights_only=True)
+    del older["lifecycle"]  # checkpoints written before the setting: every operation learned
+    torch.save(older, tmp_path / "older.pt")
+    assert GnnPolicy(checkpoint=str(tmp_path / "older.pt")).lifecycle == "learned"
+    with pytest.raises(ValueError, match=r"policy.lifecycle='rules'; allowed: learned, schedule"):
+        GnnPolicy(lifecycle="rules")  # type: ignore[arg-type]
 
 
 def test_weights_round_trip_and_a_bad_checkpoint_is_one_line(tmp_path) -> None:
@@ -157,7 +190,7 @@ def test_the_shipped_checkpoints_load_and_decide_legally(name: str) -> None:
     )
     wrapped.graph.update(obs, {}, {})
     for _ in range(5):
-        (decision,) = policy.decide(obs.model_copy(update={"graph": wrapped.graph}))
+        *_, decision = policy.decide(obs.model_copy(update={"graph": wrapped.graph}))
         assert decision.action in ("wait", "germinate")
         if decision.action == "germinate":
             assert decision.blueprint in VECTOR

@@ -75,6 +75,20 @@ def test_an_episode_records_one_step_per_control_step(rollout) -> None:
     assert 0 <= rollout.val_accuracy <= 1
 
 
+def test_under_the_schedule_an_episode_records_germination_choices_alone(tmp_path) -> None:
+    weights = tmp_path / "policy.pt"
+    GnnPolicy(seed=0, scatter_backend="torch", lifecycle="schedule").save_weights(weights, {})
+    spec = EpisodeSpec(
+        "spirals_mlp", ("dataset=spirals", "model=mlp", "blueprints=vector"), seed=100, epochs=6
+    )
+    episode = run_episode(spec, str(weights), str(tmp_path / "kernels"))
+    assert len(episode.steps) == 6 and episode.actions["germinate"] >= 1
+    for step in episode.steps:
+        assert step.masks.operation.tolist() == [True, step.masks.operation[1].item(), *[False] * 3]
+        assert OPERATIONS[step.operation] in ("wait", "germinate")
+    assert episode.added_params > 0, "the schedule carried a seed on without the network"
+
+
 def test_one_ppo_update_is_deterministic_and_improves_the_clipped_objective(rollout) -> None:
     steps = rollout.steps
     rewards = step_rewards(len(steps), episode_reward(0.9, 0.8, 0).total)
