@@ -90,6 +90,22 @@ class SimicConfig(Section):
         data = self.model_dump(mode="json", exclude={"resume", "output"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
+    def changed_since(self, trained: dict[str, object]) -> list[str]:
+        """The settings that differ from `trained` (a `resumable()` of the run resumed), as
+        `simic.key: then -> now`: a resume continues the same training, so only `updates` (how
+        far it goes), `resume` and `output` may change."""
+        now = _flat(self.resumable())
+        then = _flat(trained)
+        return [
+            f"simic.{key}: {then.get(key)!r} -> {now.get(key)!r}"
+            for key in sorted(now.keys() | then.keys())
+            if now.get(key) != then.get(key)
+        ]
+
+    def resumable(self) -> dict[str, object]:
+        """Every setting a resume must keep (all but `updates`, `resume` and `output`)."""
+        return self.model_dump(mode="json", exclude={"resume", "output", "updates"})
+
     @model_validator(mode="after")
     def whole_groups(self) -> SimicConfig:
         if self.episodes_per_update % self.group_size:
@@ -108,3 +124,12 @@ class SimicConfig(Section):
                 f"and 50..59 for choosing a checkpoint; remove {overlap}"
             )
         return self
+
+
+def _flat(data: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(data, dict):
+        flat: dict[str, object] = {}
+        for key, value in data.items():
+            flat.update(_flat(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): data}

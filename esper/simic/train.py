@@ -119,6 +119,12 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
     start, wandb_id = 0, None
     if settings.resume:
         state = _load(settings.resume)
+        changed = settings.changed_since(state["settings"]) if "settings" in state else []
+        if changed:
+            raise ConfigError(
+                f"simic.resume={settings.resume!r} continues a training with other settings "
+                f"({'; '.join(changed)}); only simic.updates may change on a resume"
+            )
         net.load_state_dict(state["weights"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
@@ -206,6 +212,7 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
                         "format": FORMAT,
                         "update": done,
                         "config_hash": config_hash,
+                        "settings": settings.resumable(),
                         "weights": net.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "generator": generator.get_state(),

@@ -85,3 +85,25 @@ def test_training_runs_and_its_resume_continues_the_same_curve(tmp_path) -> None
         for run in (tmp_path / "straight", tmp_path / "split")
     }
     assert len(hashes) == 1 and len(hashes.pop()) == 12
+    # a resume continues the same training: changing what shapes it is refused in one line
+    refused = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "--config-name",
+            "train_policy",
+            *TINY,
+            f"hydra.run.dir={tmp_path / 'split'}",
+            "simic.updates=4",
+            "simic.reward.per_1k_params=0.02",
+            f"simic.resume={tmp_path / 'split'}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert refused.returncode != 0
+    assert "simic.reward.per_1k_params: 0.05 -> 0.02; only simic.updates may change" in (
+        refused.stderr
+    )

@@ -193,3 +193,11 @@ def test_the_config_hash_names_what_shapes_training() -> None:
     cheaper = base.model_copy(update={"reward": RewardConfig(per_1k_params=0.02)})
     assert cheaper.config_hash() != base.config_hash()
     assert len(base.config_hash()) == 12
+
+
+def test_a_resume_names_each_setting_that_changed_since_the_run_it_continues() -> None:
+    trained = _settings(2).resumable()
+    further = _settings(2).model_copy(update={"updates": 99, "resume": "run", "output": "p.pt"})
+    assert further.changed_since(trained) == [], "going further is what a resume is for"
+    cheaper = _settings(2).model_copy(update={"reward": RewardConfig(per_1k_params=0.02)})
+    assert cheaper.changed_since(trained) == ["simic.reward.per_1k_params: 0.05 -> 0.02"]
