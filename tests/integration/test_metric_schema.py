@@ -99,7 +99,16 @@ def test_tables_summary_config_and_grouping(gnn_run) -> None:
         for before, after in zip(mine, mine[1:]):
             assert before["end_epoch"] == after["start_epoch"]
     decisions = run.table("decisions")
-    assert len(decisions["data"]) == 14, "one gnn decision a control step"
+    column = decisions["columns"].index("probabilities")
+    sampled = [row for row in decisions["data"] if json.loads(row[column])]
+    assert len(sampled) == 14, "one sampled gnn decision a control step"
+    # the shipped policy decides germination; its seeds advance on schedule, logged alike
+    scheduled = [row for row in decisions["data"] if not json.loads(row[column])]
+    assert {row[decisions["columns"].index("action")] for row in scheduled} <= {
+        "advance",
+        "fossilize",
+        "cull",
+    }
 
     for key in ("status", "config_hash", "seed", "epochs", "train_flops"):
         assert run.summary[key] == summary[key], key
