@@ -51,7 +51,7 @@ def train_policy(cfg: DictConfig) -> float:
     from omegaconf import OmegaConf
     from pydantic import ValidationError
 
-    from esper.config import explain
+    from esper.config import ConfigError, explain
     from esper.simic.settings import SimicConfig
     from esper.simic.train import train
 
@@ -67,7 +67,11 @@ def train_policy(cfg: DictConfig) -> float:
     logger = None
     if cfg.logger.get("_target_"):
         logger = instantiate(cfg.logger, _partial_=True)
-    return train(settings, Path(cfg.run_dir), container, logger)  # type: ignore[arg-type]
+    try:
+        return train(settings, Path(cfg.run_dir), container, logger)  # type: ignore[arg-type]
+    except ConfigError as exc:  # a resume that cannot continue: found before any episode
+        print(f"esper: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _multirun() -> bool:
