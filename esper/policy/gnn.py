@@ -158,6 +158,8 @@ class GnnPolicy:
                 f"{self.net.architecture()} (set policy.hidden / policy.layers to match)"
             )
         trained_for = state.get("lifecycle", "learned")
+        if trained_for not in LIFECYCLES:
+            raise ValueError(f"{key}: not a GNN policy checkpoint (lifecycle {trained_for!r})")
         if self.requested is not None and self.requested != trained_for:
             raise ValueError(
                 f"{key}: trained to decide under lifecycle {trained_for!r}, not "

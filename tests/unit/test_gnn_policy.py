@@ -132,6 +132,10 @@ def test_a_checkpoint_runs_under_the_lifecycle_it_was_trained_under(tmp_path) ->
     del older["lifecycle"]  # checkpoints written before the setting: every operation learned
     torch.save(older, tmp_path / "older.pt")
     assert GnnPolicy(checkpoint=str(tmp_path / "older.pt")).lifecycle == "learned"
+    older["lifecycle"] = "whatever"  # a corrupt or crafted file does not run as something else
+    torch.save(older, tmp_path / "crafted.pt")
+    with pytest.raises(ValueError, match=r"not a GNN policy checkpoint \(lifecycle 'whatever'\)"):
+        GnnPolicy(checkpoint=str(tmp_path / "crafted.pt"))
     with pytest.raises(ValueError, match=r"policy.lifecycle='rules'; allowed: learned, schedule"):
         GnnPolicy(lifecycle="rules")  # type: ignore[arg-type]
 
