@@ -2,7 +2,7 @@
 
 The sweep (experiments/select_checkpoint.sh) runs `random` and each candidate checkpoint on
 every task of the honest table over selection seeds 50..59 (neither the training seeds 100..105
-nor the evaluation seeds 0..14). A candidate scores one point per task where its mean val
+nor the evaluation seeds 0..19). A candidate scores one point per task where its mean val
 accuracy beats random's and its mean added parameters do not exceed random's (the acceptance
 bar, read on validation). Ties go to the larger smallest margin over random (the bar must hold
 on every task, so the weakest task decides), then to the higher mean val accuracy. Test is not

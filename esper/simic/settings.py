@@ -8,9 +8,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-RESERVED_SEEDS = set(range(15)) | set(range(50, 60))
-"""Evaluation (0..4; 5..9 and 10..14: further sets, each first read after the one before) and
-checkpoint selection (50..59, experiments/select_checkpoint.sh): training never draws these."""
+RESERVED_SEEDS = set(range(20)) | set(range(50, 60))
+"""Evaluation (0..4; 5..9 and 10..14: further sets, each first read after the one before;
+15..19: kept unread for the next checkpoint) and checkpoint selection (50..59,
+experiments/select_checkpoint.sh): training never draws these."""
 
 
 class Section(BaseModel):
@@ -57,7 +58,7 @@ class RewardConfig(Section):
 class SimicConfig(Section):
     tasks: list[TaskConfig] = Field(min_length=1)
     train_seeds: list[int] = Field(min_length=1)
-    """Seeds episodes draw from; never the evaluation seeds (0..14) or the checkpoint
+    """Seeds episodes draw from; never the evaluation seeds (0..19) or the checkpoint
     selection seeds (50..59)."""
     episode_epochs: int = Field(ge=2)
     episodes_per_update: int = Field(ge=1)
@@ -120,7 +121,7 @@ class SimicConfig(Section):
         overlap = sorted(set(self.train_seeds) & RESERVED_SEEDS)
         if overlap:
             raise ValueError(
-                f"simic.train_seeds={self.train_seeds}: seeds 0..14 are kept for evaluation "
+                f"simic.train_seeds={self.train_seeds}: seeds 0..19 are kept for evaluation "
                 f"and 50..59 for choosing a checkpoint; remove {overlap}"
             )
         return self
