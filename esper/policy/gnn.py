@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -40,7 +40,7 @@ from esper.policy.scatter_choice import ScatterBackends
 
 log = logging.getLogger(__name__)
 Lifecycle = Literal["learned", "schedule"]
-LIFECYCLES = ("learned", "schedule")
+LIFECYCLES: tuple[str, ...] = get_args(Lifecycle)
 FORMAT = "esper-gnn-policy/1"
 SHIPPED = {
     "shipped": Path(__file__).parent / "checkpoints" / "gnn.pt",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from esper.events.tables import flatten
+from esper.policy.gnn import Lifecycle
 
 RESERVED_SEEDS = set(range(20)) | set(range(50, 60))
 """Evaluation (0..4; 5..9 and 10..14: further sets, each first read after the one before;
@@ -79,7 +81,7 @@ class SimicConfig(Section):
     """Where the final policy weights are also written (the shipped checkpoint's path)."""
     hidden: int = Field(default=32, ge=1)
     layers: int = Field(default=2, ge=1)
-    lifecycle: Literal["learned", "schedule"] = "learned"
+    lifecycle: Lifecycle = "learned"
     """What the policy learns to decide (esper.policy.gnn): every operation, or germination
     alone with the rest on schedule. Saved with its weights: the policy runs as trained."""
     ppo: PPOConfig = Field(default_factory=PPOConfig)
@@ -95,8 +97,8 @@ class SimicConfig(Section):
         """The settings that differ from `trained` (a `resumable()` of the run resumed), as
         `simic.key: then -> now`: a resume continues the same training, so only `updates` (how
         far it goes), `resume` and `output` may change."""
-        now = _flat(self.resumable())
-        then = _flat(trained)
+        now = flatten(self.resumable(), ".")
+        then = flatten(trained, ".")
         return [
             f"simic.{key}: {then.get(key)!r} -> {now.get(key)!r}"
             for key in sorted(now.keys() | then.keys())
@@ -125,12 +127,3 @@ class SimicConfig(Section):
                 f"and 50..59 for choosing a checkpoint; remove {overlap}"
             )
         return self
-
-
-def _flat(data: object, prefix: str = "") -> dict[str, object]:
-    if isinstance(data, dict):
-        flat: dict[str, object] = {}
-        for key, value in data.items():
-            flat.update(_flat(value, f"{prefix}{key}."))
-        return flat
-    return {prefix.rstrip("."): data}
