@@ -25,8 +25,9 @@ TINY = (
 )
 
 
-def train(run_dir, *overrides: str, env: dict[str, str]) -> list[dict[str, float]]:
-    result = subprocess.run(
+def launch(run_dir, *overrides: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The training command on the tiny suite, into `run_dir`."""
+    return subprocess.run(
         [
             sys.executable,
             str(ROOT / "run.py"),
@@ -41,6 +42,10 @@ def train(run_dir, *overrides: str, env: dict[str, str]) -> list[dict[str, float
         text=True,
         timeout=600,
     )
+
+
+def train(run_dir, *overrides: str, env: dict[str, str]) -> list[dict[str, float]]:
+    result = launch(run_dir, *overrides, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     state = torch.load(run_dir / "simic.pt", weights_only=True)
     return [{k: v for k, v in row.items() if k != "update_s"} for row in state["history"]]
@@ -86,22 +91,12 @@ def test_training_runs_and_its_resume_continues_the_same_curve(tmp_path) -> None
     }
     assert len(hashes) == 1 and len(hashes.pop()) == 12
     # a resume continues the same training: changing what shapes it is refused in one line
-    refused = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "run.py"),
-            "--config-name",
-            "train_policy",
-            *TINY,
-            f"hydra.run.dir={tmp_path / 'split'}",
-            "simic.updates=4",
-            "simic.reward.per_1k_params=0.02",
-            f"simic.resume={tmp_path / 'split'}",
-        ],
+    refused = launch(
+        tmp_path / "split",
+        "simic.updates=4",
+        "simic.reward.per_1k_params=0.02",
+        f"simic.resume={tmp_path / 'split'}",
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     (line,) = [ln for ln in refused.stderr.splitlines() if ln.startswith("esper:")]
