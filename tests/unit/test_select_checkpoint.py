@@ -1,0 +1,54 @@
+"""The validation score that chooses a shipped checkpoint (experiments/select_checkpoint.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).parents[2] / "experiments" / "select_checkpoint.py"
+
+
+@pytest.fixture(scope="module")
+def select():
+    spec = importlib.util.spec_from_file_location("select_checkpoint", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_candidate_better_and_leaner_on_every_seed_always_clears_the_bar(select):
+    rng = np.random.default_rng(0)
+    val, rval = np.full(10, 0.9), np.full(10, 0.8)
+    params, rparams = np.zeros(10), np.full(10, 100.0)
+    assert select.chance_of_bar(val, params, rval, rparams, rng) == 1.0
+    assert list(select.chance_range([(val, params, rval, rparams)], rng)) == [1.0, 1.0]
+
+
+def test_a_candidate_less_accurate_on_every_seed_never_clears_it(select):
+    rng = np.random.default_rng(0)
+    val, rval = np.full(10, 0.7), np.full(10, 0.8)
+    assert select.chance_of_bar(val, np.zeros(10), rval, np.full(10, 100.0), rng) == 0.0
+
+
+def test_heavy_tailed_random_parameters_make_the_parameter_half_a_lottery(select):
+    """Random adds nothing on six seeds of ten and 2,000 on four; a candidate adding 300 on
+    every seed clears the parameter half only when a five-seed draw holds a 2,000: 1 - 0.6^5."""
+    rng = np.random.default_rng(0)
+    rparams = np.array([0.0] * 6 + [2000.0] * 4)
+    chance = select.chance_of_bar(
+        np.full(10, 0.9), np.full(10, 300.0), np.full(10, 0.8), rparams, rng
+    )
+    assert chance == pytest.approx(1 - 0.6**5, abs=0.02)
+
+
+def test_seeds_are_paired_between_candidate_and_random(select):
+    """A candidate 0.01 above random on each seed, while seeds differ by far more, clears the
+    accuracy half on every draw: the same seeds are drawn for both."""
+    rng = np.random.default_rng(0)
+    rval = np.linspace(0.5, 0.9, 10)
+    chance = select.chance_of_bar(rval + 0.01, np.zeros(10), rval, np.zeros(10), rng)
+    assert chance == 1.0
