@@ -2,13 +2,17 @@
 
 `python -m tests.behaviour_baseline` re-records `tests/data/behaviour_baseline.json`; do that
 only for a change meant to alter training (and say so in its commit). The test in
-`tests/integration/test_behaviour_baseline.py` replays every case and compares exactly.
+`tests/integration/test_behaviour_baseline.py` replays every case and compares exactly on a
+machine like the one that recorded it (`MACHINE_KEY` holds its `machine()`), and decisions,
+sizes and kernels exactly with metrics to a tolerance on any other.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import platform
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,8 @@ from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "tests" / "data" / "behaviour_baseline.json"
+MACHINE_KEY = "_machine"
+"""The record's entry naming the machine it was recorded on (not a case)."""
 QUIET = ("logger=none", "trainer.checkpoint=false", "trainer.progress=false")
 ONE_SEED = (
     "policy=random",
@@ -71,6 +77,21 @@ def behaviour(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def machine() -> str:
+    """What decides torch's CPU float results: its version, the instruction set its kernels
+    dispatch to, and the CPU's feature flags (hashed)."""
+    import torch
+
+    flags = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        lines = [line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")]
+        flags = " ".join(sorted(set(lines[0].split(":", 1)[1].split()))) if lines else ""
+    digest = hashlib.sha256(flags.encode()).hexdigest()[:12]
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"torch {torch.__version__} {capability} {platform.machine()} cpu-flags {digest}"
+
+
 def run_case(name: str, root: Path) -> dict[str, Any]:
     from esper.app import build
 
@@ -83,9 +104,10 @@ def run_case(name: str, root: Path) -> dict[str, Any]:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        record = {name: run_case(name, Path(tmp)) for name in CASES}
+        record: dict[str, Any] = {name: run_case(name, Path(tmp)) for name in CASES}
+    record[MACHINE_KEY] = machine()
     RECORD.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    print(f"recorded {len(record)} cases in {RECORD}")
+    print(f"recorded {len(CASES)} cases on {record[MACHINE_KEY]} in {RECORD}")
 
 
 if __name__ == "__main__":

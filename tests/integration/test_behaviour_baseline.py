@@ -1,21 +1,42 @@
-"""Seeded runs end exactly as recorded: a refactor that changes no behaviour changes no number.
+"""Seeded runs end as recorded: a refactor that changes no behaviour changes no number.
 
 Re-record with `python -m tests.behaviour_baseline` only for a change meant to alter training.
+
+On a machine like the one that recorded the cases (same torch, same CPU instruction set and
+flags) every number must match bit for bit. On another, torch's CPU kernels (oneDNN, MKL,
+ATen's vectorised loops) take other code paths, float32 sums differ in their last bits and
+SGD carries that on: measured, with every decision, size and kernel equal, `digits_cnn`'s
+train loss 0.18666 on one machine and 0.18694 on another after 10 epochs, and `default`'s test
+loss 0.315 and 0.284 after 60, `random_seed3`'s test accuracy 0.86 and 0.835 after 40. There the test still demands every decision (epoch, step,
+slot, blueprint, transition), every parameter and FLOP count, every kernel and the final
+slots exactly, and the metrics to `ACCURACY_ABS` and `LOSS_REL`.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
+from typing import Any
 
 import pytest
 
-from tests.behaviour_baseline import CASES, RECORD, run_case
+from tests.behaviour_baseline import CASES, MACHINE_KEY, RECORD, machine, run_case
 
 RECORDED = json.loads(RECORD.read_text())
 
-
 SLOW = {"default", "heuristic_early", "random_seed3"}
 """Full-length or long runs: in the slow tier (make test-full, CI)."""
+
+ACCURACY_ABS = 0.05
+"""On another machine: twice the largest accuracy drift measured (0.025, `random_seed3`)."""
+LOSS_REL = 0.25
+"""On another machine: losses within 25%, over twice the largest drift measured (10%)."""
+
+
+def decisions(summary: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The adaptations without their free-text reasons (which quote measured floats)."""
+    keys = ("epoch", "step", "slot", "blueprint", "from", "to")
+    return [tuple(a[k] for k in keys) for a in summary["adaptations"]]
 
 
 @pytest.mark.parametrize(
@@ -25,7 +46,23 @@ def test_seeded_run_matches_its_recorded_behaviour(case: str, tmp_path, monkeypa
     monkeypatch.setenv("ESPER_KERNEL_STORE", str(tmp_path / "kernels"))
     got = run_case(case, tmp_path)
     want = RECORDED[case]
-    assert got["adaptations"] == want["adaptations"]
+    assert decisions(got) == decisions(want)
     assert got["params"] == want["params"]
-    assert got["metrics"] == want["metrics"]
-    assert got == want
+    assert got["flops_per_sample"] == want["flops_per_sample"]
+    assert got["kernels"] == want["kernels"]
+    assert got["final_slots"] == want["final_slots"]
+    assert (got["status"], got["epochs"]) == (want["status"], want["epochs"])
+    if RECORDED.get(MACHINE_KEY) == machine():
+        assert got == want
+        return
+    warnings.warn(
+        f"behaviour baseline recorded on {RECORDED.get(MACHINE_KEY)!r}, replayed on "
+        f"{machine()!r}: metrics compared to a tolerance",
+        stacklevel=1,
+    )
+    assert got["metrics"].keys() == want["metrics"].keys()
+    for key, value in want["metrics"].items():
+        if key.endswith("_loss"):
+            assert got["metrics"][key] == pytest.approx(value, rel=LOSS_REL), key
+        else:
+            assert got["metrics"][key] == pytest.approx(value, abs=ACCURACY_ABS), key
