@@ -99,6 +99,12 @@ class SeedsConfig(Section):
     fossilized: Literal["train", "freeze", "merge"] = "train"
     lr: float | None = Field(default=None, gt=0)
     gates: GatesConfig = Field(default_factory=GatesConfig)
+    contribution: Literal["bypass", "shadow"] = "bypass"
+    """How a blending seed's contribution (what keep rules and the fossilize gate read) is
+    measured. `bypass`: the grown model's val metric minus the same model's with the seed
+    switched off. `shadow`: minus a copy of the model trained on without the seed since it
+    started blending (esper.training.shadow); a culled seed's model is restored from that
+    copy. Single-process runs only."""
 
 
 class BlueprintsConfig(Section):

@@ -86,11 +86,16 @@ class SimicConfig(Section):
     alone with the rest on schedule. Saved with its weights: the policy runs as trained."""
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
+    overrides: list[str] = Field(default_factory=list)
+    """Run overrides every episode takes after its task's, e.g. `seeds.contribution=shadow`
+    (the protocol the policy is then evaluated under, experiments/select_checkpoint.sh EXTRA)."""
 
     def config_hash(self) -> str:
         """12 hex digits of sha256 over every setting that shapes training (all but where it
-        resumes from and writes to): experiments/ name a trained policy by it."""
-        data = self.model_dump(mode="json", exclude={"resume", "output"})
+        resumes from and writes to): experiments/ name a trained policy by it. No `overrides`
+        hashes as before that key existed, so the hashes experiments/ cites still hold."""
+        exclude = {"resume", "output"} | (set() if self.overrides else {"overrides"})
+        data = self.model_dump(mode="json", exclude=exclude)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
     def changed_since(self, trained: dict[str, object]) -> list[str]:
@@ -98,7 +103,7 @@ class SimicConfig(Section):
         `simic.key: then -> now`: a resume continues the same training, so only `updates` (how
         far it goes), `resume` and `output` may change."""
         now = flatten(self.resumable(), ".")
-        then = flatten(trained, ".")
+        then = flatten({"overrides": [], **trained}, ".")  # runs from before the key existed
         return [
             f"simic.{key}: {then.get(key)!r} -> {now.get(key)!r}"
             for key in sorted(now.keys() | then.keys())

@@ -45,7 +45,7 @@ def _specs(settings: SimicConfig, rng: random.Random) -> list[EpisodeSpec]:
             specs.append(
                 EpisodeSpec(
                     task.name,
-                    (*task.overrides, *variant),
+                    (*task.overrides, *variant, *settings.overrides),
                     seed,
                     settings.episode_epochs,
                     policy_seed=rng.randrange(2**31),

@@ -23,6 +23,7 @@ from esper.training.attachment import KernelAttachment
 from esper.training.distributed import Ranks
 from esper.training.observation import Observer
 from esper.training.optim import Optimization
+from esper.training.shadow import Shadows
 from esper.training.steps import Clock, SplitMetrics
 
 S = SeedState
@@ -46,8 +47,11 @@ class ControlStep:
         seeds: SeedsConfig,
         steps_per_epoch: int,
         ranks: Ranks | None = None,
+        shadows: Shadows | None = None,
     ) -> None:
         self.model = model
+        self.shadows = shadows
+        """`seeds.contribution=shadow`: each blending seed's counterfactual (else None)."""
         self.policy = policy
         self.observer = observer
         self.kernels = kernels
@@ -177,6 +181,8 @@ class ControlStep:
             )
         else:
             slot.start_blending(self.seeds.blend_epochs * self.steps_per_epoch, reason)
+            if self.shadows is not None:
+                self.shadows.start(slot)
 
     def fossilize(self, slot: SeedSlot, reason: str) -> None:
         needed = self.seeds.gates.fossilize_min_contribution
@@ -184,7 +190,10 @@ class ControlStep:
         if needed is not None and (gained is None or gained <= needed):
             shown = "unmeasured" if gained is None else f"{gained:+.4f}"
             self.cull(slot, f"gate: val accuracy contribution {shown} <= {needed}")
-        elif self.seeds.fossilized != "merge":
+            return
+        if self.shadows is not None:
+            self.shadows.drop(slot.name)  # kept: its counterfactual is no longer needed
+        if self.seeds.fossilized != "merge":
             slot.fossilize(reason)
         else:
             obstacle = merge_obstacle(slot)
@@ -198,7 +207,11 @@ class ControlStep:
     def cull(self, slot: SeedSlot, reason: str) -> None:
         self.optimization.remove_seed(slot.name)
         self.kernels.forget(slot.name)
+        if self.shadows is not None and slot.name in self.shadows:
+            reason = f"{reason}; model restored from its shadow"
         slot.cull(reason)
+        if self.shadows is not None:
+            self.shadows.restore(slot.name)
 
     def refuse(self, slot: SeedSlot, gate: str, reason: str) -> None:
         self.bus.publish(

@@ -1,8 +1,9 @@
 """What the policy sees: one Observation per control step, gathered from the model and data.
 
 Site statistics come from one extra forward/backward on the first training batch in eval mode;
-a blending seed's contribution from one extra validation pass with the seed bypassed. Both are
-the policy's only extra cost per control step besides its own decision.
+a blending seed's contribution from one extra validation pass, with the seed bypassed or of its
+shadow (`seeds.contribution`). Both are the policy's only extra cost per control step besides
+its own decision.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 from esper.contracts import Observation, SeedState, SiteStats, SlotObservation
 from esper.data import DataSplits
 from esper.seeds import MorphogeneticModel, SeedSlot
+from esper.training.shadow import Shadows
 from esper.training.steps import SplitMetrics, evaluate, token_loss
 
 
@@ -29,8 +31,10 @@ class Observer:
         allowed: dict[str, tuple[str, ...]],
         max_epochs: int,
         latency_us: dict[str, float] | None = None,
+        shadows: Shadows | None = None,
     ) -> None:
         self.model = model
+        self.shadows = shadows
         self.latency_us = latency_us if latency_us is not None else {}
         self.data = data
         self.device = device
@@ -72,7 +76,12 @@ class Observer:
         return stats
 
     def contribution(self, slot: SeedSlot, with_seed: SplitMetrics) -> tuple[float, float]:
-        """Validation accuracy gained and loss saved by the seed (seed on minus seed off)."""
+        """Validation accuracy gained and loss saved by the seed: the grown model minus its
+        shadow (the model trained on without the seed) if it has one, else minus itself with
+        the seed switched off."""
+        if self.shadows is not None and slot.name in self.shadows:
+            without = evaluate(self.shadows.model_of(slot.name), self.data.val, self.device)
+            return with_seed.accuracy - without.accuracy, without.loss - with_seed.loss
         slot.bypass = True
         try:
             without = evaluate(self.model, self.data.val, self.device)

@@ -37,6 +37,7 @@ from esper.training.observation import Observer
 from esper.training.optim import Optimization
 from esper.training.progress import epoch_bar, postfix
 from esper.training.record import RunRecorder
+from esper.training.shadow import Shadows
 from esper.training.steps import Clock, SplitMetrics, device_batches, evaluate, token_loss
 
 
@@ -122,11 +123,26 @@ class Trainer:
             kernels.wait_epochs,
             follower=not self.ranks.writer,
         )
+        self.shadows: Shadows | None = None
+        if seeds.contribution == "shadow":
+            if self.ranks.distributed:
+                raise ValueError(
+                    "seeds.contribution=shadow: single-process runs only (trainer.strategy="
+                    f"ddp runs {self.ranks.world} processes); use seeds.contribution=bypass"
+                )
+            example = (data.train.x[:1].to(self.device), data.train.y[:1].to(self.device))
+            self.shadows = Shadows(model, self.optimization.optimizer, example)
         self.control = ControlStep(
             model,
             policy,
             Observer(
-                model, data, self.device, self.allowed, trainer.max_epochs, self.kernels.latency_us
+                model,
+                data,
+                self.device,
+                self.allowed,
+                trainer.max_epochs,
+                self.kernels.latency_us,
+                self.shadows,
             ),
             self.kernels,
             self.optimization,
@@ -135,6 +151,7 @@ class Trainer:
             seeds,
             steps_per_epoch=len(data.train),
             ranks=self.ranks,
+            shadows=self.shadows,
         )
         self._active: list[SeedSlot] = []
         self._active_version = -1
@@ -180,6 +197,8 @@ class Trainer:
         self.clock.epoch = epoch
         started = time.perf_counter()
         flops_per_sample = self.train_flops_per_sample()
+        if self.shadows is not None:  # the counterfactuals' training is the run's cost too
+            flops_per_sample += self.shadows.flops_per_sample()
         train = self.train_epoch()
         self.train_flops += flops_per_sample * len(self.data.train.x)
         if self.interruption.signum is not None:
@@ -271,6 +290,8 @@ class Trainer:
                 loss_sum += loss.detach() * y.numel()
                 correct += (logits.detach().argmax(-1) == y).sum()
                 seen += y.numel()
+            if self.shadows is not None:
+                self.shadows.step(x, y)
             if self.interruption.signum is not None:
                 break  # the step is done; the loop raises Interrupted
         total_loss, total_correct, total_seen = self.ranks.sum(
@@ -300,6 +321,7 @@ class Trainer:
             "slots": {s.name: s.snapshot() for s in self.model.iter_slots()},
             "optimization": self.optimization.state_dict(),
             "control": self.control.state_dict(),
+            "shadows": self.shadows.state_dict() if self.shadows is not None else {},
             "record": self.recorder.state_dict(),
             "loop": {
                 "val_losses": list(self.val_losses),
@@ -322,6 +344,8 @@ class Trainer:
         seed_params = {s.name: s.seed_parameters() for s in self.model.iter_slots()}
         self.optimization.load_state_dict(state["optimization"], seed_params)
         self.model.load_state_dict(state["model"])
+        if self.shadows is not None:
+            self.shadows.load_state_dict(state.get("shadows", {}))
         self.control.load_state_dict(state["control"])
         self.recorder.load_state_dict(state["record"])
         self.val_losses = list(state["loop"]["val_losses"])
