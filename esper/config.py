@@ -198,6 +198,15 @@ class RunConfig(BaseModel):
     logger: LoggerConfig
     trainer: TrainerConfig
 
+    @model_validator(mode="after")
+    def shadow_needs_one_process(self) -> RunConfig:
+        if self.seeds.contribution == "shadow" and self.trainer.strategy == "ddp":
+            raise ValueError(
+                "seeds.contribution=shadow: single-process runs only (a shadow would need its "
+                "own gradient all-reduce); with trainer.strategy=ddp use seeds.contribution=bypass"
+            )
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def known_keys(cls, config: Any) -> Any:

@@ -124,12 +124,7 @@ class Trainer:
             follower=not self.ranks.writer,
         )
         self.shadows: Shadows | None = None
-        if seeds.contribution == "shadow":
-            if self.ranks.distributed:
-                raise ValueError(
-                    "seeds.contribution=shadow: single-process runs only (trainer.strategy="
-                    f"ddp runs {self.ranks.world} processes); use seeds.contribution=bypass"
-                )
+        if seeds.contribution == "shadow":  # single-process: RunConfig refuses it with ddp
             example = (data.train.x[:1].to(self.device), data.train.y[:1].to(self.device))
             self.shadows = Shadows(model, self.optimization.optimizer, example)
         self.control = ControlStep(

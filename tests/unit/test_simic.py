@@ -201,3 +201,31 @@ def test_a_resume_names_each_setting_that_changed_since_the_run_it_continues() -
     assert further.changed_since(trained) == [], "going further is what a resume is for"
     cheaper = _settings(2).model_copy(update={"reward": RewardConfig(per_1k_params=0.02)})
     assert cheaper.changed_since(trained) == ["simic.reward.per_1k_params: 0.05 -> 0.02"]
+
+
+def test_run_overrides_reach_every_episode_and_name_a_new_training() -> None:
+    """`simic.overrides` (e.g. the shadow protocol) follow each episode's task overrides; they
+    move the config hash, and a run from before the key existed resumes as unchanged."""
+    base = _settings(2)
+    shadowed = base.model_copy(update={"overrides": ["seeds.contribution=shadow"]})
+    specs = _specs(shadowed, random.Random(0))
+    assert [s.overrides for s in specs] == [("dataset=spirals", "seeds.contribution=shadow")] * 2
+    assert shadowed.config_hash() != base.config_hash()
+    before_the_key = base.resumable()
+    del before_the_key["overrides"]
+    assert base.changed_since(before_the_key) == []
+    assert shadowed.changed_since(before_the_key) == [
+        "simic.overrides: [] -> ['seeds.contribution=shadow']"
+    ]
+
+
+def test_the_shipped_training_command_still_hashes_as_the_run_experiments_cite() -> None:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from tests.conftest import CONF
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train_policy")
+    settings = SimicConfig(**OmegaConf.to_container(cfg.simic, resolve=True))  # type: ignore[arg-type]
+    assert settings.config_hash() == "95d2d98c3292"  # gnn.pt's run (experiments/gnn_policy.md)
