@@ -117,9 +117,11 @@ def config_hash(container: dict[str, Any]) -> str:
         node.pop("seed", None)
         relevant[group] = node
     seeds = dict(relevant.get("seeds") or {})
-    if seeds.get("contribution") == "bypass":
-        # the key came after experiments/ recorded its hashes; at its default they still hold
-        seeds.pop("contribution")
+    # these keys came after experiments/ recorded its hashes; at their defaults they still hold
+    for key, default in (("contribution", "bypass"), ("probation_epochs", 0)):
+        if seeds.get(key) == default:
+            seeds.pop(key)
+    if seeds:
         relevant["seeds"] = seeds
     canonical = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()

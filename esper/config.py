@@ -94,6 +94,10 @@ class GatesConfig(Section):
 
 class SeedsConfig(Section):
     blend_epochs: int = Field(ge=1)
+    probation_epochs: int = Field(default=0, ge=0)
+    """Epochs a fully blended seed trains on at alpha 1 before a rule-based verdict is due.
+    Why: under `contribution=shadow` a seed judged the moment its ramp ends has rarely paid
+    for itself yet; its shadow keeps training beside it through the probation."""
     embargo_epochs: int = Field(ge=0)
     latency_sample_every: int = Field(ge=1)
     fossilized: Literal["train", "freeze", "merge"] = "train"

@@ -40,12 +40,17 @@ class SlotObservation(Frozen):
     """GERMINATED only: the kernel is attached and the seed may start TRAINING."""
     alpha: float = 0.0
     """Blend weight of the seed's output: 0 until BLENDING, ramps to 1, 1 when FOSSILIZED."""
+    verdict_in: int = 0
+    """BLENDING only: epochs until a keep-or-cull verdict is due: the rest of the alpha ramp,
+    then `seeds.probation_epochs` at full blend (a shadow trains on beside it). 0: due now.
+    Rule-based keepers (heuristic, random, gnn under `schedule`) judge a seed only then."""
     embargo_left: int = 0
     """CULLED only: control steps until the slot is DORMANT again and may germinate."""
     stats: SiteStats | None = None
     """The site's activation and gradient statistics this step; None if not measured."""
     contribution_accuracy: float | None = None
-    """BLENDING only: validation accuracy with the seed minus without it (seed bypassed)."""
+    """BLENDING only: validation accuracy with the seed minus without it: the same model with
+    the seed bypassed, or its shadow (`seeds.contribution`)."""
     contribution_loss: float | None = None
     """BLENDING only: validation loss without the seed minus with it (positive: it helps)."""
     seed_grad_norm_max: float | None = None

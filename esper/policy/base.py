@@ -68,7 +68,8 @@ def schedule(slot: SlotObservation, training_epochs: int) -> Decision | None:
 
 
 def blended(slot: SlotObservation) -> bool:
-    return slot.state is S.BLENDING and slot.alpha >= 1.0
+    """Fully blended and past its probation: its verdict is due."""
+    return slot.state is S.BLENDING and slot.alpha >= 1.0 and slot.verdict_in == 0
 
 
 def keep_if_it_helps(

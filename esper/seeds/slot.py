@@ -49,6 +49,7 @@ class SeedSlot(nn.Module):
         self.alpha = 0.0
         self.blend_steps = 1
         self.blend_step = 0
+        self.probation_steps = 0
         self.embargo_left = 0
         self.bypass = False
         self.merged = False
@@ -113,11 +114,21 @@ class SeedSlot(nn.Module):
             raise RuntimeError(f"slot {self.name}: cannot train before its kernel is attached")
         self._set_state(S.TRAINING, reason)
 
-    def start_blending(self, steps: int, reason: str = "") -> None:
+    def start_blending(self, steps: int, reason: str = "", probation_steps: int = 0) -> None:
+        """Ramp alpha from 0 to 1 over `steps` training steps; a verdict is due
+        `probation_steps` steps after the ramp ends (`seeds.probation_epochs`)."""
         self._set_state(S.BLENDING, reason)
         self.blend_steps = max(1, int(steps))
         self.blend_step = 0
+        self.probation_steps = max(0, int(probation_steps))
         self.alpha = 0.0
+
+    @property
+    def steps_to_verdict(self) -> int:
+        """BLENDING: training steps left of the ramp and the probation after it; else 0."""
+        if self.state is not S.BLENDING:
+            return 0
+        return max(0, self.blend_steps + self.probation_steps - self.blend_step)
 
     def fossilize(self, reason: str = "") -> None:
         self._set_state(S.FOSSILIZED, reason)
@@ -134,6 +145,7 @@ class SeedSlot(nn.Module):
             "alpha": self.alpha,
             "blend_steps": self.blend_steps,
             "blend_step": self.blend_step,
+            "probation_steps": self.probation_steps,
             "epochs_in_state": self.epochs_in_state,
             "steps_in_state": self.steps_in_state,
             "grad_norm_max": self.grad_norm_max,
@@ -155,6 +167,7 @@ class SeedSlot(nn.Module):
         self.seed = module
         for key in ("alpha", "blend_steps", "blend_step", "embargo_left", "merged"):
             setattr(self, key, snapshot[key])
+        self.probation_steps = snapshot.get("probation_steps", 0)  # absent before probation
         self.tried = dict(snapshot["tried"])
         self._calls = snapshot["calls"]
         if self._hook is not None:

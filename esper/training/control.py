@@ -180,7 +180,11 @@ class ControlStep:
                 f"{slot.steps_in_state} of {gates.min_training_steps} training steps",
             )
         else:
-            slot.start_blending(self.seeds.blend_epochs * self.steps_per_epoch, reason)
+            slot.start_blending(
+                self.seeds.blend_epochs * self.steps_per_epoch,
+                reason,
+                probation_steps=self.seeds.probation_epochs * self.steps_per_epoch,
+            )
             if self.shadows is not None:
                 self.shadows.start(slot)
 

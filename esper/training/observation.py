@@ -93,6 +93,7 @@ class Observer:
         self, epoch: int, train: SplitMetrics, val: SplitMetrics, val_losses: Sequence[float]
     ) -> Observation:
         stats = self.site_stats()
+        steps_per_epoch = max(1, len(self.data.train))
         slots = []
         for slot in self.model.iter_slots():
             acc_gain = loss_saved = None
@@ -108,6 +109,7 @@ class Observer:
                     epochs_in_state=slot.epochs_in_state,
                     kernel_ready=slot.kernel_ready,
                     alpha=slot.alpha,
+                    verdict_in=-(-slot.steps_to_verdict // steps_per_epoch),
                     embargo_left=slot.embargo_left,
                     stats=stats.get(slot.name),
                     contribution_accuracy=acc_gain,

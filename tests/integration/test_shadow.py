@@ -149,3 +149,36 @@ def test_a_bad_contribution_setting_is_named_before_training(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         build(make_config("logger=none", *overrides))
+
+
+@pytest.mark.parametrize("probation", [0, 2])
+def test_a_verdict_is_due_after_the_ramp_and_the_probation(
+    make_config, tmp_path, probation
+) -> None:
+    """Every verdict comes `blend_epochs + probation_epochs` control steps after blending began,
+    and the observation counts the epochs down to it."""
+    experiment = build(
+        make_config(
+            *EARLY_HEURISTIC,
+            "trainer.max_epochs=14",
+            "seeds.contribution=shadow",
+            f"seeds.probation_epochs={probation}",
+            run_dir=tmp_path,
+        )
+    )
+    result = experiment.run()
+    began: dict[str, int] = {}
+    waited = []
+    for a in result.adaptations:
+        if a.to_state.value == "BLENDING":
+            began[a.slot] = a.epoch
+        elif a.from_state.value == "BLENDING":
+            waited.append(a.epoch - began.pop(a.slot))
+    assert waited and all(w == 3 + probation for w in waited)  # conf/seeds: blend_epochs 3
+    countdown = [
+        s["verdict_in"]
+        for e in events(experiment, "decision_made")
+        for s in e["observation"]["slots"]
+        if s["state"] == "BLENDING"
+    ]
+    assert countdown[: 3 + probation] == list(range(2 + probation, -1, -1))

@@ -77,6 +77,16 @@ def test_heuristic_fossilizes_helpful_seeds_and_culls_the_rest() -> None:
     assert "+0.0500 > 0.01" in decisions[0].reason
 
 
+def test_a_seed_on_probation_is_not_judged_until_its_verdict_is_due() -> None:
+    """`verdict_in` (seeds.probation_epochs) holds every rule-based keeper's verdict back."""
+    on_probation = slot("a", S.BLENDING, alpha=1.0, verdict_in=2, contribution_accuracy=0.05)
+    due = on_probation.model_copy(update={"verdict_in": 0})
+    for policy in (HeuristicPolicy(), RandomPolicy(seed=0, germinate_probability=0.0)):
+        assert [d.action for d in policy.decide(obs(IMPROVING, [on_probation]))] == ["wait"]
+        (decision,) = policy.decide(obs(IMPROVING, [due]))
+        assert (decision.action in ("fossilize", "cull"), decision.slot) == (True, "a")
+
+
 def test_heuristic_can_judge_by_val_loss() -> None:
     policy = HeuristicPolicy(metric="val_loss")
     blended = slot("a", S.BLENDING, alpha=1.0, contribution_accuracy=0.2, contribution_loss=-0.1)
