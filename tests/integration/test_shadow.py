@@ -109,15 +109,29 @@ def test_a_kept_seed_drops_its_shadow_and_keeps_the_grown_model(make_config, tmp
     assert all(torch.equal(grown[k], v) for k, v in host_state(trainer.model).items())
 
 
-def test_a_resume_mid_blend_ends_like_the_uninterrupted_run(make_config, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("probation", "stop_after"),
+    [(0, 1), (2, 4)],  # mid-ramp; mid-probation (the ramp is 3 epochs)
+    ids=["mid-blend", "mid-probation"],
+)
+def test_a_resume_mid_blend_ends_like_the_uninterrupted_run(
+    make_config, tmp_path, probation, stop_after
+) -> None:
     """The shadow is part of the checkpoint: resumed, the verdict and every number match."""
-    overrides = (*EARLY_HEURISTIC, "seeds.contribution=shadow", "trainer.checkpoint=true")
+    overrides = (
+        *EARLY_HEURISTIC,
+        "seeds.contribution=shadow",
+        f"seeds.probation_epochs={probation}",
+        "trainer.checkpoint=true",
+    )
     full = build(make_config(*overrides, run_dir=tmp_path / "full")).run()
     blending = [a.epoch for a in full.adaptations if a.to_state.value == "BLENDING"]
     assert blending, "the schedule blends a seed within the run"
     first = build(
         make_config(
-            *overrides, f"trainer.stop_after_epoch={blending[0] + 1}", run_dir=tmp_path / "a"
+            *overrides,
+            f"trainer.stop_after_epoch={blending[0] + stop_after}",
+            run_dir=tmp_path / "a",
         )
     ).run()
     assert first.status == "stopped"
@@ -141,6 +155,10 @@ def test_a_resume_mid_blend_ends_like_the_uninterrupted_run(make_config, tmp_pat
         (
             ["seeds.contribution=shadow", "trainer.strategy=ddp"],
             r"seeds\.contribution=shadow: single-process runs only .* use seeds\.contribution=bypass",
+        ),
+        (
+            ["seeds.probation_epochs=-1"],
+            r"seeds\.probation_epochs=-1: Input should be greater than or equal to 0",
         ),
     ],
 )
