@@ -45,17 +45,13 @@ FORMAT = "esper-gnn-policy/1"
 SHIPPED = {
     "shipped": Path(__file__).parent / "checkpoints" / "gnn.pt",
     "shipped_growth": Path(__file__).parent / "checkpoints" / "gnn_growth.pt",
-    "shipped_probation": Path(__file__).parent / "checkpoints" / "gnn_probation.pt",
 }
 """The checkpoints trained by `python run.py --config-name train_policy` that ship with Esper
 (experiments/gnn_policy.md records how), by the name `policy.checkpoint` takes:
 - `shipped` (`policy=gnn`): chosen on validation to beat random growth with fewer parameters;
   it grows little.
 - `shipped_growth` (`policy=gnn_growth`): trained at a lower parameter price and chosen on
-  validation for accuracy at that price; it grows more, and more accurately.
-- `shipped_probation` (`policy=gnn_probation`): trained with every seed judged against its
-  shadow after a three-epoch probation; run it under that protocol
-  (`seeds.contribution=shadow seeds.probation_epochs=3`)."""
+  validation for accuracy at that price; it grows more, and more accurately."""
 
 
 @dataclass

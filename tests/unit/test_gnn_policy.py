@@ -152,8 +152,7 @@ def test_weights_round_trip_and_a_bad_checkpoint_is_one_line(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"policy\.checkpoint=.*trained for .*hidden"):
         GnnPolicy(checkpoint=str(path), hidden=16)
     with pytest.raises(
-        ValueError,
-        match=r"no such file \(a path, or one of shipped, shipped_growth, shipped_probation\)",
+        ValueError, match=r"no such file \(a path, or one of shipped, shipped_growth\)"
     ):
         GnnPolicy(checkpoint="shipped_growthx")
     (tmp_path / "junk.pt").write_bytes(b"junk")
@@ -163,7 +162,7 @@ def test_weights_round_trip_and_a_bad_checkpoint_is_one_line(tmp_path) -> None:
         GnnPolicy(hidden=0)
 
 
-@pytest.mark.parametrize("name", ["shipped", "shipped_growth", "shipped_probation"])
+@pytest.mark.parametrize("name", ["shipped", "shipped_growth"])
 def test_the_shipped_checkpoints_load_and_decide_legally(name: str) -> None:
     from esper.policy.gnn import SHIPPED
 

@@ -227,11 +227,5 @@ def test_the_shipped_training_command_still_hashes_as_the_run_experiments_cite()
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train_policy")
-        probation = compose(
-            "train_policy",
-            ['simic.overrides=["seeds.contribution=shadow","seeds.probation_epochs=3"]'],
-        )
     settings = SimicConfig(**OmegaConf.to_container(cfg.simic, resolve=True))  # type: ignore[arg-type]
     assert settings.config_hash() == "95d2d98c3292"  # gnn.pt's run (experiments/gnn_policy.md)
-    settings = SimicConfig(**OmegaConf.to_container(probation.simic, resolve=True))  # type: ignore[arg-type]
-    assert settings.config_hash() == "b94224d31c1a"  # gnn_probation.pt's run
