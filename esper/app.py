@@ -121,7 +121,7 @@ def config_hash(container: dict[str, Any]) -> str:
     for key, default in (("contribution", "bypass"), ("probation_epochs", 0)):
         if seeds.get(key) == default:
             seeds.pop(key)
-    if seeds:
+    if "seeds" in relevant:
         relevant["seeds"] = seeds
     canonical = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()

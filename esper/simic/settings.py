@@ -11,8 +11,8 @@ from esper.events.tables import flatten
 from esper.policy.gnn import Lifecycle
 
 RESERVED_SEEDS = set(range(25)) | set(range(50, 60))
-"""Evaluation (0..4; 5..9 and 10..14: further sets, each first read after the one before;
-15..19: kept unread for the next checkpoint) and checkpoint selection (50..59,
+"""Evaluation (0..4; 5..9, 10..14 and 15..19: further sets, each first read after the one
+before; 20..24: kept unread for the next checkpoint) and checkpoint selection (50..59,
 experiments/select_checkpoint.sh): training never draws these."""
 
 
