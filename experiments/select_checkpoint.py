@@ -31,6 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from esper.report import load_runs
 
@@ -39,6 +40,32 @@ OUTER = 200
 """Resamplings of the selection seeds for the chance's range."""
 SEEDS_READ = 5
 """Evaluation seeds the acceptance bar is read on (0..4)."""
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def candidate_name(run: dict) -> str:
+    """`random`, or the policy (a GNN by its checkpoint's file name) with the `policy.*`
+    overrides its run was given whose values differ from the config's defaults (hydra's
+    overrides.yaml against conf/policy/<choice>.yaml): one sweep can score inference settings
+    or hand-set baselines beside the checkpoints."""
+    choice, policy = run["choices"]["policy"], run["config"]["policy"]
+    if choice == "random":
+        return "random"
+    defaults = yaml.safe_load((CONF / "policy" / f"{choice}.yaml").read_text())
+    overrides = Path(run["run_dir"]) / ".hydra" / "overrides.yaml"
+    given = yaml.safe_load(overrides.read_text()) if overrides.is_file() else []
+    knobs = []
+    for item in given:
+        key, _, value = item.partition("=")
+        name = key.removeprefix("policy.")
+        if (
+            key.startswith("policy.")
+            and name != "checkpoint"
+            and defaults.get(name) != policy[name]
+        ):
+            knobs.append(f"{name}={value}")
+    head = Path(str(policy["checkpoint"])).name if "checkpoint" in policy else choice
+    return " ".join([head, *knobs])
 
 
 def chance_of_bar(
@@ -76,8 +103,7 @@ def main(sweep: Path) -> None:
         model = run["config"]["model"]
         shape = model.get("hidden") or model.get("channels")
         task = f"{run['choices']['dataset']}/{run['choices']['model']}{shape}"
-        policy = run["config"]["policy"]
-        who = Path(str(policy.get("checkpoint"))).name if "checkpoint" in policy else "random"
+        who = candidate_name(run)
         cells[(task, who)][int(run["config"]["seed"])] = run
     tasks = sorted({t for t, _ in cells})
     candidates = sorted({w for _, w in cells} - {"random"})

@@ -1,4 +1,4 @@
-"""`python -m esper.report <sweep dir> [...] [--out DIR]` or `python -m esper.report
+"""`python -m esper.report <sweep dir> [...] [--out DIR] [--against POLICY]` or `python -m esper.report
 <entity>/<project>/<group> [--dry-run]`; see `esper.report`."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from esper.report import load_runs, table
+from esper.report.paired import paired_table
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,6 +21,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-html", action="store_true", help="print the table only")
     parser.add_argument(
+        "--against",
+        metavar="POLICY",
+        help="also print each configuration against this policy's runs, paired by task and seed",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="online: build the W&B Report, do not save it"
     )
     args = parser.parse_args(argv)
@@ -27,6 +33,11 @@ def main(argv: list[str] | None = None) -> None:
     if all(p.exists() for p in paths):
         runs = load_runs(paths)
         print(table(runs))
+        if args.against:
+            try:
+                print("\n" + paired_table(runs, args.against))
+            except ValueError as exc:
+                parser.error(str(exc))
         if not args.no_html:
             from esper.report.html import render
 

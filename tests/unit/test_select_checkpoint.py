@@ -52,3 +52,16 @@ def test_seeds_are_paired_between_candidate_and_random(select):
     rval = np.linspace(0.5, 0.9, 10)
     chance = select.chance_of_bar(rval + 0.01, np.zeros(10), rval, np.zeros(10), rng)
     assert chance == 1.0
+
+
+def test_a_candidate_is_named_by_its_checkpoint_and_its_non_default_settings(select, tmp_path):
+    """One sweep scores inference settings beside checkpoints (GNN="policy.greedy=false,true"):
+    a setting given at its default value does not split a candidate in two."""
+    (tmp_path / ".hydra").mkdir()
+    overrides = ["policy=gnn", "policy.greedy=true", "policy.max_seeds=null", "seed=3"]
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("\n".join(f"- {o}" for o in overrides))
+    policy = {"checkpoint": "/x/update_30.pt", "greedy": True, "max_seeds": None}
+    run = {"choices": {"policy": "gnn"}, "config": {"policy": policy}, "run_dir": str(tmp_path)}
+    assert select.candidate_name(run) == "update_30.pt greedy=true"
+    run["choices"]["policy"] = "random"
+    assert select.candidate_name(run) == "random"

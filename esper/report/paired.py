@@ -1,0 +1,106 @@
+"""Each policy against a reference policy (`--against random`), seed by seed.
+
+The results table gives each configuration's mean ± std over seeds. Whether one policy beats
+another is a different question: both runs of a seed share its data split, data order and
+initial weights, so the difference per seed is far less noisy than either mean (on digits a
+seed's test accuracy spreads by 0.006-0.012, the policies' differences by a few thousandths).
+This table pairs every configuration with the reference policy's run of the same task and
+seed and gives the mean difference in test accuracy and in parameters added, each with a 90%
+bootstrap interval over seeds (resampled in pairs), and on how many seeds the configuration was
+the more accurate. A "task" is a configuration less its `policy` group and `policy.*` keys, so
+a static model of another width is a task of its own and is left out unless the reference
+policy ran on it too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from esper.report.table import _relevant, groups_of, labels
+
+RESAMPLES = 4000
+COLUMNS = [
+    "configuration",
+    "seeds",
+    "test accuracy − reference (90% interval)",
+    "params added − reference (90% interval)",
+    "more accurate on",
+]
+
+
+def task_of(run: dict[str, Any]) -> str:
+    """The run's configuration less its policy: what two policies must share to be compared."""
+    config = {k: v for k, v in _relevant(run["config"]).items() if not k.startswith("policy.")}
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def interval(differences: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+    """5th and 95th percentiles of the mean difference when the seeds are resampled (pairs stay
+    together: a seed's two runs are drawn as one)."""
+    if len(differences) < 2:
+        return float(differences.mean()), float(differences.mean())
+    picks = rng.integers(0, len(differences), size=(RESAMPLES, len(differences)))
+    low, high = np.percentile(differences[picks].mean(axis=1), [5, 95])
+    return float(low), float(high)
+
+
+def paired_rows(runs: list[dict[str, Any]], reference: str) -> list[list[str]]:
+    """One row per configuration that shares a task with a run of policy `reference`; see the
+    module docstring. Raises ValueError naming the policy when no run used it."""
+    done = [r for r in runs if r["status"] == "completed"]
+    groups = groups_of(done)
+    names = labels(groups)
+    by_task: dict[str, list[str]] = defaultdict(list)
+    for config_hash, members in groups.items():
+        by_task[task_of(members[0])].append(config_hash)
+    used = sorted({r.get("choices", {}).get("policy", "?") for r in done})
+    if reference not in used:
+        raise ValueError(f"--against {reference}: no completed run used it (policies: {used})")
+    out = []
+    for hashes in by_task.values():
+        refs = [h for h in hashes if groups[h][0].get("choices", {}).get("policy") == reference]
+        if len(refs) != 1:
+            continue  # no reference run on this task, or several (told apart by the main table)
+        ref = {r["seed"]: r for r in groups[refs[0]]}
+        for config_hash in sorted(set(hashes) - set(refs), key=lambda h: names[h]):
+            pairs = [(r, ref[r["seed"]]) for r in groups[config_hash] if r["seed"] in ref]
+            if not pairs:
+                continue
+            rng = np.random.default_rng(0)
+            accuracy = np.array(
+                [a["metrics"]["test_accuracy"] - b["metrics"]["test_accuracy"] for a, b in pairs]
+            )
+            params = np.array(
+                [a["params"]["seeds"] - b["params"]["seeds"] for a, b in pairs], float
+            )
+            (acc_low, acc_high), (par_low, par_high) = (
+                interval(accuracy, rng),
+                interval(params, rng),
+            )
+            out.append(
+                [
+                    names[config_hash],
+                    str(len(pairs)),
+                    f"{accuracy.mean():+.4f} ({acc_low:+.4f} to {acc_high:+.4f})",
+                    f"{params.mean():+,.0f} ({par_low:+,.0f} to {par_high:+,.0f})",
+                    f"{int((accuracy > 0).sum())} of {len(pairs)} seeds"
+                    f" ({int((accuracy == 0).sum())} tied)",
+                ]
+            )
+    return sorted(out)
+
+
+def paired_table(runs: list[dict[str, Any]], reference: str) -> str:
+    """The paired table as markdown, headed by the reference it compares against."""
+    lines = [
+        f"Against `{reference}`, paired by task and seed:",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in paired_rows(runs, reference)]
+    return "\n".join(lines)

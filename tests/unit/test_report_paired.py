@@ -1,0 +1,84 @@
+"""`python -m esper.report DIRS --against random`: each policy against a reference policy, seed
+by seed, on the runs' own summaries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from esper.report import load_runs
+from esper.report.__main__ import main
+from esper.report.paired import paired_rows
+
+
+def write_run(
+    root: Path, policy: str, hidden: list[int], seed: int, acc: float, added: int = 0
+) -> None:
+    run = root / f"{policy}-{hidden[0]}-{seed}"
+    run.mkdir(parents=True)
+    config = {
+        "seed": seed,
+        "model": {"_target_": "esper.models.MLP", "hidden": hidden},
+        "policy": {"_target_": f"esper.policy.{policy}", "seed": seed},
+    }
+    events = {"kind": "run_started", "config": config, "choices": {"policy": policy}}
+    (run / "events.jsonl").write_text(json.dumps(events) + "\n")
+    summary = {
+        "status": "completed",
+        "seed": seed,
+        "config_hash": f"{policy}-{hidden}",
+        "choices": {"policy": policy, "model": "mlp"},
+        "metrics": {"test_accuracy": acc, "val_accuracy": acc},
+        "params": {"total": 100 * hidden[0] + added, "seeds": added},
+        "flops_per_sample": {"total": 10},
+        "train_flops": 1000,
+    }
+    (run / "summary.json").write_text(json.dumps(summary))
+
+
+def sweep(root: Path) -> None:
+    """Seeds far apart (0.60, 0.80, 0.90); `gnn` 0.01 above random on each with 100 parameters
+    fewer; a static [44, 44] model that random never ran on."""
+    for seed, level in enumerate((0.60, 0.80, 0.90)):
+        write_run(root, "random", [8, 8], seed, level, added=300)
+        write_run(root, "gnn", [8, 8], seed, level + 0.01, added=200)
+        write_run(root, "none", [44, 44], seed, 0.95)
+
+
+def test_pairs_by_seed_so_a_small_steady_gain_shows_through_large_seed_spread(tmp_path) -> None:
+    sweep(tmp_path)
+    rows = paired_rows(load_runs([tmp_path]), "random")
+    assert len(rows) == 1, "the static [44, 44] has no random run on its task: left out"
+    label, seeds, accuracy, params, wins = rows[0]
+    assert "gnn" in label and seeds == "3"
+    assert accuracy == "+0.0100 (+0.0100 to +0.0100)"
+    assert params == "-100 (-100 to -100)"
+    assert wins == "3 of 3 seeds (0 tied)"
+
+
+def test_the_interval_spans_zero_when_the_sign_changes_between_seeds(tmp_path) -> None:
+    for seed, delta in enumerate((0.02, -0.02, 0.02, -0.02)):
+        write_run(tmp_path, "random", [8, 8], seed, 0.8)
+        write_run(tmp_path, "gnn", [8, 8], seed, 0.8 + delta)
+    (_, _, accuracy, _, wins) = paired_rows(load_runs([tmp_path]), "random")[0]
+    low, high = (float(x) for x in accuracy.split("(")[1].rstrip(")").split(" to "))
+    assert low < 0 < high
+    assert wins == "2 of 4 seeds (0 tied)"
+
+
+def test_a_reference_nobody_ran_is_named(tmp_path, capsys) -> None:
+    sweep(tmp_path)
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--no-html", "--against", "heuristic"])
+    err = capsys.readouterr().err
+    assert "--against heuristic" in err and "'gnn', 'none', 'random'" in err
+
+
+def test_the_cli_prints_the_paired_table_after_the_results_table(tmp_path, capsys) -> None:
+    sweep(tmp_path)
+    main([str(tmp_path), "--no-html", "--against", "random"])
+    out = capsys.readouterr().out
+    assert out.index("| configuration | seeds | test accuracy |") < out.index("Against `random`")
+    assert "| +0.0100 (+0.0100 to +0.0100) | -100 (-100 to -100) | 3 of 3 seeds (0 tied) |" in out
