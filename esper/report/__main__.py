@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--against",
         metavar="POLICY",
-        help="also print each configuration against this policy's runs, paired by task and seed",
+        help="also print each configuration against this policy's runs, paired by task and "
+        "seed; settings that tell runs of one policy apart follow its name, as the table labels "
+        "them: 'heuristic policy.patience=1'",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="online: build the W&B Report, do not save it"

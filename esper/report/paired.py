@@ -49,22 +49,36 @@ def interval(differences: np.ndarray, rng: np.random.Generator) -> tuple[float, 
 
 
 def paired_rows(runs: list[dict[str, Any]], reference: str) -> list[list[str]]:
-    """One row per configuration that shares a task with a run of policy `reference`; see the
-    module docstring. Raises ValueError naming the policy when no run used it."""
+    """One row per configuration that shares a task with the reference; see the module
+    docstring. `reference` is a policy (`random`), optionally with the settings that tell it
+    apart from other runs of that policy, as the results table labels them
+    (`heuristic policy.patience=1`). Raises ValueError naming it when no run matches, or when
+    it matches more than one configuration of a task."""
     done = [r for r in runs if r["status"] == "completed"]
     groups = groups_of(done)
     names = labels(groups)
+    policy, *settings = reference.split()
+
+    def is_reference(config_hash: str) -> bool:
+        chosen = groups[config_hash][0].get("choices", {}).get("policy")
+        return chosen == policy and all(s in names[config_hash].split() for s in settings)
+
     by_task: dict[str, list[str]] = defaultdict(list)
     for config_hash, members in groups.items():
         by_task[task_of(members[0])].append(config_hash)
-    used = sorted({r.get("choices", {}).get("policy", "?") for r in done})
-    if reference not in used:
-        raise ValueError(f"--against {reference}: no completed run used it (policies: {used})")
+    if not any(is_reference(h) for h in groups):
+        used = sorted({r.get("choices", {}).get("policy", "?") for r in done})
+        raise ValueError(f"--against {reference!r}: no completed run matches (policies: {used})")
     out = []
     for hashes in by_task.values():
-        refs = [h for h in hashes if groups[h][0].get("choices", {}).get("policy") == reference]
-        if len(refs) != 1:
-            continue  # no reference run on this task, or several (told apart by the main table)
+        refs = [h for h in hashes if is_reference(h)]
+        if len(refs) > 1:
+            raise ValueError(
+                f"--against {reference!r} matches {len(refs)} configurations of one task "
+                f"({'; '.join(names[h] for h in refs)}): add the settings that tell them apart"
+            )
+        if not refs:
+            continue  # a task the reference did not run (a static model of another width)
         ref = {r["seed"]: r for r in groups[refs[0]]}
         for config_hash in sorted(set(hashes) - set(refs), key=lambda h: names[h]):
             pairs = [(r, ref[r["seed"]]) for r in groups[config_hash] if r["seed"] in ref]

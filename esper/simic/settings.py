@@ -10,10 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from esper.events.tables import flatten
 from esper.policy.gnn import Lifecycle
 
-RESERVED_SEEDS = set(range(25)) | set(range(50, 60))
+RESERVED_SEEDS = set(range(45)) | set(range(50, 80))
 """Evaluation (0..4; 5..9, 10..14 and 15..19: further sets, each first read after the one
-before; 20..24: kept unread for the next checkpoint) and checkpoint selection (50..59,
-experiments/select_checkpoint.sh): training never draws these."""
+before; 20..24: kept unread for the next checkpoint; 25..44: twenty seeds, read once for the
+paired comparison of experiments/gnn_policy.md) and checkpoint selection (50..59, and 60..79
+for twenty-seed selection: experiments/select_checkpoint.sh): training never draws these."""
 
 
 class Section(BaseModel):
@@ -60,8 +61,8 @@ class RewardConfig(Section):
 class SimicConfig(Section):
     tasks: list[TaskConfig] = Field(min_length=1)
     train_seeds: list[int] = Field(min_length=1)
-    """Seeds episodes draw from; never the evaluation seeds (0..24; 20..24 not yet read) or
-    the checkpoint selection seeds (50..59)."""
+    """Seeds episodes draw from; never the evaluation seeds (0..44; 20..24 not yet read) or
+    the checkpoint selection seeds (50..79)."""
     episode_epochs: int = Field(ge=2)
     episodes_per_update: int = Field(ge=1)
     group_size: int = Field(default=1, ge=1)
@@ -128,7 +129,7 @@ class SimicConfig(Section):
         overlap = sorted(set(self.train_seeds) & RESERVED_SEEDS)
         if overlap:
             raise ValueError(
-                f"simic.train_seeds={self.train_seeds}: seeds 0..24 are kept for evaluation "
-                f"and 50..59 for choosing a checkpoint; remove {overlap}"
+                f"simic.train_seeds={self.train_seeds}: seeds 0..44 are kept for evaluation "
+                f"and 50..79 for choosing a checkpoint; remove {overlap}"
             )
         return self

@@ -14,21 +14,29 @@ from esper.report.paired import paired_rows
 
 
 def write_run(
-    root: Path, policy: str, hidden: list[int], seed: int, acc: float, added: int = 0
+    root: Path,
+    policy: str,
+    hidden: list[int],
+    seed: int,
+    acc: float,
+    added: int = 0,
+    patience: int | None = None,
 ) -> None:
-    run = root / f"{policy}-{hidden[0]}-{seed}"
+    run = root / f"{policy}-{hidden[0]}-{patience}-{seed}"
     run.mkdir(parents=True)
     config = {
         "seed": seed,
         "model": {"_target_": "esper.models.MLP", "hidden": hidden},
         "policy": {"_target_": f"esper.policy.{policy}", "seed": seed},
     }
+    if patience is not None:
+        config["policy"]["patience"] = patience
     events = {"kind": "run_started", "config": config, "choices": {"policy": policy}}
     (run / "events.jsonl").write_text(json.dumps(events) + "\n")
     summary = {
         "status": "completed",
         "seed": seed,
-        "config_hash": f"{policy}-{hidden}",
+        "config_hash": f"{policy}-{hidden}-{patience}",
         "choices": {"policy": policy, "model": "mlp"},
         "metrics": {"test_accuracy": acc, "val_accuracy": acc},
         "params": {"total": 100 * hidden[0] + added, "seeds": added},
@@ -73,7 +81,24 @@ def test_a_reference_nobody_ran_is_named(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--no-html", "--against", "heuristic"])
     err = capsys.readouterr().err
-    assert "--against heuristic" in err and "'gnn', 'none', 'random'" in err
+    assert "--against 'heuristic'" in err and "'gnn', 'none', 'random'" in err
+
+
+def test_settings_pick_one_of_several_runs_of_the_reference_policy(tmp_path) -> None:
+    """Two heuristics on one task (the default and one germinating early) are told apart by
+    the settings the table labels them with; the policy name alone is ambiguous and named."""
+    for seed in (0, 1):
+        write_run(tmp_path, "random", [8, 8], seed, 0.80, added=300)
+        write_run(tmp_path, "heuristic", [8, 8], seed, 0.70, patience=3)
+        write_run(tmp_path, "heuristic", [8, 8], seed, 0.90, added=900, patience=1)
+    runs = load_runs([tmp_path])
+    with pytest.raises(ValueError, match="matches 2 configurations of one task"):
+        paired_rows(runs, "heuristic")
+    rows = paired_rows(runs, "heuristic policy.patience=1")
+    assert [(r[0].split("policy=")[1], r[2]) for r in rows] == [
+        ("heuristic policy.patience=3", "-0.2000 (-0.2000 to -0.2000)"),
+        ("random", "-0.1000 (-0.1000 to -0.1000)"),
+    ]
 
 
 def test_the_cli_prints_the_paired_table_after_the_results_table(tmp_path, capsys) -> None:

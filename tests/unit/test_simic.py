@@ -173,7 +173,7 @@ def test_groups_draw_tasks_by_their_weights() -> None:
         TaskConfig(name="never", overrides=[], weight=0)
 
 
-@pytest.mark.parametrize("seed", [3, 7, 12, 17, 22, 55])
+@pytest.mark.parametrize("seed", [3, 7, 12, 17, 22, 33, 55, 71])
 def test_training_seeds_stay_off_evaluation_and_selection_seeds(seed: int) -> None:
     with pytest.raises(ValueError, match=rf"kept for evaluation.*remove \[{seed}\]"):
         SimicConfig(
