@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from esper.report import load_runs, table
-from esper.report.paired import paired_table
+from esper.report.paired import METRICS, paired_table
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> None:
         "them: 'heuristic policy.patience=1'",
     )
     parser.add_argument(
+        "--metric",
+        choices=METRICS,
+        default="test_accuracy",
+        help="what --against compares (val_accuracy when choosing between candidates)",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="online: build the W&B Report, do not save it"
     )
     args = parser.parse_args(argv)
@@ -37,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         print(table(runs))
         if args.against:
             try:
-                print("\n" + paired_table(runs, args.against))
+                print("\n" + paired_table(runs, args.against, args.metric))
             except ValueError as exc:
                 parser.error(str(exc))
         if not args.no_html:

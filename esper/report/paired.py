@@ -9,7 +9,8 @@ seed and gives the mean difference in test accuracy and in parameters added, eac
 bootstrap interval over seeds (resampled in pairs), and on how many seeds the configuration was
 the more accurate. A "task" is a configuration less its `policy` group and `policy.*` keys, so
 a static model of another width is a task of its own and is left out unless the reference
-policy ran on it too.
+policy ran on it too. `metric="val_accuracy"` compares on validation instead: what choosing
+between candidates may look at (test is for the one reading at the end).
 """
 
 from __future__ import annotations
@@ -23,13 +24,18 @@ import numpy as np
 from esper.report.table import _relevant, groups_of, labels
 
 RESAMPLES = 4000
-COLUMNS = [
-    "configuration",
-    "seeds",
-    "test accuracy − reference (90% interval)",
-    "params added − reference (90% interval)",
-    "more accurate on",
-]
+METRICS = ("test_accuracy", "val_accuracy")
+
+
+def columns(metric: str) -> list[str]:
+    """The paired table's header for `metric` (one of METRICS)."""
+    return [
+        "configuration",
+        "seeds",
+        f"{metric.replace('_', ' ')} − reference (90% interval)",
+        "params added − reference (90% interval)",
+        "more accurate on",
+    ]
 
 
 def task_of(run: dict[str, Any]) -> str:
@@ -48,7 +54,9 @@ def interval(differences: np.ndarray, rng: np.random.Generator) -> tuple[float, 
     return float(low), float(high)
 
 
-def paired_rows(runs: list[dict[str, Any]], reference: str) -> list[list[str]]:
+def paired_rows(
+    runs: list[dict[str, Any]], reference: str, metric: str = "test_accuracy"
+) -> list[list[str]]:
     """One row per configuration that shares a task with the reference; see the module
     docstring. `reference` is a policy (`random`), optionally with the settings that tell it
     apart from other runs of that policy, as the results table labels them
@@ -85,9 +93,7 @@ def paired_rows(runs: list[dict[str, Any]], reference: str) -> list[list[str]]:
             if not pairs:
                 continue
             rng = np.random.default_rng(0)
-            accuracy = np.array(
-                [a["metrics"]["test_accuracy"] - b["metrics"]["test_accuracy"] for a, b in pairs]
-            )
+            accuracy = np.array([a["metrics"][metric] - b["metrics"][metric] for a, b in pairs])
             params = np.array(
                 [a["params"]["seeds"] - b["params"]["seeds"] for a, b in pairs], float
             )
@@ -108,13 +114,14 @@ def paired_rows(runs: list[dict[str, Any]], reference: str) -> list[list[str]]:
     return sorted(out)
 
 
-def paired_table(runs: list[dict[str, Any]], reference: str) -> str:
+def paired_table(runs: list[dict[str, Any]], reference: str, metric: str = "test_accuracy") -> str:
     """The paired table as markdown, headed by the reference it compares against."""
+    header = columns(metric)
     lines = [
         f"Against `{reference}`, paired by task and seed:",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in paired_rows(runs, reference)]
+    lines += ["| " + " | ".join(row) + " |" for row in paired_rows(runs, reference, metric)]
     return "\n".join(lines)

@@ -21,6 +21,7 @@ def write_run(
     acc: float,
     added: int = 0,
     patience: int | None = None,
+    val: float | None = None,
 ) -> None:
     run = root / f"{policy}-{hidden[0]}-{patience}-{seed}"
     run.mkdir(parents=True)
@@ -38,7 +39,7 @@ def write_run(
         "seed": seed,
         "config_hash": f"{policy}-{hidden}-{patience}",
         "choices": {"policy": policy, "model": "mlp"},
-        "metrics": {"test_accuracy": acc, "val_accuracy": acc},
+        "metrics": {"test_accuracy": acc, "val_accuracy": acc if val is None else val},
         "params": {"total": 100 * hidden[0] + added, "seeds": added},
         "flops_per_sample": {"total": 10},
         "train_flops": 1000,
@@ -107,3 +108,14 @@ def test_the_cli_prints_the_paired_table_after_the_results_table(tmp_path, capsy
     out = capsys.readouterr().out
     assert out.index("| configuration | seeds | test accuracy |") < out.index("Against `random`")
     assert "| +0.0100 (+0.0100 to +0.0100) | -100 (-100 to -100) | 3 of 3 seeds (0 tied) |" in out
+
+
+def test_validation_can_be_compared_without_the_test_column(tmp_path, capsys) -> None:
+    """Choosing between candidates looks at validation only: --metric val_accuracy."""
+    for seed in (0, 1):
+        write_run(tmp_path, "random", [8, 8], seed, 0.80)
+        write_run(tmp_path, "gnn", [8, 8], seed, 0.85, val=0.70)
+    main([str(tmp_path), "--no-html", "--against", "random", "--metric", "val_accuracy"])
+    paired = capsys.readouterr().out.split("Against `random`")[1]
+    assert "val accuracy − reference" in paired and "test accuracy" not in paired
+    assert "| -0.1000 (-0.1000 to -0.1000) |" in paired
