@@ -65,6 +65,8 @@ def paired_rows(
     done = [r for r in runs if r["status"] == "completed"]
     groups = groups_of(done)
     names = labels(groups)
+    if not reference.split():
+        raise ValueError("--against: name a policy (random, heuristic, ...)")
     policy, *settings = reference.split()
 
     def is_reference(config_hash: str) -> bool:

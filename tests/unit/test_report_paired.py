@@ -83,6 +83,9 @@ def test_a_reference_nobody_ran_is_named(tmp_path, capsys) -> None:
         main([str(tmp_path), "--no-html", "--against", "heuristic"])
     err = capsys.readouterr().err
     assert "--against 'heuristic'" in err and "'gnn', 'none', 'random'" in err
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--no-html", "--against", " "])
+    assert "--against: name a policy" in capsys.readouterr().err
 
 
 def test_settings_pick_one_of_several_runs_of_the_reference_policy(tmp_path) -> None:
