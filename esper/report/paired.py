@@ -20,6 +20,7 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
+import yaml
 
 from esper.report.table import _relevant, groups_of, labels
 
@@ -59,8 +60,7 @@ def paired_rows(
 ) -> list[list[str]]:
     """One row per configuration that shares a task with the reference; see the module
     docstring. `reference` is a policy (`random`), optionally with the settings that tell it
-    apart from other runs of that policy, as the results table labels them
-    (`heuristic policy.patience=1`). Raises ValueError naming it when no run matches, or when
+    apart from other runs of that policy (`heuristic policy.patience=1`). Raises ValueError naming it when no run matches, or when
     it matches more than one configuration of a task."""
     done = [r for r in runs if r["status"] == "completed"]
     groups = groups_of(done)
@@ -70,8 +70,17 @@ def paired_rows(
     policy, *settings = reference.split()
 
     def is_reference(config_hash: str) -> bool:
-        chosen = groups[config_hash][0].get("choices", {}).get("policy")
-        return chosen == policy and all(s in names[config_hash].split() for s in settings)
+        """The policy, and each `key=value` setting equal to the run's configuration (read
+        from the configuration, not the label: a label omits what no other row differs in)."""
+        first = groups[config_hash][0]
+        if first.get("choices", {}).get("policy") != policy:
+            return False
+        config = _relevant(first["config"])
+        for setting in settings:
+            key, _, value = setting.partition("=")
+            if key not in config or str(config[key]) != str(yaml.safe_load(value)):
+                return False
+        return True
 
     by_task: dict[str, list[str]] = defaultdict(list)
     for config_hash, members in groups.items():

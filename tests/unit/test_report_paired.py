@@ -99,6 +99,10 @@ def test_settings_pick_one_of_several_runs_of_the_reference_policy(tmp_path) -> 
     with pytest.raises(ValueError, match="matches 2 configurations of one task"):
         paired_rows(runs, "heuristic")
     rows = paired_rows(runs, "heuristic policy.patience=1")
+    alone = [r for r in runs if r["config"]["policy"].get("patience") != 3]
+    assert len(paired_rows(alone, "heuristic policy.patience=1")) == 1, (
+        "one heuristic left: its label omits patience, the configuration still matches"
+    )
     assert [(r[0].split("policy=")[1], r[2]) for r in rows] == [
         ("heuristic policy.patience=3", "-0.2000 (-0.2000 to -0.2000)"),
         ("random", "-0.1000 (-0.1000 to -0.1000)"),
