@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> None:
         "--against",
         metavar="POLICY",
         help="also print each configuration against this policy's runs, paired by task and "
-        "seed; settings that tell runs of one policy apart follow its name, as the table labels "
-        "them: 'heuristic policy.patience=1'",
+        "seed; settings that tell runs of one policy apart follow its name, as key=value on "
+        "its configuration: 'heuristic policy.patience=1'",
     )
     parser.add_argument(
         "--metric",

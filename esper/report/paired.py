@@ -60,8 +60,8 @@ def paired_rows(
 ) -> list[list[str]]:
     """One row per configuration that shares a task with the reference; see the module
     docstring. `reference` is a policy (`random`), optionally with the settings that tell it
-    apart from other runs of that policy (`heuristic policy.patience=1`). Raises ValueError naming it when no run matches, or when
-    it matches more than one configuration of a task."""
+    apart from other runs of that policy (`heuristic policy.patience=1`). Raises ValueError
+    naming it when no run matches, or when it matches more than one configuration of a task."""
     done = [r for r in runs if r["status"] == "completed"]
     groups = groups_of(done)
     names = labels(groups)
@@ -85,12 +85,13 @@ def paired_rows(
     by_task: dict[str, list[str]] = defaultdict(list)
     for config_hash, members in groups.items():
         by_task[task_of(members[0])].append(config_hash)
-    if not any(is_reference(h) for h in groups):
+    references = {h for h in groups if is_reference(h)}
+    if not references:
         used = sorted({r.get("choices", {}).get("policy", "?") for r in done})
         raise ValueError(f"--against {reference!r}: no completed run matches (policies: {used})")
     out = []
     for hashes in by_task.values():
-        refs = [h for h in hashes if is_reference(h)]
+        refs = [h for h in hashes if h in references]
         if len(refs) > 1:
             raise ValueError(
                 f"--against {reference!r} matches {len(refs)} configurations of one task "
@@ -99,7 +100,7 @@ def paired_rows(
         if not refs:
             continue  # a task the reference did not run (a static model of another width)
         ref = {r["seed"]: r for r in groups[refs[0]]}
-        for config_hash in sorted(set(hashes) - set(refs), key=lambda h: names[h]):
+        for config_hash in set(hashes) - references:  # rows are sorted once, at the end
             pairs = [(r, ref[r["seed"]]) for r in groups[config_hash] if r["seed"] in ref]
             if not pairs:
                 continue

@@ -90,7 +90,7 @@ def test_a_reference_nobody_ran_is_named(tmp_path, capsys) -> None:
 
 def test_settings_pick_one_of_several_runs_of_the_reference_policy(tmp_path) -> None:
     """Two heuristics on one task (the default and one germinating early) are told apart by
-    the settings the table labels them with; the policy name alone is ambiguous and named."""
+    their settings; the policy name alone is ambiguous and named."""
     for seed in (0, 1):
         write_run(tmp_path, "random", [8, 8], seed, 0.80, added=300)
         write_run(tmp_path, "heuristic", [8, 8], seed, 0.70, patience=3)
