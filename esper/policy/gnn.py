@@ -72,6 +72,19 @@ class Step:
     value: float
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """The network's inputs at one control step: the graph (`x`, `edge_index`, `u`,
+    `slot_index`), the legal choices, and the blueprint library's features."""
+
+    x: Tensor
+    edge_index: Tensor
+    u: Tensor
+    slot_index: Tensor
+    masks: ActionMasks
+    library: Tensor
+
+
 def masked(logits: Tensor, mask: Tensor) -> Tensor:
     return logits.masked_fill(~mask, float("-inf"))
 
@@ -195,8 +208,9 @@ class GnnPolicy:
             index = int(torch.multinomial(probs, 1, generator=self.generator))
         return index, probs
 
-    @torch.no_grad()
-    def decide(self, obs: Observation) -> list[Decision]:
+    def inputs(self, obs: Observation) -> Inputs:
+        """What the network reads at this step and what it may choose among (the masks, with
+        the policy's caps and lifecycle folded in)."""
         graph = obs.graph
         if graph is None:
             raise ValueError(
@@ -216,16 +230,28 @@ class GnnPolicy:
             self.net.use(self.choice)
         under_cap = self.max_seeds is None or self.germinated < self.max_seeds
         masks = action_masks(obs, self.max_in_flight, under_cap)
-        scheduled: list[Decision] = []
         if self.lifecycle == "schedule":
-            scheduled = lifecycle_decisions(
-                obs,
-                self.training_epochs,
-                lambda slot: keep_if_it_helps(slot, "val_accuracy", self.threshold),
-            )
             masks = germination_only(masks)
-        library = self._library(obs, masks)
-        heads = self.net(data.x, data.edge_index, data.u, data.slot_index, library)
+        return Inputs(
+            data.x, data.edge_index, data.u, data.slot_index, masks, self._library(obs, masks)
+        )
+
+    def scheduled(self, obs: Observation) -> list[Decision]:
+        """Under `lifecycle: schedule`, the heuristic's advance and keep-or-cull decisions."""
+        if self.lifecycle != "schedule":
+            return []
+        return lifecycle_decisions(
+            obs,
+            self.training_epochs,
+            lambda slot: keep_if_it_helps(slot, "val_accuracy", self.threshold),
+        )
+
+    @torch.no_grad()
+    def decide(self, obs: Observation) -> list[Decision]:
+        inputs = self.inputs(obs)
+        masks, library = inputs.masks, inputs.library
+        scheduled = self.scheduled(obs)
+        heads = self.net(inputs.x, inputs.edge_index, inputs.u, inputs.slot_index, library)
         op, op_probs = self._pick(heads.operation[0], masks.operation)
         log_prob = float(torch.log(op_probs[op]))
         probabilities = {"action": float(op_probs[op])}
@@ -265,10 +291,10 @@ class GnnPolicy:
             self.trace.append(
                 Step(
                     obs.epoch,
-                    data.x.clone(),
-                    data.edge_index,
-                    data.u.clone(),
-                    data.slot_index,
+                    inputs.x.clone(),
+                    inputs.edge_index,
+                    inputs.u.clone(),
+                    inputs.slot_index,
                     library,
                     masks,
                     op,

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from esper.policy.gnn import Step
+from esper.policy.gnn import GnnPolicy, Step
 from esper.policy.masks import OPERATIONS
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -49,7 +49,11 @@ class EpisodeResult:
 
 
 def run_in_worker(
-    spec: EpisodeSpec, weights: str | None, kernel_store: str, threads: int = 1
+    spec: EpisodeSpec,
+    weights: str | None,
+    kernel_store: str,
+    threads: int = 1,
+    teacher: tuple[str, ...] = (),
 ) -> bytes:
     """`run_episode` for a process pool: the result comes back as plain pickled bytes, since
     torch would otherwise pass each recorded tensor through shared memory (one file
@@ -59,7 +63,7 @@ def run_in_worker(
     import torch
 
     torch.set_num_threads(threads)
-    return pickle.dumps(run_episode(spec, weights, kernel_store))
+    return pickle.dumps(run_episode(spec, weights, kernel_store, teacher))
 
 
 def receive(payload: bytes) -> EpisodeResult:
@@ -69,22 +73,28 @@ def receive(payload: bytes) -> EpisodeResult:
     return result
 
 
-def run_episode(spec: EpisodeSpec, weights: str | None, kernel_store: str) -> EpisodeResult:
+def run_episode(
+    spec: EpisodeSpec, weights: str | None, kernel_store: str, teacher: tuple[str, ...] = ()
+) -> EpisodeResult:
     """Train the task once: with the GNN policy at `weights` (recording its decisions), or
-    with no policy at all (`weights=None`: the baseline)."""
+    with no policy at all (`weights=None`: the baseline). With `teacher` (the policy's run
+    overrides) the teacher decides and the GNN policy at `weights` records each step with the
+    teacher's decision (esper.simic.imitation)."""
     import os
 
     from hydra import compose, initialize_config_dir
 
     from esper.app import build
+    from esper.simic.imitation import Imitation
 
     started = time.perf_counter()
     os.environ["ESPER_KERNEL_STORE"] = kernel_store
-    policy = (
-        ("policy=gnn", f"policy.checkpoint={weights}", f"policy.seed={spec.policy_seed}")
-        if weights
-        else ("policy=none",)
-    )
+    if teacher:
+        policy: tuple[str, ...] = teacher
+    elif weights:
+        policy = ("policy=gnn", f"policy.checkpoint={weights}", f"policy.seed={spec.policy_seed}")
+    else:
+        policy = ("policy=none",)
     with tempfile.TemporaryDirectory() as workdir:
         with initialize_config_dir(str(CONF), version_base="1.3"):
             cfg = compose(
@@ -100,7 +110,14 @@ def run_episode(spec: EpisodeSpec, weights: str | None, kernel_store: str) -> Ep
             )
         experiment = build(cfg)
         trace: list[Step] = []
-        if weights:
+        if teacher:
+            if weights is None:
+                raise ValueError("an imitation episode needs the student's weights")
+            student = GnnPolicy(checkpoint=weights, scatter_backend="torch")
+            student.trace = trace
+            imitation = Imitation(experiment.trainer.policy, student)
+            experiment.trainer.policy = experiment.trainer.control.policy = imitation
+        elif weights:
             experiment.trainer.policy.trace = trace  # type: ignore[attr-defined]
         record = experiment.run()
     actions = dict.fromkeys(OPERATIONS, 0)

@@ -10,11 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from esper.events.tables import flatten
 from esper.policy.gnn import Lifecycle
 
-RESERVED_SEEDS = set(range(45)) | set(range(50, 80))
+RESERVED_SEEDS = set(range(45)) | set(range(50, 100))
 """Evaluation (0..4; 5..9, 10..14 and 15..19: further sets, each first read after the one
 before; 20..24: kept unread for the next checkpoint; 25..44: twenty seeds, read once for the
-paired comparison of experiments/gnn_policy.md) and checkpoint selection (50..59, and 60..79
-for twenty-seed selection: experiments/select_checkpoint.sh): training never draws these."""
+paired comparison of experiments/gnn_policy.md; 80..99: twenty seeds for the imitation run's
+comparison with its teacher) and checkpoint selection (50..59, and 60..79 for twenty-seed
+selection: experiments/select_checkpoint.sh): training never draws these."""
 
 
 class Section(BaseModel):
@@ -58,11 +59,26 @@ class RewardConfig(Section):
     """Likewise for 1,000 added forward FLOPs a sample."""
 
 
+class ImitateConfig(Section):
+    """Imitation before PPO (esper.simic.imitation): off at `episodes: 0`."""
+
+    teacher: list[str] = Field(default_factory=list)
+    """The teacher as run overrides, e.g. `[policy=heuristic, policy.patience=1,
+    policy.warmup_epochs=2, policy.min_delta=1.0]` (the hand-tuned early schedule)."""
+    episodes: int = Field(default=0, ge=0)
+    """Teacher episodes to learn from, drawn as an update's groups are (one per task, host
+    and seed drawn: the teacher decides the same way every time)."""
+    epochs: int = Field(default=30, ge=1)
+    """Passes over the teacher's steps."""
+    lr: float = Field(default=1e-3, gt=0)
+    minibatch: int = Field(default=64, ge=1)
+
+
 class SimicConfig(Section):
     tasks: list[TaskConfig] = Field(min_length=1)
     train_seeds: list[int] = Field(min_length=1)
-    """Seeds episodes draw from; never the evaluation seeds (0..44; 20..24 not yet read) or
-    the checkpoint selection seeds (50..79)."""
+    """Seeds episodes draw from; never the evaluation seeds (0..44 and 80..99) or the
+    checkpoint selection seeds (50..79): `RESERVED_SEEDS`."""
     episode_epochs: int = Field(ge=2)
     episodes_per_update: int = Field(ge=1)
     group_size: int = Field(default=1, ge=1)
@@ -90,12 +106,15 @@ class SimicConfig(Section):
     overrides: list[str] = Field(default_factory=list)
     """Run overrides every episode takes after its task's, e.g. `seeds.contribution=shadow`
     (the protocol the policy is then evaluated under, experiments/select_checkpoint.sh EXTRA)."""
+    imitate: ImitateConfig = Field(default_factory=ImitateConfig)
 
     def config_hash(self) -> str:
         """12 hex digits of sha256 over every setting that shapes training (all but where it
         resumes from and writes to): experiments/ name a trained policy by it. No `overrides`
-        hashes as before that key existed, so the hashes experiments/ cites still hold."""
+        and no imitation hash as before those keys existed, so the hashes experiments/ cites
+        still hold."""
         exclude = {"resume", "output"} | (set() if self.overrides else {"overrides"})
+        exclude |= set() if self.imitate.episodes else {"imitate"}
         data = self.model_dump(mode="json", exclude=exclude)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -104,7 +123,8 @@ class SimicConfig(Section):
         `simic.key: then -> now`: a resume continues the same training, so only `updates` (how
         far it goes), `resume` and `output` may change."""
         now = flatten(self.resumable(), ".")
-        then = flatten({"overrides": [], **trained}, ".")  # runs from before the key existed
+        before = {"overrides": [], "imitate": ImitateConfig().model_dump(mode="json")}
+        then = flatten({**before, **trained}, ".")  # runs from before the keys existed
         return [
             f"simic.{key}: {then.get(key)!r} -> {now.get(key)!r}"
             for key in sorted(now.keys() | then.keys())
@@ -125,11 +145,32 @@ class SimicConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def imitation_is_complete(self) -> SimicConfig:
+        if self.imitate.episodes and not self.imitate.teacher:
+            raise ValueError(
+                f"simic.imitate.episodes={self.imitate.episodes} needs simic.imitate.teacher "
+                "(run overrides naming the policy to imitate, e.g. [policy=heuristic])"
+            )
+        runs = sum(len(task.variants) for task in self.tasks) * len(self.train_seeds)
+        if self.imitate.episodes > runs:
+            raise ValueError(
+                f"simic.imitate.episodes={self.imitate.episodes}: the suite has {runs} distinct "
+                "(task, host, training seed) runs, and the teacher decides the same way on "
+                f"each every time; allowed: 0..{runs}"
+            )
+        if self.imitate.episodes and self.lifecycle != "schedule":
+            raise ValueError(
+                f"simic.imitate needs simic.lifecycle=schedule (only germination is "
+                f"imitated), not {self.lifecycle!r}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def disjoint_from_evaluation(self) -> SimicConfig:
         overlap = sorted(set(self.train_seeds) & RESERVED_SEEDS)
         if overlap:
             raise ValueError(
-                f"simic.train_seeds={self.train_seeds}: seeds 0..44 are kept for evaluation "
-                f"and 50..79 for choosing a checkpoint; remove {overlap}"
+                f"simic.train_seeds={self.train_seeds}: seeds 0..44 and 80..99 are kept for "
+                f"evaluation and 50..79 for choosing a checkpoint; remove {overlap}"
             )
         return self

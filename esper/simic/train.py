@@ -25,6 +25,7 @@ from esper.policy.gnn import GnnPolicy, Step
 from esper.policy.masks import OPERATIONS
 from esper.simic import ppo
 from esper.simic.episode import EpisodeResult, EpisodeSpec, receive, run_in_worker
+from esper.simic.imitation import imitation_epoch
 from esper.simic.reward import episode_reward, step_rewards
 from esper.simic.settings import SimicConfig
 
@@ -97,6 +98,107 @@ def _load(resume: str) -> dict[str, Any]:
     return state
 
 
+def _imitation_specs(settings: SimicConfig) -> list[EpisodeSpec]:
+    """`simic.imitate.episodes` distinct (task, host, training seed) runs, in a seeded order
+    of their own (the PPO updates draw the same episodes as without imitation)."""
+    every = [
+        EpisodeSpec(
+            task.name,
+            (*task.overrides, *variant, *settings.overrides),
+            seed,
+            settings.episode_epochs,
+        )
+        for task in settings.tasks
+        for variant in task.variants
+        for seed in settings.train_seeds
+    ]
+    random.Random(f"imitate/{settings.seed}").shuffle(every)
+    return every[: settings.imitate.episodes]
+
+
+def _imitate(
+    settings: SimicConfig,
+    policy: GnnPolicy,
+    pool: Any,
+    store: str,
+    baselines: dict[str, float],
+    sink: Any,
+) -> dict[str, float]:
+    """Teacher episodes, then `simic.imitate.epochs` passes of imitation on their steps
+    (esper.simic.imitation); returns what it logged last."""
+    imitate = settings.imitate
+    weights = Path(store).parent / "weights" / "initial.pt"
+    policy.save_weights(weights, {"update": 0, "imitation": "teacher episodes"})
+    specs = _imitation_specs(settings)
+    threads, teacher = settings.worker_threads, tuple(imitate.teacher)
+    base_jobs = {
+        _baseline_key(s): pool.submit(run_in_worker, s, None, store, threads)
+        for s in specs
+        if _baseline_key(s) not in baselines
+    }
+    jobs = [pool.submit(run_in_worker, s, str(weights), store, threads, teacher) for s in specs]
+    for key, job in base_jobs.items():
+        baselines[key] = receive(job.result()).val_accuracy
+    episodes = [
+        receive(job.result()) for job in tqdm(jobs, desc="teacher episodes", dynamic_ncols=True)
+    ]
+    steps: list[Step] = []
+    returns: list[float] = []
+    terms = []
+    for episode in episodes:
+        term = episode_reward(
+            episode.val_accuracy,
+            baselines[_baseline_key(episode.spec)],
+            episode.added_params,
+            episode.added_flops,
+            settings.reward.per_1k_params,
+            settings.reward.per_1k_flops,
+        )
+        terms.append(term)
+        steps += episode.steps
+        returns += [term.total] * len(episode.steps)
+    n = len(episodes)
+    teacher_row = {
+        "imitate/teacher_return": sum(t.total for t in terms) / n,
+        "imitate/teacher_val_gain": sum(t.gain for t in terms) / n,
+        "imitate/teacher_added_params": sum(e.added_params for e in episodes) / n,
+        "imitate/teacher_germinate": sum(e.actions["germinate"] for e in episodes)
+        / max(1, len(steps)),
+        "imitate/steps": float(len(steps)),
+    }
+    log.info("simic: imitating %s on %d steps of %d episodes", " ".join(teacher), len(steps), n)
+    optimizer = torch.optim.Adam(policy.net.parameters(), lr=imitate.lr)
+    generator = torch.Generator().manual_seed(settings.seed + 1)
+    row: dict[str, float] = {}
+    for epoch in tqdm(range(imitate.epochs), desc="imitation", dynamic_ncols=True):
+        stats = imitation_epoch(
+            policy.net,
+            optimizer,
+            steps,
+            returns,
+            imitate.minibatch,
+            settings.ppo.value_coef,
+            settings.ppo.max_grad_norm,
+            generator,
+        )
+        row = {
+            "imitate/epoch": float(epoch),
+            "imitate/loss": stats.loss,
+            "imitate/value_loss": stats.value_loss,
+            "imitate/teacher_probability": stats.teacher_probability,
+            **(teacher_row if epoch == 0 else {}),
+        }
+        if sink is not None:
+            sink.run.log(row)
+    log.info(
+        "simic: after imitation the policy gives the teacher's decisions %.3f on average "
+        "(NLL %.3f)",
+        row["imitate/teacher_probability"],
+        row["imitate/loss"],
+    )
+    return {**teacher_row, **row}
+
+
 def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: Any) -> float:
     """Train; returns the mean episode reward of the last update."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +219,7 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
     baselines: dict[str, float] = {}
     history: list[dict[str, float]] = []
     start, wandb_id = 0, None
+    imitation: dict[str, float] = {}
     if settings.resume:
         state = _load(settings.resume)
         changed = settings.changed_since(state["settings"]) if "settings" in state else []
@@ -131,6 +234,7 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
         version, internal, gauss = state["rng"]
         rng.setstate((version, tuple(internal), gauss))
         baselines, history = dict(state["baselines"]), list(state["history"])
+        imitation = dict(state.get("imitation") or {})
         start, wandb_id = state["update"], state.get("wandb_run_id")
     sink = logger(run_dir=str(run_dir), config=config, run_id=wandb_id) if logger else None
     ppo_settings = ppo.PPOSettings(
@@ -145,7 +249,36 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
     threads = settings.worker_threads
     last_reward = float("nan")
     # spawned workers that end with this process, under any launcher (see kernels.worker)
+
+    def save(done: int) -> None:
+        """simic.pt (to resume from), and the policy: the latest and one per checkpoint."""
+        save_torch(
+            {
+                "format": FORMAT,
+                "update": done,
+                "config_hash": config_hash,
+                "settings": settings.resumable(),
+                "weights": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "generator": generator.get_state(),
+                "rng": list(rng.getstate()),
+                "baselines": baselines,
+                "history": history,
+                "imitation": imitation,
+                "wandb_run_id": sink.run_id if sink is not None else None,
+            },
+            run_dir / "simic.pt",
+        )
+        last = history[-1] if history else imitation
+        for path in (run_dir / "policy.pt", run_dir / "policies" / f"update_{done}.pt"):
+            policy.save_weights(
+                path, {"updates": done, "config_hash": config_hash, "history": last}
+            )
+
     with start_pool(settings.workers) as pool:
+        if settings.imitate.episodes and not settings.resume:
+            imitation = _imitate(settings, policy, pool, store, baselines, sink)
+            save(0)  # update_0.pt: the policy imitation alone gives
         bar = tqdm(
             range(start, settings.updates),
             initial=start,
@@ -207,28 +340,7 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
             bar.set_postfix(ret=f"{last_reward:+.3f}", ev=f"{stats.explained_variance:.2f}")
             done = update + 1
             if done % settings.checkpoint_every == 0 or done == settings.updates:
-                save_torch(
-                    {
-                        "format": FORMAT,
-                        "update": done,
-                        "config_hash": config_hash,
-                        "settings": settings.resumable(),
-                        "weights": net.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "generator": generator.get_state(),
-                        "rng": list(rng.getstate()),
-                        "baselines": baselines,
-                        "history": history,
-                        "wandb_run_id": sink.run_id if sink is not None else None,
-                    },
-                    run_dir / "simic.pt",
-                )
-                # the latest, and one per checkpoint to choose among by validation
-                for path in (run_dir / "policy.pt", run_dir / "policies" / f"update_{done}.pt"):
-                    policy.save_weights(
-                        path,
-                        {"updates": done, "config_hash": config_hash, "history": history[-1]},
-                    )
+                save(done)
         bar.close()
     if settings.output:
         policy.save_weights(

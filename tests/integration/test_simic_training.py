@@ -101,3 +101,46 @@ def test_training_runs_and_its_resume_continues_the_same_curve(tmp_path) -> None
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     (line,) = [ln for ln in refused.stderr.splitlines() if ln.startswith("esper:")]
     assert "(simic.reward.per_1k_params: 0.05 -> 0.02); only simic.updates may change" in line
+
+
+@pytest.mark.slow
+def test_imitation_teaches_the_teachers_decisions_before_ppo_and_a_resume_skips_it(
+    tmp_path,
+) -> None:
+    """`simic.imitate`: teacher episodes, then passes of imitation; `update_0.pt` is the policy
+    imitation alone gives, and a resume after it continues PPO without imitating again."""
+    env = own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels"))
+    imitate = (
+        "simic.lifecycle=schedule",
+        "simic.imitate.episodes=2",
+        'simic.imitate.teacher=["policy=heuristic","policy.patience=1","policy.warmup_epochs=2",'
+        '"policy.min_delta=1.0"]',
+        "simic.imitate.epochs=8",
+    )
+    straight = train(tmp_path / "straight", "simic.updates=2", *imitate, env=env)
+    state = torch.load(tmp_path / "straight" / "simic.pt", weights_only=True)
+    taught = state["imitation"]
+    assert taught["imitate/steps"] == 8 and taught["imitate/teacher_added_params"] > 0
+    assert taught["imitate/teacher_probability"] > 0.5, "imitation taught the teacher's choices"
+    kept = sorted(p.name for p in (tmp_path / "straight" / "policies").iterdir())
+    assert kept == ["update_0.pt", "update_1.pt", "update_2.pt"]
+    first = GnnPolicy(checkpoint=str(tmp_path / "straight" / "policies" / "update_0.pt"))
+    assert first.describe()["trained"]["history"] == taught
+    # killed after its first update, resumed: the same episodes, no second imitation
+    train(tmp_path / "split", "simic.updates=1", *imitate, env=env)
+    result = launch(
+        tmp_path / "split",
+        "simic.updates=2",
+        *imitate,
+        f"simic.resume={tmp_path / 'split'}",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "teacher episodes" not in result.stderr
+    resumed = torch.load(tmp_path / "split" / "simic.pt", weights_only=True)
+    # the same teacher episodes; the losses agree to the last float bits across processes
+    assert resumed["imitation"] == pytest.approx(taught, rel=1e-3)
+    for got, want in zip(resumed["history"], straight, strict=True):
+        for key in want:
+            if key.startswith(("episode/", "decisions/")):
+                assert got[key] == want[key], key

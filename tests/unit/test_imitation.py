@@ -1,0 +1,147 @@
+"""Imitation before PPO (esper.simic.imitation): a real episode under a real teacher, the
+student's recorded steps, and the supervised pass that makes the student decide as it does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from esper.policy.gnn import GnnPolicy
+from esper.policy.masks import OPERATIONS
+from esper.simic.episode import EpisodeSpec, run_episode
+from esper.simic.imitation import imitation_epoch
+from esper.simic.settings import ImitateConfig, SimicConfig, TaskConfig
+from esper.simic.train import _imitation_specs
+
+EARLY = (
+    "policy=heuristic",
+    "policy.patience=1",
+    "policy.warmup_epochs=2",
+    "policy.min_delta=1.0",
+)
+
+
+@pytest.fixture(scope="module")
+def taught(tmp_path_factory):
+    """One real episode of spirals under the hand-tuned early heuristic, recorded by a student
+    with initial weights; and the same episode with no student (the heuristic alone)."""
+    root = tmp_path_factory.mktemp("imitate")
+    weights = root / "student.pt"
+    GnnPolicy(seed=0, scatter_backend="torch", lifecycle="schedule").save_weights(weights, {})
+    spec = EpisodeSpec(
+        "spirals_mlp", ("dataset=spirals", "model=mlp", "blueprints=vector"), seed=100, epochs=8
+    )
+    store = str(root / "kernels")
+    return run_episode(spec, str(weights), store, EARLY), spec, store
+
+
+def test_the_student_records_the_teachers_germinations_as_its_own_steps(taught) -> None:
+    episode, _, _ = taught
+    assert len(episode.steps) == 8, "one step per control step"
+    germinated = [s for s in episode.steps if OPERATIONS[s.operation] == "germinate"]
+    # the early schedule germinates at its second control step (two epochs of warm-up)
+    assert germinated and episode.steps.index(germinated[0]) == 1
+    assert episode.actions["germinate"] == len(germinated)
+    assert episode.added_params > 0, "the teacher's seeds grew the model"
+    for step in episode.steps:
+        assert step.masks.operation[step.operation], "the teacher's choice is legal for the student"
+        if step.slot >= 0:
+            assert step.masks.slot[step.operation, step.slot]
+            assert step.masks.blueprint[step.slot, step.blueprint]
+        assert step.log_prob <= 0, "the student's own probability of the teacher's choice"
+
+
+def test_the_episode_is_the_teachers_run(taught, tmp_path) -> None:
+    """The student only watches: the teacher's run without it grows the same model."""
+    from hydra import compose, initialize_config_dir
+
+    from esper.app import build
+    from esper.simic.episode import CONF, QUIET
+
+    episode, spec, _ = taught
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                *QUIET,
+                *spec.overrides,
+                *EARLY,
+                f"seed={spec.seed}",
+                f"trainer.max_epochs={spec.epochs}",
+                f"run_dir={tmp_path}/run",
+            ],
+        )
+    record = build(cfg).run()
+    assert record.params["seeds"] == episode.added_params > 0
+    assert record.metrics["val_accuracy"] == episode.val_accuracy
+
+
+def test_one_imitation_pass_is_deterministic_and_raises_the_teachers_probability(taught) -> None:
+    steps = taught[0].steps
+    returns = [0.05] * len(steps)
+
+    def trained():
+        net = GnnPolicy(seed=0, scatter_backend="torch", lifecycle="schedule").net
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+        generator = torch.Generator().manual_seed(0)
+        stats = [
+            imitation_epoch(net, optimizer, steps, returns, 4, 0.5, 0.5, generator)
+            for _ in range(5)
+        ]
+        return net, stats
+
+    (net_a, stats_a), (net_b, stats_b) = trained(), trained()
+    for a, b in zip(net_a.parameters(), net_b.parameters()):
+        assert torch.equal(a, b), "same steps, same seed: the same weights"
+    assert stats_a == stats_b
+    assert stats_a[-1].loss < stats_a[0].loss
+    assert stats_a[-1].teacher_probability > stats_a[0].teacher_probability
+    assert stats_a[-1].value_loss < stats_a[0].value_loss, "the value head fits the returns"
+
+
+def _settings(lifecycle: str = "schedule", **imitate: object) -> SimicConfig:
+    return SimicConfig(
+        tasks=[
+            TaskConfig(name="a", overrides=["dataset=spirals"], variants=[["x=1"], ["x=2"]]),
+            TaskConfig(name="b", overrides=["dataset=digits"]),
+        ],
+        train_seeds=[100, 101],
+        episode_epochs=6,
+        episodes_per_update=2,
+        group_size=2,
+        updates=1,
+        lifecycle=lifecycle,  # type: ignore[arg-type]
+        imitate=ImitateConfig(**imitate),  # type: ignore[arg-type]
+    )
+
+
+def test_teacher_episodes_are_distinct_runs_of_the_suite() -> None:
+    specs = _imitation_specs(_settings(teacher=["policy=heuristic"], episodes=6))
+    assert len({(s.task, s.overrides, s.seed) for s in specs}) == 6
+    every = _imitation_specs(_settings(teacher=["policy=heuristic"], episodes=6))
+    assert specs == every, "a seeded order"
+
+
+@pytest.mark.parametrize(
+    ("lifecycle", "imitate", "message"),
+    [
+        ("schedule", {"episodes": 2}, r"simic.imitate.episodes=2 needs simic.imitate.teacher"),
+        ("schedule", {"episodes": 7, "teacher": ["p"]}, r"has 6 distinct .* allowed: 0..6"),
+        ("learned", {"episodes": 2, "teacher": ["p"]}, r"needs simic.lifecycle=schedule"),
+    ],
+)
+def test_an_incomplete_imitation_is_named_in_one_line(lifecycle, imitate, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        _settings(lifecycle, **imitate)
+
+
+def test_no_imitation_hashes_and_resumes_as_before_the_key_existed() -> None:
+    base = _settings()
+    taught = _settings(teacher=list(EARLY), episodes=2)
+    assert taught.config_hash() != base.config_hash()
+    before_the_key = base.resumable()
+    del before_the_key["imitate"]
+    assert base.changed_since(before_the_key) == []
+    assert json.dumps(taught.changed_since(before_the_key)).count("simic.imitate.") == 2
