@@ -113,7 +113,13 @@ def run_episode(
         if teacher:
             if weights is None:
                 raise ValueError("an imitation episode needs the student's weights")
-            student = GnnPolicy(checkpoint=weights, scatter_backend="torch")
+            taught = experiment.trainer.policy  # the heuristic: check_teacher made its caps
+            student = GnnPolicy(  # the student's, and they shape the student's masks
+                checkpoint=weights,
+                scatter_backend="torch",
+                max_in_flight=taught.max_in_flight,  # type: ignore[attr-defined]
+                max_seeds=taught.max_seeds,  # type: ignore[attr-defined]
+            )
             student.trace = trace
             imitation = Imitation(experiment.trainer.policy, student)
             experiment.trainer.policy = experiment.trainer.control.policy = imitation

@@ -22,18 +22,79 @@ from typing import Any
 
 import torch
 
+from esper.config import ConfigError
 from esper.contracts import Decision, Observation
 from esper.policy.base import Policy
 from esper.policy.gnn import GnnPolicy, Inputs, Step
 from esper.policy.gnn_net import PolicyNet
 from esper.policy.masks import OPERATIONS
 from esper.simic.ppo import evaluate
+from esper.simic.settings import SimicConfig
 
 WAIT, GERMINATE = OPERATIONS.index("wait"), OPERATIONS.index("germinate")
 
 
 class TeacherError(RuntimeError):
-    """The teacher decided something the student's masks call illegal (a bug, not bad input)."""
+    """The teacher decided something the student's masks call illegal (a bug, not bad input:
+    `check_teacher` refuses a teacher whose caps differ from the student's)."""
+
+
+# what the heuristic teacher and the student's schedule must share: the caps that shape the
+# student's masks, and how a germinated seed advances and is judged
+SHARED = ("max_in_flight", "max_seeds", "training_epochs", "threshold")
+
+
+def check_teacher(settings: SimicConfig) -> None:
+    """Compose and build the teacher as its episodes will, in this process, before any
+    episode runs: a teacher that cannot run, or whose seeds would live by other rules than the
+    student's, is refused in one line naming `simic.imitate.teacher` (not after minutes of
+    baselines, in a worker's traceback)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    from esper.simic.episode import CONF, QUIET
+
+    imitate = settings.imitate
+    key = f"simic.imitate.teacher={imitate.teacher}"
+    task = settings.tasks[0]
+    base = [*QUIET, *task.overrides, *task.variants[0], *settings.overrides]
+    # under run.py, Hydra is initialised with train_policy's tree: set it aside to compose
+    # the run config's tree as an episode's worker does, then put it back
+    running = GlobalHydra.instance()
+    outer = running.hydra
+    running.clear()
+    try:
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            teacher_cfg = compose("config", overrides=[*base, *imitate.teacher]).policy
+            student_cfg = compose("config", overrides=[*base, "policy=gnn"]).policy
+        teacher = instantiate(teacher_cfg)
+    except Exception as exc:  # noqa: BLE001 - Hydra's and the policy's errors, as one line
+        cause = exc.__cause__ if isinstance(exc.__cause__, ValueError | TypeError) else exc
+        reason = " ".join(str(cause).split())  # the policy's own check, not Hydra's wrapper
+        raise ConfigError(f"{key}: {reason}") from None
+    finally:
+        if outer is not None:
+            running.clear()
+            running.initialize(outer)
+    for name in SHARED:
+        if teacher_cfg.get(name) != student_cfg.get(name):
+            raise ConfigError(
+                f"{key}: the teacher's policy.{name}={teacher_cfg.get(name)} differs from the "
+                f"student's {student_cfg.get(name)} (set it for both in simic.overrides)"
+            )
+    if teacher_cfg.get("metric") != "val_accuracy":
+        raise ConfigError(
+            f"{key}: the teacher keeps a seed by {teacher_cfg.get('metric')}, the student's "
+            "schedule by val_accuracy; allowed: policy.metric=val_accuracy"
+        )
+    first = max(teacher.warmup_epochs, teacher.patience + 1)
+    if first >= settings.episode_epochs:
+        raise ConfigError(
+            f"{key}: the teacher cannot germinate before epoch {first} (policy.warmup_epochs="
+            f"{teacher.warmup_epochs}, policy.patience={teacher.patience}), and an episode has "
+            f"simic.episode_epochs={settings.episode_epochs}: nothing to imitate but waiting"
+        )
 
 
 def teacher_action(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -59,19 +60,43 @@ class RewardConfig(Section):
     """Likewise for 1,000 added forward FLOPs a sample."""
 
 
+TEACHER_OVERRIDE = re.compile(r"policy=heuristic|policy\.(patience|min_delta|warmup_epochs)=.+")
+TEACHER_ALLOWED = "policy=heuristic, policy.patience=, policy.min_delta=, policy.warmup_epochs="
+
+
 class ImitateConfig(Section):
     """Imitation before PPO (esper.simic.imitation): off at `episodes: 0`."""
 
     teacher: list[str] = Field(default_factory=list)
     """The teacher as run overrides, e.g. `[policy=heuristic, policy.patience=1,
-    policy.warmup_epochs=2, policy.min_delta=1.0]` (the hand-tuned early schedule)."""
-    episodes: int = Field(default=0, ge=0)
+    policy.warmup_epochs=2, policy.min_delta=1.0]` (the hand-tuned early schedule). Only
+    the heuristic and its germination keys (`TEACHER_ALLOWED`): the student learns when,
+    where and what to germinate, so the task, host, seed and a seed's lifecycle after
+    germination stay the suite's and the student's (a teacher that changed them would teach
+    decisions about another run)."""
+    episodes: int = Field(default=0, ge=0, strict=True)
     """Teacher episodes to learn from, drawn as an update's groups are (one per task, host
     and seed drawn: the teacher decides the same way every time)."""
-    epochs: int = Field(default=30, ge=1)
+    epochs: int = Field(default=30, ge=1, strict=True)
     """Passes over the teacher's steps."""
     lr: float = Field(default=1e-3, gt=0)
-    minibatch: int = Field(default=64, ge=1)
+    minibatch: int = Field(default=64, ge=1, strict=True)
+
+    @model_validator(mode="after")
+    def teacher_decides_germination_only(self) -> ImitateConfig:
+        for item in self.teacher:
+            if not TEACHER_OVERRIDE.fullmatch(item):
+                raise ValueError(
+                    f"simic.imitate.teacher: {item!r} is not a teacher setting; allowed: "
+                    f"{TEACHER_ALLOWED} (the task, host, seed and a seed's lifecycle are the "
+                    "suite's and the student's: simic.tasks, simic.overrides)"
+                )
+        if self.teacher and not self.episodes:
+            raise ValueError(
+                f"simic.imitate.teacher={self.teacher} is set but simic.imitate.episodes=0 "
+                "runs no teacher episode; allowed: episodes >= 1 with a teacher, or teacher=[]"
+            )
+        return self
 
 
 class SimicConfig(Section):

@@ -25,7 +25,7 @@ from esper.policy.gnn import GnnPolicy, Step
 from esper.policy.masks import OPERATIONS
 from esper.simic import ppo
 from esper.simic.episode import EpisodeResult, EpisodeSpec, receive, run_in_worker
-from esper.simic.imitation import imitation_epoch
+from esper.simic.imitation import check_teacher, imitation_epoch
 from esper.simic.reward import episode_reward, step_rewards
 from esper.simic.settings import SimicConfig
 
@@ -89,6 +89,12 @@ def _advantages(
 def _load(resume: str) -> dict[str, Any]:
     path = Path(resume)
     path = path if path.is_file() else path / "simic.pt"
+    if not path.exists() and (path.parent / "weights").is_dir():
+        raise ConfigError(
+            f"simic.resume={resume!r}: the run stopped before its first checkpoint (no "
+            f"{path.name}: during imitation, or before its first simic.checkpoint_every "
+            "updates); nothing to continue: run it again without simic.resume"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - one line for any unreadable file
@@ -158,12 +164,23 @@ def _imitate(
         steps += episode.steps
         returns += [term.total] * len(episode.steps)
     n = len(episodes)
+    germinations = sum(e.actions["germinate"] for e in episodes)
+    growing = sum(1 for e in episodes if e.actions["germinate"])
+    (log.info if germinations else log.warning)(
+        "simic: the teacher germinated %d seeds, in %d of %d episodes (%+.4f val accuracy, "
+        "%.0f parameters added on average)%s",
+        germinations,
+        growing,
+        n,
+        sum(t.gain for t in terms) / n,
+        sum(e.added_params for e in episodes) / n,
+        "" if germinations else ": the student can only learn to wait",
+    )
     teacher_row = {
         "imitate/teacher_return": sum(t.total for t in terms) / n,
         "imitate/teacher_val_gain": sum(t.gain for t in terms) / n,
         "imitate/teacher_added_params": sum(e.added_params for e in episodes) / n,
-        "imitate/teacher_germinate": sum(e.actions["germinate"] for e in episodes)
-        / max(1, len(steps)),
+        "imitate/teacher_germinate": germinations / max(1, len(steps)),
         "imitate/steps": float(len(steps)),
     }
     log.info("simic: imitating %s on %d steps of %d episodes", " ".join(teacher), len(steps), n)
@@ -201,6 +218,8 @@ def _imitate(
 
 def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: Any) -> float:
     """Train; returns the mean episode reward of the last update."""
+    if settings.imitate.episodes and not settings.resume:
+        check_teacher(settings)  # before any output, W&B run or episode
     run_dir.mkdir(parents=True, exist_ok=True)
     config_hash = settings.config_hash()
     log.info("simic: config hash %s, %s updates, into %s", config_hash, settings.updates, run_dir)

@@ -144,3 +144,33 @@ def test_imitation_teaches_the_teachers_decisions_before_ppo_and_a_resume_skips_
         for key in want:
             if key.startswith(("episode/", "decisions/")):
                 assert got[key] == want[key], key
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (
+            ('simic.imitate.teacher=["policy=heuristic","policy.patience=0"]',),
+            "simic.imitate.teacher=['policy=heuristic', 'policy.patience=0']: policy.patience=0 "
+            "must be at least 1",
+        ),
+        (('simic.imitate.teacher=[""]',), "simic.imitate.teacher: '' is not a teacher setting"),
+        (
+            ('simic.imitate.teacher=["policy=heuristic"]', "simic.imitate.episodes=true"),
+            "simic.imitate.episodes=True: Input should be a valid integer",
+        ),
+    ],
+)
+def test_a_bad_teacher_is_one_line_before_any_episode(tmp_path, overrides, named) -> None:
+    env = own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels"))
+    result = launch(
+        tmp_path / "run",
+        "simic.lifecycle=schedule",
+        "simic.imitate.episodes=1",
+        *overrides,
+        env=env,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert named in result.stderr
+    assert not (tmp_path / "kernels").exists(), "no episode ran"
+    assert not (tmp_path / "run" / "weights").exists()

@@ -128,8 +128,16 @@ def test_teacher_episodes_are_distinct_runs_of_the_suite() -> None:
     ("lifecycle", "imitate", "message"),
     [
         ("schedule", {"episodes": 2}, r"simic.imitate.episodes=2 needs simic.imitate.teacher"),
-        ("schedule", {"episodes": 7, "teacher": ["p"]}, r"has 6 distinct .* allowed: 0..6"),
-        ("learned", {"episodes": 2, "teacher": ["p"]}, r"needs simic.lifecycle=schedule"),
+        (
+            "schedule",
+            {"episodes": 7, "teacher": ["policy=heuristic"]},
+            r"has 6 distinct .* allowed: 0..6",
+        ),
+        (
+            "learned",
+            {"episodes": 2, "teacher": ["policy=heuristic"]},
+            r"needs simic.lifecycle=schedule",
+        ),
     ],
 )
 def test_an_incomplete_imitation_is_named_in_one_line(lifecycle, imitate, message) -> None:
@@ -145,3 +153,99 @@ def test_no_imitation_hashes_and_resumes_as_before_the_key_existed() -> None:
     del before_the_key["imitate"]
     assert base.changed_since(before_the_key) == []
     assert json.dumps(taught.changed_since(before_the_key)).count("simic.imitate.") == 2
+
+
+def _suite(**imitate: object) -> SimicConfig:
+    """The shipped suite's first task, as check_teacher composes it."""
+    return SimicConfig(
+        tasks=[
+            TaskConfig(
+                name="spirals",
+                overrides=["dataset=spirals", "model=mlp", "blueprints=vector"],
+                variants=[["model.hidden=[8,8]"]],
+            )
+        ],
+        train_seeds=[100],
+        episode_epochs=20,
+        episodes_per_update=1,
+        updates=1,
+        lifecycle="schedule",
+        imitate=ImitateConfig(**imitate),  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("teacher", "message"),
+    [
+        # the adversarial pass: each of these ran the teacher with another task, host, seed or
+        # lifecycle, or failed only in a worker's traceback after every baseline had run
+        ([""], r"'' is not a teacher setting; allowed: policy=heuristic, policy.patience="),
+        (["model.hidden=[64,64]"], r"'model.hidden=\[64,64\]' is not a teacher setting"),
+        (["seed=7"], r"'seed=7' is not a teacher setting"),
+        (["policy=random"], r"'policy=random' is not a teacher setting"),
+        (["policy=none"], r"'policy=none' is not a teacher setting"),
+        (["policy.training_epochs=1"], r"'policy.training_epochs=1' is not a teacher setting"),
+        (["policy.threshold=0.5"], r"'policy.threshold=0.5' is not a teacher setting"),
+        (["policy.max_in_flight=3"], r"'policy.max_in_flight=3' is not a teacher setting"),
+        (["policy.patiense=1"], r"'policy.patiense=1' is not a teacher setting"),
+    ],
+)
+def test_a_teacher_may_only_change_when_the_heuristic_germinates(teacher, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        ImitateConfig(teacher=teacher, episodes=1)
+
+
+def test_imitation_counts_are_integers_and_a_teacher_needs_episodes() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="valid integer"):
+        ImitateConfig(teacher=["policy=heuristic"], episodes=True)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="valid integer"):
+        ImitateConfig(epochs=2.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"simic.imitate.episodes=0 runs no teacher episode"):
+        ImitateConfig(teacher=["policy=heuristic"])
+
+
+@pytest.mark.parametrize(
+    ("teacher", "message"),
+    [
+        (["policy.patience=0"], r"policy.patience=0"),
+        (["policy.patience=[1"], r"policy.patience=\[1"),
+        (["policy.min_delta=abc"], r"policy.min_delta"),
+        (
+            ["policy=heuristic", "policy.warmup_epochs=100"],
+            r"cannot germinate before epoch 100 .* simic.episode_epochs=20: nothing to imitate",
+        ),
+    ],
+)
+def test_a_teacher_that_cannot_run_is_refused_before_any_episode(teacher, message) -> None:
+    from esper.config import ConfigError
+    from esper.simic.imitation import check_teacher
+
+    with pytest.raises(ConfigError, match=message) as refused:
+        check_teacher(_suite(teacher=teacher, episodes=1))
+    assert str(refused.value).startswith(f"simic.imitate.teacher={teacher}")
+    assert "\n" not in str(refused.value)
+
+
+def test_caps_set_for_both_pass_and_the_early_schedule_is_a_teacher() -> None:
+    from esper.simic.imitation import check_teacher
+
+    check_teacher(_suite(teacher=list(EARLY), episodes=1))
+    both = _suite(teacher=list(EARLY), episodes=1).model_copy(
+        update={"overrides": ["policy.max_in_flight=2"]}
+    )
+    check_teacher(both)
+
+
+def test_a_resume_of_a_run_stopped_before_its_first_checkpoint_says_so(tmp_path) -> None:
+    from esper.config import ConfigError
+    from esper.simic.train import _load
+
+    (tmp_path / "weights").mkdir()  # what imitation writes first
+    with pytest.raises(
+        ConfigError, match=r"stopped before its first checkpoint .* without simic.resume"
+    ):
+        _load(str(tmp_path))
+    with pytest.raises(ConfigError, match="not a Simic checkpoint"):
+        _load(str(tmp_path / "elsewhere"))
