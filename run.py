@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -49,29 +49,42 @@ def train_policy(cfg: DictConfig) -> float:
 
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
     from pydantic import ValidationError
 
     from esper.config import ConfigError, explain
     from esper.simic.settings import SimicConfig
     from esper.simic.train import train
 
-    container = OmegaConf.to_container(
-        OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"]), resolve=True
-    )
+    try:
+        container = OmegaConf.to_container(
+            OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"]), resolve=True
+        )
+    except OmegaConfBaseException as exc:  # e.g. an unescaped ${...} in a list of overrides
+        key = getattr(exc, "full_key", None) or "config"
+        reason = str(exc).splitlines()[0]
+        refuse(ConfigError(f"{key}: {reason} (write \\${{...}} for a literal one)"), 2)
     assert isinstance(container, dict)
     try:
         settings = SimicConfig.model_validate(container["simic"])
     except ValidationError as exc:
-        print(f"esper: {explain(exc, ('simic',))}", file=sys.stderr)
-        raise SystemExit(2) from None
+        refuse(explain(exc, ("simic",)), 2)
     logger = None
     if cfg.logger.get("_target_"):
         logger = instantiate(cfg.logger, _partial_=True)
     try:
         return train(settings, Path(cfg.run_dir), container, logger)  # type: ignore[arg-type]
-    except ConfigError as exc:  # a resume that cannot continue: found before any episode
-        print(f"esper: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except ConfigError as exc:  # a suite, teacher or resume that cannot run: before any episode
+        refuse(exc, 2)
+
+
+def refuse(exc: Exception, code: int) -> NoReturn:
+    """One line on stderr; in a sweep the launcher records this job as failed and goes on
+    with the others, alone the process exits with `code`."""
+    print(f"esper: {exc}", file=sys.stderr)
+    if _multirun():
+        raise exc
+    raise SystemExit(code) from None
 
 
 def _multirun() -> bool:
@@ -96,18 +109,12 @@ def main(cfg: DictConfig) -> float:
     try:
         experiment = build(cfg)
     except ConfigError as exc:
-        print(f"esper: {exc}", file=sys.stderr)
-        if _multirun():
-            raise  # the launcher records this job as failed and goes on with the others
-        raise SystemExit(2) from None
+        refuse(exc, 2)
     try:
         record = experiment.run()
     except Diverged as exc:
         shut_down()
-        print(f"esper: {exc}", file=sys.stderr)
-        if _multirun():
-            raise
-        raise SystemExit(1) from None
+        refuse(exc, 1)
     shut_down()  # ddp: leave the process group
     log.info("%s\n outputs: %s", result_text(record), experiment.run_dir)
     if experiment.interrupted_by is not None:

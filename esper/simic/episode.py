@@ -10,11 +10,18 @@ from __future__ import annotations
 import pickle
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from esper.policy.gnn import GnnPolicy, Step
 from esper.policy.masks import OPERATIONS
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from esper.simic.settings import SimicConfig
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 QUIET = (
@@ -46,6 +53,80 @@ class EpisodeResult:
     wall_s: float
     steps: list[Step] = field(default_factory=list)
     actions: dict[str, int] = field(default_factory=dict)
+
+
+def episode_overrides(spec: EpisodeSpec, policy: Sequence[str], workdir: str) -> list[str]:
+    """The run overrides an episode composes conf/config.yaml with: quiet, the task's (host
+    variant and `simic.overrides` included), the policy's, the seed and the length."""
+    return [
+        *QUIET,
+        *spec.overrides,
+        *policy,
+        f"seed={spec.seed}",
+        f"trainer.max_epochs={spec.epochs}",
+        f"run_dir={workdir}/run",
+    ]
+
+
+def compose_run(overrides: Sequence[str]) -> DictConfig:
+    """conf/config.yaml with `overrides`, as an episode's worker composes it. Under run.py,
+    Hydra holds train_policy's tree: it is set aside for this and put back."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    running = GlobalHydra.instance()
+    outer = running.hydra
+    running.clear()
+    try:
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+    finally:
+        if outer is not None:
+            running.clear()
+            running.initialize(outer)
+
+
+def one_line(exc: BaseException) -> str:
+    """A Hydra, OmegaConf or target error as one line: the target's own message rather than
+    Hydra's wrapper around it."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, ValueError | TypeError) else exc
+    return " ".join(str(cause).split()).removeprefix("invalid configuration: ")
+
+
+def check_suite(settings: SimicConfig) -> None:
+    """Compose and validate every (task, host variant) as its episodes will, with the
+    baseline's policy and the GNN's, before any episode: a bad task, variant or
+    `simic.overrides` is one line naming it, not a worker's traceback minutes in."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from esper.config import ConfigError, validate
+
+    seed, epochs = settings.train_seeds[0], settings.episode_epochs
+    for item in settings.overrides:
+        if item.lstrip("+~").startswith("policy"):
+            raise ConfigError(
+                f"simic.overrides={settings.overrides}: {item!r} sets the policy, but every "
+                "episode takes these overrides, the host-alone baseline (policy=none) too; "
+                "allowed: run keys other than policy (the policy is what Simic trains)"
+            )
+    for task in settings.tasks:
+        for variant in task.variants:
+            for policy in (("policy=none",), ("policy=gnn",)):
+                own = EpisodeSpec(task.name, (*task.overrides, *variant), seed, epochs)
+                spec = EpisodeSpec(task.name, (*own.overrides, *settings.overrides), seed, epochs)
+                try:
+                    cfg = compose_run(episode_overrides(spec, policy, "."))
+                    validate(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+                    if policy == ("policy=none",):  # takes no key: a policy.* override fails
+                        instantiate(cfg.policy)
+                except Exception as exc:  # noqa: BLE001 - any composition error, one line
+                    try:  # the task's own overrides alone, to name the culprit
+                        compose_run(episode_overrides(own, policy, "."))
+                        key = f"simic.overrides={settings.overrides}"
+                    except Exception:  # noqa: BLE001
+                        key = f"simic.tasks[{task.name}] {[*task.overrides, *variant]}"
+                    raise ConfigError(f"{key} ({policy[0]}): {one_line(exc)}") from None
 
 
 def run_in_worker(
@@ -82,8 +163,6 @@ def run_episode(
     teacher's decision (esper.simic.imitation)."""
     import os
 
-    from hydra import compose, initialize_config_dir
-
     from esper.app import build
     from esper.simic.imitation import Imitation
 
@@ -96,19 +175,7 @@ def run_episode(
     else:
         policy = ("policy=none",)
     with tempfile.TemporaryDirectory() as workdir:
-        with initialize_config_dir(str(CONF), version_base="1.3"):
-            cfg = compose(
-                "config",
-                overrides=[
-                    *QUIET,
-                    *spec.overrides,
-                    *policy,
-                    f"seed={spec.seed}",
-                    f"trainer.max_epochs={spec.epochs}",
-                    f"run_dir={workdir}/run",
-                ],
-            )
-        experiment = build(cfg)
+        experiment = build(compose_run(episode_overrides(spec, policy, workdir)))
         trace: list[Step] = []
         if teacher:
             if weights is None:

@@ -16,6 +16,7 @@ the episodes' rewards (the same reward PPO uses). Only germination is imitated: 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from esper.policy.masks import OPERATIONS
 from esper.simic.ppo import evaluate
 from esper.simic.settings import SimicConfig
 
+log = logging.getLogger(__name__)
 WAIT, GERMINATE = OPERATIONS.index("wait"), OPERATIONS.index("germinate")
 
 
@@ -48,45 +50,37 @@ def check_teacher(settings: SimicConfig) -> None:
     """Compose and build the teacher as its episodes will, in this process, before any
     episode runs: a teacher that cannot run, or whose seeds would live by other rules than the
     student's, is refused in one line naming `simic.imitate.teacher` (not after minutes of
-    baselines, in a worker's traceback)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    baselines, in a worker's traceback). Run after `check_suite`: what is left is the
+    teacher's."""
     from hydra.utils import instantiate
 
-    from esper.simic.episode import CONF, QUIET
+    from esper.simic.episode import EpisodeSpec, compose_run, episode_overrides, one_line
 
     imitate = settings.imitate
     key = f"simic.imitate.teacher={imitate.teacher}"
     task = settings.tasks[0]
-    base = [*QUIET, *task.overrides, *task.variants[0], *settings.overrides]
-    # under run.py, Hydra is initialised with train_policy's tree: set it aside to compose
-    # the run config's tree as an episode's worker does, then put it back
-    running = GlobalHydra.instance()
-    outer = running.hydra
-    running.clear()
+    spec = EpisodeSpec(
+        task.name,
+        (*task.overrides, *task.variants[0], *settings.overrides),
+        settings.train_seeds[0],
+        settings.episode_epochs,
+    )
     try:
-        with initialize_config_dir(str(CONF), version_base="1.3"):
-            teacher_cfg = compose("config", overrides=[*base, *imitate.teacher]).policy
-            student_cfg = compose("config", overrides=[*base, "policy=gnn"]).policy
+        teacher_cfg = compose_run(episode_overrides(spec, imitate.teacher, ".")).policy
+        student_cfg = compose_run(episode_overrides(spec, ("policy=gnn",), ".")).policy
         teacher = instantiate(teacher_cfg)
     except Exception as exc:  # noqa: BLE001 - Hydra's and the policy's errors, as one line
-        cause = exc.__cause__ if isinstance(exc.__cause__, ValueError | TypeError) else exc
-        reason = " ".join(str(cause).split())  # the policy's own check, not Hydra's wrapper
-        raise ConfigError(f"{key}: {reason}") from None
-    finally:
-        if outer is not None:
-            running.clear()
-            running.initialize(outer)
-    for name in SHARED:
+        raise ConfigError(f"{key}: {one_line(exc)}") from None
+    for name in SHARED:  # conf/policy/heuristic.yaml and gnn.yaml must agree on these
         if teacher_cfg.get(name) != student_cfg.get(name):
             raise ConfigError(
                 f"{key}: the teacher's policy.{name}={teacher_cfg.get(name)} differs from the "
-                f"student's {student_cfg.get(name)} (set it for both in simic.overrides)"
+                f"student's {student_cfg.get(name)} (conf/policy/heuristic.yaml, gnn.yaml)"
             )
     if teacher_cfg.get("metric") != "val_accuracy":
         raise ConfigError(
             f"{key}: the teacher keeps a seed by {teacher_cfg.get('metric')}, the student's "
-            "schedule by val_accuracy; allowed: policy.metric=val_accuracy"
+            "schedule by val_accuracy (conf/policy/heuristic.yaml)"
         )
     first = max(teacher.warmup_epochs, teacher.patience + 1)
     if first >= settings.episode_epochs:
@@ -94,6 +88,15 @@ def check_teacher(settings: SimicConfig) -> None:
             f"{key}: the teacher cannot germinate before epoch {first} (policy.warmup_epochs="
             f"{teacher.warmup_epochs}, policy.patience={teacher.patience}), and an episode has "
             f"simic.episode_epochs={settings.episode_epochs}: nothing to imitate but waiting"
+        )
+    if first + teacher.training_epochs >= settings.episode_epochs:
+        log.warning(
+            "%s: a seed germinated at epoch %d or later cannot finish its %d incubation epochs "
+            "within simic.episode_epochs=%d: the teacher's late seeds only cost",
+            key,
+            first,
+            teacher.training_epochs,
+            settings.episode_epochs,
         )
 
 

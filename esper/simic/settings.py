@@ -20,7 +20,9 @@ selection: experiments/select_checkpoint.sh): training never draws these."""
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Strict: `true` is not a count and `"0.1"` is not a rate (Hydra gives typed values)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def _no_variant() -> list[list[str]]:
@@ -74,13 +76,13 @@ class ImitateConfig(Section):
     where and what to germinate, so the task, host, seed and a seed's lifecycle after
     germination stay the suite's and the student's (a teacher that changed them would teach
     decisions about another run)."""
-    episodes: int = Field(default=0, ge=0, strict=True)
+    episodes: int = Field(default=0, ge=0)
     """Teacher episodes to learn from, drawn as an update's groups are (one per task, host
     and seed drawn: the teacher decides the same way every time)."""
-    epochs: int = Field(default=30, ge=1, strict=True)
+    epochs: int = Field(default=30, ge=1)
     """Passes over the teacher's steps."""
     lr: float = Field(default=1e-3, gt=0)
-    minibatch: int = Field(default=64, ge=1, strict=True)
+    minibatch: int = Field(default=64, ge=1)
 
     @model_validator(mode="after")
     def teacher_decides_germination_only(self) -> ImitateConfig:

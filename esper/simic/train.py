@@ -24,7 +24,13 @@ from esper.kernels.worker import start_pool
 from esper.policy.gnn import GnnPolicy, Step
 from esper.policy.masks import OPERATIONS
 from esper.simic import ppo
-from esper.simic.episode import EpisodeResult, EpisodeSpec, receive, run_in_worker
+from esper.simic.episode import (
+    EpisodeResult,
+    EpisodeSpec,
+    check_suite,
+    receive,
+    run_in_worker,
+)
 from esper.simic.imitation import check_teacher, imitation_epoch
 from esper.simic.reward import episode_reward, step_rewards
 from esper.simic.settings import SimicConfig
@@ -88,7 +94,7 @@ def _advantages(
 
 def _load(resume: str) -> dict[str, Any]:
     path = Path(resume)
-    path = path if path.is_file() else path / "simic.pt"
+    path = path if path.is_file() or path.suffix == ".pt" else path / "simic.pt"
     if not path.exists() and (path.parent / "weights").is_dir():
         raise ConfigError(
             f"simic.resume={resume!r}: the run stopped before its first checkpoint (no "
@@ -218,8 +224,10 @@ def _imitate(
 
 def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: Any) -> float:
     """Train; returns the mean episode reward of the last update."""
-    if settings.imitate.episodes and not settings.resume:
-        check_teacher(settings)  # before any output, W&B run or episode
+    if not settings.resume:  # before any output, W&B run or episode
+        check_suite(settings)
+        if settings.imitate.episodes:
+            check_teacher(settings)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_hash = settings.config_hash()
     log.info("simic: config hash %s, %s updates, into %s", config_hash, settings.updates, run_dir)

@@ -159,6 +159,14 @@ def test_imitation_teaches_the_teachers_decisions_before_ppo_and_a_resume_skips_
             ('simic.imitate.teacher=["policy=heuristic"]', "simic.imitate.episodes=true"),
             "simic.imitate.episodes=True: Input should be a valid integer",
         ),
+        (  # an unescaped interpolation in the list: OmegaConf resolves it in train_policy
+            ('simic.imitate.teacher=["policy=heuristic","policy.patience=${seed}"]',),
+            "esper: simic.imitate.teacher[1]: Interpolation key 'seed' not found",
+        ),
+        (
+            ('simic.imitate.teacher=["policy=heuristic"]', 'simic.overrides=["trainer.lr=1"]'),
+            "esper: simic.overrides=['trainer.lr=1'] (policy=none): Could not override",
+        ),
     ],
 )
 def test_a_bad_teacher_is_one_line_before_any_episode(tmp_path, overrides, named) -> None:
@@ -174,3 +182,34 @@ def test_a_bad_teacher_is_one_line_before_any_episode(tmp_path, overrides, named
     assert named in result.stderr
     assert not (tmp_path / "kernels").exists(), "no episode ran"
     assert not (tmp_path / "run" / "weights").exists()
+
+
+def test_a_refused_job_of_a_sweep_is_recorded_and_the_sweep_goes_on(tmp_path) -> None:
+    """As for runs (run.py): each job is refused in its own line; the second still runs."""
+    env = own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels"))
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "-m",
+            "--config-name",
+            "train_policy",
+            *TINY,
+            "simic.lifecycle=schedule",
+            "simic.imitate.episodes=1",
+            'simic.imitate.teacher=["policy=heuristic","policy.warmup_epochs=5"]',
+            "simic.episode_epochs=4,5",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 1, "a sweep with a failed job fails"
+    refusals = [ln for ln in result.stderr.splitlines() if ln.startswith("esper:")]
+    assert len(refusals) == 2
+    for line, epochs in zip(refusals, (4, 5), strict=True):
+        assert "cannot germinate before epoch 5 (policy.warmup_epochs=5" in line
+        assert f"simic.episode_epochs={epochs}: nothing to imitate" in line
+    assert not (tmp_path / "kernels").exists(), "no episode ran"

@@ -204,6 +204,11 @@ def test_imitation_counts_are_integers_and_a_teacher_needs_episodes() -> None:
         ImitateConfig(epochs=2.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"simic.imitate.episodes=0 runs no teacher episode"):
         ImitateConfig(teacher=["policy=heuristic"])
+    with pytest.raises(ValidationError, match="valid number"):
+        ImitateConfig(lr=True)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="valid number"):
+        ImitateConfig(lr="0.1")  # type: ignore[arg-type]
+    assert ImitateConfig(lr=1).lr == 1.0, "an integer rate is a rate"
 
 
 @pytest.mark.parametrize(
@@ -228,14 +233,66 @@ def test_a_teacher_that_cannot_run_is_refused_before_any_episode(teacher, messag
     assert "\n" not in str(refused.value)
 
 
-def test_caps_set_for_both_pass_and_the_early_schedule_is_a_teacher() -> None:
+def test_the_early_schedule_is_a_teacher_and_a_late_one_is_warned_of(caplog) -> None:
     from esper.simic.imitation import check_teacher
 
     check_teacher(_suite(teacher=list(EARLY), episodes=1))
-    both = _suite(teacher=list(EARLY), episodes=1).model_copy(
-        update={"overrides": ["policy.max_in_flight=2"]}
+    assert not caplog.records
+    late = ["policy=heuristic", "policy.warmup_epochs=17", "policy.patience=1"]
+    check_teacher(_suite(teacher=late, episodes=1))
+    (record,) = caplog.records
+    assert "cannot finish its 3 incubation epochs within simic.episode_epochs=20" in str(
+        record.getMessage()
     )
-    check_teacher(both)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        # the adversarial pass: these were blamed on the teacher, or passed every check and
+        # failed in the first baseline episode (policy=none takes no policy.* key)
+        (
+            {"overrides": ["policy.max_in_flight=2"]},
+            "simic.overrides=['policy.max_in_flight=2']: 'policy.max_in_flight=2' sets the policy",
+        ),
+        (
+            {"overrides": ["++policy.threshold=0.5"]},
+            "simic.overrides=['++policy.threshold=0.5']: '++policy.threshold=0.5' sets the policy",
+        ),
+        ({"overrides": ["trainer.lr=-1"]}, "simic.overrides=['trainer.lr=-1'] (policy=none):"),
+        (
+            {"tasks": [TaskConfig(name="s", overrides=["dataset=spiralz"])]},
+            "simic.tasks[s] ['dataset=spiralz'] (policy=none):",
+        ),
+        (
+            {
+                "tasks": [
+                    TaskConfig(name="s", overrides=["model=mlp"], variants=[["model.hiden=[8]"]])
+                ]
+            },
+            "simic.tasks[s] ['model=mlp', 'model.hiden=[8]'] (policy=none):",
+        ),
+    ],
+)
+def test_a_suite_that_cannot_run_is_one_line_naming_its_part(change, named) -> None:
+    from esper.config import ConfigError
+    from esper.simic.episode import check_suite
+
+    with pytest.raises(ConfigError) as refused:
+        check_suite(_suite().model_copy(update=change))
+    assert str(refused.value).startswith(named), str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_the_shipped_suite_passes_its_check() -> None:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from esper.simic.episode import CONF, check_suite
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        shipped = OmegaConf.to_container(compose("train_policy").simic, resolve=True)
+    check_suite(SimicConfig.model_validate(shipped))
 
 
 def test_a_resume_of_a_run_stopped_before_its_first_checkpoint_says_so(tmp_path) -> None:
@@ -247,5 +304,7 @@ def test_a_resume_of_a_run_stopped_before_its_first_checkpoint_says_so(tmp_path)
         ConfigError, match=r"stopped before its first checkpoint .* without simic.resume"
     ):
         _load(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"stopped before its first checkpoint"):
+        _load(str(tmp_path / "simic.pt"))  # the file named, as the directory
     with pytest.raises(ConfigError, match="not a Simic checkpoint"):
         _load(str(tmp_path / "elsewhere"))
