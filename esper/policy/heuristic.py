@@ -37,10 +37,16 @@ class HeuristicPolicy:
         self.germinated = 0
         self.quiet_since = 0
 
+    @property
+    def first_germination_epoch(self) -> int:
+        """The earliest epoch count at which a plateau can be seen: after the warm-up, and
+        with `patience` epochs to compare against one before them."""
+        return max(self.warmup_epochs, self.patience + 1)
+
     def plateaued(self, obs: Observation) -> bool:
         history = obs.val_loss_history
         epoch = len(history)
-        if epoch < max(self.warmup_epochs, self.patience + 1):
+        if epoch < self.first_germination_epoch:
             return False
         if epoch - self.quiet_since < self.patience:
             return False

@@ -112,9 +112,9 @@ def check_suite(settings: SimicConfig) -> None:
             )
     for task in settings.tasks:
         for variant in task.variants:
+            own = EpisodeSpec(task.name, (*task.overrides, *variant), seed, epochs)
+            spec = EpisodeSpec(task.name, (*own.overrides, *settings.overrides), seed, epochs)
             for policy in (("policy=none",), ("policy=gnn",)):
-                own = EpisodeSpec(task.name, (*task.overrides, *variant), seed, epochs)
-                spec = EpisodeSpec(task.name, (*own.overrides, *settings.overrides), seed, epochs)
                 try:
                     cfg = compose_run(episode_overrides(spec, policy, "."))
                     validate(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
@@ -188,7 +188,7 @@ def run_episode(
                 max_seeds=taught.max_seeds,  # type: ignore[attr-defined]
             )
             student.trace = trace
-            imitation = Imitation(experiment.trainer.policy, student)
+            imitation = Imitation(taught, student)
             experiment.trainer.policy = experiment.trainer.control.policy = imitation
         elif weights:
             experiment.trainer.policy.trace = trace  # type: ignore[attr-defined]

@@ -82,7 +82,7 @@ def check_teacher(settings: SimicConfig) -> None:
             f"{key}: the teacher keeps a seed by {teacher_cfg.get('metric')}, the student's "
             "schedule by val_accuracy (conf/policy/heuristic.yaml)"
         )
-    first = max(teacher.warmup_epochs, teacher.patience + 1)
+    first = teacher.first_germination_epoch
     if first >= settings.episode_epochs:
         raise ConfigError(
             f"{key}: the teacher cannot germinate before epoch {first} (policy.warmup_epochs="
