@@ -8,15 +8,18 @@ sweep job) and must never outlive the process that started it: `CompilePool` own
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +63,16 @@ def warm_up() -> bool:
 def watch_parent(parent_pid: int) -> None:
     """Runs in each worker as it starts: end the worker once its parent is gone. Without it a
     killed run leaves the worker blocked on its task queue for ever (the worker holds both
-    ends of that pipe, so it never sees end-of-file)."""
+    ends of that pipe, so it never sees end-of-file).
+
+    A worker ignores SIGINT. Ctrl-C reaches every process of the terminal's group; the parent
+    alone decides what it means (a run stops after its step, a policy training stops its pool:
+    `worker_pool`). Before, an idle worker died of it and printed a KeyboardInterrupt traceback
+    beside the parent's one-line message."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    # once the worker exits by itself, a SIGTERM must not unwind into its exit handlers
+    atexit.register(signal.signal, signal.SIGTERM, signal.SIG_DFL)
 
     def watch() -> None:
         while os.getppid() == parent_pid:
@@ -95,6 +107,46 @@ def start_pool(workers: int) -> ProcessPoolExecutor:
         initargs=(os.getpid(),),
     )
     return pool
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    """SIGTERM in a worker (`stop_now`): unwind, so that what the task made (a run's own compile
+    workers, their queues' semaphores) is closed, where dying at once would leak it."""
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """Worker processes for a block. Leaving it normally waits for the tasks given; leaving it
+    by an exception (Ctrl-C, a failed task) cancels the queued tasks and ends the workers at
+    once: nobody will read what they are doing, and `ProcessPoolExecutor`'s own exit would first
+    run every queued task to its end (a policy training interrupted with `kill -INT` took the
+    rest of its update, about a minute, to stop)."""
+    pool = start_pool(workers)
+    try:
+        yield pool
+    except BaseException:
+        stop_now(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def stop_now(pool: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
+    """Cancel what is queued and end the workers: SIGTERM (a run inside stops after its step),
+    then SIGKILL for any still there after `grace_s`."""
+    # Python 3.14 has pool.terminate_workers(); before it the processes are only in _processes
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
+    pool.shutdown(wait=True)  # the executor's own thread sees them gone and closes its queues
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:

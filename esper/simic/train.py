@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from esper.atomic import save_torch
 from esper.config import ConfigError
-from esper.kernels.worker import start_pool
+from esper.kernels.worker import worker_pool
 from esper.policy.gnn import GnnPolicy, Step
 from esper.policy.masks import OPERATIONS
 from esper.simic import ppo
@@ -302,7 +302,7 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
                 path, {"updates": done, "config_hash": config_hash, "history": last}
             )
 
-    with start_pool(settings.workers) as pool:
+    with worker_pool(settings.workers) as pool:
         if settings.imitate.episodes and not settings.resume:
             imitation = _imitate(settings, policy, pool, store, baselines, sink)
             save(0)  # update_0.pt: the policy imitation alone gives

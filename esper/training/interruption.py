@@ -29,7 +29,8 @@ class Interruption:
     """A context that turns the first SIGINT/SIGTERM into a flag the loop polls after each step.
 
     Handlers can only be installed from the main thread; elsewhere (a launcher's worker
-    thread) the context does nothing and signals keep their usual meaning.
+    thread) the context does nothing and signals keep their usual meaning. A signal the process
+    ignores (started under `nohup`, a worker of `esper.kernels.worker`) stays ignored.
     """
 
     def __init__(self) -> None:
@@ -39,6 +40,8 @@ class Interruption:
     def __enter__(self) -> Interruption:
         if threading.current_thread() is threading.main_thread():
             for signum in SIGNALS:
+                if signal.getsignal(signum) is signal.SIG_IGN:
+                    continue
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 

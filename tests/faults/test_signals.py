@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from esper.app import build
@@ -102,3 +103,81 @@ def test_sigterm_then_resume_ends_like_an_uninterrupted_run(make_config, tmp_pat
     assert got["status"] == "completed" and got["epochs"] == 60
     for key in ("metrics", "adaptations", "params", "final_slots"):
         assert got[key] == full[key], key
+
+
+TINY_POLICY_TRAINING = (
+    "--config-name",
+    "train_policy",
+    "logger=none",
+    "simic.tasks=[{name: spirals, overrides: ['dataset=spirals', 'model=mlp', 'blueprints=vector']}]",
+    "simic.train_seeds=[100,101]",
+    "simic.episodes_per_update=2",
+    "simic.group_size=2",
+    "simic.workers=2",
+    "simic.episode_epochs=3000",  # episodes that would take minutes: a stop must not wait on them
+)
+TEACHER = (
+    "simic.imitate.episodes=2",
+    'simic.imitate.teacher=["policy=heuristic","policy.patience=1","policy.warmup_epochs=2",'
+    '"policy.min_delta=1.0"]',
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("phase", "to_group"), [("teacher episodes", True), ("updates", False)], ids=["ctrl-c", "kill"]
+)
+def test_sigint_stops_policy_training_and_its_workers_at_once(tmp_path, phase, to_group) -> None:
+    """Ctrl-C (SIGINT to the terminal's process group) during the teacher's episodes, and
+    `kill -INT` of the training process alone during PPO's: one line, exit 130, and every
+    worker gone. Before: an idle worker died of the Ctrl-C with a KeyboardInterrupt traceback,
+    and a SIGINT to the parent alone waited for the update's episodes to run to their end."""
+    extra = TEACHER if phase == "teacher episodes" else ()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            *TINY_POLICY_TRAINING,
+            *extra,
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        env=own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels")),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job is
+    )
+    try:
+        assert process.stderr is not None
+        seen = ""
+        while phase not in seen:  # the progress bar of the phase: its episodes are running
+            chunk = process.stderr.read(1)
+            assert chunk, f"ended before {phase!r}: {seen[-2000:]}"
+            seen += chunk
+        time.sleep(2)
+        workers = [
+            child
+            for child in psutil.Process(process.pid).children()
+            if "spawn_main" in " ".join(child.cmdline())  # not multiprocessing's resource tracker
+        ]
+        assert len(workers) == 2, "the episodes run in two worker processes"
+        if to_group:
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            os.kill(process.pid, signal.SIGINT)
+        _, rest = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    stderr = seen + rest
+    assert process.returncode == 130, stderr[-3000:]
+    assert "esper: interrupted" in stderr
+    assert "Traceback" not in stderr and "leaked" not in stderr, stderr[-3000:]
+    assert not any(alive(worker) for worker in workers)
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
