@@ -9,6 +9,7 @@ from pathlib import Path
 
 from esper.report import load_runs, table
 from esper.report.paired import METRICS, paired_table
+from esper.report.runs import NoRuns
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,9 +40,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     paths = [Path(t) for t in args.targets]
     if all(p.exists() for p in paths):
-        runs = load_runs(paths)
+        files = [str(p) for p in paths if not p.is_dir()]
+        if files:
+            parser.error(f"{', '.join(files)}: not a directory (name sweep or run directories)")
+        try:
+            runs = load_runs(paths)
+        except NoRuns as exc:  # a directory with no run in it: named like a missing one
+            parser.error(str(exc))
         print(table(runs))
-        if args.against:
+        if args.against is not None:  # `--against ""` is a reference left empty, not none
             try:
                 print("\n" + paired_table(runs, args.against, args.metric))
             except ValueError as exc:

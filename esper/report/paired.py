@@ -16,13 +16,14 @@ between candidates may look at (test is for the one reading at the end).
 from __future__ import annotations
 
 import json
+import sys
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
 import yaml
 
-from esper.report.table import _relevant, groups_of, labels
+from esper.report.table import _relevant, configured, groups_of, labels
 
 RESAMPLES = 4000
 METRICS = ("test_accuracy", "val_accuracy")
@@ -55,38 +56,75 @@ def interval(differences: np.ndarray, rng: np.random.Generator) -> tuple[float, 
     return float(low), float(high)
 
 
+def estimate(differences: np.ndarray, rng: np.random.Generator, spec: str) -> str:
+    """The mean difference and its interval, each formatted with `spec`. One seed has no
+    spread to resample: it says so, as the results table does, rather than print an interval
+    of zero width that claims a certainty nobody measured."""
+    mean = format(differences.mean(), spec)
+    if len(differences) < 2:
+        return f"{mean} (one seed)"
+    low, high = interval(differences, rng)
+    return f"{mean} ({format(low, spec)} to {format(high, spec)})"
+
+
+def settings_of(reference: str) -> tuple[str, dict[str, Any]]:
+    """The reference's policy and its `key=value` settings, values read as YAML (`[8, 8]`).
+    Raises ValueError naming what is not a setting: a misspelt one would otherwise read as a
+    reference that no run matches."""
+    if not reference.split():
+        raise ValueError("--against: name a policy (random, heuristic, ...)")
+    policy, *tokens = reference.split()
+    settings = {}
+    for token in tokens:
+        key, equals, value = token.partition("=")
+        if not key or not equals:
+            raise ValueError(
+                f"--against {reference!r}: {token!r} is not KEY=VALUE (a setting of the "
+                "policy's configuration, as policy.patience=1)"
+            )
+        try:
+            settings[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ValueError(f"--against {reference!r}: {token!r}: the value is not YAML") from None
+    return policy, settings
+
+
 def paired_rows(
     runs: list[dict[str, Any]], reference: str, metric: str = "test_accuracy"
 ) -> list[list[str]]:
-    """One row per configuration that shares a task with the reference; see the module
-    docstring. `reference` is a policy (`random`), optionally with the settings that tell it
-    apart from other runs of that policy (`heuristic policy.patience=1`). Raises ValueError
-    naming it when no run matches, or when it matches more than one configuration of a task."""
+    """One row per configuration that shares a task and a seed with the reference; see the
+    module docstring. `reference` is a policy (`random`), optionally with the settings that tell
+    it apart from other runs of that policy (`heuristic policy.patience=1`). A configuration
+    that cannot be paired (no run of it has its configuration, no seed in common) is named in
+    one line on stderr. Raises ValueError naming it when no run matches, when it matches more
+    than one configuration of a task, or when nothing could be paired with it."""
+    policy, settings = settings_of(reference)
     done = [r for r in runs if r["status"] == "completed"]
     groups = groups_of(done)
     names = labels(groups)
-    if not reference.split():
-        raise ValueError("--against: name a policy (random, heuristic, ...)")
-    policy, *settings = reference.split()
+    notes = []
+    for config_hash in [h for h, members in groups.items() if not configured(members)["config"]]:
+        notes.append(
+            f"{names[config_hash]}: no run of it has its configuration (events.jsonl missing "
+            "or unreadable); not paired"
+        )
+        del groups[config_hash]
 
     def is_reference(config_hash: str) -> bool:
         """The policy, and each `key=value` setting equal to the run's configuration (read
         from the configuration, not the label: a label omits what no other row differs in)."""
-        first = groups[config_hash][0]
+        first = configured(groups[config_hash])
         if first.get("choices", {}).get("policy") != policy:
             return False
         config = _relevant(first["config"])
-        for setting in settings:
-            key, _, value = setting.partition("=")
-            if key not in config or str(config[key]) != str(yaml.safe_load(value)):
-                return False
-        return True
+        return all(key in config and str(config[key]) == str(v) for key, v in settings.items())
 
     by_task: dict[str, list[str]] = defaultdict(list)
     for config_hash, members in groups.items():
-        by_task[task_of(members[0])].append(config_hash)
+        by_task[task_of(configured(members))].append(config_hash)
     references = {h for h in groups if is_reference(h)}
     if not references:
+        _say(notes)
         used = sorted({r.get("choices", {}).get("policy", "?") for r in done})
         raise ValueError(f"--against {reference!r}: no completed run matches (policies: {used})")
     out = []
@@ -103,27 +141,39 @@ def paired_rows(
         for config_hash in set(hashes) - references:  # rows are sorted once, at the end
             pairs = [(r, ref[r["seed"]]) for r in groups[config_hash] if r["seed"] in ref]
             if not pairs:
+                notes.append(
+                    f"{names[config_hash]}: no seed in common with {reference}; not paired"
+                )
                 continue
             rng = np.random.default_rng(0)
             accuracy = np.array([a["metrics"][metric] - b["metrics"][metric] for a, b in pairs])
             params = np.array(
                 [a["params"]["seeds"] - b["params"]["seeds"] for a, b in pairs], float
             )
-            (acc_low, acc_high), (par_low, par_high) = (
-                interval(accuracy, rng),
-                interval(params, rng),
-            )
             out.append(
                 [
                     names[config_hash],
                     str(len(pairs)),
-                    f"{accuracy.mean():+.4f} ({acc_low:+.4f} to {acc_high:+.4f})",
-                    f"{params.mean():+,.0f} ({par_low:+,.0f} to {par_high:+,.0f})",
+                    estimate(accuracy, rng, "+.4f"),
+                    estimate(params, rng, "+,.0f"),
                     f"{int((accuracy > 0).sum())} of {len(pairs)} seeds"
                     f" ({int((accuracy == 0).sum())} tied)",
                 ]
             )
+    _say(notes)
+    if not out:
+        raise ValueError(
+            f"--against {reference!r}: no configuration shares a task and a seed with it; "
+            "nothing to pair"
+        )
     return sorted(out)
+
+
+def _say(notes: list[str]) -> None:
+    """What the paired table leaves out and why, one line each, sorted (groups come in no
+    order that means anything)."""
+    for note in sorted(notes):
+        print(f"esper.report: {note}", file=sys.stderr)
 
 
 def paired_table(runs: list[dict[str, Any]], reference: str, metric: str = "test_accuracy") -> str:

@@ -11,11 +11,17 @@ from typing import Any
 from esper.events.tables import timeline_rows
 
 
+class NoRuns(SystemExit):
+    """No readable run under the directories named: a SystemExit with its message, so that a
+    script stops with one line, and the command line can tell it apart as a usage error."""
+
+
 def load_runs(sweep_dirs: list[Path]) -> list[dict[str, Any]]:
     """Each run's summary, with `config` (the resolved configuration it started with),
     `history` (its epoch rows), `adaptation_events` and `run_dir` added. A run is read once
-    however often the arguments name it. A run whose summary.json is unreadable, or that has
-    none (its job was killed), is left out with one line on stderr that names it."""
+    however often the arguments name it. A run whose summary.json is unreadable or is no run
+    record, or that has none (its job was killed), is left out with one line on stderr that
+    names it; so is an events.jsonl line that is not a JSON object."""
     paths = sorted({p.resolve() for d in sweep_dirs for p in d.glob("**/summary.json")})
     for events in sorted({p.resolve() for d in sweep_dirs for p in d.glob("**/events.jsonl")}):
         if not (events.parent / "summary.json").exists():
@@ -23,25 +29,113 @@ def load_runs(sweep_dirs: list[Path]) -> list[dict[str, Any]]:
     runs = []
     for path in paths:
         try:
-            summary = json.loads(path.read_text())
+            summary = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(summary, dict) or "status" not in summary:
                 raise ValueError("not a run summary (no status)")
+            problem = _not_a_record(summary)
+            if problem:
+                raise ValueError(f"not a run summary: {problem}")
         except (OSError, ValueError) as exc:
-            _skip(path.parent, f"unreadable summary.json ({exc})")
+            _skip(path.parent, f"unreadable summary.json ({exc}): left out")
             continue
         summary.update(config={}, history=[], adaptation_events=[], run_dir=str(path.parent))
-        events = path.parent / "events.jsonl"
-        if events.is_file():
-            with events.open(encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    try:
-                        _add(summary, json.loads(line))
-                    except (ValueError, KeyError, TypeError):
-                        _skip(path.parent, f"events.jsonl line {number} unreadable: ignored")
+        _read_events(summary, path.parent / "events.jsonl")
+        if not summary["config"]:
+            _skip(
+                path.parent,
+                "no configuration (events.jsonl missing, or no readable run_started line): the "
+                "other runs of its config hash give it, if one has it",
+            )
         runs.append(summary)
     if not runs:
-        raise SystemExit(f"no readable summary.json under {', '.join(map(str, sweep_dirs))}")
-    return runs
+        raise NoRuns(f"no readable summary.json under {', '.join(map(str, sweep_dirs))}")
+    return _unique(runs)
+
+
+def _not_a_record(summary: dict[str, Any]) -> str | None:
+    """What of the summary the report reads is missing or of the wrong type (`no seed`), or
+    None. Checked here, where the run can be named and left out alone, rather than found when
+    a column is computed, where it stopped the whole report with a traceback."""
+    for key, kind, name in (
+        ("status", str, "a string"),
+        ("seed", int, "an integer"),
+        ("config_hash", str, "a string"),
+    ):
+        if key not in summary:
+            return f"no {key}"
+        if not isinstance(summary[key], kind) or isinstance(summary[key], bool):
+            return f"{key} is not {name}"
+    choices = summary.get("choices", {})
+    if not isinstance(choices, dict) or not all(isinstance(v, str) for v in choices.values()):
+        return "choices is not a mapping of config group to option"
+    if summary["status"] != "completed":
+        return None  # a failed run's metrics are empty, and only its status is shown
+    for key, fields in (
+        ("metrics", ("test_accuracy", "val_accuracy")),
+        ("params", ("total", "seeds")),
+    ):
+        section = summary.get(key)
+        if not isinstance(section, dict):
+            return f"{key} is not a mapping"
+        for field in fields:
+            if not _is_number(section.get(field)):
+                return f"{key}.{field} is not a number"
+    flops = summary.get("flops_per_sample")
+    if not isinstance(flops, dict) or not _is_number(flops.get("total", 0)):
+        return "flops_per_sample.total is not a number"
+    if not _is_number(summary.get("train_flops", 0)):
+        return "train_flops is not a number"
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _read_events(run: dict[str, Any], events: Path) -> None:
+    """Adds what events.jsonl holds to the run. Lines are decoded one at a time, so that bytes
+    a crash or a stray write left in one line cost that line only."""
+    if not events.is_file():
+        return
+    try:
+        with events.open("rb") as handle:
+            for number, line in enumerate(handle, 1):
+                try:
+                    event = json.loads(line.decode("utf-8"))
+                    if not isinstance(event, dict):
+                        raise TypeError(f"{json.dumps(event)[:40]} is not a JSON object")
+                    _add(run, event)
+                except (ValueError, KeyError, TypeError) as exc:
+                    why = str(exc) or type(exc).__name__
+                    _skip(
+                        Path(run["run_dir"]),
+                        f"events.jsonl line {number} unreadable ({why}): ignored",
+                    )
+    except OSError as exc:
+        _skip(Path(run["run_dir"]), f"events.jsonl unreadable ({exc.strerror}): the rest ignored")
+
+
+def _unique(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One run for each configuration and seed. Two are the same experiment (a sweep named
+    beside a copy of it, a job run again after it failed); counting both would count their
+    seed twice, narrowing the spread and the paired interval with no new measurement. They
+    are deduplicated rather than refused, since naming a copy is harmless once it counts once:
+    the first completed one is kept (a rerun of a failed job replaces it), else the first,
+    and each left out is named beside the one kept."""
+    kept: dict[tuple[str, int], dict[str, Any]] = {}
+    for run in runs:
+        key = (run["config_hash"], run["seed"])
+        first = kept.setdefault(key, run)
+        if first is run:
+            continue
+        if run["status"] == "completed" and first["status"] != "completed":
+            kept[key], first, run = run, run, first
+        _skip(
+            Path(run["run_dir"]),
+            f"the same configuration ({key[0][:12]}) and seed ({key[1]}) as {first['run_dir']}: "
+            "a duplicate, left out (that one is kept)",
+        )
+    return list(kept.values())
 
 
 def _skip(run_dir: Path, why: str) -> None:
@@ -50,8 +144,11 @@ def _skip(run_dir: Path, why: str) -> None:
 
 def _add(run: dict[str, Any], event: dict[str, Any]) -> None:
     kind = event.get("kind")
-    if kind == "run_started" and not run["config"]:
-        run["config"] = event.get("config", {})
+    if kind == "run_started":
+        config = event.get("config", {})
+        if not isinstance(config, dict):
+            raise TypeError("run_started: its config is no mapping")
+        run["config"] = run["config"] or config
     elif kind == "epoch_ended":
         run["history"].append({**event["metrics"], "epoch": event["epoch"], "step": event["step"]})
     elif kind == "adaptation":

@@ -48,9 +48,10 @@ def labels(groups: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
     """Per group: what sets it apart, as `key=value`: the config group options that differ
     between groups (`policy=heuristic`), then the values that differ between groups with the
     same option of their group (`model.hidden=[44, 44]` among `model=mlp` runs)."""
-    firsts = {h: runs[0] for h, runs in groups.items()}
+    firsts = {h: configured(runs) for h, runs in groups.items()}
     choices = {h: run.get("choices", {}) for h, run in firsts.items()}
     configs = {h: _relevant(run["config"]) for h, run in firsts.items()}
+    known = {h for h, run in firsts.items() if run["config"]}
     chosen = sorted(
         g
         for g in {g for c in choices.values() for g in c}
@@ -64,6 +65,8 @@ def labels(groups: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
         group = key.split(".")[0]
         by_option: dict[Any, set[str]] = defaultdict(set)
         for h, config in configs.items():
+            if h not in known:
+                continue  # no configuration read: its missing keys tell nothing apart
             by_option[choices[h].get(group)].add(json.dumps(config.get(key)))
         return any(len(values) > 1 for values in by_option.values())
 
@@ -78,6 +81,13 @@ def labels(groups: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
         ]
         out[h] = " ".join(parts) or "all"
     return out
+
+
+def configured(members: list[dict[str, Any]]) -> dict[str, Any]:
+    """The group's first run whose configuration was read. Its runs share one configuration
+    less the seed (their config hash says so), so a run whose events.jsonl is missing or
+    truncated costs its group neither its label nor its task."""
+    return next((r for r in members if r.get("config")), members[0])
 
 
 def groups_of(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
