@@ -89,6 +89,32 @@ def masked(logits: Tensor, mask: Tensor) -> Tensor:
     return logits.masked_fill(~mask, float("-inf"))
 
 
+def misfits(weights: dict[Any, Any], expected: dict[str, Tensor], shown: int = 3) -> list[str]:
+    """How checkpoint weights differ from the network's own (names, types, shapes), the first
+    `shown` of each kind: one line that says whether the file is of another architecture."""
+
+    def first(names: list[str], sep: str = ", ") -> str:
+        more = f" (+{len(names) - shown} more)" if len(names) > shown else ""
+        return sep.join(names[:shown]) + more
+
+    missing = sorted(k for k in expected if k not in weights)
+    unexpected = sorted(str(k) for k in weights if k not in expected)
+    common = [k for k in expected if k in weights]
+    untyped = [
+        f"{k} is a {type(weights[k]).__name__}, not a tensor"
+        for k in common
+        if not isinstance(weights[k], Tensor)
+    ]
+    shapes = [
+        f"shape {k} {tuple(weights[k].shape)}, expected {tuple(expected[k].shape)}"
+        for k in common
+        if isinstance(weights[k], Tensor) and weights[k].shape != expected[k].shape
+    ]
+    problems = [f"missing {first(missing)}"] if missing else []
+    problems += [f"unexpected {first(unexpected)}"] if unexpected else []
+    return problems + [first(found, "; ") for found in (untyped, shapes) if found]
+
+
 class GnnPolicy:
     may_germinate = True
     name = "gnn"
@@ -136,6 +162,12 @@ class GnnPolicy:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = PolicyNet(hidden, layers, fixed)
+        if checkpoint is not None and not isinstance(checkpoint, str):
+            # Hydra parses `policy.checkpoint=123` as an int: say what it takes, not what failed
+            raise ValueError(
+                f"policy.checkpoint={checkpoint!r}: expected a path to a .pt file, "
+                f"{', '.join(SHIPPED)}, or null (initial weights)"
+            )
         if checkpoint in SHIPPED:
             checkpoint = str(SHIPPED[checkpoint])
         self.checkpoint = checkpoint
@@ -178,9 +210,33 @@ class GnnPolicy:
                 f"{key}: trained to decide under lifecycle {trained_for!r}, not "
                 f"policy.lifecycle={self.requested!r} (set null to use the checkpoint's)"
             )
+        trained = state.get("trained")
+        if trained is not None and not isinstance(trained, dict):
+            raise ValueError(
+                f"{key}: not a GNN policy checkpoint ('trained' is a {type(trained).__name__}, "
+                "not a mapping)"
+            )
+        weights = state.get("weights")
+        if not isinstance(weights, dict):
+            raise ValueError(
+                f"{key}: not a GNN policy checkpoint (no 'weights', the mapping of tensor names "
+                "to tensors)"
+            )
+        problems = misfits(weights, self.net.state_dict())
+        if problems:
+            # a header can claim this architecture over weights of another: name what differs
+            raise ValueError(
+                f"{key}: its weights do not fit this policy (hidden={self.net.hidden}, "
+                f"layers={self.net.layers}): {'; '.join(problems)}; set policy.hidden / "
+                "policy.layers to the checkpoint's, or pass one of this shape"
+            )
+        for name, tensor in weights.items():
+            # NaN or inf weights would only fail at the first decision, mid-training
+            if not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"{key}: its weights are not finite ({name} holds NaN or inf)")
         self.lifecycle = trained_for
-        self.net.load_state_dict(state["weights"])
-        return dict(state.get("trained") or {})
+        self.net.load_state_dict(weights)
+        return dict(trained or {})
 
     def save_weights(self, path: Path, trained: dict[str, Any]) -> None:
         save_torch(
