@@ -54,7 +54,7 @@ def train_policy(cfg: DictConfig) -> float:
 
     from esper.config import ConfigError, explain
     from esper.simic.settings import SimicConfig
-    from esper.simic.train import train
+    from esper.simic.train import Stopped, train
 
     try:
         container = OmegaConf.to_container(
@@ -76,6 +76,9 @@ def train_policy(cfg: DictConfig) -> float:
         return train(settings, Path(cfg.run_dir), container, logger)  # type: ignore[arg-type]
     except ConfigError as exc:  # a suite, teacher or resume that cannot run: before any episode
         refuse(exc, 2)
+    except Stopped as exc:  # SIGINT or SIGTERM: where it stopped and how to resume, in one line
+        print(f"esper: {exc}", file=sys.stderr)
+        raise SystemExit(128 + exc.signum) from None
 
 
 def refuse(exc: Exception, code: int) -> NoReturn:

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from esper import blueprints
 from esper.config import BlueprintsConfig, ConfigError
@@ -167,9 +167,11 @@ def check_custom_contracts(settings: BlueprintsConfig, model: MorphogeneticModel
 
 RUN_FILES = ("summary.json", "events.jsonl", "checkpoints")
 """What a run leaves in its directory (Hydra's .hydra/ and log are written before build())."""
+SIMIC_FILES = ("simic.pt", "policy.pt", "policies")
+"""What a policy training (`--config-name train_policy`) leaves in its directory."""
 
 
-def held_run(run_dir: Path) -> list[str]:
+def held_run(run_dir: Path, files: tuple[str, ...] = RUN_FILES) -> list[str]:
     """The files of an earlier run in `run_dir` (none: a fresh directory). Empty ones do not
     count: a mount point made for checkpoints/, an events.jsonl left by a build that failed."""
 
@@ -178,45 +180,65 @@ def held_run(run_dir: Path) -> list[str]:
             return any(path.iterdir())
         return path.is_file() and path.stat().st_size > 0
 
-    return [name for name in RUN_FILES if holds(run_dir / name)]
+    return [name for name in files if holds(run_dir / name)]
 
 
 def resumed_dir(resume: str) -> Path:
-    """The run directory of `trainer.resume` (a run directory or its checkpoint file)."""
+    """The run directory of a resume (a run directory, a run's checkpoints/ file, or a policy
+    training's simic.pt)."""
     path = Path(resume).expanduser()
-    if path.is_file() and path.parent.name == "checkpoints":
-        return path.parent.parent
+    if path.is_file():
+        return path.parent.parent if path.parent.name == "checkpoints" else path.parent
     return path
 
 
-def check_run_dir(run_dir: Path, resume: str | None, overwrite: bool) -> bool:
+def check_run_dir(
+    run_dir: Path,
+    resume: str | None,
+    overwrite: bool,
+    section: str = "trainer",
+    files: tuple[str, ...] = RUN_FILES,
+) -> bool:
     """Refuse to start a run in a directory that holds another run: its checkpoint and summary
-    would be overwritten and its events.jsonl would mix two runs. Resuming into the directory
-    of the checkpoint goes on with that run, and is allowed. Returns whether the earlier run's
-    files must be removed first (`trainer.overwrite=true`)."""
-    found = held_run(run_dir)
+    would be overwritten and its events.jsonl would mix two runs (a policy training's
+    `section` is `simic`, its `files` SIMIC_FILES: its simic.pt and policies). Resuming into
+    the directory of the checkpoint goes on with that run, and is allowed. Returns whether the
+    earlier run's files must be removed first (`<section>.overwrite=true`)."""
+    found = held_run(run_dir, files)
     if not found:
         return False
     if resume is not None and resumed_dir(resume).resolve() == run_dir.resolve():
         return False
     if overwrite:
         return True
-    return_hint = f"trainer.resume={str(run_dir)!r} to continue it"
     raise ConfigError(
         f"run_dir={str(run_dir)!r} holds a run already ({', '.join(found)}); choose another "
-        f"directory (hydra.run.dir=...), pass {return_hint}, or trainer.overwrite=true to "
-        f"replace it"
+        f"directory (hydra.run.dir=...), pass {section}.resume={str(run_dir)!r} to continue "
+        f"it, or {section}.overwrite=true to replace it"
     )
 
 
-def clear_run(run_dir: Path) -> None:
-    """Remove an earlier run's files (`trainer.overwrite=true`), W&B's with them."""
-    for name in (*RUN_FILES, "wandb"):
+def clear_run(run_dir: Path, files: tuple[str, ...] = RUN_FILES) -> None:
+    """Remove an earlier run's files (`overwrite=true`), W&B's with them."""
+    for name in (*files, "wandb"):
         path = run_dir / name
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+
+def check_simic_resume(config: DictConfig) -> None:
+    """A policy training's resume, checked before Hydra records the new command in `.hydra/`:
+    a refused resume into its own directory must leave the run's recorded config as it was."""
+    from esper.simic.settings import SimicConfig
+    from esper.simic.train import resume_state
+
+    try:
+        settings = SimicConfig.model_validate(OmegaConf.to_container(config.simic, resolve=True))
+    except Exception:  # noqa: BLE001 - run.py says what is wrong with the settings
+        return
+    resume_state(settings)
 
 
 class RunDirGuard(Callback):
@@ -227,14 +249,18 @@ class RunDirGuard(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if os.environ.get("RANK", "0") != "0":
             return  # torchrun's other ranks share rank 0's directory and write nothing there
+        section, files = ("simic", SIMIC_FILES) if "simic" in config else ("trainer", RUN_FILES)
         try:
             run_dir = Path(str(config.hydra.run.dir))
-            trainer = config.get("trainer") or {}
-            resume, overwrite = trainer.get("resume"), trainer.get("overwrite")
+            settings = config.get(section) or {}
+            resume, overwrite = settings.get("resume"), settings.get("overwrite")
         except Exception:  # noqa: BLE001 - a config that does not resolve: build() says why
             return
+        resume = None if resume is None else str(resume)
         try:
-            check_run_dir(run_dir, None if resume is None else str(resume), overwrite is True)
+            check_run_dir(run_dir, resume, overwrite is True, section, files)
+            if section == "simic" and resume is not None:
+                check_simic_resume(config)
         except ConfigError as exc:
             print(f"esper: {exc}", file=sys.stderr)
             raise SystemExit(2) from None

@@ -101,6 +101,11 @@ class ImitateConfig(Section):
         return self
 
 
+RESUME_MAY_CHANGE = ("updates", "resume", "output", "overwrite", "workers", "checkpoint_every")
+"""The settings a resume may change (`SimicConfig.resumable`): how far, from where, to where,
+and how the work is spread and saved."""
+
+
 class SimicConfig(Section):
     tasks: list[TaskConfig] = Field(min_length=1)
     train_seeds: list[int] = Field(min_length=1)
@@ -123,6 +128,9 @@ class SimicConfig(Section):
     """A training run directory (or its checkpoint file) to continue."""
     output: str | None = None
     """Where the final policy weights are also written (the shipped checkpoint's path)."""
+    overwrite: bool = False
+    """Replace an earlier training in the run directory (its simic.pt, policies and W&B
+    files); without it such a directory is refused, as a run's is (`trainer.overwrite`)."""
     hidden: int = Field(default=32, ge=1)
     layers: int = Field(default=2, ge=1)
     lifecycle: Lifecycle = "learned"
@@ -140,7 +148,7 @@ class SimicConfig(Section):
         resumes from and writes to): experiments/ name a trained policy by it. No `overrides`
         and no imitation hash as before those keys existed, so the hashes experiments/ cites
         still hold."""
-        exclude = {"resume", "output"} | (set() if self.overrides else {"overrides"})
+        exclude = {"resume", "output", "overwrite"} | (set() if self.overrides else {"overrides"})
         exclude |= set() if self.imitate.episodes else {"imitate"}
         data = self.model_dump(mode="json", exclude=exclude)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
@@ -151,7 +159,8 @@ class SimicConfig(Section):
         far it goes), `resume` and `output` may change."""
         now = flatten(self.resumable(), ".")
         before = {"overrides": [], "imitate": ImitateConfig().model_dump(mode="json")}
-        then = flatten({**before, **trained}, ".")  # runs from before the keys existed
+        kept = {k: v for k, v in trained.items() if k not in RESUME_MAY_CHANGE}
+        then = flatten({**before, **kept}, ".")  # runs from before the keys existed
         return [
             f"simic.{key}: {then.get(key)!r} -> {now.get(key)!r}"
             for key in sorted(now.keys() | then.keys())
@@ -159,8 +168,11 @@ class SimicConfig(Section):
         ]
 
     def resumable(self) -> dict[str, object]:
-        """Every setting a resume must keep (all but `updates`, `resume` and `output`)."""
-        return self.model_dump(mode="json", exclude={"resume", "output", "updates"})
+        """Every setting a resume must keep: all but `updates`, `resume`, `output`, `overwrite`,
+        and how the work is spread and saved (`workers`, `checkpoint_every`), which change no
+        number of the training (each episode's result is received in the order it was drawn);
+        `worker_threads` stays: torch's threads change the order of float sums."""
+        return self.model_dump(mode="json", exclude=set(RESUME_MAY_CHANGE))
 
     @model_validator(mode="after")
     def whole_groups(self) -> SimicConfig:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
+import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -20,9 +22,11 @@ from tqdm import tqdm
 
 from esper.atomic import save_torch
 from esper.config import ConfigError
+from esper.events.wandb_file import RunFileError, read_run
 from esper.kernels.worker import worker_pool
 from esper.policy.gnn import GnnPolicy, Step
 from esper.policy.masks import OPERATIONS
+from esper.preflight import SIMIC_FILES, check_run_dir, clear_run, resumed_dir
 from esper.simic import ppo
 from esper.simic.episode import (
     EpisodeResult,
@@ -92,6 +96,19 @@ def _advantages(
     return steps, advantages, returns
 
 
+STATE_KEYS = (
+    "update",
+    "settings",
+    "weights",
+    "optimizer",
+    "generator",
+    "rng",
+    "baselines",
+    "history",
+)
+"""What simic.pt holds beside its header (`save` in train())."""
+
+
 def _load(resume: str) -> dict[str, Any]:
     path = Path(resume)
     path = path if path.is_file() or path.suffix == ".pt" else path / "simic.pt"
@@ -104,10 +121,75 @@ def _load(resume: str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - one line for any unreadable file
-        raise ConfigError(f"simic.resume={resume!r}: not a Simic checkpoint ({exc})") from None
+        why = str(exc).strip().splitlines()[0] if isinstance(exc, OSError) else type(exc).__name__
+        raise ConfigError(f"simic.resume={resume!r}: not a Simic checkpoint ({why})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ConfigError(f"simic.resume={resume!r}: not a Simic checkpoint (no {FORMAT} header)")
+    missing = [key for key in STATE_KEYS if key not in state]
+    if missing:
+        raise ConfigError(
+            f"simic.resume={resume!r}: a damaged Simic checkpoint (no {', '.join(missing)})"
+        )
     return state
+
+
+def resume_state(settings: SimicConfig) -> dict[str, Any]:
+    """The checkpoint `simic.resume` names, once it is known to continue this training: the same
+    settings but `updates`, which may only grow (a resume to fewer updates than were done would
+    do nothing and label update N's weights as an earlier one's)."""
+    assert settings.resume is not None
+    state = _load(settings.resume)
+    changed = settings.changed_since(state["settings"])
+    if changed:
+        raise ConfigError(
+            f"simic.resume={settings.resume!r} continues a training with other settings "
+            f"({'; '.join(changed)}); only simic.updates, simic.workers and "
+            "simic.checkpoint_every may change on a resume"
+        )
+    if settings.updates < state["update"]:
+        raise ConfigError(
+            f"simic.updates={settings.updates}: the training resumed has done "
+            f"{state['update']} updates; allowed: {state['update']} or more"
+        )
+    return state
+
+
+def _logged_updates(resume: str) -> set[int]:
+    """The updates the resumed training had logged to W&B (in its run directory's wandb/),
+    those after its last checkpoint included: a resume runs them again but must not log them
+    a second time (the W&B curve had update 2 twice)."""
+    try:
+        rows = read_run(resumed_dir(resume) / "wandb").history
+    except (RunFileError, OSError):
+        return set()
+    return {int(row["update"]) for row in rows if isinstance(row.get("update"), int | float)}
+
+
+class SignalReceived(BaseException):
+    """SIGTERM during a policy training (a scheduler's preemption): unwinds as Ctrl-C does."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_signal(signum: int, frame: object) -> None:
+    raise SignalReceived(signum)
+
+
+class Stopped(Exception):
+    """A policy training interrupted by SIGINT or SIGTERM: where, and how to go on. The
+    training stops at once (an update's episodes are minutes that a resume runs again)."""
+
+    def __init__(self, signum: int, at: str, saved: int | None, run_dir: Path) -> None:
+        self.signum = signum
+        name = signal.Signals(signum).name
+        go_on = (
+            f"simic.resume={str(run_dir)!r} continues from update {saved}, its last checkpoint"
+            if saved is not None
+            else "no checkpoint was written yet: run it again to start over"
+        )
+        super().__init__(f"interrupted by {name} during {at}; {go_on}")
 
 
 def _imitation_specs(settings: SimicConfig) -> list[EpisodeSpec]:
@@ -228,6 +310,9 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
         check_suite(settings)
         if settings.imitate.episodes:
             check_teacher(settings)
+    state = resume_state(settings) if settings.resume else None
+    if check_run_dir(run_dir, settings.resume, settings.overwrite, "simic", SIMIC_FILES):
+        clear_run(run_dir, (*SIMIC_FILES, "weights"))
     run_dir.mkdir(parents=True, exist_ok=True)
     config_hash = settings.config_hash()
     log.info("simic: config hash %s, %s updates, into %s", config_hash, settings.updates, run_dir)
@@ -247,22 +332,23 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
     history: list[dict[str, float]] = []
     start, wandb_id = 0, None
     imitation: dict[str, float] = {}
-    if settings.resume:
-        state = _load(settings.resume)
-        changed = settings.changed_since(state["settings"]) if "settings" in state else []
-        if changed:
+    logged: set[int] = set()
+    if state is not None:
+        try:
+            net.load_state_dict(state["weights"])
+            optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["generator"])
+            version, internal, gauss = state["rng"]
+            rng.setstate((version, tuple(internal), gauss))
+            baselines, history = dict(state["baselines"]), list(state["history"])
+            imitation = dict(state.get("imitation") or {})
+            start, wandb_id = int(state["update"]), state.get("wandb_run_id")
+        except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(
-                f"simic.resume={settings.resume!r} continues a training with other settings "
-                f"({'; '.join(changed)}); only simic.updates may change on a resume"
-            )
-        net.load_state_dict(state["weights"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        version, internal, gauss = state["rng"]
-        rng.setstate((version, tuple(internal), gauss))
-        baselines, history = dict(state["baselines"]), list(state["history"])
-        imitation = dict(state.get("imitation") or {})
-        start, wandb_id = state["update"], state.get("wandb_run_id")
+                f"simic.resume={settings.resume!r}: a damaged Simic checkpoint ({why})"
+            ) from None
+        logged = _logged_updates(str(settings.resume))
     sink = logger(run_dir=str(run_dir), config=config, run_id=wandb_id) if logger else None
     ppo_settings = ppo.PPOSettings(
         clip=settings.ppo.clip,
@@ -275,10 +361,11 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
     weights = run_dir / "weights" / "current.pt"
     threads = settings.worker_threads
     last_reward = float("nan")
-    # spawned workers that end with this process, under any launcher (see kernels.worker)
+    where: dict[str, Any] = {"at": "the start", "saved": start if state is not None else None}
 
     def save(done: int) -> None:
         """simic.pt (to resume from), and the policy: the latest and one per checkpoint."""
+        where["saved"] = done
         save_torch(
             {
                 "format": FORMAT,
@@ -302,73 +389,89 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
                 path, {"updates": done, "config_hash": config_hash, "history": last}
             )
 
-    with worker_pool(settings.workers) as pool:
-        if settings.imitate.episodes and not settings.resume:
-            imitation = _imitate(settings, policy, pool, store, baselines, sink)
-            save(0)  # update_0.pt: the policy imitation alone gives
-        bar = tqdm(
-            range(start, settings.updates),
-            initial=start,
-            total=settings.updates,
-            desc="updates",
-            dynamic_ncols=True,
-        )
-        for update in bar:
-            started = time.perf_counter()
-            policy.save_weights(weights, {"update": update})
-            specs = _specs(settings, rng)
-            missing = {_baseline_key(s): s for s in specs if _baseline_key(s) not in baselines}
-            base_jobs: dict[str, Future[bytes]] = {
-                key: pool.submit(run_in_worker, spec, None, store, threads)
-                for key, spec in missing.items()
-            }
-            jobs = [
-                pool.submit(run_in_worker, spec, str(weights), store, threads) for spec in specs
-            ]
-            for key, job in base_jobs.items():
-                baselines[key] = receive(job.result()).val_accuracy
-            episodes = [receive(job.result()) for job in jobs]
-            terms = [
-                episode_reward(
-                    e.val_accuracy,
-                    baselines[_baseline_key(e.spec)],
-                    e.added_params,
-                    e.added_flops,
-                    settings.reward.per_1k_params,
-                    settings.reward.per_1k_flops,
+    main_thread = threading.current_thread() is threading.main_thread()
+    on_sigterm = signal.signal(signal.SIGTERM, _raise_signal) if main_thread else None
+    try:
+        with worker_pool(settings.workers) as pool:
+            if settings.imitate.episodes and not settings.resume:
+                where["at"] = "imitation"
+                imitation = _imitate(settings, policy, pool, store, baselines, sink)
+                save(0)  # update_0.pt: the policy imitation alone gives
+            bar = tqdm(
+                range(start, settings.updates),
+                initial=start,
+                total=settings.updates,
+                desc="updates",
+                dynamic_ncols=True,
+            )
+            for update in bar:
+                where["at"] = f"update {update}"
+                started = time.perf_counter()
+                policy.save_weights(weights, {"update": update})
+                specs = _specs(settings, rng)
+                missing = {_baseline_key(s): s for s in specs if _baseline_key(s) not in baselines}
+                base_jobs: dict[str, Future[bytes]] = {
+                    key: pool.submit(run_in_worker, spec, None, store, threads)
+                    for key, spec in missing.items()
+                }
+                jobs = [
+                    pool.submit(run_in_worker, spec, str(weights), store, threads) for spec in specs
+                ]
+                for key, job in base_jobs.items():
+                    baselines[key] = receive(job.result()).val_accuracy
+                episodes = [receive(job.result()) for job in jobs]
+                terms = [
+                    episode_reward(
+                        e.val_accuracy,
+                        baselines[_baseline_key(e.spec)],
+                        e.added_params,
+                        e.added_flops,
+                        settings.reward.per_1k_params,
+                        settings.reward.per_1k_flops,
+                    )
+                    for e in episodes
+                ]
+                rewards = [t.total for t in terms]
+                steps, advantages, returns = _advantages(settings, episodes, rewards)
+                actions = dict.fromkeys(OPERATIONS, 0)
+                for episode in episodes:
+                    for name, count in episode.actions.items():
+                        actions[name] += count
+                stats = ppo.update(
+                    net, optimizer, steps, advantages, returns, ppo_settings, generator
                 )
-                for e in episodes
-            ]
-            rewards = [t.total for t in terms]
-            steps, advantages, returns = _advantages(settings, episodes, rewards)
-            actions = dict.fromkeys(OPERATIONS, 0)
-            for episode in episodes:
-                for name, count in episode.actions.items():
-                    actions[name] += count
-            stats = ppo.update(net, optimizer, steps, advantages, returns, ppo_settings, generator)
-            last_reward = sum(rewards) / len(rewards)
-            row = {
-                "update": float(update),
-                "episode/return": last_reward,
-                "episode/val_gain": sum(t.gain for t in terms) / len(terms),
-                "episode/added_params": sum(e.added_params for e in episodes) / len(episodes),
-                "loss/policy": stats.policy_loss,
-                "loss/value": stats.value_loss,
-                "loss/entropy": stats.entropy,
-                "loss/approx_kl": stats.approx_kl,
-                "loss/clip_fraction": stats.clip_fraction,
-                "loss/explained_variance": stats.explained_variance,
-                **{f"decisions/{k}": v / max(1, len(steps)) for k, v in actions.items()},
-                "update_s": time.perf_counter() - started,
-            }
-            history.append(row)
-            if sink is not None:
-                sink.run.log(row)
-            bar.set_postfix(ret=f"{last_reward:+.3f}", ev=f"{stats.explained_variance:.2f}")
-            done = update + 1
-            if done % settings.checkpoint_every == 0 or done == settings.updates:
-                save(done)
-        bar.close()
+                last_reward = sum(rewards) / len(rewards)
+                row = {
+                    "update": float(update),
+                    "episode/return": last_reward,
+                    "episode/val_gain": sum(t.gain for t in terms) / len(terms),
+                    "episode/added_params": sum(e.added_params for e in episodes) / len(episodes),
+                    "loss/policy": stats.policy_loss,
+                    "loss/value": stats.value_loss,
+                    "loss/entropy": stats.entropy,
+                    "loss/approx_kl": stats.approx_kl,
+                    "loss/clip_fraction": stats.clip_fraction,
+                    "loss/explained_variance": stats.explained_variance,
+                    **{f"decisions/{k}": v / max(1, len(steps)) for k, v in actions.items()},
+                    "update_s": time.perf_counter() - started,
+                }
+                history.append(row)
+                if sink is not None and update not in logged:
+                    sink.run.log(row)
+                bar.set_postfix(ret=f"{last_reward:+.3f}", ev=f"{stats.explained_variance:.2f}")
+                done = update + 1
+                where["at"] = f"update {done}"  # the next one, from here on
+                if done % settings.checkpoint_every == 0 or done == settings.updates:
+                    save(done)
+            bar.close()
+    except (KeyboardInterrupt, SignalReceived) as exc:
+        signum = exc.signum if isinstance(exc, SignalReceived) else signal.SIGINT
+        if sink is not None:
+            sink.run.finish(exit_code=1)  # what was logged stays readable; a resume continues it
+        raise Stopped(signum, where["at"], where["saved"], run_dir) from None
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, on_sigterm)
     if settings.output:
         policy.save_weights(
             Path(settings.output),

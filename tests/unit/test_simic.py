@@ -197,8 +197,15 @@ def test_the_config_hash_names_what_shapes_training() -> None:
 
 def test_a_resume_names_each_setting_that_changed_since_the_run_it_continues() -> None:
     trained = _settings(2).resumable()
-    further = _settings(2).model_copy(update={"updates": 99, "resume": "run", "output": "p.pt"})
+    further = _settings(2).model_copy(
+        update={"updates": 99, "resume": "run", "output": "p.pt", "workers": 7, "overwrite": True}
+    )
     assert further.changed_since(trained) == [], "going further is what a resume is for"
+    spread = _settings(2).model_copy(update={"checkpoint_every": 3})
+    saved_with_them = {**trained, "workers": 2, "checkpoint_every": 1}  # simic.pt before 2026-12
+    assert spread.changed_since(saved_with_them) == [], "how work is spread changes no number"
+    threads = _settings(2).model_copy(update={"worker_threads": 2})
+    assert threads.changed_since(trained) == ["simic.worker_threads: 1 -> 2"]
     cheaper = _settings(2).model_copy(update={"reward": RewardConfig(per_1k_params=0.02)})
     assert cheaper.changed_since(trained) == ["simic.reward.per_1k_params: 0.05 -> 0.02"]
 

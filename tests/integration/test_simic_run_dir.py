@@ -1,0 +1,155 @@
+"""A policy training's directory is its own, as a run's is: a new training there is refused
+(or replaces it with `simic.overwrite=true`), a resume that cannot continue it leaves it as it
+was, and SIGTERM stops it in one line that says how to resume, which then logs each update
+once. Each case failed before (an adversarial pass): the new training silently replaced the
+old simic.pt, a refused resume rewrote `.hydra/`, a resume to fewer updates did nothing and
+said nothing, a damaged simic.pt was a KeyError traceback, SIGTERM was a silent -15, and the
+W&B curve had the update after the last checkpoint twice."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from esper.events.wandb_file import read_run
+from tests.conftest import ROOT, own_env
+from tests.integration.test_simic_training import TINY, launch
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished two-update training (a checkpoint after each update)."""
+    run_dir = tmp_path_factory.mktemp("simic") / "done"
+    env = own_env(ESPER_KERNEL_STORE=str(run_dir.parent / "kernels"))
+    result = launch(run_dir, "simic.updates=2", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def copy_of(trained, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir)
+    return run_dir
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("esper:")]
+    return line
+
+
+def test_a_new_training_in_a_trained_directory_is_refused_or_replaces_it(trained, tmp_path) -> None:
+    run_dir = copy_of(trained, tmp_path)
+    env = own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels"))
+    before = (run_dir / "simic.pt").read_bytes(), (run_dir / ".hydra" / "config.yaml").read_text()
+    line = one_line(launch(run_dir, "simic.updates=1", env=env))
+    assert "holds a run already (simic.pt, policy.pt, policies)" in line
+    assert f"simic.resume='{run_dir}'" in line and "simic.overwrite=true" in line
+    after = (run_dir / "simic.pt").read_bytes(), (run_dir / ".hydra" / "config.yaml").read_text()
+    assert after == before, "the earlier training and its recorded config are kept"
+
+    result = launch(run_dir, "simic.updates=1", "simic.overwrite=true", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.name for p in (run_dir / "policies").iterdir()] == ["update_1.pt"]
+    assert torch.load(run_dir / "simic.pt", weights_only=True)["update"] == 1
+
+
+def damaged(run_dir) -> str:
+    state = torch.load(run_dir / "simic.pt", weights_only=True)
+    del state["optimizer"]
+    torch.save(state, run_dir / "simic.pt")
+    return "a damaged Simic checkpoint (no optimizer)"
+
+
+def not_a_checkpoint(run_dir) -> str:
+    (run_dir / "simic.pt").write_bytes(b"\x80\x04not a pickle at all" * 10)
+    return "not a Simic checkpoint (UnpicklingError)"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "spoil", "said"),
+    [
+        (
+            ("simic.updates=3", "simic.ppo.lr=0.01"),
+            None,
+            "(simic.ppo.lr: 0.001 -> 0.01); only simic.updates, simic.workers and",
+        ),
+        (("simic.updates=1",), None, "simic.updates=1: the training resumed has done 2 updates"),
+        (("simic.updates=3",), damaged, None),
+        (("simic.updates=3",), not_a_checkpoint, None),
+    ],
+    ids=["changed-setting", "fewer-updates", "missing-key", "not-a-pickle"],
+)
+def test_a_resume_that_cannot_continue_leaves_the_training_as_it_was(
+    trained, tmp_path, overrides, spoil, said
+) -> None:
+    run_dir = copy_of(trained, tmp_path)
+    if spoil is not None:
+        said = spoil(run_dir)
+    before = (run_dir / "simic.pt").read_bytes(), (run_dir / ".hydra" / "config.yaml").read_text()
+    env = own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels"))
+    line = one_line(launch(run_dir, *overrides, f"simic.resume={run_dir}", env=env))
+    assert said in line and f"simic.resume='{run_dir}'" in line or said in line, line
+    after = (run_dir / "simic.pt").read_bytes(), (run_dir / ".hydra" / "config.yaml").read_text()
+    assert after == before, "simic.pt and the recorded config are as they were"
+
+
+@pytest.mark.slow
+def test_sigterm_says_how_to_resume_and_the_resume_logs_each_update_once(tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    env = own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels"))
+    common = (
+        *TINY,
+        "logger=wandb",
+        "simic.updates=4",
+        "simic.checkpoint_every=2",
+        "simic.episode_epochs=40",  # updates of a few seconds: the signal lands inside one
+    )
+    command = [sys.executable, str(ROOT / "run.py"), "--config-name", "train_policy", *common]
+    process = subprocess.Popen(
+        [*command, f"hydra.run.dir={run_dir}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    seen = ""
+    try:
+        while "| 3/4" not in seen:  # update 2 logged, after the checkpoint of update 2
+            chunk = process.stderr.read(1)
+            assert chunk, seen[-3000:]
+            seen += chunk
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = seen + rest
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert (
+        f"esper: interrupted by SIGTERM during update 3; simic.resume='{run_dir}' continues "
+        "from update 2, its last checkpoint"
+    ) in stderr, stderr[-600:]
+    logged = [row["update"] for row in read_run(run_dir / "wandb").history]
+    assert logged == [0, 1, 2], "update 2 was logged before the signal, after the checkpoint"
+
+    resumed = subprocess.run(
+        [*command, f"hydra.run.dir={run_dir}", f"simic.resume={run_dir}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    history = torch.load(run_dir / "simic.pt", weights_only=True)["history"]
+    assert [row["update"] for row in history] == [0, 1, 2, 3]
+    logged = [row["update"] for row in read_run(run_dir / "wandb").history]
+    assert logged == [0, 1, 2, 3], "each update once on the W&B curve"
