@@ -19,6 +19,10 @@ from pydantic import (
 
 from esper import blueprints
 
+MAX_LR = 1e30
+"""The largest finite learning rate taken: Adam's step divides lr by 1 - beta1 (0.1 at the
+first step) and torch converts it to float32 (at most 3.4e38), which 1e38 overflowed."""
+
 
 class ConfigError(ValueError):
     pass
@@ -71,6 +75,11 @@ class TrainerConfig(Section):
         lr = optimizer.get("lr", 0.0)
         if isinstance(lr, bool) or not isinstance(lr, int | float) or math.isnan(lr) or lr < 0:
             raise ValueError(f"trainer.optimizer.lr={lr!r}: must be a number >= 0")
+        if MAX_LR < lr < math.inf:
+            raise ValueError(
+                f"trainer.optimizer.lr={lr!r}: must be at most {MAX_LR:g} (a larger one "
+                "overflows float32 inside the optimizer's step, a traceback mid-training)"
+            )
         return optimizer
 
     @field_validator("device")
@@ -109,6 +118,15 @@ class SeedsConfig(Section):
     switched off. `shadow`: minus a copy of the model trained on without the seed since it
     started blending (esper.training.shadow); a culled seed's model is restored from that
     copy. Single-process runs only."""
+
+    @field_validator("lr")
+    @classmethod
+    def representable_lr(cls, lr: float | None) -> float | None:
+        if lr is not None and MAX_LR < lr < math.inf:
+            raise ValueError(
+                f"seeds.lr={lr!r}: must be at most {MAX_LR:g} (a larger one overflows float32)"
+            )
+        return lr
 
 
 class BlueprintsConfig(Section):

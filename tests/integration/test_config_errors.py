@@ -56,6 +56,9 @@ CASES = [
     (["trainer.optimizer.lr=-0.01"], r"trainer\.optimizer\.lr=-0\.01: must be a number >= 0"),
     (["trainer.optimizer.lr=nan"], r"trainer\.optimizer\.lr=nan: must be a number >= 0"),
     (["trainer.optimizer.lr=abc"], r"trainer\.optimizer\.lr='abc': must be a number >= 0"),
+    # a traceback mid-training before (Adam's step overflowed float32)
+    (["trainer.optimizer.lr=1e38"], r"trainer\.optimizer\.lr=1e\+38: must be at most 1e\+30"),
+    (["seeds.lr=1e38"], r"seeds\.lr=1e\+38: must be at most 1e\+30"),
     (
         ["+trainer.optimizer.betas=[2.0,0.9]"],
         r"trainer\.optimizer: Invalid beta parameter at index 0: 2\.0",
