@@ -169,9 +169,12 @@ RUN_FILES = ("summary.json", "events.jsonl", "checkpoints")
 """What a run leaves in its directory (Hydra's .hydra/ and log are written before build())."""
 SIMIC_FILES = ("simic.pt", "policy.pt", "policies")
 """What a policy training (`--config-name train_policy`) leaves in its directory."""
+HELD = (*RUN_FILES, *SIMIC_FILES)
+"""Either kind's files: a run and a policy training refuse each other's directory too (the
+second would mix its files with the first's and replace its recorded config)."""
 
 
-def held_run(run_dir: Path, files: tuple[str, ...] = RUN_FILES) -> list[str]:
+def held_run(run_dir: Path, files: tuple[str, ...] = HELD) -> list[str]:
     """The files of an earlier run in `run_dir` (none: a fresh directory). Empty ones do not
     count: a mount point made for checkpoints/, an events.jsonl left by a build that failed."""
 
@@ -197,17 +200,21 @@ def check_run_dir(
     resume: str | None,
     overwrite: bool,
     section: str = "trainer",
-    files: tuple[str, ...] = RUN_FILES,
 ) -> bool:
-    """Refuse to start a run in a directory that holds another run: its checkpoint and summary
-    would be overwritten and its events.jsonl would mix two runs (a policy training's
-    `section` is `simic`, its `files` SIMIC_FILES: its simic.pt and policies). Resuming into
-    the directory of the checkpoint goes on with that run, and is allowed. Returns whether the
-    earlier run's files must be removed first (`<section>.overwrite=true`)."""
-    found = held_run(run_dir, files)
+    """Refuse to start a run in a directory that holds another run or policy training: its
+    checkpoint and summary would be overwritten and its events.jsonl would mix two runs (a
+    policy training's `section` is `simic`). Resuming into the directory of the checkpoint goes
+    on with that run, and is allowed. Returns whether the earlier run's files must be removed
+    first (`<section>.overwrite=true`)."""
+    found = held_run(run_dir)
     if not found:
         return False
     if resume is not None and resumed_dir(resume).resolve() == run_dir.resolve():
+        if overwrite:
+            raise ConfigError(
+                f"{section}.overwrite=true with {section}.resume={resume!r} would remove the "
+                "checkpoint the resume continues; pass one of them"
+            )
         return False
     if overwrite:
         return True
@@ -218,9 +225,9 @@ def check_run_dir(
     )
 
 
-def clear_run(run_dir: Path, files: tuple[str, ...] = RUN_FILES) -> None:
-    """Remove an earlier run's files (`overwrite=true`), W&B's with them."""
-    for name in (*files, "wandb"):
+def clear_run(run_dir: Path) -> None:
+    """Remove an earlier run's or training's files (`overwrite=true`), W&B's with them."""
+    for name in (*HELD, "weights", "wandb"):
         path = run_dir / name
         if path.is_dir():
             shutil.rmtree(path)
@@ -249,7 +256,7 @@ class RunDirGuard(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if os.environ.get("RANK", "0") != "0":
             return  # torchrun's other ranks share rank 0's directory and write nothing there
-        section, files = ("simic", SIMIC_FILES) if "simic" in config else ("trainer", RUN_FILES)
+        section = "simic" if "simic" in config else "trainer"
         try:
             run_dir = Path(str(config.hydra.run.dir))
             settings = config.get(section) or {}
@@ -258,7 +265,7 @@ class RunDirGuard(Callback):
             return
         resume = None if resume is None else str(resume)
         try:
-            check_run_dir(run_dir, resume, overwrite is True, section, files)
+            check_run_dir(run_dir, resume, overwrite is True, section)
             if section == "simic" and resume is not None:
                 check_simic_resume(config)
         except ConfigError as exc:

@@ -43,11 +43,12 @@ SEEDS_READ = 5
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
-def candidate_name(run: dict) -> str:
-    """`random`, or the policy (a GNN by its checkpoint's file name) with the `policy.*`
-    overrides its run was given whose values differ from the config's defaults (hydra's
-    overrides.yaml against conf/policy/<choice>.yaml): one sweep can score inference settings
-    or hand-set baselines beside the checkpoints."""
+def candidate_name(run: dict, by_path: bool = False) -> str:
+    """`random`, or the policy (a GNN by its checkpoint's file name, or by its path where two
+    checkpoints of the sweep share a file name: `by_path`) with the `policy.*` overrides its
+    run was given whose values differ from the config's defaults (hydra's overrides.yaml
+    against conf/policy/<choice>.yaml): one sweep can score inference settings or hand-set
+    baselines beside the checkpoints."""
     choice, policy = run["choices"]["policy"], run["config"]["policy"]
     if choice == "random":
         return "random"
@@ -64,7 +65,10 @@ def candidate_name(run: dict) -> str:
             and defaults.get(name) != policy[name]
         ):
             knobs.append(f"{name}={value}")
-    head = Path(str(policy["checkpoint"])).name if "checkpoint" in policy else choice
+    if "checkpoint" in policy:
+        head = str(policy["checkpoint"]) if by_path else Path(str(policy["checkpoint"])).name
+    else:
+        head = choice
     return " ".join([head, *knobs])
 
 
@@ -99,11 +103,20 @@ def chance_range(columns: list[tuple[np.ndarray, ...]], rng: np.random.Generator
 
 def main(sweep: Path) -> None:
     cells: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
+    runs = []
     for run in load_runs([sweep]):
+        if not run["config"]:  # load_runs said why; its task and candidate cannot be told
+            print(f"select_checkpoint: {run['run_dir']}: left out", file=sys.stderr)
+            continue
+        runs.append(run)
+    paths = {str(r["config"]["policy"].get("checkpoint")) for r in runs}
+    names = [Path(path).name for path in paths]
+    by_path = len(set(names)) < len(names)  # policy.pt of two trainings: say which
+    for run in runs:
         model = run["config"]["model"]
         shape = model.get("hidden") or model.get("channels")
         task = f"{run['choices']['dataset']}/{run['choices']['model']}{shape}"
-        who = candidate_name(run)
+        who = candidate_name(run, by_path)
         cells[(task, who)][int(run["config"]["seed"])] = run
     tasks = sorted({t for t, _ in cells})
     candidates = sorted({w for _, w in cells} - {"random"})

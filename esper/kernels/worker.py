@@ -111,7 +111,9 @@ def start_pool(workers: int) -> ProcessPoolExecutor:
 
 def _exit_cleanly(signum: int, frame: object) -> None:
     """SIGTERM in a worker (`stop_now`): unwind, so that what the task made (a run's own compile
-    workers, their queues' semaphores) is closed, where dying at once would leak it."""
+    workers, their queues' semaphores) is closed, where dying at once would leak it. Once:
+    a second one must not cut that unwinding short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)
 
 
@@ -131,22 +133,30 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     pool.shutdown(wait=True)
 
 
-def stop_now(pool: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
-    """Cancel what is queued and end the workers: SIGTERM (a run inside stops after its step),
-    then SIGKILL for any still there after `grace_s`."""
+def stop_now(pool: ProcessPoolExecutor, idle_s: float = 1.0, grace_s: float = 5.0) -> None:
+    """Cancel what is queued and end the workers. With nothing left running, the executor tells
+    its idle workers to exit and they do so by themselves (`idle_s`); those still running a task
+    get SIGTERM (a run inside stops after its step), and SIGKILL if still there after
+    `grace_s`. A signal sent to a worker already exiting could cut its clean-up short."""
     # Python 3.14 has pool.terminate_workers(); before it the processes are only in _processes
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
+    _join_all(processes, idle_s)
     for process in processes:
         if process.is_alive():
             process.terminate()
-    deadline = time.monotonic() + grace_s
+    _join_all(processes, grace_s)
     for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
         if process.is_alive():
             process.kill()
             process.join()
     pool.shutdown(wait=True)  # the executor's own thread sees them gone and closes its queues
+
+
+def _join_all(processes: list[Any], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:

@@ -115,6 +115,18 @@ def _read_events(run: dict[str, Any], events: Path) -> None:
         _skip(Path(run["run_dir"]), f"events.jsonl unreadable ({exc.strerror}): the rest ignored")
 
 
+def _unhashed_seeds(run: dict[str, Any]) -> str:
+    """The seeds the config hash leaves out beside `seed` (`policy.seed`, `dataset.loader_seed`:
+    see esper.app.config_hash) and that still change a run: two runs differing there are two
+    measurements, not one run named twice. A run whose configuration was not read counts as
+    distinct from every other (nothing shows they are the same)."""
+    config = run.get("config") or {}
+    if not config:
+        return f"unknown:{run['run_dir']}"
+    policy, dataset = config.get("policy") or {}, config.get("dataset") or {}
+    return json.dumps([policy.get("seed"), dataset.get("loader_seed")])
+
+
 def _unique(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One run for each configuration and seed. Two are the same experiment (a sweep named
     beside a copy of it, a job run again after it failed); counting both would count their
@@ -122,9 +134,9 @@ def _unique(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     are deduplicated rather than refused, since naming a copy is harmless once it counts once:
     the first completed one is kept (a rerun of a failed job replaces it), else the first,
     and each left out is named beside the one kept."""
-    kept: dict[tuple[str, int], dict[str, Any]] = {}
+    kept: dict[tuple[str, int, str], dict[str, Any]] = {}
     for run in runs:
-        key = (run["config_hash"], run["seed"])
+        key = (run["config_hash"], run["seed"], _unhashed_seeds(run))
         first = kept.setdefault(key, run)
         if first is run:
             continue

@@ -13,6 +13,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,10 @@ from esper.config import ConfigError
 from esper.events.wandb_file import RunFileError, read_run
 from esper.kernels.worker import worker_pool
 from esper.policy.gnn import GnnPolicy, Step
+from esper.policy.gnn_net import PolicyNet
 from esper.policy.masks import OPERATIONS
-from esper.preflight import SIMIC_FILES, check_run_dir, clear_run, resumed_dir
+from esper.policy.scatter_choice import ScatterBackends
+from esper.preflight import check_run_dir, clear_run, resumed_dir
 from esper.simic import ppo
 from esper.simic.episode import (
     EpisodeResult,
@@ -107,10 +110,19 @@ STATE_KEYS = (
     "history",
 )
 """What simic.pt holds beside its header (`save` in train())."""
+STATE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "update": int,
+    "settings": dict,
+    "weights": dict,
+    "optimizer": dict,
+    "baselines": dict,
+    "history": list,
+    "rng": (list, tuple),
+}
 
 
 def _load(resume: str) -> dict[str, Any]:
-    path = Path(resume)
+    path = Path(resume).expanduser()
     path = path if path.is_file() or path.suffix == ".pt" else path / "simic.pt"
     if not path.exists() and (path.parent / "weights").is_dir():
         raise ConfigError(
@@ -119,7 +131,9 @@ def _load(resume: str) -> dict[str, Any]:
             "updates); nothing to continue: run it again without simic.resume"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns of a foreign pickle it then refuses
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - one line for any unreadable file
         why = str(exc).strip().splitlines()[0] if isinstance(exc, OSError) else type(exc).__name__
         raise ConfigError(f"simic.resume={resume!r}: not a Simic checkpoint ({why})") from None
@@ -130,6 +144,12 @@ def _load(resume: str) -> dict[str, Any]:
         raise ConfigError(
             f"simic.resume={resume!r}: a damaged Simic checkpoint (no {', '.join(missing)})"
         )
+    for key, kind in STATE_TYPES.items():
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            raise ConfigError(
+                f"simic.resume={resume!r}: a damaged Simic checkpoint ({key} is a "
+                f"{type(state[key]).__name__})"
+            )
     return state
 
 
@@ -143,15 +163,46 @@ def resume_state(settings: SimicConfig) -> dict[str, Any]:
     if changed:
         raise ConfigError(
             f"simic.resume={settings.resume!r} continues a training with other settings "
-            f"({'; '.join(changed)}); only simic.updates, simic.workers and "
-            "simic.checkpoint_every may change on a resume"
+            f"({'; '.join(changed)}); only simic.updates, simic.workers, "
+            "simic.checkpoint_every and simic.output may change on a resume"
         )
     if settings.updates < state["update"]:
         raise ConfigError(
             f"simic.updates={settings.updates}: the training resumed has done "
             f"{state['update']} updates; allowed: {state['update']} or more"
         )
+    backends = ScatterBackends().choose("torch", torch.device("cpu"), 1, settings.hidden)
+    net = PolicyNet(settings.hidden, settings.layers, backends)  # scratch parts, to try it on
+    restore(state, settings, net, torch.optim.Adam(net.parameters()), torch.Generator())
     return state
+
+
+def restore(
+    state: dict[str, Any],
+    settings: SimicConfig,
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> random.Random:
+    """Load the checkpoint into the training's parts; its sampling generator is returned. A
+    part that does not load is a damaged checkpoint, said in one line (resume_state tries it on
+    scratch parts first, before Hydra records the command)."""
+    try:
+        net.load_state_dict(state["weights"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        version, internal, gauss = state["rng"]
+        rng = random.Random()
+        rng.setstate((version, tuple(internal), gauss))
+        for key, value in state["baselines"].items():
+            if not isinstance(key, str) or not isinstance(value, float | int):
+                raise TypeError(f"baselines hold {key!r}: {value!r}")
+    except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"simic.resume={settings.resume!r}: a damaged Simic checkpoint ({why})"
+        ) from None
+    return rng
 
 
 def _logged_updates(resume: str) -> set[int]:
@@ -311,8 +362,8 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
         if settings.imitate.episodes:
             check_teacher(settings)
     state = resume_state(settings) if settings.resume else None
-    if check_run_dir(run_dir, settings.resume, settings.overwrite, "simic", SIMIC_FILES):
-        clear_run(run_dir, (*SIMIC_FILES, "weights"))
+    if check_run_dir(run_dir, settings.resume, settings.overwrite, "simic"):
+        clear_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_hash = settings.config_hash()
     log.info("simic: config hash %s, %s updates, into %s", config_hash, settings.updates, run_dir)
@@ -334,21 +385,12 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
     imitation: dict[str, float] = {}
     logged: set[int] = set()
     if state is not None:
-        try:
-            net.load_state_dict(state["weights"])
-            optimizer.load_state_dict(state["optimizer"])
-            generator.set_state(state["generator"])
-            version, internal, gauss = state["rng"]
-            rng.setstate((version, tuple(internal), gauss))
-            baselines, history = dict(state["baselines"]), list(state["history"])
-            imitation = dict(state.get("imitation") or {})
-            start, wandb_id = int(state["update"]), state.get("wandb_run_id")
-        except (RuntimeError, ValueError, TypeError, KeyError) as exc:
-            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(
-                f"simic.resume={settings.resume!r}: a damaged Simic checkpoint ({why})"
-            ) from None
+        rng = restore(state, settings, net, optimizer, generator)
+        baselines, history = dict(state["baselines"]), list(state["history"])
+        imitation = dict(state.get("imitation") or {})
+        start, wandb_id = state["update"], state.get("wandb_run_id")
         logged = _logged_updates(str(settings.resume))
+        log.info("simic: the policy, optimizer and generators continue %s", settings.resume)
     sink = logger(run_dir=str(run_dir), config=config, run_id=wandb_id) if logger else None
     ppo_settings = ppo.PPOSettings(
         clip=settings.ppo.clip,
@@ -361,11 +403,15 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
     weights = run_dir / "weights" / "current.pt"
     threads = settings.worker_threads
     last_reward = float("nan")
-    where: dict[str, Any] = {"at": "the start", "saved": start if state is not None else None}
+    where: dict[str, Any] = {  # what the stop line says: the last checkpoint is in "dir"
+        "at": "the start",
+        "saved": start if state is not None else None,
+        "dir": resumed_dir(settings.resume) if settings.resume else run_dir,
+    }
 
     def save(done: int) -> None:
         """simic.pt (to resume from), and the policy: the latest and one per checkpoint."""
-        where["saved"] = done
+        where["saved"], where["dir"] = done, run_dir
         save_torch(
             {
                 "format": FORMAT,
@@ -468,7 +514,7 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
         signum = exc.signum if isinstance(exc, SignalReceived) else signal.SIGINT
         if sink is not None:
             sink.run.finish(exit_code=1)  # what was logged stays readable; a resume continues it
-        raise Stopped(signum, where["at"], where["saved"], run_dir) from None
+        raise Stopped(signum, where["at"], where["saved"], where["dir"]) from None
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, on_sigterm)

@@ -196,3 +196,15 @@ def test_an_empty_directory_or_a_file_is_a_usage_error(tmp_path, capsys) -> None
     (tmp_path / "notes.txt").write_text("x")
     code, last = exit_code(capsys, str(tmp_path / "notes.txt"))
     assert code == 2 and f"{tmp_path / 'notes.txt'}: not a directory" in last
+
+
+def test_runs_differing_in_a_seed_the_hash_leaves_out_are_not_duplicates(tmp_path) -> None:
+    """Adversarial pass: `policy.seed=0,1,2` (or `dataset.loader_seed`) at `seed=0` share the
+    config hash and the seed, yet are three measurements; deduplication kept one of them."""
+    for policy_seed in (0, 1, 2):
+        write_run(tmp_path / f"p{policy_seed}", "random", [8, 8], 0, 0.6 + policy_seed / 100)
+        path = tmp_path / f"p{policy_seed}" / "random-8-None-0" / "events.jsonl"
+        event = json.loads(path.read_text())
+        event["config"]["policy"]["seed"] = policy_seed
+        path.write_text(json.dumps(event) + "\n")
+    assert len(load_runs([tmp_path])) == 3

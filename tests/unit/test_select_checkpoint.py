@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +66,40 @@ def test_a_candidate_is_named_by_its_checkpoint_and_its_non_default_settings(sel
     assert select.candidate_name(run) == "update_30.pt greedy=true"
     run["choices"]["policy"] = "random"
     assert select.candidate_name(run) == "random"
+
+
+def test_two_trainings_policy_pt_are_two_candidates(select, tmp_path, capsys):
+    """Adversarial pass: `policy.checkpoint=A/policy.pt,B/policy.pt` made one candidate
+    `policy.pt` (B's runs overwrote A's seed by seed); a run without its configuration was a
+    KeyError traceback."""
+    for name, checkpoint, acc in (("a", "A/policy.pt", 0.9), ("b", "B/policy.pt", 0.8)):
+        for seed in (50, 51):
+            write(tmp_path / f"{name}{seed}", "gnn", seed, acc, {"checkpoint": checkpoint})
+    for seed in (50, 51):
+        write(tmp_path / f"r{seed}", "random", seed, 0.7, {})
+    (tmp_path / "b51" / "events.jsonl").unlink()  # its configuration is lost
+    select.main(tmp_path)
+    out, err = capsys.readouterr()
+    assert "| A/policy.pt |" in out and "| B/policy.pt |" in out
+    assert "b51: left out" in err
+
+
+def write(run: Path, choice: str, seed: int, acc: float, policy: dict) -> None:
+    run.mkdir(parents=True)
+    config = {
+        "seed": seed,
+        "model": {"hidden": [8, 8]},
+        "policy": {"_target_": choice, **policy},
+    }
+    (run / "events.jsonl").write_text(json.dumps({"kind": "run_started", "config": config}) + "\n")
+    summary = {
+        "status": "completed",
+        "seed": seed,
+        "config_hash": f"{choice}-{policy.get('checkpoint')}",
+        "choices": {"policy": choice, "dataset": "spirals", "model": "mlp"},
+        "metrics": {"test_accuracy": acc, "val_accuracy": acc},
+        "params": {"total": 100, "seeds": 10},
+        "flops_per_sample": {"total": 10},
+        "train_flops": 1000,
+    }
+    (run / "summary.json").write_text(json.dumps(summary))
