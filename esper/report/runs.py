@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from esper.contracts import SeedState
 from esper.events.tables import timeline_rows
 
 
@@ -162,9 +163,23 @@ def _add(run: dict[str, Any], event: dict[str, Any]) -> None:
             raise TypeError("run_started: its config is no mapping")
         run["config"] = run["config"] or config
     elif kind == "epoch_ended":
-        run["history"].append({**event["metrics"], "epoch": event["epoch"], "step": event["step"]})
+        metrics, epoch, step = event["metrics"], event["epoch"], event["step"]
+        if not isinstance(metrics, dict) or not all(map(_is_number, metrics.values())):
+            raise TypeError("epoch_ended: its metrics are not all numbers")
+        if not (_is_integer(epoch) and _is_integer(step)):
+            raise TypeError("epoch_ended: its epoch or step is not an integer")
+        run["history"].append({**metrics, "epoch": epoch, "step": step})
     elif kind == "adaptation":
+        states = {state.value for state in SeedState}
+        if not _is_integer(event.get("epoch")) or not isinstance(event.get("slot"), str):
+            raise TypeError("adaptation: its epoch or slot is missing")
+        if event.get("from") not in states or event.get("to") not in states:
+            raise TypeError("adaptation: its from or to is not a seed state")
         run["adaptation_events"].append(event)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def val_by_epoch(run: dict[str, Any]) -> dict[int, float]:

@@ -208,3 +208,30 @@ def test_runs_differing_in_a_seed_the_hash_leaves_out_are_not_duplicates(tmp_pat
         event["config"]["policy"]["seed"] = policy_seed
         path.write_text(json.dumps(event) + "\n")
     assert len(load_runs([tmp_path])) == 3
+
+
+def test_events_the_figures_cannot_read_are_ignored_and_named(tmp_path, capsys) -> None:
+    """Adversarial pass: an adaptation without `to` raised KeyError in the HTML report's
+    figures, a non-numeric val accuracy a TypeError; both lines are now left out, named."""
+    sweep(tmp_path)
+    good = {"kind": "epoch_ended", "epoch": 0, "step": 5, "metrics": {"val/accuracy": 0.5}}
+    lines = [
+        good,
+        {"kind": "adaptation", "epoch": 0, "slot": "blocks.0", "from": "DORMANT", "to": "x"},
+        {"kind": "adaptation", "epoch": 0, "slot": "blocks.0", "from": "DORMANT"},
+        {"kind": "epoch_ended", "epoch": 1, "step": 9, "metrics": {"val/accuracy": "high"}},
+        {"kind": "epoch_ended", "epoch": "2", "step": 9, "metrics": {}},
+    ]
+    with (tmp_path / "gnn-8-None-1" / "events.jsonl").open("a") as handle:
+        handle.writelines(json.dumps(line) + "\n" for line in lines)
+    main([str(tmp_path), "--out", str(tmp_path / "html")])
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split("unreadable (")[1] for line in err if "unreadable" in line] == [
+        "adaptation: its from or to is not a seed state): ignored",
+        "adaptation: its from or to is not a seed state): ignored",
+        "epoch_ended: its metrics are not all numbers): ignored",
+        "epoch_ended: its epoch or step is not an integer): ignored",
+    ]
+    assert (tmp_path / "html" / "report.html").is_file()
+    (run,) = [r for r in load_runs([tmp_path]) if r["run_dir"].endswith("gnn-8-None-1")]
+    assert run["history"] == [{"val/accuracy": 0.5, "epoch": 0, "step": 5}]
