@@ -183,7 +183,7 @@ def test_sigterm_says_how_to_resume_and_the_resume_logs_each_update_once(tmp_pat
         "logger=wandb",
         "simic.updates=4",
         "simic.checkpoint_every=2",
-        "simic.episode_epochs=40",  # updates of a few seconds: the signal lands inside one
+        "simic.episode_epochs=25",  # updates of seconds: the signal lands inside one
     )
     command = [sys.executable, str(ROOT / "run.py"), "--config-name", "train_policy", *common]
     process = subprocess.Popen(
