@@ -174,7 +174,7 @@ HELD = (*RUN_FILES, *SIMIC_FILES)
 second would mix its files with the first's and replace its recorded config)."""
 
 
-def held_run(run_dir: Path, files: tuple[str, ...] = HELD) -> list[str]:
+def held_run(run_dir: Path) -> list[str]:
     """The files of an earlier run in `run_dir` (none: a fresh directory). Empty ones do not
     count: a mount point made for checkpoints/, an events.jsonl left by a build that failed."""
 
@@ -183,7 +183,7 @@ def held_run(run_dir: Path, files: tuple[str, ...] = HELD) -> list[str]:
             return any(path.iterdir())
         return path.is_file() and path.stat().st_size > 0
 
-    return [name for name in files if holds(run_dir / name)]
+    return [name for name in HELD if holds(run_dir / name)]
 
 
 def resumed_dir(resume: str) -> Path:
