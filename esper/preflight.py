@@ -186,6 +186,38 @@ def held_run(run_dir: Path) -> list[str]:
     return [name for name in HELD if holds(run_dir / name)]
 
 
+def held_runs(sweep_dir: Path) -> list[Path]:
+    """The directories under `sweep_dir` that hold a run or training, at any depth
+    (`hydra.sweep.subdir` may be any interpolation), sorted. A directory that holds one is not
+    searched further: its checkpoints/ and wandb/ hold no other jobs."""
+    found: list[Path] = []
+    for here, subdirs, _ in os.walk(sweep_dir):
+        if held_run(Path(here)):
+            found.append(Path(here))
+            subdirs.clear()
+        else:
+            subdirs.sort()
+    return found
+
+
+def check_sweep_dir(sweep_dir: Path, overwrite: bool, section: str = "trainer") -> None:
+    """Refuse a sweep into a directory that holds an earlier sweep's runs, before any job
+    starts: Hydra writes each job's `.hydra/` before any per-job check, so refusing job by job
+    would already have replaced the earlier jobs' recorded configs. `<section>.overwrite=true`
+    replaces them (each job clears its own directory). A sweep job is continued by a single
+    run with the job's overrides and `<section>.resume=JOB_DIR hydra.run.dir=JOB_DIR`."""
+    found = held_runs(sweep_dir)
+    if not found or overwrite:
+        return
+    names = [str(path.relative_to(sweep_dir)) for path in found]
+    shown = ", ".join(names[:5]) + (f", ... ({len(names) - 5} more)" if len(names) > 5 else "")
+    raise ConfigError(
+        f"hydra.sweep.dir={str(sweep_dir)!r} holds {len(found)} run{'s' * (len(found) != 1)} "
+        f"already ({shown}); choose another directory (hydra.sweep.dir=...), or pass "
+        f"{section}.overwrite=true to replace them"
+    )
+
+
 def resumed_dir(resume: str) -> Path:
     """The run directory of a resume (a run directory, a run's checkpoints/ file, or a policy
     training's simic.pt)."""
@@ -251,7 +283,21 @@ def check_simic_resume(config: DictConfig) -> None:
 class RunDirGuard(Callback):
     """conf/hydra/default.yaml's callback: `check_run_dir` on Hydra's run directory before
     Hydra writes `.hydra/` there, which would replace the earlier run's recorded config (build()
-    checks again, for runs started without Hydra)."""
+    checks again, for runs started without Hydra); `check_sweep_dir` on a sweep's directory
+    before any of its jobs starts."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        section = "simic" if "simic" in config else "trainer"
+        try:
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            overwrite = (config.get(section) or {}).get("overwrite")
+        except Exception:  # noqa: BLE001 - a config that does not resolve: build() says why
+            return
+        try:
+            check_sweep_dir(sweep_dir, overwrite is True, section)
+        except ConfigError as exc:
+            print(f"esper: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if os.environ.get("RANK", "0") != "0":

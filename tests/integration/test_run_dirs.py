@@ -14,6 +14,7 @@ import pytest
 
 from esper.app import build
 from esper.config import ConfigError
+from esper.preflight import held_runs
 from tests.conftest import ROOT, run_cli
 from tests.integration.test_config_tree import compose_job
 
@@ -140,3 +141,55 @@ def test_run_py_refuses_a_used_run_dir_before_hydra_writes_into_it(tmp_path) -> 
     assert re.fullmatch("esper: " + REFUSED.format("summary\\.json") + ".*", line)
     assert (run_dir / ".hydra" / "config.yaml").read_text() == "the earlier run's config"
     assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "summary.json"]
+
+
+@pytest.mark.slow
+def test_a_sweep_into_a_sweep_directory_holding_runs_is_refused_before_hydra_writes(
+    tmp_path,
+) -> None:
+    """Rerunning a sweep into its own directory was refused job by job, after Hydra had
+    rewritten each job's `.hydra/` (it saves a job's config before any per-job callback): the
+    earlier sweep's recorded configs were lost. Now the whole sweep is refused at once."""
+    sweep = tmp_path / "sweep"
+    for job in ("0", "1"):
+        earlier_run(sweep / job, "summary.json")
+        (sweep / job / ".hydra").mkdir()
+        (sweep / job / ".hydra" / "config.yaml").write_text(f"job {job}'s config")
+    (sweep / "multirun.yaml").write_text("the earlier sweep")
+    env = {"ESPER_KERNEL_STORE": str(tmp_path / "k")}
+    args = ("-m", "policy=none,random", "logger=none", f"hydra.sweep.dir={sweep}")
+    result = run_cli(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert re.fullmatch(
+        r"esper: hydra\.sweep\.dir='.*sweep' holds 2 runs already \(0, 1\); choose another "
+        r"directory \(hydra\.sweep\.dir=\.\.\.\), or pass trainer\.overwrite=true to replace them",
+        line,
+    )
+    assert [(sweep / j / ".hydra" / "config.yaml").read_text() for j in "01"] == [
+        "job 0's config",
+        "job 1's config",
+    ]
+    assert (sweep / "multirun.yaml").read_text() == "the earlier sweep"
+    assert sorted(p.name for p in (sweep / "0").iterdir()) == [".hydra", "summary.json"]
+
+    # trainer.overwrite=true replaces them: each job runs in its own directory again
+    fast = ("trainer.max_epochs=2", "trainer.progress=false", "trainer.overwrite=true")
+    result = run_cli(*args, *fast, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    policies = [
+        json.loads((sweep / j / "summary.json").read_text())["choices"]["policy"] for j in "01"
+    ]
+    assert policies == ["none", "random"]
+
+
+def test_runs_held_under_a_sweep_directory(tmp_path) -> None:
+    """Jobs may sit at any depth (`hydra.sweep.subdir` may be any interpolation); a job
+    directory's own contents (checkpoints/, wandb/) are not searched for more jobs."""
+    sweep = tmp_path / "sweep"
+    assert held_runs(sweep) == []
+    earlier_run(sweep / "a" / "policy=none", "events.jsonl")
+    earlier_run(sweep / "b", "checkpoints")
+    (sweep / "c" / ".hydra").mkdir(parents=True)  # what Hydra wrote before a refused job
+    earlier_run(sweep / "b" / "checkpoints" / "nested", "summary.json")
+    assert held_runs(sweep) == [sweep / "a" / "policy=none", sweep / "b"]
