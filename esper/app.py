@@ -24,6 +24,7 @@ from esper.config import (
     NEUTRAL_TRAINER_KEYS,
     ConfigError,
     RunConfig,
+    first_line,
     validate,
 )
 from esper.data import DataSplits
@@ -162,7 +163,7 @@ def _make_sinks(
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"logger: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - W&B failing to start never stops training
-            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            error = first_line(exc)
             log.error("logger: W&B failed to start (%s); training goes on without it", error)
             return sinks, {"mode": "failed", "run_dir": None, "error": error}
         sinks.append(sink)

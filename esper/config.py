@@ -25,7 +25,19 @@ first step) and torch converts it to float32 (at most 3.4e38), which 1e38 overfl
 
 
 class ConfigError(ValueError):
-    pass
+    """Bad input, said in one line that names the key and what is allowed."""
+
+
+def reason(exc: BaseException) -> str:
+    """An exception's message in one line (torch's run to many), or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def first_line(exc: BaseException) -> str:
+    """`Type: first line of the message`, for errors whose type says what went wrong."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 class Section(BaseModel):

@@ -23,17 +23,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from esper import blueprints
-from esper.config import BlueprintsConfig, ConfigError
+from esper.config import BlueprintsConfig, ConfigError, first_line, reason
 from esper.data import DataSplits
 from esper.kernels import KernelLibrary
 from esper.models.checks import input_mismatch
 from esper.seeds import MorphogeneticModel
-
-
-def first_line(exc: BaseException) -> str:
-    """`Type: first line of the message`: torch's errors run to many lines."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
 
 def check_optimizer(make_optimizer: Callable[..., Any], make_scheduler: Callable | None) -> None:
@@ -54,7 +48,7 @@ def check_optimizer(make_optimizer: Callable[..., Any], make_scheduler: Callable
 def _said(exc: BaseException) -> str:
     """The first line of a value error as it is; any other error with its type."""
     if isinstance(exc, ValueError | TypeError) and str(exc).strip():
-        return str(exc).strip().splitlines()[0]
+        return reason(exc)
     return first_line(exc)
 
 

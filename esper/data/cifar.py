@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from esper.config import first_line, reason
 from esper.data.datasets import DataSplits, TensorLoader
 
 FOLDER = "cifar-10-batches-py"
@@ -183,12 +184,10 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         return _checked(load_batch(raw))
     except Exception as exc:  # noqa: BLE001 - whatever an untrusted file does, one error
-        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if not isinstance(exc, _Refused):
-            reason = f"{type(exc).__name__}: {reason}"
+        why = reason(exc) if isinstance(exc, _Refused) else first_line(exc)
         if isinstance(exc, EOFError) or not raw:
-            reason = "empty or truncated"
-        raise CifarFormatError(f"{path} is not a valid CIFAR-10 batch ({reason})") from None
+            why = "empty or truncated"
+        raise CifarFormatError(f"{path} is not a valid CIFAR-10 batch ({why})") from None
 
 
 def cifar10(

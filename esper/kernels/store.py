@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from esper.config import first_line
 from esper.contracts import KernelMetadata
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -35,8 +36,7 @@ def parse_entry(text: Any, spec_key: str, kernel_id: str | None = None) -> Kerne
     try:
         metadata = KernelMetadata.model_validate_json(text)
     except (ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise MalformedEntry(f"not valid metadata: {type(exc).__name__} {first}") from None
+        raise MalformedEntry(f"not valid metadata: {first_line(exc)}") from None
     if not (DIGEST.fullmatch(metadata.kernel_id) and DIGEST.fullmatch(metadata.spec_key)):
         raise MalformedEntry("its ids are not SHA-256 digests")
     if metadata.spec_key != spec_key or metadata.spec.key() != spec_key:

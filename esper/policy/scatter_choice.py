@@ -20,6 +20,7 @@ from typing import Literal, get_args
 import torch
 from pydantic import BaseModel, ValidationError
 
+from esper.config import first_line, reason
 from esper.policy.scatter import (
     BACKENDS,
     CACHE_FILE,
@@ -220,11 +221,10 @@ class ScatterBackends:
         try:
             return _CacheFile.model_validate(json.loads(text))
         except (ValueError, ValidationError) as err:
-            reason = str(err).splitlines()[0]
             log.warning(
                 "scatter backend cache %s is corrupt (%s): ignored, it will be rewritten",
                 self.cache_path,
-                reason,
+                reason(err),
             )
             return None
 
@@ -266,7 +266,7 @@ def _probe(device: torch.device) -> str | None:
         for reduce in REDUCTIONS:
             scatter(src, index, 1, reduce, "torch_scatter")
     except Exception as err:
-        return f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        return first_line(err)[:200]
     return None
 
 

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from esper.atomic import save_torch
-from esper.config import ConfigError
+from esper.config import ConfigError, reason
 from esper.events.wandb_file import RunFileError, read_run
 from esper.kernels.worker import worker_pool
 from esper.policy.gnn import GnnPolicy, Step
@@ -135,7 +135,7 @@ def _load(resume: str) -> dict[str, Any]:
             warnings.simplefilter("ignore", UserWarning)
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - one line for any unreadable file
-        why = str(exc).strip().splitlines()[0] if isinstance(exc, OSError) else type(exc).__name__
+        why = reason(exc) if isinstance(exc, OSError) else type(exc).__name__
         raise ConfigError(f"simic.resume={resume!r}: not a Simic checkpoint ({why})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ConfigError(f"simic.resume={resume!r}: not a Simic checkpoint (no {FORMAT} header)")
@@ -198,9 +198,8 @@ def restore(
             if not isinstance(key, str) or not isinstance(value, float | int):
                 raise TypeError(f"baselines hold {key!r}: {value!r}")
     except (RuntimeError, ValueError, TypeError, KeyError) as exc:
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
-            f"simic.resume={settings.resume!r}: a damaged Simic checkpoint ({why})"
+            f"simic.resume={settings.resume!r}: a damaged Simic checkpoint ({reason(exc)})"
         ) from None
     return rng
 

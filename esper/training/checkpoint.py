@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from esper.atomic import save_torch
-from esper.config import RESULT_GROUPS, ConfigError
+from esper.config import RESULT_GROUPS, ConfigError, reason
 
 FORMAT = "esper-checkpoint/1"
 PARTS = (
@@ -72,9 +72,8 @@ def load(resume: str) -> tuple[Path, dict[str, Any]]:
             "than tensors and plain values; refused unread, since loading them could run code)"
         ) from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one line
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
-            f"trainer.resume={resume!r}: not a valid Esper checkpoint ({reason[:200]})"
+            f"trainer.resume={resume!r}: not a valid Esper checkpoint ({reason(exc)[:200]})"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ConfigError(
