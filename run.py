@@ -52,7 +52,7 @@ def train_policy(cfg: DictConfig) -> float:
     from omegaconf.errors import OmegaConfBaseException
     from pydantic import ValidationError
 
-    from esper.config import ConfigError, explain
+    from esper.config import ConfigError, explain, reason
     from esper.simic.settings import SimicConfig
     from esper.simic.train import Stopped, train
 
@@ -62,8 +62,7 @@ def train_policy(cfg: DictConfig) -> float:
         )
     except OmegaConfBaseException as exc:  # e.g. an unescaped ${...} in a list of overrides
         key = getattr(exc, "full_key", None) or "config"
-        reason = str(exc).splitlines()[0]
-        refuse(ConfigError(f"{key}: {reason} (write \\${{...}} for a literal one)"), 2)
+        refuse(ConfigError(f"{key}: {reason(exc)} (write \\${{...}} for a literal one)"), 2)
     assert isinstance(container, dict)
     try:
         settings = SimicConfig.model_validate(container["simic"])
@@ -101,18 +100,28 @@ def main(cfg: DictConfig) -> float:
 
     Exit codes: 0 done; 2 a configuration error (one line, before training); 1 the run failed
     or diverged (its summary.json says why); 128 + the signal when SIGINT/SIGTERM interrupted it.
+    A job of a joblib sweep stopped by Ctrl-C returns NaN instead (the sweep exits 128 + the
+    signal once every job has ended: esper.training.sweep_stop).
     """
     from esper.app import build
     from esper.config import ConfigError
     from esper.training.distributed import shut_down
     from esper.training.guard import Diverged
+    from esper.training.interruption import Interruption
+    from esper.training.sweep_stop import StopFilePoll, job_stop_file, stop_requested
 
     if "simic" in cfg:  # --config-name train_policy
         return train_policy(cfg)
+    stop_file = job_stop_file(cfg)
+    if stop_file is not None and stop_requested(stop_file) is not None:
+        log.info("skipped: the sweep was interrupted before this job started")
+        return float("nan")
     try:
         experiment = build(cfg)
     except ConfigError as exc:
         refuse(exc, 2)
+    if stop_file is not None:
+        experiment.trainer.interruption = Interruption(poll=StopFilePoll(stop_file))
     try:
         record = experiment.run()
     except Diverged as exc:
@@ -121,7 +130,10 @@ def main(cfg: DictConfig) -> float:
     shut_down()  # ddp: leave the process group
     log.info("%s\n outputs: %s", result_text(record), experiment.run_dir)
     if experiment.interrupted_by is not None:
-        print(f"esper: {record.error}", file=sys.stderr)
+        where = f"{experiment.run_dir}: " if _multirun() else ""
+        print(f"esper: {where}{record.error}", file=sys.stderr)
+        if stop_file is not None:
+            return float("nan")
         raise SystemExit(128 + experiment.interrupted_by)
     return float(record.objective(cfg.optimized_metric, cfg.param_cost))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType, TracebackType
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -16,13 +17,16 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class Interrupted(Exception):
     """Raised by the loop after the step during which a signal arrived."""
 
-    def __init__(self, signum: int, epoch: int, step: int) -> None:
+    def __init__(self, signum: int, epoch: int, step: int, checkpointed: bool) -> None:
         self.signum = signum
         name = signal.Signals(signum).name
-        super().__init__(
-            f"interrupted by {name} during epoch {epoch} (step {step}); epochs before it are in "
-            "the checkpoint, which trainer.resume continues"
+        go_on = (
+            "epochs before it are in the checkpoint, which trainer.resume continues"
+            if checkpointed
+            else "no checkpoint was written (trainer.checkpoint=false, or before the first "
+            "epoch ended): nothing to resume"
         )
+        super().__init__(f"interrupted by {name} during epoch {epoch} (step {step}); {go_on}")
 
 
 class Interruption:
@@ -31,14 +35,25 @@ class Interruption:
     Handlers can only be installed from the main thread; elsewhere (a launcher's worker
     thread) the context does nothing and signals keep their usual meaning. A signal the process
     ignores (started under `nohup`, a worker of `esper.kernels.worker`) stays ignored.
+
+    `poll`, when given, is asked instead of installing handlers: a job of a joblib sweep reads
+    its sweep's stop file (esper.training.sweep_stop), since the sweep decides when its jobs stop.
     """
 
-    def __init__(self) -> None:
-        self.signum: int | None = None
+    def __init__(self, poll: Callable[[], int | None] | None = None) -> None:
+        self._signum: int | None = None
+        self._poll = poll
         self._previous: dict[int, object] = {}
 
+    @property
+    def signum(self) -> int | None:
+        """The signal that asked the run to stop, or None."""
+        if self._signum is None and self._poll is not None:
+            self._signum = self._poll()
+        return self._signum
+
     def __enter__(self) -> Interruption:
-        if threading.current_thread() is threading.main_thread():
+        if self._poll is None and threading.current_thread() is threading.main_thread():
             for signum in SIGNALS:
                 if signal.getsignal(signum) is signal.SIG_IGN:
                     continue
@@ -46,7 +61,7 @@ class Interruption:
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.signum = signum
+        self._signum = signum
         self._restore()
 
     def _restore(self) -> None:

@@ -180,12 +180,17 @@ class Trainer:
                 try:
                     train, val = self.run_epoch(epoch)
                 except WaitInterrupted:
-                    assert self.interruption.signum is not None
-                    raise Interrupted(self.interruption.signum, epoch, self.clock.step) from None
+                    raise self._interrupted(epoch) from None
                 bar.set_postfix_str(postfix(train, val, self.model.iter_slots()), refresh=False)
                 if self.stop_after_epoch is not None and epoch >= self.stop_after_epoch:
                     break
         return self.result(evaluate(self.model, self.data.test, self.device))
+
+    def _interrupted(self, epoch: int) -> Interrupted:
+        signum = self.interruption.signum
+        assert signum is not None
+        saved = self.checkpoint_to is not None and self.checkpoint_to.exists()
+        return Interrupted(signum, epoch, self.clock.step, checkpointed=saved)
 
     def run_epoch(self, epoch: int) -> tuple[SplitMetrics, SplitMetrics]:
         """Train one epoch, evaluate, take the control step, publish, checkpoint."""
@@ -197,7 +202,7 @@ class Trainer:
         train = self.train_epoch()
         self.train_flops += flops_per_sample * len(self.data.train.x)
         if self.interruption.signum is not None:
-            raise Interrupted(self.interruption.signum, epoch, self.clock.step)
+            raise self._interrupted(epoch)
         val = evaluate(self.model, self.data.val, self.device)
         if self.optimization.scheduler is not None:
             self.optimization.scheduler.step()

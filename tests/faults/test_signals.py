@@ -70,13 +70,16 @@ def test_a_signal_ends_the_run_as_interrupted_with_everything_written(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "handlers restored"
 
 
-def run_py(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+def run_py(*args: str, env: dict[str, str], new_session: bool = False) -> subprocess.Popen[str]:
+    """`python run.py ARGS`, running; `new_session`: in its own process group, as a terminal's
+    foreground job is (a Ctrl-C reaches the whole group)."""
     return subprocess.Popen(
         [sys.executable, str(ROOT / "run.py"), *args],
         env=own_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=new_session,
     )
 
 
