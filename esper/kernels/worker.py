@@ -122,8 +122,8 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """Worker processes for a block. Leaving it normally waits for the tasks given; leaving it
     by an exception (Ctrl-C, a failed task) cancels the queued tasks and ends the workers at
     once: nobody will read what they are doing, and `ProcessPoolExecutor`'s own exit would first
-    run every queued task to its end (a policy training interrupted with `kill -INT` took the
-    rest of its update, about a minute, to stop)."""
+    run every queued task to its end (a policy training interrupted with `kill -INT` ran the
+    rest of its update's episodes before it stopped)."""
     pool = start_pool(workers)
     try:
         yield pool

@@ -31,7 +31,8 @@ from omegaconf import DictConfig
 STOP_FILE = ".esper_stop"
 """In the sweep directory: the number of the signal that stopped the sweep."""
 POLL_S = 0.1
-"""How often a job reads the stop file (a stat a step would cost a tiny MLP's step 2%)."""
+"""How often, at most, a job reads the stop file: a stop waits this long at most, and a small
+model's steps do not each pay for a file read."""
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _PARENT = "ESPER_SWEEP_PARENT"
 """The sweep process's pid, inherited by its workers (spawned after the sweep starts)."""
