@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import hydra
@@ -45,7 +48,6 @@ def result_text(record: RunRecord) -> str:
 
 def train_policy(cfg: DictConfig) -> float:
     """Simic: train the GNN policy (conf/train_policy.yaml); returns the last mean reward."""
-    from pathlib import Path
 
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -103,16 +105,26 @@ def main(cfg: DictConfig) -> float:
     A job of a joblib sweep stopped by Ctrl-C returns NaN instead (the sweep exits 128 + the
     signal once every job has ended: esper.training.sweep_stop).
     """
+    from esper.training.sweep_stop import job_ended, job_stop_file
+
+    if "simic" in cfg:  # --config-name train_policy
+        return train_policy(cfg)
+    stop_file = job_stop_file(cfg)
+    try:
+        return _experiment(cfg, stop_file)
+    finally:
+        job_ended()
+
+
+def _experiment(cfg: DictConfig, stop_file: Path | None) -> float:
+    """Build and run one experiment (`stop_file`: its joblib sweep's, see main())."""
     from esper.app import build
     from esper.config import ConfigError
     from esper.training.distributed import shut_down
     from esper.training.guard import Diverged
     from esper.training.interruption import Interruption
-    from esper.training.sweep_stop import StopFilePoll, job_stop_file, stop_requested
+    from esper.training.sweep_stop import job_poll, stop_requested
 
-    if "simic" in cfg:  # --config-name train_policy
-        return train_policy(cfg)
-    stop_file = job_stop_file(cfg)
     if stop_file is not None and stop_requested(stop_file) is not None:
         log.info("skipped: the sweep was interrupted before this job started")
         return float("nan")
@@ -121,7 +133,7 @@ def main(cfg: DictConfig) -> float:
     except ConfigError as exc:
         refuse(exc, 2)
     if stop_file is not None:
-        experiment.trainer.interruption = Interruption(poll=StopFilePoll(stop_file))
+        experiment.trainer.interruption = Interruption(poll=job_poll(stop_file))
     try:
         record = experiment.run()
     except Diverged as exc:
@@ -132,6 +144,9 @@ def main(cfg: DictConfig) -> float:
     if experiment.interrupted_by is not None:
         where = f"{experiment.run_dir}: " if _multirun() else ""
         print(f"esper: {where}{record.error}", file=sys.stderr)
+        if experiment.interrupted_by == signal.SIGHUP:  # the sweep's process is gone
+            sys.stderr.flush()
+            os._exit(128 + signal.SIGHUP)
         if stop_file is not None:
             return float("nan")
         raise SystemExit(128 + experiment.interrupted_by)

@@ -200,6 +200,8 @@ def check_sweep_dir(sweep_dir: Path, overwrite: bool, section: str = "trainer") 
     would already have replaced the earlier jobs' recorded configs. `<section>.overwrite=true`
     replaces them (each job clears its own directory). A sweep job is continued by a single
     run with the job's overrides and `<section>.resume=JOB_DIR hydra.run.dir=JOB_DIR`."""
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise ConfigError(f"hydra.sweep.dir={str(sweep_dir)!r} is a file; choose a directory")
     found = held_runs(sweep_dir)
     if not found or overwrite:
         return
@@ -208,7 +210,7 @@ def check_sweep_dir(sweep_dir: Path, overwrite: bool, section: str = "trainer") 
     raise ConfigError(
         f"hydra.sweep.dir={str(sweep_dir)!r} holds {len(found)} run{'s' * (len(found) != 1)} "
         f"already ({shown}); choose another directory (hydra.sweep.dir=...), or pass "
-        f"{section}.overwrite=true to replace them"
+        f"{section}.overwrite=true to let each job replace the run in its own directory"
     )
 
 

@@ -71,6 +71,8 @@ def watch_parent(parent_pid: int) -> None:
     beside the parent's one-line message."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    # spawned from a thread that blocks it (a sweep's, esper.training.sweep_stop): take it
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     # once the worker exits by itself, a SIGTERM must not unwind into its exit handlers
     atexit.register(signal.signal, signal.SIGTERM, signal.SIG_DFL)
 

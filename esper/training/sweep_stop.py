@@ -2,23 +2,33 @@
 `interrupted`, with its summary, its checkpoint and one line saying how to resume it; jobs not yet
 started are skipped; the sweep exits 128 + the signal.
 
-Why a stop file rather than signals: joblib answers a KeyboardInterrupt in the sweep's process by
-killing its loky workers with SIGKILL, so a job winding down after its own Ctrl-C lost its
-summary and resume line (one of two did, in a two-job sweep). So the sweep's process decides:
-its first SIGINT/SIGTERM writes `STOP_FILE` into the sweep directory and the sweep waits for its
-jobs; each job's training polls that file after its steps (at most every `POLL_S`) and ends as
-interrupted, and a job that starts after it returns at once. In a worker the jobs ignore the
-signals themselves (a Ctrl-C reaches the whole process group; a worker's second signal would
-kill it mid-summary). A second signal to the sweep acts at once, as for a single run.
+Why the sweep decides, through a stop file: joblib answers a KeyboardInterrupt in the sweep's
+process by killing its loky workers with SIGKILL, so a job winding down after its own Ctrl-C lost
+its summary and resume line (one of two did, in a two-job sweep). So:
+
+- The sweep's process blocks SIGINT and SIGTERM before any worker exists (the workers inherit
+  the block, so a Ctrl-C while they import torch is held, not a KeyboardInterrupt that breaks
+  the pool), and a watcher thread takes them: the first writes `STOP_FILE` (its path reaches
+  the workers as `ESPER_SWEEP_STOP`: a sweep directory that names a swept key resolves
+  differently in the jobs); a second acts at once, as for a single run.
+- A job polls the stop file after its steps (at most every `POLL_S`) and ends as interrupted;
+  a job that starts after it returns at once. In a worker the job also takes a signal of its own
+  (a terminal's Ctrl-C reaches the whole group) as the stop, once, and ends too when the sweep's
+  process is gone (SIGHUP: a killed sweep leaves no worker training for ever).
+
+Only under Hydra's basic sweeper: Optuna's takes a job's NaN (an interrupted or skipped job has
+no objective) as an error and ends with a traceback, so its sweeps keep joblib's own Ctrl-C.
 """
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import sys
 import threading
 import time
+from multiprocessing import resource_tracker as mp_tracker
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -26,6 +36,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from joblib.externals.loky.backend import resource_tracker as loky_tracker
 from omegaconf import DictConfig
 
 STOP_FILE = ".esper_stop"
@@ -33,9 +44,15 @@ STOP_FILE = ".esper_stop"
 POLL_S = 0.1
 """How often, at most, a job reads the stop file: a stop waits this long at most, and a small
 model's steps do not each pay for a file read."""
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_PARENT = "ESPER_SWEEP_PARENT"
-"""The sweep process's pid, inherited by its workers (spawned after the sweep starts)."""
+SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_STOP_ENV = "ESPER_SWEEP_STOP"
+"""The stop file's path, inherited by the workers (spawned after the sweep starts)."""
+_PARENT_ENV = "ESPER_SWEEP_PARENT"
+"""The sweep process's pid: a job in another process runs in a worker."""
+_LOCK = threading.Lock()
+"""The sweep process's handler and its watcher thread may both take a signal."""
+_own: list[int] = []
+"""The signal a worker's job received itself (the first only)."""
 
 
 def _joblib(launcher: Any) -> bool:
@@ -51,35 +68,68 @@ def stop_requested(stop_file: Path) -> int | None:
 
 
 class StopFilePoll:
-    """A job's view of its sweep's stop file: `signum` is the signal once the sweep stopped."""
+    """A job's view of its sweep: the signal once the sweep stopped (the stop file), once the job
+    received one itself, or SIGHUP once the sweep's process is gone; None while it runs."""
 
-    def __init__(self, stop_file: Path) -> None:
+    def __init__(self, stop_file: Path, parent: int | None) -> None:
         self.stop_file = stop_file
+        self.parent = parent
         self._next = 0.0
         self._signum: int | None = None
 
     def __call__(self) -> int | None:
+        if self._signum is not None:
+            return self._signum
+        if _own:
+            self._signum = _own[0]
+            return self._signum
         now = time.monotonic()
-        if self._signum is None and now >= self._next:
+        if now >= self._next:
             self._next = now + POLL_S
             self._signum = stop_requested(self.stop_file)
+            if self._signum is None and self.parent is not None and os.getppid() != self.parent:
+                self._signum = signal.SIGHUP
         return self._signum
+
+
+def _in_worker() -> bool:
+    return os.environ.get(_PARENT_ENV) not in (None, str(os.getpid()))
+
+
+def _note(signum: int, frame: FrameType | None) -> None:
+    if not _own:
+        _own.append(signum)
 
 
 def job_stop_file(cfg: DictConfig) -> Path | None:
     """The stop file of the joblib sweep this run is a job of (None outside one, or for a
-    policy training, which stops as its own Ctrl-C says). In a worker process the job leaves
-    SIGINT and SIGTERM to the sweep: they are ignored here from now on."""
+    policy training, which stops as its own Ctrl-C says). In a worker the job takes its own first
+    SIGINT/SIGTERM as the stop and ignores the rest (the sweep decides; `job_ended` puts the
+    worker back to ignoring both)."""
     if "simic" in cfg or not HydraConfig.initialized():
         return None
     hydra = HydraConfig.get()
-    if hydra.mode != RunMode.MULTIRUN or not _joblib(hydra.launcher):
+    path = os.environ.get(_STOP_ENV)
+    if hydra.mode != RunMode.MULTIRUN or not _joblib(hydra.launcher) or path is None:
         return None
-    in_worker = os.environ.get(_PARENT) not in (None, str(os.getpid()))
-    if in_worker and threading.current_thread() is threading.main_thread():
+    if _in_worker() and threading.current_thread() is threading.main_thread():
+        _own.clear()
+        for signum in SIGNALS:
+            signal.signal(signum, _note)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # a held Ctrl-C arrives now
+    return Path(path)
+
+
+def job_poll(stop_file: Path) -> StopFilePoll:
+    """What a job's training asks after its steps (esper.training.interruption)."""
+    return StopFilePoll(stop_file, int(os.environ[_PARENT_ENV]) if _in_worker() else None)
+
+
+def job_ended() -> None:
+    """A worker between jobs ignores SIGINT and SIGTERM: the sweep decides."""
+    if _in_worker() and threading.current_thread() is threading.main_thread():
         for signum in SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
-    return Path(str(hydra.sweep.dir)) / STOP_FILE
 
 
 class SweepStop(Callback):
@@ -90,46 +140,82 @@ class SweepStop(Callback):
         self.stop_file: Path | None = None
         self._previous: dict[int, Any] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a job's copy gets (Hydra sends the callbacks to the workers): nothing of the
+        sweep process's signal handling."""
+        return {"signum": None, "stop_file": None, "_previous": {}}
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            if "simic" in config or not _joblib(config.hydra.launcher):
+            basic = "BasicSweeper" in str(config.hydra.sweeper.get("_target_", ""))
+            if "simic" in config or not _joblib(config.hydra.launcher) or not basic:
                 return
             sweep_dir = Path(str(config.hydra.sweep.dir))
         except Exception:  # noqa: BLE001 - a config that does not resolve: the jobs say why
             return
         if threading.current_thread() is not threading.main_thread():
             return
-        self.stop_file = sweep_dir / STOP_FILE
-        self.stop_file.unlink(missing_ok=True)  # an earlier, stopped sweep's (overwrite=true)
-        os.environ[_PARENT] = str(os.getpid())
-        for signum in SIGNALS:
-            if signal.getsignal(signum) is not signal.SIG_IGN:
-                self._previous[signum] = signal.signal(signum, self._handle)
+        taken = [s for s in SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+        if not taken:
+            return  # started under nohup and the like: the signals stay ignored
+        self.stop_file = sweep_dir.absolute() / STOP_FILE
+        if self.stop_file.is_file():
+            self.stop_file.unlink()  # an earlier, stopped sweep's (overwrite=true)
+        os.environ[_STOP_ENV] = str(self.stop_file)
+        os.environ[_PARENT_ENV] = str(os.getpid())
+        # A thread that existed before (a library's) may still take a signal: then Python runs
+        # this handler in the main thread; otherwise the watcher takes it from the block.
+        for signum in taken:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        # The resource trackers unblock both signals in the thread that starts them: started
+        # now, before the block, they are not started again.
+        mp_tracker.ensure_running()
+        loky_tracker.ensure_running()
+        signal.pthread_sigmask(signal.SIG_BLOCK, taken)
+        threading.Thread(target=self._watch, args=(set(taken),), daemon=True).start()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.signum = signum
-        self._restore()  # a second signal acts at once
-        assert self.stop_file is not None
-        self.stop_file.parent.mkdir(parents=True, exist_ok=True)
-        self.stop_file.write_text(str(signum))
+        self._received(signum)
+
+    def _watch(self, signals: set[int]) -> None:
+        while True:
+            self._received(signal.sigwait(signals))
+
+    def _received(self, signum: int) -> None:
+        with _LOCK:
+            first, self.signum = self.signum is None, self.signum or signum
+        if not first:  # a second signal: at once (joblib ends its workers)
+            if self._previous.get(signal.SIGINT) is signal.default_int_handler:
+                _thread.interrupt_main()
+            else:  # SIGINT ignored (nohup): no KeyboardInterrupt to raise
+                os._exit(128 + signum)
+            return
+        try:
+            assert self.stop_file is not None
+            self.stop_file.parent.mkdir(parents=True, exist_ok=True)
+            self.stop_file.write_text(str(signum))
+        except OSError as exc:
+            print(f"esper: the sweep's stop file cannot be written ({exc})", file=sys.stderr)
+            os._exit(128 + signum)
         print(
             f"esper: {signal.Signals(signum).name}: the sweep stops; running jobs end after their "
             "step, jobs not started are skipped (a second signal stops at once)",
             file=sys.stderr,
         )
 
-    def _restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
-
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._restore()
-        os.environ.pop(_PARENT, None)
+        if self._previous:
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, set(self._previous))
+            self._previous.clear()
+        os.environ.pop(_STOP_ENV, None)
+        os.environ.pop(_PARENT_ENV, None)
         if self.signum is not None:
             print(
                 f"esper: the sweep was interrupted by {signal.Signals(self.signum).name}; each "
-                "job it interrupted said above how to resume it",
+                "job it interrupted said above how to resume it, a job it skipped has no "
+                "summary.json",
                 file=sys.stderr,
             )
             raise SystemExit(128 + self.signum)

@@ -6,10 +6,13 @@ line (esper.training.sweep_stop)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -33,6 +36,23 @@ def kernels(tmp_path: Path) -> dict[str, str]:
     return {"ESPER_KERNEL_STORE": str(tmp_path / "kernels")}
 
 
+def loky_workers(process: subprocess.Popen[str]) -> list[psutil.Process]:
+    return [
+        child
+        for child in psutil.Process(process.pid).children()
+        if "loky" in " ".join(child.cmdline()) and "resource_tracker" not in child.cmdline()[-1]
+    ]
+
+
+def wait_for(ready: Callable[[], bool], process: subprocess.Popen[str] | None) -> None:
+    """Until `ready()`, while `process` runs (at most three minutes)."""
+    deadline = time.monotonic() + 180
+    while not ready():
+        running = process is None or process.poll() is None
+        assert running and time.monotonic() < deadline, "never ready"
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize(
     ("signum", "to_group"),
     [(signal.SIGINT, True), (signal.SIGTERM, False)],
@@ -43,25 +63,22 @@ def test_a_signal_ends_every_running_job_of_a_joblib_sweep_with_its_summary(
 ) -> None:
     """Four jobs on two workers: jobs 0 and 1 run when the signal comes, 2 and 3 have not
     started. The group form is a terminal's Ctrl-C (every worker gets it too); the other a
-    scheduler's SIGTERM to the sweep's process alone (the workers learn of it from the sweep)."""
-    sweep = tmp_path / "sweep"
-    args = joblib_sweep(sweep, "seed=0,1,2,3", "policy=random", "trainer.max_epochs=100000")
+    scheduler's SIGTERM to the sweep's process alone (the workers learn of it from the sweep),
+    with a sweep directory that names the swept key: each job's resolves elsewhere than the
+    sweep's own (that sweep waited for ever: its jobs looked for the stop in their own)."""
+    if to_group:
+        sweep, swept = tmp_path / "sweep", "seed=0,1,2,3"
+        job_dirs = [sweep / job for job in "0123"]
+    else:
+        sweep, swept = tmp_path / "sweep_${name}", "name=a,b,c,d"
+        job_dirs = [tmp_path / f"sweep_{name}" / str(job) for job, name in enumerate("abcd")]
+    args = joblib_sweep(sweep, swept, "policy=random", "trainer.max_epochs=100000")
     process = run_py(*args, env=kernels(tmp_path), new_session=True)
     try:
-        deadline = time.monotonic() + 180
-        while min(epochs_ended(sweep / job) for job in "01") < 3:
-            assert process.poll() is None and time.monotonic() < deadline, "jobs never trained"
-            time.sleep(0.05)
-        workers = [
-            child
-            for child in psutil.Process(process.pid).children()
-            if "loky" in " ".join(child.cmdline()) and "resource_tracker" not in child.cmdline()[-1]
-        ]
+        wait_for(lambda: min(epochs_ended(job) for job in job_dirs[:2]) >= 3, process)
+        workers = loky_workers(process)
         assert len(workers) == 2
-        if to_group:
-            os.killpg(process.pid, signum)
-        else:
-            os.kill(process.pid, signum)
+        (os.killpg if to_group else os.kill)(process.pid, signum)
         _, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
@@ -69,20 +86,69 @@ def test_a_signal_ends_every_running_job_of_a_joblib_sweep_with_its_summary(
     name = signal.Signals(signum).name
     assert process.returncode == 128 + signum, stderr[-3000:]
     assert "Traceback" not in stderr and "leaked" not in stderr, stderr[-3000:]
-    for job in "01":
-        summary = json.loads((sweep / job / "summary.json").read_text())
+    for job in job_dirs[:2]:
+        summary = json.loads((job / "summary.json").read_text())
         assert summary["status"] == "interrupted" and name in summary["error"]
         assert 3 <= summary["epochs"] < 100000
-        assert (sweep / job / "checkpoints" / "last.pt").exists()
-        assert f"esper: {sweep / job}: interrupted by {name} during epoch" in stderr
-    for job in "23":
-        assert not (sweep / job / "summary.json").exists(), "a job not started is skipped"
-    assert (sweep / STOP_FILE).read_text() == str(signum)
-    assert stderr.strip().splitlines()[-1] == (
-        f"esper: the sweep was interrupted by {name}; each job it interrupted said above how "
-        "to resume it"
-    )
+        assert (job / "checkpoints" / "last.pt").exists()
+        assert f"esper: {job}: interrupted by {name} during epoch" in stderr
+    for job in job_dirs[2:]:
+        assert not (job / "summary.json").exists(), "a job not started is skipped"
+    stop_file = (sweep if to_group else tmp_path / "sweep_esper") / STOP_FILE
+    assert stop_file.read_text() == str(signum)
+    assert stderr.strip().splitlines()[-1] == CLOSING.format(name)
     assert not any(alive(worker) for worker in workers)
+
+
+CLOSING = (
+    "esper: the sweep was interrupted by {}; each job it interrupted said above how to resume "
+    "it, a job it skipped has no summary.json"
+)
+
+
+def test_ctrl_c_while_the_workers_start_breaks_nothing(tmp_path: Path) -> None:
+    """A Ctrl-C as the workers import torch: they start with the signals blocked (the sweep
+    blocks them before they exist), so it is held, not a KeyboardInterrupt that broke the pool
+    (a traceback, BrokenProcessPool, exit 1). Every job then ends interrupted or is skipped."""
+    sweep = tmp_path / "sweep"
+    args = joblib_sweep(sweep, "seed=0,1,2,3", "trainer.max_epochs=100000")
+    process = run_py(*args, env=kernels(tmp_path), new_session=True)
+    try:
+        wait_for(lambda: len(loky_workers(process)) == 2, process)
+        workers = loky_workers(process)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "leaked" not in stderr, stderr[-3000:]
+    for summary in sweep.glob("*/summary.json"):
+        assert json.loads(summary.read_text())["status"] == "interrupted"
+    assert stderr.strip().splitlines()[-1] == CLOSING.format("SIGINT")
+    assert not any(alive(worker) for worker in workers)
+
+
+def test_a_killed_sweep_leaves_no_job_training(tmp_path: Path) -> None:
+    """SIGKILL of the sweep's process (nothing can be caught there): its jobs see it gone, end
+    interrupted (SIGHUP) with their summaries and checkpoints, and their workers exit. Before,
+    the workers trained on for ever, deaf to SIGINT and SIGTERM."""
+    sweep = tmp_path / "sweep"
+    args = joblib_sweep(sweep, "seed=0,1", "trainer.max_epochs=100000")
+    process = run_py(*args, env=kernels(tmp_path), new_session=True)
+    try:
+        wait_for(lambda: min(epochs_ended(sweep / job) for job in "01") >= 3, process)
+        workers = loky_workers(process)
+        process.kill()
+        process.communicate(timeout=60)
+        wait_for(lambda: not any(alive(worker) for worker in workers), process=None)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the group is gone with its workers
+            os.killpg(process.pid, signal.SIGKILL)
+    for job in "01":
+        summary = json.loads((sweep / job / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and "SIGHUP" in summary["error"]
+        assert (sweep / job / "checkpoints" / "last.pt").exists()
 
 
 def test_a_sweep_not_interrupted_leaves_no_stop_file(tmp_path: Path) -> None:

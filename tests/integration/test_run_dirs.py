@@ -14,7 +14,7 @@ import pytest
 
 from esper.app import build
 from esper.config import ConfigError
-from esper.preflight import held_runs
+from esper.preflight import check_sweep_dir, held_runs
 from tests.conftest import ROOT, run_cli
 from tests.integration.test_config_tree import compose_job
 
@@ -163,7 +163,8 @@ def test_a_sweep_into_a_sweep_directory_holding_runs_is_refused_before_hydra_wri
     (line,) = result.stderr.strip().splitlines()
     assert re.fullmatch(
         r"esper: hydra\.sweep\.dir='.*sweep' holds 2 runs already \(0, 1\); choose another "
-        r"directory \(hydra\.sweep\.dir=\.\.\.\), or pass trainer\.overwrite=true to replace them",
+        r"directory \(hydra\.sweep\.dir=\.\.\.\), or pass trainer\.overwrite=true to let each job "
+        r"replace the run in its own directory",
         line,
     )
     assert [(sweep / j / ".hydra" / "config.yaml").read_text() for j in "01"] == [
@@ -193,3 +194,11 @@ def test_runs_held_under_a_sweep_directory(tmp_path) -> None:
     (sweep / "c" / ".hydra").mkdir(parents=True)  # what Hydra wrote before a refused job
     earlier_run(sweep / "b" / "checkpoints" / "nested", "summary.json")
     assert held_runs(sweep) == [sweep / "a" / "policy=none", sweep / "b"]
+
+
+def test_a_sweep_directory_that_is_a_file_is_refused(tmp_path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a sweep")
+    with pytest.raises(ConfigError, match=r"hydra\.sweep\.dir='.*afile' is a file"):
+        check_sweep_dir(afile, overwrite=False)
+    assert afile.read_text() == "not a sweep"
