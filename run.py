@@ -105,15 +105,11 @@ def main(cfg: DictConfig) -> float:
     A job of a joblib sweep stopped by Ctrl-C returns NaN instead (the sweep exits 128 + the
     signal once every job has ended: esper.training.sweep_stop).
     """
-    from esper.training.sweep_stop import job_ended, job_stop_file
+    from esper.training.sweep_stop import job_stop_file
 
     if "simic" in cfg:  # --config-name train_policy
         return train_policy(cfg)
-    stop_file = job_stop_file(cfg)
-    try:
-        return _experiment(cfg, stop_file)
-    finally:
-        job_ended()
+    return _experiment(cfg, job_stop_file(cfg))
 
 
 def _experiment(cfg: DictConfig, stop_file: Path | None) -> float:
@@ -156,6 +152,6 @@ def _experiment(cfg: DictConfig, stop_file: Path | None) -> float:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+    except KeyboardInterrupt as exc:  # a second Ctrl-C, or one before training started
         print("esper: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(128 + getattr(exc, "signum", signal.SIGINT))  # SecondSignal's may be SIGTERM

@@ -12,9 +12,9 @@ its summary and resume line (one of two did, in a two-job sweep). So:
   the workers as `ESPER_SWEEP_STOP`: a sweep directory that names a swept key resolves
   differently in the jobs); a second acts at once, as for a single run.
 - A job polls the stop file after its steps (at most every `POLL_S`) and ends as interrupted;
-  a job that starts after it returns at once. In a worker the job also takes a signal of its own
-  (a terminal's Ctrl-C reaches the whole group) as the stop, once, and ends too when the sweep's
-  process is gone (SIGHUP: a killed sweep leaves no worker training for ever).
+  a job that starts after it returns at once. In a worker the job ignores the signals (a
+  terminal's Ctrl-C reaches the whole group, the sweep too) and ends when the sweep's process
+  is gone (SIGHUP: a killed sweep leaves no worker training for ever).
 
 Only under Hydra's basic sweeper: Optuna's takes a job's NaN (an interrupted or skipped job has
 no objective) as an error and ends with a traceback, so its sweeps keep joblib's own Ctrl-C.
@@ -51,8 +51,15 @@ _PARENT_ENV = "ESPER_SWEEP_PARENT"
 """The sweep process's pid: a job in another process runs in a worker."""
 _LOCK = threading.Lock()
 """The sweep process's handler and its watcher thread may both take a signal."""
-_own: list[int] = []
-"""The signal a worker's job received itself (the first only)."""
+
+
+class SecondSignal(KeyboardInterrupt):
+    """A second signal to a stopping sweep: it ends at once (joblib ends its workers), exit
+    128 + `signum`."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _joblib(launcher: Any) -> bool:
@@ -68,8 +75,8 @@ def stop_requested(stop_file: Path) -> int | None:
 
 
 class StopFilePoll:
-    """A job's view of its sweep: the signal once the sweep stopped (the stop file), once the job
-    received one itself, or SIGHUP once the sweep's process is gone; None while it runs."""
+    """A job's view of its sweep: the signal once the sweep stopped (the stop file), or SIGHUP
+    once the sweep's process is gone; None while it runs."""
 
     def __init__(self, stop_file: Path, parent: int | None) -> None:
         self.stop_file = stop_file
@@ -78,13 +85,8 @@ class StopFilePoll:
         self._signum: int | None = None
 
     def __call__(self) -> int | None:
-        if self._signum is not None:
-            return self._signum
-        if _own:
-            self._signum = _own[0]
-            return self._signum
         now = time.monotonic()
-        if now >= self._next:
+        if self._signum is None and now >= self._next:
             self._next = now + POLL_S
             self._signum = stop_requested(self.stop_file)
             if self._signum is None and self.parent is not None and os.getppid() != self.parent:
@@ -96,16 +98,10 @@ def _in_worker() -> bool:
     return os.environ.get(_PARENT_ENV) not in (None, str(os.getpid()))
 
 
-def _note(signum: int, frame: FrameType | None) -> None:
-    if not _own:
-        _own.append(signum)
-
-
 def job_stop_file(cfg: DictConfig) -> Path | None:
     """The stop file of the joblib sweep this run is a job of (None outside one, or for a
-    policy training, which stops as its own Ctrl-C says). In a worker the job takes its own first
-    SIGINT/SIGTERM as the stop and ignores the rest (the sweep decides; `job_ended` puts the
-    worker back to ignoring both)."""
+    policy training, which stops as its own Ctrl-C says). In a worker the job ignores SIGINT and
+    SIGTERM: the sweep decides, and a Ctrl-C reaches it too."""
     if "simic" in cfg or not HydraConfig.initialized():
         return None
     hydra = HydraConfig.get()
@@ -113,23 +109,17 @@ def job_stop_file(cfg: DictConfig) -> Path | None:
     if hydra.mode != RunMode.MULTIRUN or not _joblib(hydra.launcher) or path is None:
         return None
     if _in_worker() and threading.current_thread() is threading.main_thread():
-        _own.clear()
         for signum in SIGNALS:
-            signal.signal(signum, _note)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # a held Ctrl-C arrives now
+            signal.signal(signum, signal.SIG_IGN)
+        # born blocked (see the module's text); ignored now, so the processes the job starts
+        # (kernel compile workers, which take SIGTERM) are not born blocked
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
     return Path(path)
 
 
 def job_poll(stop_file: Path) -> StopFilePoll:
     """What a job's training asks after its steps (esper.training.interruption)."""
     return StopFilePoll(stop_file, int(os.environ[_PARENT_ENV]) if _in_worker() else None)
-
-
-def job_ended() -> None:
-    """A worker between jobs ignores SIGINT and SIGTERM: the sweep decides."""
-    if _in_worker() and threading.current_thread() is threading.main_thread():
-        for signum in SIGNALS:
-            signal.signal(signum, signal.SIG_IGN)
 
 
 class SweepStop(Callback):
@@ -139,11 +129,12 @@ class SweepStop(Callback):
         self.signum: int | None = None
         self.stop_file: Path | None = None
         self._previous: dict[int, Any] = {}
+        self._ending = False
 
     def __getstate__(self) -> dict[str, Any]:
         """What a job's copy gets (Hydra sends the callbacks to the workers): nothing of the
         sweep process's signal handling."""
-        return {"signum": None, "stop_file": None, "_previous": {}}
+        return {"signum": None, "stop_file": None, "_previous": {}, "_ending": False}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -175,47 +166,53 @@ class SweepStop(Callback):
         threading.Thread(target=self._watch, args=(set(taken),), daemon=True).start()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self._received(signum)
+        """In the main thread: a signal, or the watcher's second one passed on."""
+        if not self._first(signum):
+            raise SecondSignal(signum)
 
     def _watch(self, signals: set[int]) -> None:
         while True:
-            self._received(signal.sigwait(signals))
+            signum = signal.sigwait(signals)
+            if not self._first(signum):
+                _thread.interrupt_main(signal.Signals(signum))  # runs _handle there
 
-    def _received(self, signum: int) -> None:
+    def _first(self, signum: int) -> bool:
+        """Whether this is the sweep's first signal (then the stop is written and said)."""
         with _LOCK:
+            if self._ending:
+                return True  # the sweep is ending anyway: nothing more to do
             first, self.signum = self.signum is None, self.signum or signum
-        if not first:  # a second signal: at once (joblib ends its workers)
-            if self._previous.get(signal.SIGINT) is signal.default_int_handler:
-                _thread.interrupt_main()
-            else:  # SIGINT ignored (nohup): no KeyboardInterrupt to raise
-                os._exit(128 + signum)
-            return
+        if not first:
+            return False
         try:
             assert self.stop_file is not None
             self.stop_file.parent.mkdir(parents=True, exist_ok=True)
             self.stop_file.write_text(str(signum))
         except OSError as exc:
             print(f"esper: the sweep's stop file cannot be written ({exc})", file=sys.stderr)
-            os._exit(128 + signum)
+            return False
         print(
             f"esper: {signal.Signals(signum).name}: the sweep stops; running jobs end after their "
             "step, jobs not started are skipped (a second signal stops at once)",
             file=sys.stderr,
         )
+        return True
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self._previous:
-            for signum, handler in self._previous.items():
-                signal.signal(signum, handler)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, set(self._previous))
-            self._previous.clear()
         os.environ.pop(_STOP_ENV, None)
         os.environ.pop(_PARENT_ENV, None)
-        if self.signum is not None:
+        with _LOCK:
+            self._ending = True
+            signum = self.signum
+        if signum is not None:  # the signals stay taken and held until the process ends
             print(
-                f"esper: the sweep was interrupted by {signal.Signals(self.signum).name}; each "
-                "job it interrupted said above how to resume it, a job it skipped has no "
-                "summary.json",
+                f"esper: the sweep was interrupted by {signal.Signals(signum).name}; each job it "
+                "interrupted said above where it stopped, a job it skipped has no summary.json",
                 file=sys.stderr,
             )
-            raise SystemExit(128 + self.signum)
+            raise SystemExit(128 + signum)
+        if self._previous:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, set(self._previous))
+            for taken, handler in self._previous.items():
+                signal.signal(taken, handler)
+            self._previous.clear()

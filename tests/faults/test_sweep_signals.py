@@ -101,8 +101,8 @@ def test_a_signal_ends_every_running_job_of_a_joblib_sweep_with_its_summary(
 
 
 CLOSING = (
-    "esper: the sweep was interrupted by {}; each job it interrupted said above how to resume "
-    "it, a job it skipped has no summary.json"
+    "esper: the sweep was interrupted by {}; each job it interrupted said above where it "
+    "stopped, a job it skipped has no summary.json"
 )
 
 
