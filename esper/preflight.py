@@ -10,7 +10,10 @@ what the run will ask for).
 
 from __future__ import annotations
 
+import copy
+import itertools
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -19,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from esper import blueprints
 from esper.config import BlueprintsConfig, ConfigError, first_line, reason
@@ -214,6 +218,36 @@ def check_sweep_dir(sweep_dir: Path, overwrite: bool, section: str = "trainer") 
     )
 
 
+def sweep_dirs(config: DictConfig) -> list[Path]:
+    """The directories a sweep's jobs write under: `hydra.sweep.dir` as the sweep's process
+    resolves it and, when it names a swept key (`out_${name}` with `name=a,b`), as each job
+    resolves it (at most `MAX_SWEEP_DIRS` combinations)."""
+    own = Path(str(config.hydra.sweep.dir))
+    raw = str(config.hydra.sweep._get_node("dir")._value())  # unresolved: `${...}` kept
+    parsed = OverridesParser.create().parse_overrides([str(o) for o in config.hydra.overrides.task])
+    swept = [
+        (o.key_or_group, list(o.sweep_string_iterator()))
+        for o in parsed
+        if o.is_sweep_override()
+        and re.search(r"\$\{\s*" + re.escape(o.key_or_group) + r"\s*\}", raw)
+    ]
+    if not swept:
+        return [own]
+    dirs = {own}
+    combinations = itertools.product(*(values for _, values in swept))
+    for values in itertools.islice(combinations, MAX_SWEEP_DIRS):
+        job = copy.deepcopy(config)
+        with open_dict(job):
+            for (key, _), value in zip(swept, values, strict=True):
+                OmegaConf.update(job, key, value, force_add=True)
+        dirs.add(Path(str(job.hydra.sweep.dir)))
+    return sorted(dirs)
+
+
+MAX_SWEEP_DIRS = 1000
+"""The most job directories `sweep_dirs` resolves (each a copy of the configuration)."""
+
+
 def resumed_dir(resume: str) -> Path:
     """The run directory of a resume (a run directory, a run's checkpoints/ file, or a policy
     training's simic.pt)."""
@@ -285,12 +319,13 @@ class RunDirGuard(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         section = "simic" if "simic" in config else "trainer"
         try:
-            sweep_dir = Path(str(config.hydra.sweep.dir))
+            dirs = sweep_dirs(config)
             overwrite = (config.get(section) or {}).get("overwrite")
         except Exception:  # noqa: BLE001 - a config that does not resolve: build() says why
             return
         try:
-            check_sweep_dir(sweep_dir, overwrite is True, section)
+            for sweep_dir in dirs:
+                check_sweep_dir(sweep_dir, overwrite is True, section)
         except ConfigError as exc:
             print(f"esper: {exc}", file=sys.stderr)
             raise SystemExit(2) from None

@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import read_write
 
 from esper.app import build
 from esper.config import ConfigError
-from esper.preflight import check_sweep_dir, held_runs
+from esper.preflight import check_sweep_dir, held_runs, sweep_dirs
 from tests.conftest import ROOT, run_cli
 from tests.integration.test_config_tree import compose_job
 
@@ -202,3 +203,17 @@ def test_a_sweep_directory_that_is_a_file_is_refused(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"hydra\.sweep\.dir='.*afile' is a file"):
         check_sweep_dir(afile, overwrite=False)
     assert afile.read_text() == "not a sweep"
+
+
+def test_sweep_dirs_resolve_a_swept_key_as_each_job_will(tmp_path) -> None:
+    """`hydra.sweep.dir=out_${name}` with `name=a,b`: the sweep's process resolves it with the
+    unswept name (`out_esper`), the jobs to out_a and out_b, where an earlier sweep's runs are;
+    a rerun was refused job by job only after Hydra had rewritten their `.hydra/`."""
+    cfg = compose_job(f"hydra.sweep.dir={tmp_path}/out_${{name}}")
+    with read_write(cfg.hydra):
+        cfg.hydra.overrides.task = ["name=a,b", "seed=0,1", "policy=none"]
+    assert sweep_dirs(cfg) == [tmp_path / f"out_{name}" for name in ("a", "b", "esper")]
+    plain = compose_job(f"hydra.sweep.dir={tmp_path}/sweep")
+    with read_write(plain.hydra):
+        plain.hydra.overrides.task = ["name=a,b"]
+    assert sweep_dirs(plain) == [tmp_path / "sweep"]
