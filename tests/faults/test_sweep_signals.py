@@ -19,7 +19,6 @@ import psutil
 import pytest
 
 from esper.training.sweep_stop import STOP_FILE
-from tests.conftest import run_cli
 from tests.faults.test_signals import alive, epochs_ended, run_py
 
 pytestmark = pytest.mark.slow  # `python run.py -m` in a subprocess, two loky workers
@@ -149,13 +148,3 @@ def test_a_killed_sweep_leaves_no_job_training(tmp_path: Path) -> None:
         summary = json.loads((sweep / job / "summary.json").read_text())
         assert summary["status"] == "interrupted" and "SIGHUP" in summary["error"]
         assert (sweep / job / "checkpoints" / "last.pt").exists()
-
-
-def test_a_sweep_not_interrupted_leaves_no_stop_file(tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
-    args = joblib_sweep(sweep, "seed=0,1", "trainer.max_epochs=2")
-    result = run_cli(*args, cwd=tmp_path, env=kernels(tmp_path))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert not (sweep / STOP_FILE).exists()
-    statuses = [json.loads((sweep / j / "summary.json").read_text())["status"] for j in "01"]
-    assert statuses == ["completed", "completed"]

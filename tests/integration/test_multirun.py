@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from esper.events.wandb_file import read_run
+from esper.training.sweep_stop import STOP_FILE
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow  # `python run.py` in subprocesses
@@ -35,3 +36,4 @@ def test_two_job_multirun(tmp_path: Path, launcher: str) -> None:
     assert runs[0].group == runs[1].group == sweep.name
     assert [r.exit_code for r in runs] == [0, 0]
     assert (sweep / "multirun.yaml").exists()
+    assert not (sweep / STOP_FILE).exists(), "a sweep not interrupted leaves no stop file"
