@@ -139,8 +139,10 @@ def test_imitation_teaches_the_teachers_decisions_before_ppo_and_a_resume_skips_
     assert result.returncode == 0, result.stderr[-3000:]
     assert "teacher episodes" not in result.stderr
     resumed = torch.load(tmp_path / "split" / "simic.pt", weights_only=True)
-    # the same teacher episodes; the losses agree to the last float bits across processes
-    assert resumed["imitation"] == pytest.approx(taught, rel=1e-3)
+    # the same teacher episodes and counts; the losses of two trainings from scratch differ in
+    # their last bits (the GNN reads kernel latencies each measures anew: README), which for a
+    # value loss near 1e-4 exceeded rel=1e-3 alone (0.12%, an absolute 1.4e-7, in CI)
+    assert resumed["imitation"] == pytest.approx(taught, rel=1e-3, abs=1e-6)
     for got, want in zip(resumed["history"], straight, strict=True):
         for key in want:
             if key.startswith(("episode/", "decisions/")):
