@@ -48,7 +48,6 @@ def result_text(record: RunRecord) -> str:
 
 def train_policy(cfg: DictConfig) -> float:
     """Simic: train the GNN policy (conf/train_policy.yaml); returns the last mean reward."""
-
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -105,22 +104,17 @@ def main(cfg: DictConfig) -> float:
     A job of a joblib sweep stopped by Ctrl-C returns NaN instead (the sweep exits 128 + the
     signal once every job has ended: esper.training.sweep_stop).
     """
-    from esper.training.sweep_stop import job_stop_file
-
     if "simic" in cfg:  # --config-name train_policy
         return train_policy(cfg)
-    return _experiment(cfg, job_stop_file(cfg))
 
-
-def _experiment(cfg: DictConfig, stop_file: Path | None) -> float:
-    """Build and run one experiment (`stop_file`: its joblib sweep's, see main())."""
     from esper.app import build
     from esper.config import ConfigError
     from esper.training.distributed import shut_down
     from esper.training.guard import Diverged
     from esper.training.interruption import Interruption
-    from esper.training.sweep_stop import job_poll, stop_requested
+    from esper.training.sweep_stop import job_poll, job_stop_file, stop_requested
 
+    stop_file = job_stop_file(cfg)
     if stop_file is not None and stop_requested(stop_file) is not None:
         log.info("skipped: the sweep was interrupted before this job started")
         return float("nan")

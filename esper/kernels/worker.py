@@ -71,8 +71,9 @@ def watch_parent(parent_pid: int) -> None:
     beside the parent's one-line message."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    # spawned from a thread that blocks it (a sweep's, esper.training.sweep_stop): take it
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    # born with SIGINT blocked (`WorkerPool`), and SIGTERM too when spawned from a thread that
+    # blocks it (a sweep's, esper.training.sweep_stop): a Ctrl-C pending since is dropped here
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     # once the worker exits by itself, a SIGTERM must not unwind into its exit handlers
     atexit.register(signal.signal, signal.SIGTERM, signal.SIG_DFL)
 
@@ -101,14 +102,30 @@ def spawn_context() -> multiprocessing.context.SpawnContext:
     return multiprocessing.get_context("spawn")
 
 
+class WorkerPool(ProcessPoolExecutor):
+    """Spawned workers that are born with SIGINT blocked and ignore it from `watch_parent` on.
+
+    The executor starts a worker inside `submit`, and a worker imports torch for seconds before
+    its initializer runs: a Ctrl-C in that time killed it with a KeyboardInterrupt traceback
+    beside the run's own one-line stop. Blocked at birth, the Ctrl-C stays pending until
+    `watch_parent` ignores it. The parent blocks it only for the `submit` call; one arriving
+    meanwhile is taken once `submit` returns."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            return super().submit(fn, *args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def start_pool(workers: int) -> ProcessPoolExecutor:
-    pool = ProcessPoolExecutor(
+    return WorkerPool(
         max_workers=workers,
         mp_context=spawn_context(),
         initializer=watch_parent,
         initargs=(os.getpid(),),
     )
-    return pool
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
@@ -150,6 +167,9 @@ def stop_now(pool: ProcessPoolExecutor, idle_s: float = 1.0, grace_s: float = 5.
     _join_all(processes, grace_s)
     for process in processes:
         if process.is_alive():
+            log.warning(
+                "worker %s still running %.0f s after SIGTERM: killed", process.pid, grace_s
+            )
             process.kill()
             process.join()
     pool.shutdown(wait=True)  # the executor's own thread sees them gone and closes its queues

@@ -76,22 +76,23 @@ def stop_requested(stop_file: Path) -> int | None:
 
 class StopFilePoll:
     """A job's view of its sweep: the signal once the sweep stopped (the stop file), or SIGHUP
-    once the sweep's process is gone; None while it runs."""
+    once the sweep's process is gone; None while it runs, and between reads (at most one each
+    `POLL_S`). Its caller (`Interruption`) keeps the first signal it returns."""
 
     def __init__(self, stop_file: Path, parent: int | None) -> None:
         self.stop_file = stop_file
         self.parent = parent
         self._next = 0.0
-        self._signum: int | None = None
 
     def __call__(self) -> int | None:
         now = time.monotonic()
-        if self._signum is None and now >= self._next:
-            self._next = now + POLL_S
-            self._signum = stop_requested(self.stop_file)
-            if self._signum is None and self.parent is not None and os.getppid() != self.parent:
-                self._signum = signal.SIGHUP
-        return self._signum
+        if now < self._next:
+            return None
+        self._next = now + POLL_S
+        signum = stop_requested(self.stop_file)
+        if signum is None and self.parent is not None and os.getppid() != self.parent:
+            return signal.SIGHUP
+        return signum
 
 
 def _in_worker() -> bool:

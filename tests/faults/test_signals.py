@@ -5,6 +5,7 @@ uninterrupted run ends."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -83,6 +85,26 @@ def run_py(*args: str, env: dict[str, str], new_session: bool = False) -> subpro
     )
 
 
+def signal_and_wait(
+    process: subprocess.Popen[str], signum: int = signal.SIGINT, to_group: bool = True
+) -> str:
+    """Send `signum` to the process's group (as a terminal's Ctrl-C does) or to it alone; its
+    stderr once it has ended."""
+    (os.killpg if to_group else os.kill)(process.pid, signum)
+    _, stderr = process.communicate(timeout=120)
+    return stderr
+
+
+@contextlib.contextmanager
+def group_killed_if_left(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """The process, and a SIGKILL to its group if a failed test leaves it running."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 @pytest.mark.slow
 def test_sigterm_then_resume_ends_like_an_uninterrupted_run(make_config, tmp_path) -> None:
     common = (*EARLY, "trainer.max_epochs=60", "logger=none", "trainer.progress=false")
@@ -107,6 +129,37 @@ def test_sigterm_then_resume_ends_like_an_uninterrupted_run(make_config, tmp_pat
     assert got["status"] == "completed" and got["epochs"] == 60
     for key in ("metrics", "adaptations", "params", "final_slots"):
         assert got[key] == full[key], key
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_compile_worker_starts_gives_one_line(tmp_path) -> None:
+    """Ctrl-C to the run's group while its compile worker is still importing torch (the
+    worker starts at the first germination when there is no preflight compile). Before, the
+    worker died of it with a KeyboardInterrupt traceback beside the run's own line."""
+    args = (*EARLY, "policy.warmup_epochs=0", "kernels.preflight=false", "logger=none")
+    args += ("trainer.max_epochs=2000", "trainer.progress=false")
+    env = {"ESPER_KERNEL_STORE": str(tmp_path / "kernels")}
+    run_dir = f"hydra.run.dir={tmp_path / 'run'}"
+    with group_killed_if_left(run_py(*args, run_dir, env=env, new_session=True)) as process:
+        deadline = time.monotonic() + 120
+        while not spawned_workers(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        [worker] = spawned_workers(process.pid)
+        time.sleep(0.3)  # inside its imports (a second or more)
+        stderr = signal_and_wait(process)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "esper: interrupted by SIGINT" in stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+    assert not alive(worker)
+
+
+def spawned_workers(pid: int) -> list[psutil.Process]:
+    """The process's multiprocessing workers (not its resource tracker)."""
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    return [child for child in children if "spawn_main" in " ".join(child.cmdline())]
 
 
 TINY_POLICY_TRAINING = (
@@ -157,7 +210,7 @@ def test_sigint_stops_policy_training_and_its_workers_at_once(
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job is
     )
-    try:
+    with group_killed_if_left(process):
         assert process.stderr is not None
         seen = ""
         while phase not in seen:  # the progress bar of the phase: its episodes are running
@@ -165,21 +218,9 @@ def test_sigint_stops_policy_training_and_its_workers_at_once(
             assert chunk, f"ended before {phase!r}: {seen[-2000:]}"
             seen += chunk
         time.sleep(2)
-        workers = [
-            child
-            for child in psutil.Process(process.pid).children()
-            if "spawn_main" in " ".join(child.cmdline())  # not multiprocessing's resource tracker
-        ]
+        workers = spawned_workers(process.pid)
         assert len(workers) == 2, "the episodes run in two worker processes"
-        if to_group:
-            os.killpg(process.pid, signal.SIGINT)
-        else:
-            os.kill(process.pid, signal.SIGINT)
-        _, rest = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-    stderr = seen + rest
+        stderr = seen + signal_and_wait(process, signal.SIGINT, to_group)
     said = "\n".join(ln for ln in re.split(r"[\r\n]", stderr) if ln and "%|" not in ln)
     assert process.returncode == 130, said[-3000:]
     assert "esper: interrupted" in stderr

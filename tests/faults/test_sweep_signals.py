@@ -19,7 +19,13 @@ import psutil
 import pytest
 
 from esper.training.sweep_stop import STOP_FILE
-from tests.faults.test_signals import alive, epochs_ended, run_py
+from tests.faults.test_signals import (
+    alive,
+    epochs_ended,
+    group_killed_if_left,
+    run_py,
+    signal_and_wait,
+)
 
 pytestmark = pytest.mark.slow  # `python run.py -m` in a subprocess, two loky workers
 
@@ -72,16 +78,11 @@ def test_a_signal_ends_every_running_job_of_a_joblib_sweep_with_its_summary(
         sweep, swept = tmp_path / "sweep_${name}", "name=a,b,c,d"
         job_dirs = [tmp_path / f"sweep_{name}" / str(job) for job, name in enumerate("abcd")]
     args = joblib_sweep(sweep, swept, "policy=random", "trainer.max_epochs=100000")
-    process = run_py(*args, env=kernels(tmp_path), new_session=True)
-    try:
+    with group_killed_if_left(run_py(*args, env=kernels(tmp_path), new_session=True)) as process:
         wait_for(lambda: min(epochs_ended(job) for job in job_dirs[:2]) >= 3, process)
         workers = loky_workers(process)
         assert len(workers) == 2
-        (os.killpg if to_group else os.kill)(process.pid, signum)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+        stderr = signal_and_wait(process, signum, to_group)
     name = signal.Signals(signum).name
     assert process.returncode == 128 + signum, stderr[-3000:]
     assert "Traceback" not in stderr and "leaked" not in stderr, stderr[-3000:]
@@ -111,15 +112,10 @@ def test_ctrl_c_while_the_workers_start_breaks_nothing(tmp_path: Path) -> None:
     (a traceback, BrokenProcessPool, exit 1). Every job then ends interrupted or is skipped."""
     sweep = tmp_path / "sweep"
     args = joblib_sweep(sweep, "seed=0,1,2,3", "trainer.max_epochs=100000")
-    process = run_py(*args, env=kernels(tmp_path), new_session=True)
-    try:
+    with group_killed_if_left(run_py(*args, env=kernels(tmp_path), new_session=True)) as process:
         wait_for(lambda: len(loky_workers(process)) == 2, process)
         workers = loky_workers(process)
-        os.killpg(process.pid, signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+        stderr = signal_and_wait(process)
     assert process.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr and "leaked" not in stderr, stderr[-3000:]
     for summary in sweep.glob("*/summary.json"):
