@@ -55,7 +55,7 @@ def train_policy(cfg: DictConfig) -> float:
 
     from esper.config import ConfigError, explain, reason
     from esper.simic.settings import SimicConfig
-    from esper.simic.train import Stopped, train
+    from esper.simic.train import PolicyDiverged, Stopped, train
 
     try:
         container = OmegaConf.to_container(
@@ -76,6 +76,8 @@ def train_policy(cfg: DictConfig) -> float:
         return train(settings, Path(cfg.run_dir), container, logger)  # type: ignore[arg-type]
     except ConfigError as exc:  # a suite, teacher or resume that cannot run: before any episode
         refuse(exc, 2)
+    except PolicyDiverged as exc:  # a policy of NaN weights is not saved: one line, exit 1
+        refuse(exc, 1)
     except Stopped as exc:  # SIGINT or SIGTERM: where it stopped and how to resume, in one line
         print(f"esper: {exc}", file=sys.stderr)
         raise SystemExit(128 + exc.signum) from None

@@ -19,6 +19,9 @@ from pydantic import (
 
 from esper import blueprints
 
+MAX_SEED = 2**32 - 1
+"""The largest seed numpy's generators take (a run's `seed`, Simic's training seeds)."""
+
 MAX_LR = 1e30
 """The largest finite learning rate taken: Adam's step divides lr by 1 - beta1 (0.1 at the
 first step) and torch converts it to float32 (at most 3.4e38), which 1e38 overflowed."""
@@ -212,7 +215,7 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str
-    seed: int = Field(ge=0, le=2**32 - 1)
+    seed: int = Field(ge=0, le=MAX_SEED)
     """numpy seeds its generator with this: it takes 0 .. 2**32 - 1."""
     tags: list[str] = Field(default_factory=list)
     optimized_metric: OptimizedMetric = "val_accuracy"

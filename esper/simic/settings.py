@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from esper.config import MAX_SEED
 from esper.events.tables import flatten
 from esper.policy.gnn import Lifecycle
 
@@ -20,9 +22,10 @@ selection: experiments/select_checkpoint.sh): training never draws these."""
 
 
 class Section(BaseModel):
-    """Strict: `true` is not a count and `"0.1"` is not a rate (Hydra gives typed values)."""
+    """Strict: `true` is not a count and `"0.1"` is not a rate (Hydra gives typed values), and
+    `inf` or `nan` is no setting (`simic.ppo.lr=inf` trained a policy of NaN weights)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 def _no_variant() -> list[list[str]]:
@@ -108,7 +111,7 @@ and how the work is spread and saved."""
 
 class SimicConfig(Section):
     tasks: list[TaskConfig] = Field(min_length=1)
-    train_seeds: list[int] = Field(min_length=1)
+    train_seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(min_length=1)
     """Seeds episodes draw from; never the evaluation seeds (0..44 and 80..99) or the
     checkpoint selection seeds (50..79): `RESERVED_SEEDS`."""
     episode_epochs: int = Field(ge=2)

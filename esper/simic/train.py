@@ -242,6 +242,34 @@ class Stopped(Exception):
         super().__init__(f"interrupted by {name} during {at}; {go_on}")
 
 
+class PolicyDiverged(Exception):
+    """The policy's weights are no longer finite (a learning rate far too large): the training
+    ends as failed, nothing of that policy is saved, and the last checkpoint stays as it was.
+    Before, it went on and saved a policy.pt of NaN weights, and exited 0."""
+
+    def __init__(self, after: str, losses: str, saved: int | None, run_dir: Path, lr: str):
+        self.after = after
+        go_on = (
+            f"its last checkpoint (update {saved}) is kept"
+            if saved is not None
+            else "no checkpoint was written"
+        )
+        super().__init__(
+            f"the policy's weights are not finite after {after} ({losses}); {go_on} in "
+            f"{run_dir}; a smaller {lr} may train"
+        )
+
+
+def check_finite(
+    net: torch.nn.Module, after: str, losses: dict[str, float], where: dict[str, Any], lr: str
+) -> None:
+    """Raise PolicyDiverged if any weight of `net` is NaN or infinite."""
+    if all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+        return
+    said = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
+    raise PolicyDiverged(after, said, where["saved"], where["dir"], lr)
+
+
 def _imitation_specs(settings: SimicConfig) -> list[EpisodeSpec]:
     """`simic.imitate.episodes` distinct (task, host, training seed) runs, in a seeded order
     of their own (the PPO updates draw the same episodes as without imitation)."""
@@ -441,6 +469,8 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
             if settings.imitate.episodes and not settings.resume:
                 where["at"] = "imitation"
                 imitation = _imitate(settings, policy, pool, store, baselines, sink)
+                losses = {k: v for k, v in imitation.items() if "loss" in k}
+                check_finite(net, "imitation", losses, where, "simic.imitate.lr")
                 save(0)  # update_0.pt: the policy imitation alone gives
             bar = tqdm(
                 range(start, settings.updates),
@@ -485,6 +515,8 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
                 stats = ppo.update(
                     net, optimizer, steps, advantages, returns, ppo_settings, generator
                 )
+                losses = {"loss/policy": stats.policy_loss, "loss/value": stats.value_loss}
+                check_finite(net, f"update {update}", losses, where, "simic.ppo.lr")
                 last_reward = sum(rewards) / len(rewards)
                 row = {
                     "update": float(update),
@@ -514,6 +546,10 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
         if sink is not None:
             sink.run.finish(exit_code=1)  # what was logged stays readable; a resume continues it
         raise Stopped(signum, where["at"], where["saved"], where["dir"]) from None
+    except PolicyDiverged:
+        if sink is not None:
+            sink.run.finish(exit_code=1)
+        raise
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, on_sigterm)

@@ -216,3 +216,20 @@ def test_a_refused_job_of_a_sweep_is_recorded_and_the_sweep_goes_on(tmp_path) ->
         assert "cannot germinate before epoch 5 (policy.warmup_epochs=5" in line
         assert f"simic.episode_epochs={epochs}: nothing to imitate" in line
     assert not (tmp_path / "kernels").exists(), "no episode ran"
+
+
+def test_a_policy_whose_weights_go_non_finite_is_not_saved(tmp_path) -> None:
+    """A learning rate taken (finite) but far too large: the update makes every weight NaN.
+    Before, the training saved that policy.pt and exited 0 (only loading it later refused)."""
+    run_dir = tmp_path / "run"
+    env = own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels"))
+    result = launch(run_dir, "simic.updates=1", "simic.ppo.lr=1e30", env=env)
+    assert result.returncode == 1, result.stderr[-3000:]
+    said = [line for line in result.stderr.splitlines() if line.startswith("esper:")]
+    assert said == [
+        f"esper: the policy's weights are not finite after update 0 (loss/policy=nan, "
+        f"loss/value=nan); no checkpoint was written in {run_dir}; a smaller simic.ppo.lr "
+        "may train"
+    ], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert not (run_dir / "policy.pt").exists() and not (run_dir / "simic.pt").exists()

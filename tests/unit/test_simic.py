@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import random
 
 import pytest
@@ -183,6 +184,45 @@ def test_training_seeds_stay_off_evaluation_and_selection_seeds(seed: int) -> No
             episodes_per_update=1,
             updates=1,
         )
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_every_training_seed_is_checked_before_training(seed: int) -> None:
+    """Only the first was: [100, -1] trained until an episode drew -1 and stopped mid-update,
+    blaming simic.overrides."""
+    with pytest.raises(ValueError, match=r"train_seeds\.1"):
+        SimicConfig(
+            tasks=[TaskConfig(name="spirals", overrides=[])],
+            train_seeds=[100, seed],
+            episode_epochs=6,
+            episodes_per_update=1,
+            updates=1,
+        )
+
+
+@pytest.mark.parametrize(
+    ("section", "value"),
+    [
+        ("ppo", {"lr": math.inf}),
+        ("reward", {"per_1k_params": math.inf}),
+        ("ppo", {"clip": math.nan}),
+    ],
+)
+def test_infinite_or_nan_settings_are_refused(section: str, value: dict[str, float]) -> None:
+    """simic.ppo.lr=inf trained a policy of NaN weights and saved it, exit 0."""
+    with pytest.raises(ValueError, match="finite number"):
+        SimicConfig.model_validate(
+            {
+                "tasks": [{"name": "spirals", "overrides": [], "weight": 1.0}],
+                "train_seeds": [100],
+                "episode_epochs": 6,
+                "episodes_per_update": 1,
+                "updates": 1,
+                section: value,
+            }
+        )
+    with pytest.raises(ValueError, match="finite number"):
+        TaskConfig(name="spirals", overrides=[], weight=math.inf)
 
 
 def test_the_config_hash_names_what_shapes_training() -> None:
