@@ -92,6 +92,19 @@ def split_tensors(
     n = len(x)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
+    for key, frac, count in (
+        ("val_fraction", val_fraction, n_val),
+        ("test_fraction", test_fraction, n_test),
+    ):
+        if count == 0:  # an empty split divided by zero once trained (val) or at the end (test)
+            raise ValueError(
+                f"dataset.{key}={frac!r} leaves no sample of the {n}; allowed: at least "
+                f"1/{n} = {1 / n:.3g} (one sample)"
+            )
+    if n_test + n_val >= n:
+        raise ValueError(
+            f"dataset.val_fraction + dataset.test_fraction leave no training sample of the {n}"
+        )
     test_idx, val_idx, train_idx = (
         order[:n_test],
         order[n_test : n_test + n_val],

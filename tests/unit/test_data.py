@@ -35,6 +35,9 @@ def test_digits_are_images_from_the_installed_package() -> None:
     [
         ({"arms": 1}, "dataset.arms"),
         ({"val_fraction": 1.5}, "dataset.val_fraction"),
+        # an empty split: ZeroDivisionError at the first evaluation (val), after training (test)
+        ({"val_fraction": 0.0001}, r"dataset.val_fraction=0.0001 leaves no sample of the 2000"),
+        ({"test_fraction": 0.0001}, r"dataset.test_fraction=0.0001 leaves no sample"),
         ({"batch_size": 0}, "dataset.batch_size"),
         ({"noise": -1}, "dataset.noise"),
     ],
