@@ -36,7 +36,7 @@ from esper.policy.base import keep_if_it_helps, lifecycle_decisions
 from esper.policy.gnn_net import PolicyNet, blueprint_features
 from esper.policy.masks import OPERATIONS, ActionMasks, action_masks, germination_only
 from esper.policy.scatter import BackendChoice, Setting
-from esper.policy.scatter_choice import ScatterBackends
+from esper.policy.scatter_choice import ScatterBackends, check_setting
 
 log = logging.getLogger(__name__)
 Lifecycle = Literal["learned", "schedule"]
@@ -156,9 +156,11 @@ class GnnPolicy:
         self.greedy = greedy
         self.max_in_flight = max_in_flight
         self.max_seeds = max_seeds
+        check_setting(scatter_backend)
         self.setting = scatter_backend
         self.backends = ScatterBackends()
-        fixed = self.backends.choose("torch", torch.device("cpu"), 1, hidden)
+        # scratch parts until the first decision chooses for the real graph
+        fixed = self.backends.choose("torch", torch.device("cpu"), 1, hidden, announce=False)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = PolicyNet(hidden, layers, fixed)

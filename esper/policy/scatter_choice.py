@@ -65,6 +65,25 @@ def bucket(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
+def check_setting(setting: str) -> tuple[str | None, str]:
+    """Refuse an unknown setting, or torch_scatter where it cannot be imported, before a run
+    trains (it failed at the first control step); else torch-scatter's (version, status)."""
+    if setting not in SETTINGS:
+        raise ValueError(f"{SETTING_KEY}={setting!r}: allowed values are {', '.join(SETTINGS)}")
+    version, status = torch_scatter_status()
+    if setting == "torch_scatter" and version is None:
+        raise ValueError(_unusable(status))
+    return version, status
+
+
+def _unusable(status: str) -> str:
+    return (
+        f"{SETTING_KEY}=torch_scatter, but {status}: install the accel extra "
+        f"(`make accel`, i.e. pip install -e '.[accel]'; built with CUDA for a GPU) "
+        f"or choose one of {SETTING_KEY}=auto|torch"
+    )
+
+
 class ScatterBackends:
     """Chooses a backend per reduction for a device and a shape; `auto` measures once per
     (device, torch version, torch-scatter version, threads, shapes bucket) and caches on disk.
@@ -96,16 +115,15 @@ class ScatterBackends:
         features: int,
         *,
         passes: Passes = "forward+backward",
+        announce: bool = True,
     ) -> BackendChoice:
         """The backend for each reduction on `device` for about `num_edges` x `features`.
 
         `passes` is what `auto` times: a forward and a backward (training) or the forward
         alone (decisions under `torch.no_grad`). They can disagree: torch-scatter's `max` has a
-        slow forward and a cheap backward."""
+        slow forward and a cheap backward. `announce`: log the choice (not for scratch parts)."""
         device = torch.device(device)
-        if setting not in SETTINGS:
-            raise ValueError(f"{SETTING_KEY}={setting!r}: allowed values are {', '.join(SETTINGS)}")
-        version, status = torch_scatter_status()
+        version, status = check_setting(setting)
         edges, feats = bucket(num_edges), bucket(features)
         if passes not in get_args(Passes):
             raise ValueError(f"passes={passes!r}: allowed values are {', '.join(get_args(Passes))}")
@@ -113,11 +131,7 @@ class ScatterBackends:
         if version is not None and setting != "torch" and (failure := _probe(device)):
             version, status = None, f"torch_scatter {version} does not run on {device} ({failure})"
         if setting == "torch_scatter" and version is None:
-            raise ValueError(
-                f"{SETTING_KEY}=torch_scatter, but {status}: install the accel extra "
-                f"(`make accel`, i.e. pip install -e '.[accel]'; built with CUDA for a GPU) "
-                f"or choose one of {SETTING_KEY}=auto|torch"
-            )
+            raise ValueError(_unusable(status))
         if setting != "auto" or version is None:
             backend: Backend = "torch" if setting == "auto" else setting
             why = f"{SETTING_KEY}={setting}" + (f"; {status}" if version is None else "")
@@ -153,7 +167,8 @@ class ScatterBackends:
                 f"measured in {took:.2f} s",
                 key=key,
             )
-        log.info("%s", result.summary())
+        if announce:
+            log.info("%s", result.summary())
         return result
 
     # --- measurement -----------------------------------------------------------------------

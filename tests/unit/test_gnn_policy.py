@@ -3,6 +3,7 @@ save and load; its decisions carry their probabilities."""
 
 from __future__ import annotations
 
+import sys
 from functools import cache
 
 import pytest
@@ -198,3 +199,20 @@ def test_the_shipped_checkpoints_load_and_decide_legally(name: str) -> None:
         assert decision.action in ("wait", "germinate")
         if decision.action == "germinate":
             assert decision.blueprint in VECTOR
+
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ("torch_scatter", "torch_scatter not installed: install the accel extra"),
+        ("fast", "allowed"),
+    ],
+)
+def test_a_scatter_backend_that_cannot_run_is_refused_when_the_policy_is_built(
+    monkeypatch, setting: str, said: str
+) -> None:
+    """Before, the run trained its first epoch and failed at the first control step with a
+    traceback (and logged `policy.scatter_backend=torch` on the way)."""
+    monkeypatch.setitem(sys.modules, "torch_scatter", None)  # import fails: not installed
+    with pytest.raises(ValueError, match=f"policy.scatter_backend.*{said}"):
+        GnnPolicy(scatter_backend=setting)  # type: ignore[arg-type]
