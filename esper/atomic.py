@@ -7,6 +7,7 @@ EACCES, ...), keeping the previous file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -30,7 +31,8 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. a parent that is a file: the error is above
+            tmp.unlink(missing_ok=True)
         code = errno.errorcode.get(exc.errno or 0, "error")
         raise WriteError(
             exc.errno,

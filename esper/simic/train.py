@@ -382,8 +382,28 @@ def _imitate(
     return {**teacher_row, **row}
 
 
+def check_output(output: str) -> None:
+    """`simic.output` is written after the last update: a path that cannot take it is refused
+    now (it failed with a traceback once every update had run)."""
+    path = Path(output).expanduser()
+    if path.is_dir():
+        raise ConfigError(
+            f"simic.output={output!r} is a directory; allowed: a file path, e.g. "
+            f"{str(path / 'policy.pt')!r}"
+        )
+    probe = path.with_name(path.name + ".tmp")  # write_atomic's own temporary name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"simic.output={output!r}: cannot write there ({reason(exc)})") from None
+
+
 def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: Any) -> float:
     """Train; returns the mean episode reward of the last update."""
+    if settings.output:
+        check_output(settings.output)
     if not settings.resume:  # before any output, W&B run or episode
         check_suite(settings)
         if settings.imitate.episodes:

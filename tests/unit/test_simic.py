@@ -9,6 +9,8 @@ import random
 import pytest
 import torch
 
+from esper.atomic import WriteError, write_atomic
+from esper.config import ConfigError
 from esper.policy.gnn import GnnPolicy
 from esper.policy.masks import OPERATIONS
 from esper.seeds.graph_features import N_GLOBAL, N_NODE
@@ -16,7 +18,7 @@ from esper.simic import ppo
 from esper.simic.episode import EpisodeSpec, run_episode
 from esper.simic.reward import episode_reward, step_rewards
 from esper.simic.settings import RewardConfig, SimicConfig, TaskConfig
-from esper.simic.train import _advantages, _specs
+from esper.simic.train import _advantages, _specs, check_output
 
 
 def test_the_reward_is_the_gain_over_the_host_alone_less_the_parameter_cost() -> None:
@@ -269,3 +271,17 @@ def test_the_shipped_training_command_still_hashes_as_the_run_experiments_cite()
         cfg = compose("train_policy")
     settings = SimicConfig(**OmegaConf.to_container(cfg.simic, resolve=True))  # type: ignore[arg-type]
     assert settings.config_hash() == "95d2d98c3292"  # gnn.pt's run (experiments/gnn_policy.md)
+
+
+def test_a_simic_output_that_cannot_be_written_is_refused_before_training(tmp_path) -> None:
+    """It failed with a traceback once every update had run (a directory; a path through a
+    file, where write_atomic's clean-up then hid the real error)."""
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a directory; allowed: a file path"):
+        check_output(str(tmp_path))
+    with pytest.raises(ConfigError, match="cannot write there"):
+        check_output(str(tmp_path / "file" / "policy.pt"))
+    check_output(str(tmp_path / "new" / "policy.pt"))  # a new directory is made
+    assert list((tmp_path / "new").iterdir()) == [], "the probe leaves nothing"
+    with pytest.raises(WriteError, match="cannot write .*policy.pt"):
+        write_atomic(tmp_path / "file" / "policy.pt", b"weights")
