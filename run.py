@@ -146,8 +146,11 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from esper.training.interruption import sigterm_unwinds
+
+    sigterm_unwinds()
     try:
         sys.exit(main())
-    except KeyboardInterrupt as exc:  # a second Ctrl-C, or one before training started
+    except KeyboardInterrupt as exc:  # a second Ctrl-C or SIGTERM, or one before training started
         print("esper: interrupted", file=sys.stderr)
-        sys.exit(128 + getattr(exc, "signum", signal.SIGINT))  # SecondSignal's may be SIGTERM
+        sys.exit(128 + getattr(exc, "signum", signal.SIGINT))  # a SignalInterrupt's may be SIGTERM

@@ -1,7 +1,8 @@
 """SIGINT and SIGTERM end a run cleanly: the current step finishes, then the run ends as
 `interrupted` with everything written (events, summary, the last whole epoch's checkpoint).
 
-A second signal is not caught: it acts at once (the default handlers are back after the first).
+A second signal is not caught: it acts at once (the handlers from before are back after the
+first: Ctrl-C's KeyboardInterrupt, and for SIGTERM `sigterm_unwinds`'s).
 """
 
 from __future__ import annotations
@@ -27,6 +28,31 @@ class Interrupted(Exception):
             "epoch ended): nothing to resume"
         )
         super().__init__(f"interrupted by {name} during epoch {epoch} (step {step}); {go_on}")
+
+
+class SignalInterrupt(KeyboardInterrupt):
+    """A signal that unwinds as Ctrl-C does, so run.py says one line and exits 128 + `signum`:
+    SIGTERM outside a run's training loop (`sigterm_unwinds`), or a stopping sweep's second
+    signal (esper.training.sweep_stop)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise SignalInterrupt(signum)
+
+
+def sigterm_unwinds() -> None:
+    """SIGTERM as Ctrl-C, outside the training loop (start-up: composing, preflight compiles
+    of seconds; a second one): the process said nothing and wrote nothing under SIGTERM's
+    default action. Only where SIGTERM has that action (not a sweep's worker, which ignores it),
+    and from the main thread. Interruption puts it back after the loop's first signal."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 class Interruption:

@@ -39,6 +39,8 @@ from hydra.types import RunMode
 from joblib.externals.loky.backend import resource_tracker as loky_tracker
 from omegaconf import DictConfig
 
+from esper.training.interruption import SignalInterrupt
+
 STOP_FILE = ".esper_stop"
 """In the sweep directory: the number of the signal that stopped the sweep."""
 POLL_S = 0.1
@@ -51,15 +53,6 @@ _PARENT_ENV = "ESPER_SWEEP_PARENT"
 """The sweep process's pid: a job in another process runs in a worker."""
 _LOCK = threading.Lock()
 """The sweep process's handler and its watcher thread may both take a signal."""
-
-
-class SecondSignal(KeyboardInterrupt):
-    """A second signal to a stopping sweep: it ends at once (joblib ends its workers), exit
-    128 + `signum`."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
 
 
 def _joblib(launcher: Any) -> bool:
@@ -169,7 +162,7 @@ class SweepStop(Callback):
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         """In the main thread: a signal, or the watcher's second one passed on."""
         if not self._first(signum):
-            raise SecondSignal(signum)
+            raise SignalInterrupt(signum)  # the sweep ends at once (joblib ends its workers)
 
     def _watch(self, signals: set[int]) -> None:
         while True:

@@ -153,6 +153,25 @@ def test_ctrl_c_while_the_compile_worker_starts_gives_one_line(tmp_path) -> None
     assert not alive(worker)
 
 
+@pytest.mark.slow
+def test_sigterm_during_start_up_gives_one_line_and_exit_143(tmp_path) -> None:
+    """SIGTERM once the job has started (its run.log exists) but before training: composing,
+    building, the preflight's compiles on a cold kernel store (seconds). Before, its default
+    action killed the process without a word (exit -15), as it does Simic's start-up."""
+    env = {"ESPER_KERNEL_STORE": str(tmp_path / "kernels")}
+    run_dir = tmp_path / "run"
+    with group_killed_if_left(
+        run_py("logger=none", f"hydra.run.dir={run_dir}", env=env)
+    ) as process:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "run.log").exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        stderr = signal_and_wait(process, signal.SIGTERM, to_group=False)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == "esper: interrupted"
+    assert "Traceback" not in stderr
+
+
 def spawned_workers(pid: int) -> list[psutil.Process]:
     """The process's multiprocessing workers (not its resource tracker)."""
     try:
