@@ -33,8 +33,26 @@ def moving_mean(values: list[float], window: int) -> list[float]:
 
 
 def history(run_dir: Path) -> list[dict[str, float]]:
+    """What a training run logged, an update a row (from its simic.pt); ValueError in one line
+    for anything else (a policy.pt, a run's checkpoint, a damaged file)."""
     path = run_dir if run_dir.is_file() else run_dir / "simic.pt"
-    return list(torch.load(path, map_location="cpu", weights_only=True)["history"])
+    if not path.is_file():
+        raise ValueError(
+            f"{run_dir}: no simic.pt (a policy-training run directory, or its simic.pt)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - one line for any unreadable file
+        raise ValueError(f"{path}: not a Simic checkpoint ({type(exc).__name__})") from None
+    rows = state.get("history") if isinstance(state, dict) else None
+    keys = ("update", *(key for key, _ in PANELS))
+    if not isinstance(rows, list) or not all(
+        isinstance(row, dict) and all(key in row for key in keys) for row in rows
+    ):
+        raise ValueError(f"{path}: not a Simic checkpoint (no learning history)")
+    if not rows:
+        raise ValueError(f"{path}: no update was logged yet")
+    return rows
 
 
 def render(rows: list[dict[str, float]], out: Path) -> Path:
@@ -60,13 +78,25 @@ def render(rows: list[dict[str, float]], out: Path) -> Path:
     return out
 
 
+FORMATS = (".png", ".svg", ".pdf")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None, help=f"the figure: {', '.join(FORMATS)}")
     args = parser.parse_args(argv)
     out = args.out or args.run_dir / "learning_curve.png"
-    print(render(history(args.run_dir), out))
+    if out.suffix.lower() not in FORMATS:
+        parser.error(f"--out {out}: allowed: a file ending in {', '.join(FORMATS)}")
+    try:
+        rows = history(args.run_dir)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        print(render(rows, out))
+    except OSError as exc:
+        parser.error(f"--out {out}: cannot write the figure there ({exc.strerror or exc})")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,43 @@
+"""`python -m esper.simic.curve`: the learning curve from a training's simic.pt, and one line
+(exit 2) for what is not one (each was a traceback)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from esper.simic.curve import PANELS, main
+
+
+def rows(n: int) -> list[dict[str, float]]:
+    return [{"update": float(i), **{key: 0.01 * i for key, _ in PANELS}} for i in range(n)]
+
+
+def test_the_curve_is_drawn_from_the_logged_rows(tmp_path) -> None:
+    torch.save({"history": rows(25)}, tmp_path / "simic.pt")
+    main([str(tmp_path), "--out", str(tmp_path / "curve.png")])
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("make", "out", "said"),
+    [
+        (None, "c.png", "no simic.pt"),
+        ({"weights": {}}, "c.png", "not a Simic checkpoint (no learning history)"),
+        ("text", "c.png", "not a Simic checkpoint (UnpicklingError)"),
+        ({"history": []}, "c.png", "no update was logged yet"),
+        ({"history": rows(3)}, "c.txt", "allowed: a file ending in .png, .svg, .pdf"),
+        ({"history": rows(3)}, "c", "allowed: a file ending in"),
+        ({"history": rows(3)}, "simic.pt/c.png", "cannot write the figure there"),
+    ],
+)
+def test_what_is_no_curve_is_one_line(tmp_path, capsys, make, out, said) -> None:
+    if make == "text":
+        (tmp_path / "simic.pt").write_text("not a checkpoint")
+    elif make is not None:
+        torch.save(make, tmp_path / "simic.pt")
+    with pytest.raises(SystemExit) as ended:
+        main([str(tmp_path), "--out", str(tmp_path / out)])
+    assert ended.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err, err
