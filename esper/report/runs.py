@@ -4,6 +4,7 @@ resolved configuration, the epoch rows, the adaptations). Nothing here needs W&B
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,14 +80,31 @@ def _not_a_record(summary: dict[str, Any]) -> str | None:
         if not isinstance(section, dict):
             return f"{key} is not a mapping"
         for field in fields:
-            if not _is_number(section.get(field)):
-                return f"{key}.{field} is not a number"
+            if not _is_finite(section.get(field)):
+                return f"{key}.{field} is not a finite number"
     flops = summary.get("flops_per_sample")
-    if not isinstance(flops, dict) or not _is_number(flops.get("total", 0)):
-        return "flops_per_sample.total is not a number"
-    if not _is_number(summary.get("train_flops", 0)):
-        return "train_flops is not a number"
+    if not isinstance(flops, dict) or not _is_finite(flops.get("total", 0)):
+        return "flops_per_sample.total is not a finite number"
+    if not _is_finite(summary.get("train_flops", 0)):
+        return "train_flops is not a finite number"
+    kernels = summary.get("kernels", [])
+    if not isinstance(kernels, list) or not all(map(_is_kernel, kernels)):
+        return "kernels is not a list of kernels (blueprint, finite latency_us_p50)"
     return None
+
+
+def _is_finite(value: Any) -> bool:
+    """A completed run's figures are finite: a NaN or infinity (a hand-edited file) made the
+    table's standard deviation raise."""
+    return _is_number(value) and math.isfinite(value)
+
+
+def _is_kernel(kernel: Any) -> bool:
+    """What the kernel-latency figure reads (a null latency made it raise)."""
+    if not isinstance(kernel, dict) or not isinstance(kernel.get("blueprint"), str):
+        return False
+    trained = kernel.get("train_latency_us_p50")
+    return _is_finite(kernel.get("latency_us_p50")) and (trained is None or _is_finite(trained))
 
 
 def _is_number(value: Any) -> bool:

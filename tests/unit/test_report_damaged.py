@@ -67,6 +67,10 @@ def test_undecodable_and_non_object_event_lines_are_ignored_and_named(tmp_path, 
         (lambda s: {**s, "choices": None}, "choices"),
         (lambda s: {**s, "params": [1, 2]}, "params"),
         (lambda s: {**s, "config_hash": ["x"]}, "config_hash"),
+        # a NaN or infinity made the table's standard deviation raise, a null latency the figure
+        (lambda s: {**s, "metrics": {**s["metrics"], "test_accuracy": float("nan")}}, "finite"),
+        (lambda s: {**s, "train_flops": float("inf")}, "train_flops is not a finite number"),
+        (lambda s: {**s, "kernels": [{"blueprint": "x", "latency_us_p50": None}]}, "kernels"),
     ],
 )
 def test_a_summary_that_is_no_run_record_is_left_out_and_named(tmp_path, capsys, change, why):
