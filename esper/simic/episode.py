@@ -55,6 +55,15 @@ class EpisodeResult:
     actions: dict[str, int] = field(default_factory=dict)
 
 
+EPISODE_KEYS = {
+    "seed": "simic.train_seeds (the seeds episodes draw)",
+    "trainer.max_epochs": "simic.episode_epochs (every episode's length)",
+    "run_dir": "none (each episode runs in a directory of its own)",
+}
+"""Run keys `episode_overrides` sets after the task's: one in a task or `simic.overrides` was
+silently replaced (`trainer.max_epochs=50` trained episodes of `simic.episode_epochs`)."""
+
+
 def episode_overrides(spec: EpisodeSpec, policy: Sequence[str], workdir: str) -> list[str]:
     """The run overrides an episode composes conf/config.yaml with: quiet, the task's (host
     variant and `simic.overrides` included), the policy's, the seed and the length."""
@@ -103,6 +112,19 @@ def check_suite(settings: SimicConfig) -> None:
     from esper.config import ConfigError, validate
 
     seed, epochs = settings.train_seeds[0], settings.episode_epochs
+    named = [(f"simic.overrides={settings.overrides}", settings.overrides)] + [
+        (f"simic.tasks[{task.name}]", [*task.overrides, *variant])
+        for task in settings.tasks
+        for variant in task.variants
+    ]
+    for where, items in named:
+        for item in items:
+            key = item.lstrip("+~").split("=", 1)[0]
+            if key in EPISODE_KEYS:
+                raise ConfigError(
+                    f"{where}: {item!r} is set by Simic for every episode, after these "
+                    f"overrides; allowed: {EPISODE_KEYS[key]}"
+                )
     for item in settings.overrides:
         if item.lstrip("+~").startswith("policy"):
             raise ConfigError(

@@ -260,6 +260,15 @@ def test_the_early_schedule_is_a_teacher_and_a_late_one_is_warned_of(caplog) -> 
             "simic.overrides=['++policy.threshold=0.5']: '++policy.threshold=0.5' sets the policy",
         ),
         ({"overrides": ["trainer.lr=-1"]}, "simic.overrides=['trainer.lr=-1'] (policy=none):"),
+        (  # set again by every episode: it was silently replaced
+            {"overrides": ["trainer.max_epochs=50"]},
+            "simic.overrides=['trainer.max_epochs=50']: 'trainer.max_epochs=50' is set by Simic "
+            "for every episode, after these overrides; allowed: simic.episode_epochs",
+        ),
+        (
+            {"tasks": [TaskConfig(name="s", overrides=["+seed=3"])]},
+            "simic.tasks[s]: '+seed=3' is set by Simic for every episode",
+        ),
         (
             {"tasks": [TaskConfig(name="s", overrides=["dataset=spiralz"])]},
             "simic.tasks[s] ['dataset=spiralz'] (policy=none):",
