@@ -137,7 +137,13 @@ def paired_rows(
             )
         if not refs:
             continue  # a task the reference did not run (a static model of another width)
-        ref = {r["seed"]: r for r in groups[refs[0]]}
+        ref = _by_seed(groups[refs[0]], metric)
+        repeated = sorted(seed for seed, (_, _, n) in ref.items() if n > 1)
+        if repeated:  # the last run of a seed replaced the others, without a word
+            notes.append(
+                f"{names[refs[0]]}: more than one run of seed {', '.join(map(str, repeated))}; "
+                "each is paired with their mean"
+            )
         for config_hash in set(hashes) - references:  # rows are sorted once, at the end
             pairs = [(r, ref[r["seed"]]) for r in groups[config_hash] if r["seed"] in ref]
             if not pairs:
@@ -146,10 +152,8 @@ def paired_rows(
                 )
                 continue
             rng = np.random.default_rng(0)
-            accuracy = np.array([a["metrics"][metric] - b["metrics"][metric] for a, b in pairs])
-            params = np.array(
-                [a["params"]["seeds"] - b["params"]["seeds"] for a, b in pairs], float
-            )
+            accuracy = np.array([a["metrics"][metric] - b[0] for a, b in pairs])
+            params = np.array([a["params"]["seeds"] - b[1] for a, b in pairs], float)
             out.append(
                 [
                     names[config_hash],
@@ -167,6 +171,22 @@ def paired_rows(
             "nothing to pair"
         )
     return sorted(out)
+
+
+def _by_seed(runs: list[dict[str, Any]], metric: str) -> dict[int, tuple[float, float, int]]:
+    """The reference's `metric` and parameters added per seed, each the mean of its runs of
+    that seed (runs that differ only in `policy.seed` are one configuration), and how many."""
+    by_seed: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        by_seed[run["seed"]].append(run)
+    return {
+        seed: (
+            float(np.mean([r["metrics"][metric] for r in same])),
+            float(np.mean([r["params"]["seeds"] for r in same])),
+            len(same),
+        )
+        for seed, same in by_seed.items()
+    }
 
 
 def _say(notes: list[str]) -> None:

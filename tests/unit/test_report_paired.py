@@ -126,3 +126,22 @@ def test_validation_can_be_compared_without_the_test_column(tmp_path, capsys) ->
     paired = capsys.readouterr().out.split("Against `random`")[1]
     assert "val accuracy − reference" in paired and "test accuracy" not in paired
     assert "| -0.1000 (-0.1000 to -0.1000) |" in paired
+
+
+def test_two_reference_runs_of_one_seed_pair_with_their_mean_and_are_named(
+    tmp_path, capsys
+) -> None:
+    """Runs that differ only in policy.seed are one configuration: the last run of a seed
+    replaced the others in the pairing, without a word."""
+    write_run(tmp_path / "a", "random", [8, 8], 0, 0.80, added=300)
+    write_run(tmp_path / "b", "random", [8, 8], 0, 0.90, added=100)
+    events = tmp_path / "b" / "random-8-None-0" / "events.jsonl"
+    events.write_text(events.read_text().replace('"seed": 0}', '"seed": 7}'))  # policy.seed=7
+    for seed, acc in ((0, 0.86), (1, 0.80)):
+        write_run(tmp_path / "a", "gnn", [8, 8], seed, acc, added=200)
+    write_run(tmp_path / "a", "random", [8, 8], 1, 0.80, added=200)
+    [(_, seeds, accuracy, params, _)] = paired_rows(
+        load_runs([tmp_path / "a", tmp_path / "b"]), "random"
+    )
+    assert (seeds, accuracy, params) == ("2", "+0.0050 (+0.0000 to +0.0100)", "+0 (+0 to +0)")
+    assert "more than one run of seed 0; each is paired with their mean" in capsys.readouterr().err
