@@ -126,7 +126,7 @@ def rows(runs: list[dict[str, Any]]) -> list[list[str]]:
         out.append(
             [
                 names[config_hash],
-                ",".join(str(r["seed"]) for r in done),
+                ",".join(str(r["seed"]) for r in done) + _not_completed(members),
                 _mean_std([r["metrics"]["test_accuracy"] for r in done]),
                 _mean_std([r["metrics"]["val_accuracy"] for r in done]),
                 f"{statistics.mean(r['params']['total'] for r in done):,.0f}",
@@ -137,6 +137,13 @@ def rows(runs: list[dict[str, Any]]) -> list[list[str]]:
             ]
         )
     return out
+
+
+def _not_completed(members: list[dict[str, Any]]) -> str:
+    """The seeds of a row that ran but did not complete, with how each ended: they are left
+    out of its figures, and a row said nothing of them."""
+    others = [f"{r['seed']} {r['status']}" for r in members if r["status"] != "completed"]
+    return f" (left out: {', '.join(others)})" if others else ""
 
 
 def table(runs: list[dict[str, Any]]) -> str:

@@ -11,6 +11,7 @@ import pytest
 from esper.report import load_runs
 from esper.report.__main__ import main
 from esper.report.paired import paired_rows
+from esper.report.table import rows
 
 
 def write_run(
@@ -145,3 +146,14 @@ def test_two_reference_runs_of_one_seed_pair_with_their_mean_and_are_named(
     )
     assert (seeds, accuracy, params) == ("2", "+0.0050 (+0.0000 to +0.0100)", "+0 (+0 to +0)")
     assert "more than one run of seed 0; each is paired with their mean" in capsys.readouterr().err
+
+
+def test_a_row_names_its_runs_that_did_not_complete(tmp_path) -> None:
+    """An interrupted seed beside a completed one vanished from the row without a word (a row
+    with no completed run said "0 of N completed")."""
+    for seed in (0, 1):
+        write_run(tmp_path, "random", [8, 8], seed, 0.8)
+    summary = tmp_path / "random-8-None-0" / "summary.json"
+    summary.write_text(summary.read_text().replace('"completed"', '"interrupted"', 1))
+    [row] = rows(load_runs([tmp_path]))
+    assert row[1] == "1 (left out: 0 interrupted)"
