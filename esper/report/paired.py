@@ -117,7 +117,7 @@ def paired_rows(
         if first.get("choices", {}).get("policy") != policy:
             return False
         config = _relevant(first["config"])
-        return all(key in config and str(config[key]) == str(v) for key, v in settings.items())
+        return all(key in config and _same(config[key], v) for key, v in settings.items())
 
     by_task: dict[str, list[str]] = defaultdict(list)
     for config_hash, members in groups.items():
@@ -126,6 +126,18 @@ def paired_rows(
     if not references:
         _say(notes)
         used = sorted({r.get("choices", {}).get("policy", "?") for r in done})
+        keys = {
+            key
+            for members in groups.values()
+            if configured(members).get("choices", {}).get("policy") == policy
+            for key in _relevant(configured(members)["config"])
+        }
+        unknown = sorted(set(settings) - keys) if keys else []
+        if unknown:
+            raise ValueError(
+                f"--against {reference!r}: no run of {policy} has {', '.join(unknown)} in its "
+                "configuration (a misspelt key?)"
+            )
         raise ValueError(f"--against {reference!r}: no completed run matches (policies: {used})")
     out = []
     for hashes in by_task.values():
@@ -171,6 +183,15 @@ def paired_rows(
             "nothing to pair"
         )
     return sorted(out)
+
+
+def _same(configured: Any, wanted: Any) -> bool:
+    """A run's setting against one asked for: as numbers where both are (`1` is `1.0`, and
+    `1e-3`, a string to YAML, is 0.001), else as text."""
+    try:
+        return float(configured) == float(wanted)
+    except (TypeError, ValueError):
+        return str(configured) == str(wanted)
 
 
 def _by_seed(runs: list[dict[str, Any]], metric: str) -> dict[int, tuple[float, float, int]]:

@@ -184,6 +184,7 @@ def test_a_completed_duplicate_is_kept_over_a_failed_one(tmp_path, capsys) -> No
         ("random policy.nokey", "'policy.nokey' is not KEY=VALUE"),
         ("random =1", "'=1' is not KEY=VALUE"),
         ("random policy.x=[", "'policy.x=[': the value is not YAML"),
+        ("random policy.sed=0", "no run of random has policy.sed in its configuration"),
     ],
 )
 def test_a_malformed_reference_is_named(tmp_path, capsys, against, message) -> None:

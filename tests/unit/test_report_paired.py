@@ -157,3 +157,13 @@ def test_a_row_names_its_runs_that_did_not_complete(tmp_path) -> None:
     summary.write_text(summary.read_text().replace('"completed"', '"interrupted"', 1))
     [row] = rows(load_runs([tmp_path]))
     assert row[1] == "1 (left out: 0 interrupted)"
+
+
+@pytest.mark.parametrize("value", ["3", "3.0", "3e0"])
+def test_a_reference_setting_matches_as_a_number(tmp_path, value: str) -> None:
+    """`policy.patience=3.0` matched no run of patience 3 (compared as text)."""
+    for seed in (0, 1):
+        write_run(tmp_path, "heuristic", [8, 8], seed, 0.8, patience=3)
+        write_run(tmp_path, "gnn", [8, 8], seed, 0.81)
+    [row] = paired_rows(load_runs([tmp_path]), f"heuristic policy.patience={value}")
+    assert row[1] == "2"
