@@ -9,10 +9,12 @@ sweep job) and must never outlive the process that started it: `CompilePool` own
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -21,6 +23,7 @@ from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing import util as mp_util
 from typing import Any
 
 from esper import blueprints
@@ -77,12 +80,27 @@ def watch_parent(parent_pid: int) -> None:
     # once the worker exits by itself, a SIGTERM must not unwind into its exit handlers
     atexit.register(signal.signal, signal.SIGTERM, signal.SIG_DFL)
 
+    # after multiprocessing's own exit finalizers (its queues' semaphores are released there)
+    mp_util.Finalize(None, _skip_teardown, exitpriority=-sys.maxsize)
+
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(PARENT_POLL_S)
         os._exit(0)
 
     threading.Thread(target=watch, name="esper-watch-parent", daemon=True).start()
+
+
+def _skip_teardown() -> None:
+    """A worker's last step on its way out: end the process without the interpreter's
+    teardown of torch (1.1 s of a worker's 1.15 s exit, measured on this machine: with it
+    skipped, 0.04 s). An idle worker that had not exited by `stop_now`'s wait was sent
+    SIGTERM mid-exit, which could cut multiprocessing's clean-up short (leaked semaphores)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def spawn_context() -> multiprocessing.context.SpawnContext:
