@@ -31,13 +31,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--metric",
         choices=METRICS,
-        default="test_accuracy",
-        help="what --against compares (val_accuracy when choosing between candidates)",
+        default=None,
+        help="what --against compares (default test_accuracy; val_accuracy when choosing "
+        "between candidates)",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="online: build the W&B Report, do not save it"
     )
     args = parser.parse_args(argv)
+    if not all(t.strip() for t in args.targets):  # Path("") is the current directory
+        parser.error("an empty target: name sweep or run directories")
+    if args.metric is not None and args.against is None:
+        parser.error(f"--metric {args.metric}: it is what --against compares; add --against POLICY")
     paths = [Path(t) for t in args.targets]
     if all(p.exists() for p in paths):
         files = [str(p) for p in paths if not p.is_dir()]
@@ -47,12 +52,15 @@ def main(argv: list[str] | None = None) -> None:
             runs = load_runs(paths)
         except NoRuns as exc:  # a directory with no run in it: named like a missing one
             parser.error(str(exc))
-        print(table(runs))
+        paired = None
         if args.against is not None:  # `--against ""` is a reference left empty, not none
-            try:
-                print("\n" + paired_table(runs, args.against, args.metric))
+            try:  # before any output: a refused reference prints no half report
+                paired = paired_table(runs, args.against, args.metric or "test_accuracy")
             except ValueError as exc:
                 parser.error(str(exc))
+        print(table(runs))
+        if paired is not None:
+            print("\n" + paired)
         if not args.no_html:
             from esper.report.html import render
 

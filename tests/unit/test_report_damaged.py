@@ -240,3 +240,24 @@ def test_events_the_figures_cannot_read_are_ignored_and_named(tmp_path, capsys) 
     assert (tmp_path / "html" / "report.html").is_file()
     (run,) = [r for r in load_runs([tmp_path]) if r["run_dir"].endswith("gnn-8-None-1")]
     assert run["history"] == [{"val/accuracy": 0.5, "epoch": 0, "step": 5}]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("",), "an empty target"),  # it reported on the current directory
+        (("{dir}", "--metric", "val_accuracy"), "--metric val_accuracy: it is what --against"),
+    ],
+)
+def test_an_argument_that_would_be_ignored_is_refused(tmp_path, capsys, args, message) -> None:
+    sweep(tmp_path)
+    code, last = exit_code(capsys, *(a.format(dir=tmp_path) for a in args))
+    assert code == 2 and message in last, last
+
+
+def test_a_refused_reference_prints_no_half_report(tmp_path, capsys) -> None:
+    """The results table was printed before --against was refused."""
+    sweep(tmp_path)
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--no-html", "--against", "heuristic"])
+    assert capsys.readouterr().out == ""
