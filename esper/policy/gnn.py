@@ -192,7 +192,14 @@ class GnnPolicy:
         file = Path(path).expanduser()
         key = f"policy.checkpoint={path!r}"
         if not file.is_file():
-            raise ValueError(f"{key}: no such file (a path, or one of {', '.join(SHIPPED)})")
+            what = (
+                "a directory"
+                if file.is_dir()
+                else "no such file"
+                if not file.exists()
+                else "not a file"
+            )
+            raise ValueError(f"{key}: {what}; allowed: a .pt file, or one of {', '.join(SHIPPED)}")
         try:
             state = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - one line for any unreadable file

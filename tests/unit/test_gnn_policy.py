@@ -152,10 +152,11 @@ def test_weights_round_trip_and_a_bad_checkpoint_is_one_line(tmp_path) -> None:
     assert GnnPolicy(seed=2).describe()["weights"] == "initial (seed 2), untrained"
     with pytest.raises(ValueError, match=r"policy\.checkpoint=.*trained for .*hidden"):
         GnnPolicy(checkpoint=str(path), hidden=16)
-    with pytest.raises(
-        ValueError, match=r"no such file \(a path, or one of shipped, shipped_growth\)"
-    ):
+    allowed = "allowed: a .pt file, or one of shipped, shipped_growth"
+    with pytest.raises(ValueError, match=f"no such file; {allowed}"):
         GnnPolicy(checkpoint="shipped_growthx")
+    with pytest.raises(ValueError, match=f"a directory; {allowed}"):  # it said "no such file"
+        GnnPolicy(checkpoint=str(tmp_path))
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(ValueError, match=r"policy\.checkpoint=.*not a GNN policy checkpoint"):
         GnnPolicy(checkpoint=str(tmp_path / "junk.pt"))
