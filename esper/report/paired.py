@@ -73,7 +73,7 @@ def settings_of(reference: str) -> tuple[str, dict[str, Any]]:
     reference that no run matches."""
     if not reference.split():
         raise ValueError("--against: name a policy (random, heuristic, ...)")
-    policy, *tokens = reference.split()
+    policy, *tokens = _tokens(reference)
     settings = {}
     for token in tokens:
         key, equals, value = token.partition("=")
@@ -87,6 +87,22 @@ def settings_of(reference: str) -> tuple[str, dict[str, Any]]:
         except yaml.YAMLError:
             raise ValueError(f"--against {reference!r}: {token!r}: the value is not YAML") from None
     return policy, settings
+
+
+def _tokens(reference: str) -> list[str]:
+    """The reference's words, split on spaces outside brackets: a label copied from the table
+    (`none model.hidden=[12, 12]`) keeps its list whole (it was refused as not YAML)."""
+    tokens: list[str] = []
+    depth = 0
+    for word in reference.split():
+        if depth > 0:
+            tokens[-1] += " " + word
+        else:
+            tokens.append(word)
+        depth = max(
+            0, depth + word.count("[") + word.count("{") - word.count("]") - word.count("}")
+        )
+    return tokens
 
 
 def paired_rows(

@@ -167,3 +167,15 @@ def test_a_reference_setting_matches_as_a_number(tmp_path, value: str) -> None:
         write_run(tmp_path, "gnn", [8, 8], seed, 0.81)
     [row] = paired_rows(load_runs([tmp_path]), f"heuristic policy.patience={value}")
     assert row[1] == "2"
+
+
+def test_a_reference_copied_from_the_table_keeps_its_list_whole(tmp_path) -> None:
+    """`none model.hidden=[12, 12]` (a label as the table prints it) was split at the space and
+    refused as not YAML."""
+    for hidden in ([8, 8], [12, 12]):
+        for seed in (0, 1):
+            write_run(tmp_path, "none", hidden, seed, 0.8)
+            write_run(tmp_path, "gnn", hidden, seed, 0.81)
+    assert len(paired_rows(load_runs([tmp_path]), "none")) == 2
+    [row] = paired_rows(load_runs([tmp_path]), "none model.hidden=[12, 12]")
+    assert row[1] == "2"
