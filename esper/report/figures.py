@@ -66,7 +66,10 @@ def accuracy_vs_params(runs: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("test accuracy")
     ax.set_title("Accuracy vs parameters added (a point per run)")
     ax.grid(alpha=0.3)
-    ax.legend(title="policy", fontsize=8)
+    if colours:  # no completed run: no point, and matplotlib warns of a legend with nothing
+        ax.legend(title="policy", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no run completed", ha="center", transform=ax.transAxes)
     return _save(fig, path)
 
 
@@ -97,7 +100,8 @@ def val_curves(runs: list[dict[str, Any]], path: Path) -> Path:
         ax.set_title(textwrap.fill(names[config_hash], 48), fontsize=7)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     for ax in axes[:, 0]:
         ax.set_ylabel("val accuracy")
     for ax in list(axes.flat)[len(order) :]:

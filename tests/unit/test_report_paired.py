@@ -179,3 +179,18 @@ def test_a_reference_copied_from_the_table_keeps_its_list_whole(tmp_path) -> Non
     assert len(paired_rows(load_runs([tmp_path]), "none")) == 2
     [row] = paired_rows(load_runs([tmp_path]), "none model.hidden=[12, 12]")
     assert row[1] == "2"
+
+
+def test_a_sweep_with_no_completed_run_draws_its_figure_without_a_warning(tmp_path) -> None:
+    """matplotlib warned "No artists with labels found to put in legend" on stderr."""
+    import warnings
+
+    from esper.report.figures import accuracy_vs_params
+
+    write_run(tmp_path, "random", [8, 8], 0, 0.8)
+    summary = tmp_path / "random-8-None-0" / "summary.json"
+    summary.write_text(summary.read_text().replace('"completed"', '"interrupted"', 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        accuracy_vs_params(load_runs([tmp_path]), tmp_path / "accuracy.png")
+    assert (tmp_path / "accuracy.png").stat().st_size > 0
