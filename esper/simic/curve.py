@@ -7,7 +7,7 @@ import argparse
 import math
 from pathlib import Path
 
-import torch
+from esper.simic.train import load_state
 
 PANELS = (
     ("episode/return", "mean episode reward"),
@@ -33,26 +33,12 @@ def moving_mean(values: list[float], window: int) -> list[float]:
 
 
 def history(run_dir: Path) -> list[dict[str, float]]:
-    """What a training run logged, an update a row (from its simic.pt); ValueError in one line
-    for anything else (a policy.pt, a run's checkpoint, a damaged file)."""
-    path = run_dir if run_dir.is_file() else run_dir / "simic.pt"
-    if not path.is_file():
-        raise ValueError(
-            f"{run_dir}: no simic.pt (a policy-training run directory, or its simic.pt)"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - one line for any unreadable file
-        raise ValueError(f"{path}: not a Simic checkpoint ({type(exc).__name__})") from None
-    rows = state.get("history") if isinstance(state, dict) else None
-    keys = ("update", *(key for key, _ in PANELS))
-    if not isinstance(rows, list) or not all(
-        isinstance(row, dict) and all(key in row for key in keys) for row in rows
-    ):
-        raise ValueError(f"{path}: not a Simic checkpoint (no learning history)")
+    """What a training run logged, an update a row (from its simic.pt, checked as a resume
+    checks it); ValueError in one line for anything else (a policy.pt, a damaged file)."""
+    rows = load_state(str(run_dir), str(run_dir), "no curve yet")["history"]
     if not rows:
-        raise ValueError(f"{path}: no update was logged yet")
-    return rows
+        raise ValueError(f"{run_dir}: no update was logged yet")
+    return list(rows)
 
 
 def render(rows: list[dict[str, float]], out: Path) -> Path:

@@ -121,14 +121,16 @@ STATE_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def _load(resume: str) -> dict[str, Any]:
-    path = Path(resume).expanduser()
+def load_state(where: str, key: str, after: str) -> dict[str, Any]:
+    """The simic.pt of a training (`where`: its directory or the file), checked: ConfigError in
+    one line beginning with `key`, ending with `after` where the training stopped before its
+    first checkpoint (what the caller cannot then do). A resume and the learning curve read it."""
+    path = Path(where).expanduser()
     path = path if path.is_file() or path.suffix == ".pt" else path / "simic.pt"
     if not path.exists() and (path.parent / "weights").is_dir():
         raise ConfigError(
-            f"simic.resume={resume!r}: the run stopped before its first checkpoint (no "
-            f"{path.name}: during imitation, or before its first simic.checkpoint_every "
-            "updates); nothing to continue: run it again without simic.resume"
+            f"{key}: the run stopped before its first checkpoint (no {path.name}: during "
+            f"imitation, or before its first simic.checkpoint_every updates); {after}"
         )
     try:
         with warnings.catch_warnings():  # torch warns of a foreign pickle it then refuses
@@ -136,19 +138,16 @@ def _load(resume: str) -> dict[str, Any]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - one line for any unreadable file
         why = reason(exc) if isinstance(exc, OSError) else type(exc).__name__
-        raise ConfigError(f"simic.resume={resume!r}: not a Simic checkpoint ({why})") from None
+        raise ConfigError(f"{key}: not a Simic checkpoint ({why})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ConfigError(f"simic.resume={resume!r}: not a Simic checkpoint (no {FORMAT} header)")
-    missing = [key for key in STATE_KEYS if key not in state]
+        raise ConfigError(f"{key}: not a Simic checkpoint (no {FORMAT} header)")
+    missing = [name for name in STATE_KEYS if name not in state]
     if missing:
-        raise ConfigError(
-            f"simic.resume={resume!r}: a damaged Simic checkpoint (no {', '.join(missing)})"
-        )
-    for key, kind in STATE_TYPES.items():
-        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+        raise ConfigError(f"{key}: a damaged Simic checkpoint (no {', '.join(missing)})")
+    for name, kind in STATE_TYPES.items():
+        if not isinstance(state[name], kind) or isinstance(state[name], bool):
             raise ConfigError(
-                f"simic.resume={resume!r}: a damaged Simic checkpoint ({key} is a "
-                f"{type(state[key]).__name__})"
+                f"{key}: a damaged Simic checkpoint ({name} is a {type(state[name]).__name__})"
             )
     return state
 
@@ -158,7 +157,11 @@ def resume_state(settings: SimicConfig) -> dict[str, Any]:
     settings but `updates`, which may only grow (a resume to fewer updates than were done would
     do nothing and label update N's weights as an earlier one's)."""
     assert settings.resume is not None
-    state = _load(settings.resume)
+    state = load_state(
+        settings.resume,
+        f"simic.resume={settings.resume!r}",
+        "nothing to continue: run it again without simic.resume",
+    )
     changed = settings.changed_since(state["settings"])
     if changed:
         raise ConfigError(

@@ -7,14 +7,27 @@ import pytest
 import torch
 
 from esper.simic.curve import PANELS, main
+from esper.simic.train import FORMAT
 
 
-def rows(n: int) -> list[dict[str, float]]:
-    return [{"update": float(i), **{key: 0.01 * i for key, _ in PANELS}} for i in range(n)]
+def checkpoint(rows: int) -> dict[str, object]:
+    """simic.pt as a training saves it (`save` in esper.simic.train), `rows` updates logged."""
+    history = [{"update": float(i), **{key: 0.01 * i for key, _ in PANELS}} for i in range(rows)]
+    return {
+        "format": FORMAT,
+        "update": rows,
+        "settings": {},
+        "weights": {},
+        "optimizer": {},
+        "generator": torch.Generator().get_state(),
+        "rng": [3, [0], None],
+        "baselines": {},
+        "history": history,
+    }
 
 
 def test_the_curve_is_drawn_from_the_logged_rows(tmp_path) -> None:
-    torch.save({"history": rows(25)}, tmp_path / "simic.pt")
+    torch.save(checkpoint(25), tmp_path / "simic.pt")
     main([str(tmp_path), "--out", str(tmp_path / "curve.png")])
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -22,13 +35,13 @@ def test_the_curve_is_drawn_from_the_logged_rows(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("make", "out", "said"),
     [
-        (None, "c.png", "no simic.pt"),
-        ({"weights": {}}, "c.png", "not a Simic checkpoint (no learning history)"),
+        (None, "c.png", "not a Simic checkpoint ([Errno 2] No such file or directory"),
+        ({"history": []}, "c.png", "not a Simic checkpoint (no esper-simic/1 header)"),
         ("text", "c.png", "not a Simic checkpoint (UnpicklingError)"),
-        ({"history": []}, "c.png", "no update was logged yet"),
-        ({"history": rows(3)}, "c.txt", "allowed: a file ending in .png, .svg, .pdf"),
-        ({"history": rows(3)}, "c", "allowed: a file ending in"),
-        ({"history": rows(3)}, "simic.pt/c.png", "cannot write the figure there"),
+        (checkpoint(0), "c.png", "no update was logged yet"),
+        (checkpoint(3), "c.txt", "allowed: a file ending in .png, .svg, .pdf"),
+        (checkpoint(3), "c", "allowed: a file ending in"),
+        (checkpoint(3), "simic.pt/c.png", "cannot write the figure there"),
     ],
 )
 def test_what_is_no_curve_is_one_line(tmp_path, capsys, make, out, said) -> None:

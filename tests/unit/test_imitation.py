@@ -4,6 +4,7 @@ student's recorded steps, and the supervised pass that makes the student decide 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -306,14 +307,17 @@ def test_the_shipped_suite_passes_its_check() -> None:
 
 def test_a_resume_of_a_run_stopped_before_its_first_checkpoint_says_so(tmp_path) -> None:
     from esper.config import ConfigError
-    from esper.simic.train import _load
+    from esper.simic.train import resume_state
+
+    def resume(path: Path) -> None:
+        resume_state(_suite().model_copy(update={"resume": str(path)}))
 
     (tmp_path / "weights").mkdir()  # what imitation writes first
     with pytest.raises(
         ConfigError, match=r"stopped before its first checkpoint .* without simic.resume"
     ):
-        _load(str(tmp_path))
+        resume(tmp_path)
     with pytest.raises(ConfigError, match=r"stopped before its first checkpoint"):
-        _load(str(tmp_path / "simic.pt"))  # the file named, as the directory
-    with pytest.raises(ConfigError, match="not a Simic checkpoint"):
-        _load(str(tmp_path / "elsewhere"))
+        resume(tmp_path / "simic.pt")  # the file named, as the directory
+    with pytest.raises(ConfigError, match=r"simic.resume=.*: not a Simic checkpoint"):
+        resume(tmp_path / "elsewhere")
