@@ -251,7 +251,6 @@ class PolicyDiverged(Exception):
     Before, it went on and saved a policy.pt of NaN weights, and exited 0."""
 
     def __init__(self, after: str, losses: str, saved: int | None, run_dir: Path, lr: str):
-        self.after = after
         go_on = (
             f"its last checkpoint (update {saved}) is kept"
             if saved is not None
