@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python run.py $(ARGS)
 
-# The fast tier: every behaviour test, short runs; under 3 minutes on 2 cores.
+# The fast tier: every behaviour test, short runs (the README's test command; .ci/run adds test-slow).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
