@@ -133,9 +133,30 @@ class WorkerPool(ProcessPoolExecutor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            return super().submit(fn, *args, **kwargs)
+            return super().submit(_unless_stopping, fn, *args, **kwargs)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class WorkerStopping(RuntimeError):
+    """A task reached a worker that had been told to stop (SIGTERM from `stop_now`)."""
+
+
+_stopping = False
+"""Set by a worker's SIGTERM (`_exit_cleanly`)."""
+
+
+def _unless_stopping(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Run a task, unless this worker was told to stop, whichever handler took the SIGTERM
+    (`_exit_cleanly`, or during training the run's `Interruption`). The executor queues one
+    task more than it has workers and cannot cancel it: a worker whose task SIGTERM had ended
+    took it next and trained on until `stop_now` SIGKILLed it (a flaky test's leaked
+    semaphore)."""
+    from esper.training import interruption
+
+    if _stopping or interruption.received is not None:
+        raise WorkerStopping("this worker was told to stop")
+    return fn(*args, **kwargs)
 
 
 def start_pool(workers: int) -> ProcessPoolExecutor:
@@ -151,6 +172,8 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     """SIGTERM in a worker (`stop_now`): unwind, so that what the task made (a run's own compile
     workers, their queues' semaphores) is closed, where dying at once would leak it. Once:
     a second one must not cut that unwinding short."""
+    global _stopping
+    _stopping = True
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)
 

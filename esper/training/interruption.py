@@ -55,6 +55,11 @@ def sigterm_unwinds() -> None:
         signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
+received: int | None = None
+"""The first signal any `Interruption` of this process took: a worker process that was told to
+stop (esper.kernels.worker) takes no further task once its run has stopped."""
+
+
 class Interruption:
     """A context that turns the first SIGINT/SIGTERM into a flag the loop polls after each step.
 
@@ -87,7 +92,8 @@ class Interruption:
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self._signum = signum
+        global received
+        self._signum = received = signum
         self._restore()
 
     def _restore(self) -> None:
