@@ -41,6 +41,7 @@ from esper.simic.episode import (
 from esper.simic.imitation import check_teacher, imitation_epoch
 from esper.simic.reward import episode_reward, step_rewards
 from esper.simic.settings import SimicConfig
+from esper.training.interruption import raise_interrupt
 
 log = logging.getLogger(__name__)
 FORMAT = "esper-simic/1"
@@ -216,18 +217,6 @@ def _logged_updates(resume: str) -> set[int]:
     except (RunFileError, OSError):
         return set()
     return {int(row["update"]) for row in rows if isinstance(row.get("update"), int | float)}
-
-
-class SignalReceived(BaseException):
-    """SIGTERM during a policy training (a scheduler's preemption): unwinds as Ctrl-C does."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_signal(signum: int, frame: object) -> None:
-    raise SignalReceived(signum)
 
 
 class Stopped(Exception):
@@ -485,7 +474,7 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
             )
 
     main_thread = threading.current_thread() is threading.main_thread()
-    on_sigterm = signal.signal(signal.SIGTERM, _raise_signal) if main_thread else None
+    on_sigterm = signal.signal(signal.SIGTERM, raise_interrupt) if main_thread else None
     try:
         with worker_pool(settings.workers) as pool:
             if settings.imitate.episodes and not settings.resume:
@@ -563,8 +552,8 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
                 if done % settings.checkpoint_every == 0 or done == settings.updates:
                     save(done)
             bar.close()
-    except (KeyboardInterrupt, SignalReceived) as exc:
-        signum = exc.signum if isinstance(exc, SignalReceived) else signal.SIGINT
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM's SignalInterrupt
+        signum = getattr(exc, "signum", signal.SIGINT)
         if sink is not None:
             sink.run.finish(exit_code=1)  # what was logged stays readable; a resume continues it
         raise Stopped(signum, where["at"], where["saved"], where["dir"]) from None

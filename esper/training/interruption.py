@@ -32,15 +32,17 @@ class Interrupted(Exception):
 
 class SignalInterrupt(KeyboardInterrupt):
     """A signal that unwinds as Ctrl-C does, so run.py says one line and exits 128 + `signum`:
-    SIGTERM outside a run's training loop (`sigterm_unwinds`), or a stopping sweep's second
-    signal (esper.training.sweep_stop)."""
+    SIGTERM outside a run's training loop (`sigterm_unwinds`), during a policy training
+    (esper.simic.train: a scheduler's preemption), or a stopping sweep's second signal
+    (esper.training.sweep_stop)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+def raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    """A signal handler: `signum` unwinds as Ctrl-C does (a `SignalInterrupt`)."""
     raise SignalInterrupt(signum)
 
 
@@ -52,7 +54,7 @@ def sigterm_unwinds() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        signal.signal(signal.SIGTERM, raise_interrupt)
 
 
 received: int | None = None
