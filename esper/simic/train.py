@@ -39,7 +39,7 @@ from esper.simic.episode import (
     run_in_worker,
 )
 from esper.simic.imitation import check_teacher, imitation_epoch
-from esper.simic.reward import episode_reward, step_rewards
+from esper.simic.reward import RewardTerms, episode_reward, step_rewards
 from esper.simic.settings import SimicConfig
 from esper.training.interruption import raise_interrupt
 
@@ -71,6 +71,55 @@ def _specs(settings: SimicConfig, rng: random.Random) -> list[EpisodeSpec]:
 
 def _baseline_key(spec: EpisodeSpec) -> str:
     return f"{spec.task}|{' '.join(spec.overrides)}|{spec.seed}|{spec.epochs}"
+
+
+def _episodes(
+    specs: list[EpisodeSpec],
+    pool: Any,
+    weights: Path,
+    store: str,
+    threads: int,
+    baselines: dict[str, float],
+) -> list[EpisodeResult]:
+    """The update's episodes, run in the workers under the policy's current `weights`; the
+    host alone's val accuracy of any task, host and seed not seen before is run beside them
+    and kept in `baselines` (the reward's reference)."""
+    missing = {_baseline_key(s): s for s in specs if _baseline_key(s) not in baselines}
+    base_jobs: dict[str, Future[bytes]] = {
+        key: pool.submit(run_in_worker, spec, None, store, threads) for key, spec in missing.items()
+    }
+    jobs = [pool.submit(run_in_worker, spec, str(weights), store, threads) for spec in specs]
+    for key, job in base_jobs.items():
+        baselines[key] = receive(job.result()).val_accuracy
+    return [receive(job.result()) for job in jobs]
+
+
+def _row(
+    update: int,
+    episodes: list[EpisodeResult],
+    terms: list[RewardTerms],
+    decisions: int,
+    stats: ppo.UpdateStats,
+) -> dict[str, float]:
+    """What an update logs (W&B, the history in simic.pt, the learning curve): the episodes'
+    mean reward and its terms, the PPO statistics and each operation's share of `decisions`."""
+    actions = dict.fromkeys(OPERATIONS, 0)
+    for episode in episodes:
+        for name, count in episode.actions.items():
+            actions[name] += count
+    return {
+        "update": float(update),
+        "episode/return": sum(t.total for t in terms) / len(terms),
+        "episode/val_gain": sum(t.gain for t in terms) / len(terms),
+        "episode/added_params": sum(e.added_params for e in episodes) / len(episodes),
+        "loss/policy": stats.policy_loss,
+        "loss/value": stats.value_loss,
+        "loss/entropy": stats.entropy,
+        "loss/approx_kl": stats.approx_kl,
+        "loss/clip_fraction": stats.clip_fraction,
+        "loss/explained_variance": stats.explained_variance,
+        **{f"decisions/{k}": v / max(1, decisions) for k, v in actions.items()},
+    }
 
 
 def _advantages(
@@ -494,18 +543,9 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
                 where["at"] = f"update {update}"
                 started = time.perf_counter()
                 policy.save_weights(weights, {"update": update})
-                specs = _specs(settings, rng)
-                missing = {_baseline_key(s): s for s in specs if _baseline_key(s) not in baselines}
-                base_jobs: dict[str, Future[bytes]] = {
-                    key: pool.submit(run_in_worker, spec, None, store, threads)
-                    for key, spec in missing.items()
-                }
-                jobs = [
-                    pool.submit(run_in_worker, spec, str(weights), store, threads) for spec in specs
-                ]
-                for key, job in base_jobs.items():
-                    baselines[key] = receive(job.result()).val_accuracy
-                episodes = [receive(job.result()) for job in jobs]
+                episodes = _episodes(
+                    _specs(settings, rng), pool, weights, store, threads, baselines
+                )
                 terms = [
                     episode_reward(
                         e.val_accuracy,
@@ -519,30 +559,14 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
                 ]
                 rewards = [t.total for t in terms]
                 steps, advantages, returns = _advantages(settings, episodes, rewards)
-                actions = dict.fromkeys(OPERATIONS, 0)
-                for episode in episodes:
-                    for name, count in episode.actions.items():
-                        actions[name] += count
                 stats = ppo.update(
                     net, optimizer, steps, advantages, returns, ppo_settings, generator
                 )
                 losses = {"loss/policy": stats.policy_loss, "loss/value": stats.value_loss}
                 check_finite(net, f"update {update}", losses, where, "simic.ppo.lr")
-                last_reward = sum(rewards) / len(rewards)
-                row = {
-                    "update": float(update),
-                    "episode/return": last_reward,
-                    "episode/val_gain": sum(t.gain for t in terms) / len(terms),
-                    "episode/added_params": sum(e.added_params for e in episodes) / len(episodes),
-                    "loss/policy": stats.policy_loss,
-                    "loss/value": stats.value_loss,
-                    "loss/entropy": stats.entropy,
-                    "loss/approx_kl": stats.approx_kl,
-                    "loss/clip_fraction": stats.clip_fraction,
-                    "loss/explained_variance": stats.explained_variance,
-                    **{f"decisions/{k}": v / max(1, len(steps)) for k, v in actions.items()},
-                    "update_s": time.perf_counter() - started,
-                }
+                row = _row(update, episodes, terms, len(steps), stats)
+                row["update_s"] = time.perf_counter() - started
+                last_reward = row["episode/return"]
                 history.append(row)
                 if sink is not None and update not in logged:
                     sink.run.log(row)
