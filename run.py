@@ -83,6 +83,10 @@ def train_policy(cfg: DictConfig) -> float:
         raise SystemExit(128 + exc.signum) from None
 
 
+class RunFailed(Exception):
+    """A run that could not go on for a reason outside it (its files could not be written)."""
+
+
 def refuse(exc: Exception, code: int) -> NoReturn:
     """One line on stderr; in a sweep the launcher records this job as failed and goes on
     with the others, alone the process exits with `code`."""
@@ -110,6 +114,7 @@ def main(cfg: DictConfig) -> float:
         return train_policy(cfg)
 
     from esper.app import build
+    from esper.atomic import WriteError
     from esper.config import ConfigError
     from esper.training.distributed import shut_down
     from esper.training.guard import Diverged
@@ -131,6 +136,9 @@ def main(cfg: DictConfig) -> float:
     except Diverged as exc:
         shut_down()
         refuse(exc, 1)
+    except WriteError as exc:  # a full disk, a read-only run directory: the file and the cause
+        shut_down()
+        refuse(RunFailed(f"the run failed: {exc.strerror}"), 1)
     shut_down()  # ddp: leave the process group
     log.info("%s\n outputs: %s", result_text(record), experiment.run_dir)
     if experiment.interrupted_by is not None:

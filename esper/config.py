@@ -86,11 +86,12 @@ class TrainerConfig(Section):
     def learning_rate(cls, optimizer: dict[str, Any]) -> dict[str, Any]:
         """torch checks lr only when the trainer builds the optimizer, and compares a string
         with `<=` (a TypeError); checked here, the key is named before anything is built.
-        inf is let through: the non-finite guard ends such a run as `diverged`."""
+        inf was let through once, for the non-finite guard to end the run as `diverged`; but its
+        first step, of finite gradients, made every weight NaN, and that epoch's checkpoint."""
         lr = optimizer.get("lr", 0.0)
         if isinstance(lr, bool) or not isinstance(lr, int | float) or math.isnan(lr) or lr < 0:
             raise ValueError(f"trainer.optimizer.lr={lr!r}: must be a number >= 0")
-        if MAX_LR < lr < math.inf:
+        if lr > MAX_LR:
             raise ValueError(
                 f"trainer.optimizer.lr={lr!r}: must be at most {MAX_LR:g} (a larger one "
                 "overflows float32 inside the optimizer's step, a traceback mid-training)"

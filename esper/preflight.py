@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import os
 import re
 import shutil
@@ -42,6 +43,10 @@ def check_optimizer(make_optimizer: Callable[..., Any], make_scheduler: Callable
         optimizer = make_optimizer([{"params": [param], "name": "host"}])
     except Exception as exc:  # noqa: BLE001 - a user's optimizer may raise anything
         raise ConfigError(f"trainer.optimizer: {_said(exc)}") from None
+    for key, value in optimizer.defaults.items():  # torch lets lr=inf through: NaN weights
+        numbers = value if isinstance(value, tuple | list) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise ConfigError(f"trainer.optimizer.{key}={value}: must be a finite number")
     if make_scheduler is not None:
         try:
             make_scheduler(optimizer)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from esper.atomic import write_atomic
+from esper.atomic import WriteError, write_atomic
 from esper.contracts import (
     KernelLibraryRecord,
     RanksRecord,
@@ -23,6 +24,8 @@ from esper.training.distributed import parameter_digest
 from esper.training.guard import Diverged
 from esper.training.interruption import Interrupted
 from esper.training.trainer import FitResult, Trainer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -117,7 +120,12 @@ class Experiment:
             raise
         except BaseException as exc:
             error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            self._end("failed", None, error)
+            try:
+                self._end("failed", None, error)
+            except WriteError as also:  # summary.json too: a full disk, a read-only directory
+                if isinstance(exc, WriteError):  # both causes in the one line run.py prints
+                    raise WriteError(exc.errno, f"{exc.strerror}; and {also.strerror}") from None
+                log.error("%s", also.strerror)
             raise
         stopped = self.trainer.recorder.epochs < self.trainer.max_epochs
         return self._end("stopped" if stopped else "completed", result, None)

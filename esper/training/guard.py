@@ -10,7 +10,7 @@ import torch
 from esper.seeds import SeedSlot
 from esper.training.steps import Clock
 
-__all__ = ["Diverged", "StepGuard"]
+__all__ = ["Diverged", "StepGuard", "check_weights"]
 
 
 class Diverged(FloatingPointError):
@@ -77,3 +77,15 @@ class StepGuard:
                 "trainer.optimizer.lr or raise trainer.max_nonfinite_steps"
             )
         return False
+
+
+def check_weights(model: torch.nn.Module, epoch: int) -> None:
+    """Before a checkpoint: a step whose loss and gradients were finite can still overflow the
+    weights (a learning rate of 1e38); such a model is not saved over the last good one, which
+    a resume would then continue. Every rank checks (their weights are equal under ddp)."""
+    finite = [torch.isfinite(p).all() for p in model.parameters()]
+    if finite and not bool(torch.stack(finite).all()):
+        raise Diverged(
+            f"the host diverged: its weights are not finite after epoch {epoch} (an update "
+            "overflowed them); the checkpoint before it is kept; lower trainer.optimizer.lr"
+        )

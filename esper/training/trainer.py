@@ -31,7 +31,7 @@ from esper.training.attachment import KernelAttachment
 from esper.training.control import ControlStep
 from esper.training.distributed import Ranks
 from esper.training.flops import flops_per_sample, train_step_flops
-from esper.training.guard import StepGuard
+from esper.training.guard import StepGuard, check_weights
 from esper.training.interruption import Interrupted, Interruption
 from esper.training.observation import Observer
 from esper.training.optim import Optimization
@@ -217,8 +217,10 @@ class Trainer:
         row = self.epoch_row(time.perf_counter() - started)
         self.bus.publish(EpochEnded(epoch=epoch, step=self.clock.step, metrics=row))
         self.bus.flush()
-        if self.checkpoint_to is not None and self.ranks.writer:
-            checkpoint.save({**self.state_dict(), **self.checkpoint_extra}, self.checkpoint_to)
+        if self.checkpoint_to is not None:
+            check_weights(self.model, epoch)
+            if self.ranks.writer:
+                checkpoint.save({**self.state_dict(), **self.checkpoint_extra}, self.checkpoint_to)
         return train, val
 
     def train_flops_per_sample(self) -> int:

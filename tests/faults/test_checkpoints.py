@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -136,3 +138,50 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_names_enospc(make_config,
         assert 0 <= state["epoch"] < 49, "the previous checkpoint is intact and loads"
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+@pytest.mark.parametrize("summary_too", [False, True], ids=["checkpoint", "checkpoint-and-summary"])
+def test_a_run_that_cannot_write_its_files_says_why_in_one_line(tmp_path, summary_too) -> None:
+    """A full disk or a read-only run directory while training: one line naming the file and
+    the cause, exit 1 (was a Hydra traceback; where summary.json failed as well, the only error
+    shown was summary.json's, hiding the checkpoint's). A directory where the temporary file
+    goes, made once the first checkpoint is written, fails the next write as a full disk would,
+    without root."""
+    from tests.conftest import ROOT, own_env
+
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        "logger=none",
+        "policy=none",
+        "trainer.progress=false",
+        "trainer.max_epochs=500",
+        f"hydra.run.dir={run_dir}",
+    ]
+    env = own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels"))
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    blocked = [run_dir / "checkpoints" / "last.pt.tmp"]
+    blocked += [run_dir / "summary.json.tmp"] if summary_too else []
+    while blocked and process.poll() is None:
+        if (run_dir / "checkpoints" / "last.pt").exists():
+            with contextlib.suppress(FileExistsError):  # the writer's own file, for a moment
+                blocked[0].mkdir()
+                blocked.pop(0)
+        time.sleep(0.001)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("esper:")]
+    assert len(errors) == 1, stderr[-3000:]
+    assert re.fullmatch(
+        r"esper: the run failed: cannot write \S+/checkpoints/last\.pt: .*\(EISDIR\); the "
+        r"previous file is kept"
+        + (r"; and cannot write \S+/summary\.json: .*\(EISDIR\).*" if summary_too else ""),
+        errors[0],
+    ), errors[0]
+    if not summary_too:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "failed" and "EISDIR" in summary["error"]
+    _, state = checkpoint.load(str(run_dir))
+    assert state["epoch"] < 499, "the previous checkpoint is intact and loads"

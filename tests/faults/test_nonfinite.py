@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from esper.app import build
-from esper.training.guard import Diverged
+from esper.training.guard import Diverged, check_weights
 from tests.conftest import ONE_EARLY_SEED
 
 QUIET = ("logger=none", "trainer.checkpoint=false", "kernels.async_compile=false")
@@ -73,3 +73,15 @@ def test_transient_non_finite_batches_are_skipped_and_counted(make_config, tmp_p
     assert record.skipped_steps == 4, "one poisoned batch an epoch"
     assert all(math.isfinite(v) for v in record.metrics.values())
     assert all(torch.isfinite(p).all() for p in experiment.trainer.model.host_parameters())
+
+
+def test_weights_a_step_overflowed_are_not_checkpointed() -> None:
+    """A step of finite loss and gradients can still overflow the weights (a huge rate times a
+    large gradient); the epoch's checkpoint, which a resume would continue, is not written
+    over the last good one: the run ends as diverged (Trainer.run_epoch checks before saving)."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 2))
+    check_weights(model, epoch=4)  # finite: nothing to say
+    with torch.no_grad():
+        model[1].weight[0, 0] = math.inf
+    with pytest.raises(Diverged, match=r"weights are not finite after epoch 4 .* lower trainer"):
+        check_weights(model, epoch=4)
