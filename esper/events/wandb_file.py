@@ -75,6 +75,12 @@ class RunFile:
     summary: dict[str, Any] = field(default_factory=dict)
     exit_code: int | None = None
 
+    @property
+    def empty(self) -> bool:
+        """No record at all: the file's header alone."""
+        parts = (self.run_id, self.config, self.history, self.summary)
+        return not any(parts) and self.exit_code is None
+
     def table(self, key: str) -> dict[str, Any]:
         """The JSON of a table logged under `key` (its columns and rows), from the run's files."""
         prefix = f"{key}/"
@@ -93,6 +99,9 @@ def read_run(path: str | Path) -> RunFile:
 
     A resumed run leaves one file per segment (one per process that logged to it), all with
     the same run id; they are read in order and merged into one run, as `wandb sync` would.
+    A segment that holds no record at all is left out: a process killed before W&B wrote its
+    first 32 KiB block leaves the file's header alone (its epochs are logged again by the
+    resume, from events.jsonl).
     """
     path = Path(path)
     if not path.is_dir():
@@ -103,7 +112,9 @@ def read_run(path: str | Path) -> RunFile:
     )
     if not found:
         raise RunFileError(f"{path}: no run-*.wandb file")
-    segments = [_read_file(p) for p in found]
+    segments = [segment for segment in map(_read_file, found) if not segment.empty]
+    if not segments:
+        raise RunFileError(f"{path}: no W&B record in {len(found)} run file(s) (header only)")
     ids = sorted({s.run_id for s in segments})
     if len(ids) != 1:
         raise RunFileError(f"{path}: expected one W&B run, found {len(ids)}: {', '.join(ids)}")
