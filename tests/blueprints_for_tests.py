@@ -24,3 +24,16 @@ def scaled_adapter(shape: tuple[int, ...], width: int) -> nn.Module:
 
 def broken_adapter(shape: tuple[int, ...]) -> nn.Module:
     return nn.Linear(shape[-1], shape[-1])
+
+
+class DataDependentAdapter(ScaledAdapter):
+    """Branches on its input's values: torch.export cannot trace it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:
+            return super().forward(x)
+        return 2 * super().forward(x)
+
+
+def data_dependent_adapter(shape: tuple[int, ...]) -> nn.Module:
+    return DataDependentAdapter(shape[-1], 8)

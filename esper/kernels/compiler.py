@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import io
+import logging
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +24,8 @@ from esper.kernels.safe_load import load_program
 PROBE_BATCH = 8
 VALIDATION_BATCH = 5
 MAX_BATCH = 1 << 20
+TORCH_EXPORT_LOGGERS = ("torch.fx.experimental.symbolic_shapes", "torch.export._trace")
+"""What torch.export logs about a failed trace, beside the exception we report."""
 
 
 class KernelValidationError(RuntimeError):
@@ -125,6 +129,25 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
 
 
+@contextlib.contextmanager
+def _export_quietly() -> Iterator[None]:
+    """torch.export prints a failed trace's partial graph to stderr and logs a warning per
+    unhinted symbol: twenty lines before the one line naming the blueprint and its error
+    (adversarial case A80). They are held back; the exception says what went wrong. Export
+    runs alone in its process (below), so stderr is not taken from anything else."""
+    loggers = [logging.getLogger(name) for name in TORCH_EXPORT_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def compile_kernel(
     spec: KernelSpec, latency_batches: Sequence[int] = (1, 64), reference_batch: int = 64
 ) -> CompiledKernel:
@@ -140,8 +163,7 @@ def compile_kernel(
     eager = blueprints.build(spec.blueprint, spec.input_shape, spec.hparams, spec.init_seed)
     eager = eager.to(spec.device)
     example = _probe(spec, PROBE_BATCH, seed=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _export_quietly():
         program = torch.export.export(
             eager, (example,), dynamic_shapes=({0: Dim("batch", min=1, max=MAX_BATCH)},)
         )

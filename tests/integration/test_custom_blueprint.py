@@ -41,6 +41,28 @@ def test_user_blueprint_that_breaks_the_contract_fails_before_training(make_conf
         build(cfg)
 
 
+def test_a_blueprint_torch_cannot_export_is_one_line_without_torchs_trace(
+    make_config, capfd
+) -> None:
+    """Adversarial case A80: the line came after 21 lines of torch's own output (a warning per
+    unhinted symbol, the partial FX graph printed twice)."""
+    cfg = make_config(
+        "+blueprints.custom.dd={_target_:tests.blueprints_for_tests.data_dependent_adapter,kinds:[vector]}",
+        "blueprints.allowed=[dd]",
+        *ONE_EARLY_SEED,
+        "logger=none",
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"blueprints\.custom\.dd: blueprint 'dd' at shape \[8\] \(slot \S+\): cannot be "
+        r"exported: GuardOnDataDependentSymNode",
+    ):
+        build(cfg)
+    printed = capfd.readouterr()
+    assert "def forward" not in printed.err + printed.out, printed.err[-2000:]
+    assert "symbolic_shapes" not in printed.err, printed.err[-2000:]
+
+
 @pytest.mark.parametrize(
     ("node", "message"),
     [
