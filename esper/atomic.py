@@ -1,4 +1,5 @@
-"""Files written whole or not at all: summary.json, checkpoints, policy weights.
+"""Files written whole or not at all: summary.json, checkpoints, policy weights; and torch
+files read back as data only.
 
 Write next to the target, flush to disk, rename: a reader (or a crash) sees the old file or the
 new one, never a part. A failed write removes its temporary file and names the cause (ENOSPC,
@@ -11,6 +12,9 @@ import contextlib
 import errno
 import io
 import os
+import pickle
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,10 @@ import torch
 
 class WriteError(OSError):
     """A file could not be written; the previous one is still in place."""
+
+
+class ReadError(ValueError):
+    """A torch file that could not be read as data: why, in words a user can act on."""
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -47,3 +55,41 @@ def save_torch(payload: dict[str, Any], path: Path) -> Path:
     torch.save(payload, buffer)
     write_atomic(path, buffer.getvalue())
     return path
+
+
+def load_torch(path: Path) -> Any:
+    """`torch.load(weights_only=True)`: tensors and plain values only, so a crafted file runs
+    no code. ReadError says why a file was refused; torch's own first line misleads (random
+    bytes read "Weights only load failed. In PyTorch 2.6, we changed the default ...", a text
+    file "101", a truncated one "Invalid argument")."""
+    try:
+        with warnings.catch_warnings():  # torch warns of a foreign pickle it then refuses
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises anything for a file not its own
+        raise ReadError(_unreadable(path, exc)) from None
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+    except OSError as error:
+        return f"{error.strerror or error}, {errno.errorcode.get(error.errno or 0, 'error')}"
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"\x80"):  # a pickle (torch.save writes a zip archive since 1.6)
+        return (
+            "a pickle, not a file torch.save wrote; refused unread, since loading it could run code"
+        )
+    if not head.startswith(b"PK\x03\x04"):
+        return f"not a file torch.save wrote: it begins {head!r}"
+    if not zipfile.is_zipfile(path):
+        return "a truncated torch file: the zip archive torch.save writes is cut short"
+    if isinstance(exc, pickle.UnpicklingError):
+        return (
+            "it holds objects other than tensors and plain values; refused unread, since "
+            "loading them could run code"
+        )
+    text = str(exc).strip()
+    return f"a damaged torch file: {text.splitlines()[0] if text else type(exc).__name__}"

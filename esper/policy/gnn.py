@@ -29,7 +29,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
-from esper.atomic import save_torch
+from esper.atomic import ReadError, load_torch, save_torch
 from esper.contracts import Decision, Observation
 from esper.models.checks import integer, number
 from esper.policy.base import keep_if_it_helps, lifecycle_decisions
@@ -201,9 +201,9 @@ class GnnPolicy:
             )
             raise ValueError(f"{key}: {what}; allowed: a .pt file, or one of {', '.join(SHIPPED)}")
         try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - one line for any unreadable file
-            raise ValueError(f"{key}: not a GNN policy checkpoint ({type(exc).__name__})") from None
+            state = load_torch(file)
+        except ReadError as exc:
+            raise ValueError(f"{key}: not a GNN policy checkpoint ({exc})") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(f"{key}: not a GNN policy checkpoint (no {FORMAT} header)")
         if state.get("architecture") != self.net.architecture():

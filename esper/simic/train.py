@@ -13,7 +13,6 @@ import random
 import signal
 import threading
 import time
-import warnings
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from esper.atomic import save_torch
+from esper.atomic import ReadError, load_torch, save_torch
 from esper.config import ConfigError, reason
 from esper.events.wandb_file import RunFileError, read_run
 from esper.kernels.worker import worker_pool
@@ -183,12 +182,9 @@ def load_state(where: str, key: str, after: str) -> dict[str, Any]:
             f"imitation, or before its first simic.checkpoint_every updates); {after}"
         )
     try:
-        with warnings.catch_warnings():  # torch warns of a foreign pickle it then refuses
-            warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - one line for any unreadable file
-        why = reason(exc) if isinstance(exc, OSError) else type(exc).__name__
-        raise ConfigError(f"{key}: not a Simic checkpoint ({why})") from None
+        state = load_torch(path)
+    except ReadError as exc:
+        raise ConfigError(f"{key}: not a Simic checkpoint ({exc})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ConfigError(f"{key}: not a Simic checkpoint (no {FORMAT} header)")
     missing = [name for name in STATE_KEYS if name not in state]

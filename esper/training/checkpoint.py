@@ -7,7 +7,6 @@ Resuming also demands the configuration of the run it continues, key by key.
 
 from __future__ import annotations
 
-import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from esper.atomic import save_torch
-from esper.config import RESULT_GROUPS, ConfigError, reason
+from esper.atomic import ReadError, load_torch, save_torch
+from esper.config import RESULT_GROUPS, ConfigError
 
 FORMAT = "esper-checkpoint/1"
 PARTS = (
@@ -65,15 +64,10 @@ def load(resume: str) -> tuple[Path, dict[str, Any]]:
     if not path.is_file():
         raise ConfigError(f"trainer.resume={resume!r}: no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+        state = load_torch(path)
+    except ReadError as exc:
         raise ConfigError(
-            f"trainer.resume={resume!r}: not a valid Esper checkpoint (it holds objects other "
-            "than tensors and plain values; refused unread, since loading them could run code)"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one line
-        raise ConfigError(
-            f"trainer.resume={resume!r}: not a valid Esper checkpoint ({reason(exc)[:200]})"
+            f"trainer.resume={resume!r}: not a valid Esper checkpoint ({exc})"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ConfigError(

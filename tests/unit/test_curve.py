@@ -35,9 +35,13 @@ def test_the_curve_is_drawn_from_the_logged_rows(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("make", "out", "said"),
     [
-        (None, "c.png", "not a Simic checkpoint ([Errno 2] No such file or directory"),
+        (None, "c.png", "not a Simic checkpoint (No such file or directory, ENOENT)"),
         ({"history": []}, "c.png", "not a Simic checkpoint (no esper-simic/1 header)"),
-        ("text", "c.png", "not a Simic checkpoint (UnpicklingError)"),
+        (
+            "text",
+            "c.png",
+            "not a Simic checkpoint (not a file torch.save wrote: it begins b'not ')",
+        ),
         (checkpoint(0), "c.png", "no update was logged yet"),
         (checkpoint(3), "c.txt", "allowed: a file ending in .png, .svg, .pdf"),
         (checkpoint(3), "c", "allowed: a file ending in"),
