@@ -8,6 +8,7 @@ see `esper.kernels.claims`), and `quarantine/` for objects that failed verificat
 from __future__ import annotations
 
 import builtins
+import logging
 import time
 from typing import Any
 
@@ -15,6 +16,8 @@ from esper.contracts import KernelMetadata
 from esper.kernels import claims
 from esper.kernels.integrity import KernelIntegrityError
 from esper.kernels.store import MalformedEntry, StoredKernel, parse_entry, repair_report
+
+log = logging.getLogger(__name__)
 
 
 class StoreUnavailableError(RuntimeError):
@@ -188,9 +191,11 @@ class S3Store:
             return parse_entry(body, spec_key)
         except MalformedEntry as exc:
             where = self._move_to_quarantine(self._index_key(spec_key), f"index-{spec_key}.json")
-            raise KernelIntegrityError(
+            said = (
                 f"index entry {spec_key[:16]} in {self.describe()}: {exc}; quarantined to {where}"
-            ) from None
+            )
+            log.warning(said)  # as the local store's index does (adversarial case B32)
+            raise KernelIntegrityError(said) from None
 
     def get_artifact(self, kernel_id: str) -> bytes:
         body = self._get(self._object_key(kernel_id))

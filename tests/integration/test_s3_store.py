@@ -90,7 +90,7 @@ def test_corrupted_object_is_quarantined_and_compiled_again(s3_endpoint, s3_buck
     assert restored == good
 
 
-def test_corrupted_metadata_is_quarantined(s3_endpoint, s3_bucket) -> None:
+def test_corrupted_metadata_is_quarantined(s3_endpoint, s3_bucket, caplog) -> None:
     store = S3Store(s3_bucket, endpoint_url=s3_endpoint)
     original = library(store).get(spec()).metadata
     client = boto3.client("s3", endpoint_url=s3_endpoint)
@@ -100,6 +100,10 @@ def test_corrupted_metadata_is_quarantined(s3_endpoint, s3_bucket) -> None:
     fresh = library(S3Store(s3_bucket, endpoint_url=s3_endpoint))
     assert fresh.get(spec()).source == "compiled"
     assert "not valid metadata" in fresh.drain_quarantines()[0].error
+    # said on the console as the local store says it (adversarial case B32: events only)
+    (said,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert said.startswith(f"index entry {original.spec_key[:16]} in s3://{s3_bucket}")
+    assert "quarantined to s3://" in said
 
 
 def test_missing_bucket_and_wrong_endpoint_are_named(s3_endpoint: str) -> None:
