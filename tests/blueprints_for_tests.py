@@ -30,7 +30,7 @@ class DataDependentAdapter(ScaledAdapter):
     """Branches on its input's values: torch.export cannot trace it."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.sum() > 0:
+        if (x > 0).sum().item() > 3:
             return super().forward(x)
         return 2 * super().forward(x)
 
