@@ -53,6 +53,7 @@ def train_policy(cfg: DictConfig) -> float:
     from omegaconf.errors import OmegaConfBaseException
     from pydantic import ValidationError
 
+    from esper.atomic import WriteError
     from esper.config import ConfigError, explain, reason
     from esper.simic.settings import SimicConfig
     from esper.simic.train import PolicyDiverged, Stopped, train
@@ -78,6 +79,8 @@ def train_policy(cfg: DictConfig) -> float:
         refuse(exc, 2)
     except PolicyDiverged as exc:  # a policy of NaN weights is not saved: one line, exit 1
         refuse(exc, 1)
+    except WriteError as exc:  # simic.pt or a policy: a full disk, a read-only directory
+        refuse(RunFailed(f"the policy training failed: {exc.strerror}"), 1)
     except Stopped as exc:  # SIGINT or SIGTERM: where it stopped and how to resume, in one line
         print(f"esper: {exc}", file=sys.stderr)
         raise SystemExit(128 + exc.signum) from None
@@ -92,7 +95,7 @@ def refuse(exc: Exception, code: int) -> NoReturn:
     with the others, alone the process exits with `code`."""
     print(f"esper: {exc}", file=sys.stderr)
     if _multirun():
-        raise exc
+        raise exc from None  # the launcher logs it: without the exception it replaced
     raise SystemExit(code) from None
 
 
@@ -129,27 +132,36 @@ def main(cfg: DictConfig) -> float:
         experiment = build(cfg)
     except ConfigError as exc:
         refuse(exc, 2)
+    except WriteError as exc:  # events.jsonl cannot be opened: the file and the cause
+        refuse(RunFailed(f"the run could not start: {exc.strerror}"), 1)
     if stop_file is not None:
         experiment.trainer.interruption = Interruption(poll=job_poll(stop_file))
+
+    def said(outcome: str) -> str:  # and summary.json, where it could not be written
+        unwritten = experiment.summary_unwritten
+        return f"{outcome}; and {unwritten}" if unwritten else outcome
+
     try:
         record = experiment.run()
     except Diverged as exc:
         shut_down()
-        refuse(exc, 1)
+        refuse(RunFailed(said(str(exc))), 1)
     except WriteError as exc:  # a full disk, a read-only run directory: the file and the cause
         shut_down()
-        refuse(RunFailed(f"the run failed: {exc.strerror}"), 1)
+        refuse(RunFailed(said(f"the run failed: {exc.strerror}")), 1)
     shut_down()  # ddp: leave the process group
     log.info("%s\n outputs: %s", result_text(record), experiment.run_dir)
     if experiment.interrupted_by is not None:
         where = f"{experiment.run_dir}: " if _multirun() else ""
-        print(f"esper: {where}{record.error}", file=sys.stderr)
+        print(f"esper: {where}{said(str(record.error))}", file=sys.stderr)
         if experiment.interrupted_by == signal.SIGHUP:  # the sweep's process is gone
             sys.stderr.flush()
             os._exit(128 + signal.SIGHUP)
         if stop_file is not None:
             return float("nan")
         raise SystemExit(128 + experiment.interrupted_by)
+    if experiment.summary_unwritten:
+        refuse(RunFailed(f"the run {record.status}, but {experiment.summary_unwritten}"), 1)
     return float(record.objective(cfg.optimized_metric, cfg.param_cost))
 
 

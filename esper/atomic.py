@@ -41,11 +41,14 @@ def write_atomic(path: Path, data: bytes) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):  # e.g. a parent that is a file: the error is above
             tmp.unlink(missing_ok=True)
-        code = errno.errorcode.get(exc.errno or 0, "error")
-        raise WriteError(
-            exc.errno,
-            f"cannot write {path}: {exc.strerror or exc} ({code}); the previous file is kept",
-        ) from None
+        kept = "the previous file is kept" if path.is_file() else "there is no earlier one"
+        raise cannot_write(path, exc, kept) from None
+
+
+def cannot_write(path: Path, exc: OSError, then: str) -> WriteError:
+    """`cannot write PATH: why (ERRNO); then`: the file, the cause and what is left."""
+    code = errno.errorcode.get(exc.errno or 0, "error")
+    return WriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc} ({code}); {then}")
 
 
 def save_torch(payload: dict[str, Any], path: Path) -> Path:

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from esper.atomic import cannot_write
 from esper.contracts import Adaptation, EventBase, RunRecord
 
 log = logging.getLogger(__name__)
@@ -24,15 +25,40 @@ class JsonlSink:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _drop_partial_line(self.path)
+            self._file = self.path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise cannot_write(self.path, exc, "nothing was run") from None
 
     def write(self, events: list[EventBase]) -> None:
-        self._file.write("".join(json.dumps(event_record(e)) + "\n" for e in events))
-        self._file.flush()
+        try:
+            self._file.write("".join(json.dumps(event_record(e)) + "\n" for e in events))
+            self._file.flush()
+        except OSError as exc:  # a full disk: the lines before are whole, the last may not be
+            raise cannot_write(self.path, exc, "the events before are kept") from None
 
     def close(self, record: RunRecord) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as exc:  # what a failed write left in the buffer
+            raise cannot_write(self.path, exc, "the events before are kept") from None
+
+
+def _drop_partial_line(path: Path) -> None:
+    """A run resumed in place appends to its events.jsonl: a last line that a full disk or a
+    kill cut short would join the first new event, and both would be unreadable."""
+    if not path.is_file():
+        return
+    with path.open("rb+") as handle:
+        size = handle.seek(0, 2)
+        tail = min(size, 1 << 20)  # an event is a line of at most a few KiB
+        handle.seek(size - tail)
+        data = handle.read()
+        if data and not data.endswith(b"\n"):
+            handle.truncate(size - tail + data.rfind(b"\n") + 1)
+            log.warning("%s ended in a line cut short (a full disk, a kill): removed", path)
 
 
 class ConsoleSink:

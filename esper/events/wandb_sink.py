@@ -200,7 +200,10 @@ class WandbSink:
         replayed = 0
         with events.open(encoding="utf-8") as handle:
             for line in handle:
-                event = json.loads(line)
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:  # a line a full disk or a kill cut short
+                    continue
                 kind, epoch = event.get("kind"), event.get("epoch")
                 if kind == "adaptation" and epoch <= upto_epoch:
                     self._adaptations.append(event)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -24,8 +23,6 @@ from esper.training.distributed import parameter_digest
 from esper.training.guard import Diverged
 from esper.training.interruption import Interrupted
 from esper.training.trainer import FitResult, Trainer
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,6 +48,9 @@ class Experiment:
     started: float = field(default_factory=time.perf_counter)
     interrupted_by: int | None = None
     """The signal that interrupted the run, if one did (run.py exits with 128 + it)."""
+    summary_unwritten: str | None = None
+    """Why summary.json could not be written (a full disk, a read-only directory), if it could
+    not: run.py says it beside the run's outcome, which stays the outcome."""
 
     def record(self, status: RunStatus, result: FitResult | None, error: str | None) -> RunRecord:
         trainer = self.trainer
@@ -120,12 +120,7 @@ class Experiment:
             raise
         except BaseException as exc:
             error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            try:
-                self._end("failed", None, error)
-            except WriteError as also:  # summary.json too: a full disk, a read-only directory
-                if isinstance(exc, WriteError):  # both causes in the one line run.py prints
-                    raise WriteError(exc.errno, f"{exc.strerror}; and {also.strerror}") from None
-                log.error("%s", also.strerror)
+            self._end("failed", None, error)
             raise
         stopped = self.trainer.recorder.epochs < self.trainer.max_epochs
         return self._end("stopped" if stopped else "completed", result, None)
@@ -160,7 +155,10 @@ class Experiment:
             record.wall_s = time.perf_counter() - self.started
             if ranks.writer:  # ddp: rank 0 writes the run's files
                 summary = record.model_dump_json(indent=2).encode()
-                write_atomic(self.run_dir / "summary.json", summary)
+                try:
+                    write_atomic(self.run_dir / "summary.json", summary)
+                except WriteError as exc:
+                    self.summary_unwritten = exc.strerror
         return record
 
     def ranks_record(self) -> RanksRecord:

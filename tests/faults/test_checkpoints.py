@@ -9,6 +9,7 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -145,48 +146,94 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_names_enospc(make_config,
         subprocess.run(["umount", str(disk)], check=False)
 
 
-@pytest.mark.parametrize("summary_too", [False, True], ids=["checkpoint", "checkpoint-and-summary"])
-def test_a_run_that_cannot_write_its_files_says_why_in_one_line(tmp_path, summary_too) -> None:
+BLOCKED = {  # what is made unwritable once the first checkpoint is written, and what is said
+    "checkpoint": (
+        ["checkpoints/last.pt.tmp"],
+        1,
+        r"esper: the run failed: cannot write \S+/checkpoints/last\.pt: .*\(EISDIR\); the "
+        r"previous file is kept",
+    ),
+    "checkpoint-and-summary": (
+        ["checkpoints/last.pt.tmp", "summary.json.tmp"],
+        1,
+        r"esper: the run failed: cannot write \S+/checkpoints/last\.pt: .*\(EISDIR\); the "
+        r"previous file is kept; and cannot write \S+/summary\.json: .*\(EISDIR\); there is "
+        r"no earlier one",
+    ),
+    # helper-found: the line said "failed" where events.jsonl said completed, and no results
+    "summary": (
+        ["summary.json.tmp"],
+        1,
+        r"esper: the run completed, but cannot write \S+/summary\.json: .*\(EISDIR\); there "
+        r"is no earlier one",
+    ),
+}
+
+
+@pytest.mark.parametrize("blocked", list(BLOCKED))
+def test_a_run_that_cannot_write_its_files_says_why_in_one_line(tmp_path, blocked) -> None:
     """A full disk or a read-only run directory while training: one line naming the file and
     the cause, exit 1 (was a Hydra traceback; where summary.json failed as well, the only error
     shown was summary.json's, hiding the checkpoint's). A directory where the temporary file
     goes, made once the first checkpoint is written, fails the next write as a full disk would,
     without root."""
+    paths, code, said = BLOCKED[blocked]
+    run_dir = tmp_path / "run"
+    epochs = 40 if blocked == "summary" else 500
+    process = _run_cli_in(tmp_path, run_dir, f"trainer.max_epochs={epochs}")
+    _block_after_first_checkpoint(process, run_dir, paths)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == code, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("esper:")]
+    assert len(errors) == 1, stderr[-3000:]
+    assert re.fullmatch(said, errors[0]), errors[0]
+    if blocked == "summary":
+        assert " split  |" in stdout + stderr, "the results are shown"
+    if "summary.json.tmp" not in paths:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "failed" and "EISDIR" in summary["error"]
+    _, state = checkpoint.load(str(run_dir))
+    assert state["epoch"] < epochs - 1 or blocked == "summary", "the previous checkpoint loads"
+
+
+def test_sigterm_with_summary_unwritable_still_says_interrupted(tmp_path) -> None:
+    """helper-found: a preemption whose summary.json could not be written said `the run
+    failed`, exit 1, where events.jsonl said interrupted: a scheduler saw a failure."""
+    run_dir = tmp_path / "run"
+    process = _run_cli_in(tmp_path, run_dir, "trainer.max_epochs=500")
+    _block_after_first_checkpoint(process, run_dir, ["summary.json.tmp"])
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("esper:")]
+    assert len(errors) == 1, stderr[-3000:]
+    assert re.fullmatch(
+        r"esper: interrupted by SIGTERM during epoch \d+ .*trainer\.resume.*; and cannot write "
+        r"\S+/summary\.json: .*",
+        errors[0],
+    ), errors[0]
+
+
+def _run_cli_in(cwd: Path, run_dir: Path, *overrides: str) -> subprocess.Popen[str]:
     from tests.conftest import ROOT, own_env
 
-    run_dir = tmp_path / "run"
-    command = [
-        sys.executable,
-        str(ROOT / "run.py"),
-        "logger=none",
-        "policy=none",
-        "trainer.progress=false",
-        "trainer.max_epochs=500",
-        f"hydra.run.dir={run_dir}",
-    ]
-    env = own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels"))
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-    blocked = [run_dir / "checkpoints" / "last.pt.tmp"]
-    blocked += [run_dir / "summary.json.tmp"] if summary_too else []
+    command = [sys.executable, str(ROOT / "run.py"), "logger=none", "policy=none"]
+    command += ["trainer.progress=false", f"hydra.run.dir={run_dir}", *overrides]
+    env = own_env(ESPER_KERNEL_STORE=str(cwd / "kernels"))
+    return subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _block_after_first_checkpoint(
+    process: subprocess.Popen[str], run_dir: Path, paths: list[str]
+) -> None:
+    """Make a directory at each of `paths` (relative to `run_dir`) once last.pt exists."""
+    blocked = [run_dir / p for p in paths]
     while blocked and process.poll() is None:
         if (run_dir / "checkpoints" / "last.pt").exists():
             with contextlib.suppress(FileExistsError):  # the writer's own file, for a moment
                 blocked[0].mkdir()
                 blocked.pop(0)
         time.sleep(0.001)
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 1, stderr[-3000:]
-    assert "Traceback" not in stderr, stderr[-3000:]
-    errors = [line for line in stderr.splitlines() if line.startswith("esper:")]
-    assert len(errors) == 1, stderr[-3000:]
-    assert re.fullmatch(
-        r"esper: the run failed: cannot write \S+/checkpoints/last\.pt: .*\(EISDIR\); the "
-        r"previous file is kept"
-        + (r"; and cannot write \S+/summary\.json: .*\(EISDIR\).*" if summary_too else ""),
-        errors[0],
-    ), errors[0]
-    if not summary_too:
-        summary = json.loads((run_dir / "summary.json").read_text())
-        assert summary["status"] == "failed" and "EISDIR" in summary["error"]
-    _, state = checkpoint.load(str(run_dir))
-    assert state["epoch"] < 499, "the previous checkpoint is intact and loads"

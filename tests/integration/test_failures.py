@@ -70,3 +70,23 @@ def test_a_sweep_runs_every_job_when_one_fails(tmp_path: Path) -> None:
     assert "trainer.max_epochs=-3: Input should be greater than or equal to 1" in result.stderr
     assert not (sweep / "0" / "summary.json").exists()
     assert json.loads((sweep / "1" / "summary.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_a_failed_job_of_a_sweep_says_its_line_without_a_chained_traceback(tmp_path) -> None:
+    """helper-found: a job's one line was followed by the launcher's traceback of the error it
+    replaced, then "During handling of the above exception", then the line's own."""
+    result = run_cli(
+        "-m",
+        "policy=none",
+        "trainer.optimizer.lr=1e30",
+        "trainer.max_nonfinite_steps=2",
+        "logger=none",
+        "trainer.progress=false",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+        env={"ESPER_KERNEL_STORE": str(tmp_path / "k")},
+    )
+    assert result.returncode != 0
+    assert "esper: the host diverged: 2 steps in a row" in result.stderr, result.stderr[-3000:]
+    assert "During handling of the above exception" not in result.stderr, result.stderr[-3000:]
