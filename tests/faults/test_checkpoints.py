@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,40 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_names_enospc(make_config,
         subprocess.run(["umount", str(disk)], check=False)
 
 
+def test_events_jsonl_that_cannot_grow_names_itself_and_the_run_resumes(tmp_path) -> None:
+    """helper-found: events.jsonl, flushed before each checkpoint, is what a full disk hits
+    first: an OSError traceback that named no file, a last line cut mid-JSON, and a resume in
+    place appended to it (its reader failed with JSONDecodeError). A file-size limit on the
+    run's process stops events.jsonl mid-line as a full disk does, without root; the
+    checkpoint (35 KB) stays under it."""
+    import resource
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, 256 << 10))
+
+    run_dir = tmp_path / "run"
+    overrides = ("trainer.max_epochs=150",)
+    process = _run_cli_in(tmp_path, run_dir, *overrides, preexec_fn=limit_file_size)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    (line,) = [ln for ln in stderr.splitlines() if ln.startswith("esper:")]
+    assert re.fullmatch(
+        r"esper: the run failed: cannot write \S+/events\.jsonl: File too large \(EFBIG\); the "
+        r"events before are kept",
+        line,
+    ), line
+    assert not (run_dir / "events.jsonl").read_bytes().endswith(b"\n"), "a line was cut short"
+
+    resumed = _run_cli_in(tmp_path, run_dir, *overrides, f"trainer.resume={run_dir}")
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr[-3000:]
+    lines = (run_dir / "events.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]  # every line whole
+    assert events[-1]["kind"] == "run_ended" and events[-1]["status"] == "completed"
+
+
 BLOCKED = {  # what is made unwritable once the first checkpoint is written, and what is said
     "checkpoint": (
         ["checkpoints/last.pt.tmp"],
@@ -215,14 +250,22 @@ def test_sigterm_with_summary_unwritable_still_says_interrupted(tmp_path) -> Non
     ), errors[0]
 
 
-def _run_cli_in(cwd: Path, run_dir: Path, *overrides: str) -> subprocess.Popen[str]:
+def _run_cli_in(
+    cwd: Path, run_dir: Path, *overrides: str, preexec_fn: Callable[[], None] | None = None
+) -> subprocess.Popen[str]:
     from tests.conftest import ROOT, own_env
 
     command = [sys.executable, str(ROOT / "run.py"), "logger=none", "policy=none"]
     command += ["trainer.progress=false", f"hydra.run.dir={run_dir}", *overrides]
     env = own_env(ESPER_KERNEL_STORE=str(cwd / "kernels"))
     return subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=preexec_fn,  # noqa: PLW1509 - a limit of the child's own, set before exec
     )
 
 
