@@ -13,6 +13,7 @@ import errno
 import io
 import os
 import pickle
+import stat
 import warnings
 import zipfile
 from pathlib import Path
@@ -66,6 +67,12 @@ def load_torch(path: Path) -> Any:
     bytes read "Weights only load failed. In PyTorch 2.6, we changed the default ...", a text
     file "101", a truncated one "Invalid argument")."""
     try:
+        mode = path.stat().st_mode
+    except OSError as exc:  # missing, a path through a file, a symlink loop
+        raise ReadError(_said(exc)) from None
+    if not stat.S_ISREG(mode):  # a FIFO would block the reader for ever
+        raise ReadError("a directory" if stat.S_ISDIR(mode) else "not a regular file")
+    try:
         with warnings.catch_warnings():  # torch warns of a foreign pickle it then refuses
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -73,12 +80,16 @@ def load_torch(path: Path) -> Any:
         raise ReadError(_unreadable(path, exc)) from None
 
 
+def _said(exc: OSError) -> str:
+    return f"{exc.strerror or exc}, {errno.errorcode.get(exc.errno or 0, 'error')}"
+
+
 def _unreadable(path: Path, exc: Exception) -> str:
     try:
         with path.open("rb") as handle:
             head = handle.read(4)
     except OSError as error:
-        return f"{error.strerror or error}, {errno.errorcode.get(error.errno or 0, 'error')}"
+        return _said(error)
     if not head:
         return "the file is empty"
     if head.startswith(b"\x80"):  # a pickle (torch.save writes a zip archive since 1.6)

@@ -176,7 +176,7 @@ def load_state(where: str, key: str, after: str) -> dict[str, Any]:
     first checkpoint (what the caller cannot then do). A resume and the learning curve read it."""
     path = Path(where).expanduser()
     path = path if path.is_file() or path.suffix == ".pt" else path / "simic.pt"
-    if not path.exists() and (path.parent / "weights").is_dir():
+    if not path.exists() and not path.is_symlink() and (path.parent / "weights").is_dir():
         raise ConfigError(
             f"{key}: the run stopped before its first checkpoint (no {path.name}: during "
             f"imitation, or before its first simic.checkpoint_every updates); {after}"

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -42,6 +44,9 @@ def test_the_curve_is_drawn_from_the_logged_rows(tmp_path) -> None:
             "c.png",
             "not a Simic checkpoint (not a file torch.save wrote: it begins b'not ')",
         ),
+        # helper-found: a FIFO (or a symlink loop) at simic.pt blocked the reader for ever
+        ("fifo", "c.png", "not a Simic checkpoint (not a regular file)"),
+        ("loop", "c.png", "not a Simic checkpoint (Too many levels of symbolic links, ELOOP)"),
         (checkpoint(0), "c.png", "no update was logged yet"),
         (checkpoint(3), "c.txt", "allowed: a file ending in .png, .svg, .pdf"),
         (checkpoint(3), "c", "allowed: a file ending in"),
@@ -51,6 +56,10 @@ def test_the_curve_is_drawn_from_the_logged_rows(tmp_path) -> None:
 def test_what_is_no_curve_is_one_line(tmp_path, capsys, make, out, said) -> None:
     if make == "text":
         (tmp_path / "simic.pt").write_text("not a checkpoint")
+    elif make == "fifo":
+        os.mkfifo(tmp_path / "simic.pt")
+    elif make == "loop":
+        (tmp_path / "simic.pt").symlink_to(tmp_path / "simic.pt")
     elif make is not None:
         torch.save(make, tmp_path / "simic.pt")
     with pytest.raises(SystemExit) as ended:
