@@ -138,7 +138,7 @@ class SeedsConfig(Section):
     @field_validator("lr")
     @classmethod
     def representable_lr(cls, lr: float | None) -> float | None:
-        if lr is not None and MAX_LR < lr < math.inf:
+        if lr is not None and lr > MAX_LR:  # inf too: every seed culled for NaN gradients
             raise ValueError(
                 f"seeds.lr={lr!r}: must be at most {MAX_LR:g} (a larger one overflows float32)"
             )

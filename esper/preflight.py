@@ -43,15 +43,22 @@ def check_optimizer(make_optimizer: Callable[..., Any], make_scheduler: Callable
         optimizer = make_optimizer([{"params": [param], "name": "host"}])
     except Exception as exc:  # noqa: BLE001 - a user's optimizer may raise anything
         raise ConfigError(f"trainer.optimizer: {_said(exc)}") from None
-    for key, value in optimizer.defaults.items():  # torch lets lr=inf through: NaN weights
-        numbers = value if isinstance(value, tuple | list) else (value,)
-        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
-            raise ConfigError(f"trainer.optimizer.{key}={value}: must be a finite number")
+    _finite("trainer.optimizer", make_optimizer)
     if make_scheduler is not None:
         try:
             make_scheduler(optimizer)
         except Exception as exc:  # noqa: BLE001 - likewise a scheduler
             raise ConfigError(f"trainer.scheduler: {_said(exc)}") from None
+        _finite("trainer.scheduler", make_scheduler)
+
+
+def _finite(section: str, make: Callable[..., Any]) -> None:
+    """torch takes inf for most settings (Adam's weight_decay, ExponentialLR's gamma,
+    OneCycleLR's max_lr): the weights go NaN in the first steps and the run blames the host."""
+    for key, value in getattr(make, "keywords", {}).items():  # Hydra's partial of the config
+        numbers = value if isinstance(value, tuple | list) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise ConfigError(f"{section}.{key}={value}: must be a finite number")
 
 
 def _said(exc: BaseException) -> str:

@@ -79,13 +79,14 @@ class StepGuard:
         return False
 
 
-def check_weights(model: torch.nn.Module, epoch: int) -> None:
+def check_weights(model: torch.nn.Module, epoch: int, earlier_checkpoint: bool) -> None:
     """Before a checkpoint: a step whose loss and gradients were finite can still overflow the
     weights (a learning rate of 1e38); such a model is not saved over the last good one, which
     a resume would then continue. Every rank checks (their weights are equal under ddp)."""
     finite = [torch.isfinite(p).all() for p in model.parameters()]
     if finite and not bool(torch.stack(finite).all()):
+        kept = "the checkpoint before it is kept" if earlier_checkpoint else "no checkpoint"
         raise Diverged(
             f"the host diverged: its weights are not finite after epoch {epoch} (an update "
-            "overflowed them); the checkpoint before it is kept; lower trainer.optimizer.lr"
+            f"overflowed them); {kept}; lower trainer.optimizer.lr or the scheduler's rates"
         )

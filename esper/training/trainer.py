@@ -218,7 +218,7 @@ class Trainer:
         self.bus.publish(EpochEnded(epoch=epoch, step=self.clock.step, metrics=row))
         self.bus.flush()
         if self.checkpoint_to is not None:
-            check_weights(self.model, epoch)
+            check_weights(self.model, epoch, self.checkpoint_to.is_file())
             if self.ranks.writer:
                 checkpoint.save({**self.state_dict(), **self.checkpoint_extra}, self.checkpoint_to)
         return train, val

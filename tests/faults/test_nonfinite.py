@@ -80,8 +80,10 @@ def test_weights_a_step_overflowed_are_not_checkpointed() -> None:
     large gradient); the epoch's checkpoint, which a resume would continue, is not written
     over the last good one: the run ends as diverged (Trainer.run_epoch checks before saving)."""
     model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 2))
-    check_weights(model, epoch=4)  # finite: nothing to say
+    check_weights(model, epoch=4, earlier_checkpoint=True)  # finite: nothing to say
     with torch.no_grad():
         model[1].weight[0, 0] = math.inf
-    with pytest.raises(Diverged, match=r"weights are not finite after epoch 4 .* lower trainer"):
-        check_weights(model, epoch=4)
+    with pytest.raises(Diverged, match=r"after epoch 4 .*; the checkpoint before it is kept; low"):
+        check_weights(model, epoch=4, earlier_checkpoint=True)
+    with pytest.raises(Diverged, match=r"after epoch 0 \(an update overflowed them\); no checkp"):
+        check_weights(model, epoch=0, earlier_checkpoint=False)

@@ -59,12 +59,20 @@ CASES = [
     # a traceback mid-training before (Adam's step overflowed float32)
     (["trainer.optimizer.lr=1e38"], r"trainer\.optimizer\.lr=1e\+38: must be at most 1e\+30"),
     (["seeds.lr=1e38"], r"seeds\.lr=1e\+38: must be at most 1e\+30"),
+    (["seeds.lr=inf"], r"seeds\.lr=inf: must be at most 1e\+30"),
     # adversarial case A72: inf trained, its first step made every weight NaN, and the
     # checkpoint of that epoch held them (a resume would have continued it)
     (["trainer.optimizer.lr=inf"], r"trainer\.optimizer\.lr=inf: must be at most 1e\+30"),
     (
         ["+trainer.optimizer.weight_decay=inf"],
         r"trainer\.optimizer\.weight_decay=inf: must be a finite number",
+    ),
+    (  # helper-found: trained, then blamed the host's learning rate
+        [
+            "+trainer.scheduler={_target_:torch.optim.lr_scheduler.ExponentialLR,"
+            "_partial_:true,gamma:inf}"
+        ],
+        r"trainer\.scheduler\.gamma=inf: must be a finite number",
     ),
     (
         ["+trainer.optimizer.betas=[2.0,0.9]"],
