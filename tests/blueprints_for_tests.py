@@ -37,3 +37,11 @@ class DataDependentAdapter(ScaledAdapter):
 
 def data_dependent_adapter(shape: tuple[int, ...]) -> nn.Module:
     return DataDependentAdapter(shape[-1], 8)
+
+
+def narrow_adapter(shape: tuple[int, ...]) -> nn.Module:
+    return ScaledAdapter(shape[-1], 8)
+
+
+def wide_adapter(shape: tuple[int, ...]) -> nn.Module:
+    return ScaledAdapter(shape[-1], 32)

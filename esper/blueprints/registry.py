@@ -6,9 +6,13 @@ the last layer so that s(x) == 0 at birth, which makes every germination identit
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -117,7 +121,22 @@ def kernel_spec(
         device=device,
         init_seed=init_seed,
         torch_version=torch.__version__,
+        code=code_digest(get(name).builder),
     )
+
+
+@functools.cache
+def code_digest(builder: Builder) -> str:
+    """The builder's qualified name and its module's source, hashed: what a kernel was built
+    from beyond the blueprint's name and hyper-parameters (helper-found: a custom blueprint
+    whose builder changed was handed its old kernel from the store, silently). Code that the
+    module imports from elsewhere is not covered."""
+    name = f"{getattr(builder, '__module__', '')}.{getattr(builder, '__qualname__', '')}"
+    try:
+        source = Path(inspect.getsourcefile(builder) or "").read_bytes()
+    except (TypeError, OSError):  # a builtin, or no file: the name alone
+        source = b""
+    return hashlib.sha256(name.encode() + b"\0" + source).hexdigest()[:16]
 
 
 class BlueprintContractError(ValueError):

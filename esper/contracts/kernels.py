@@ -22,9 +22,18 @@ class KernelSpec(Frozen):
     device: str = "cpu"
     init_seed: int = 0
     torch_version: str
+    code: str = ""
+    """A digest of the blueprint's builder: its qualified name and its module's source
+    (esper.blueprints.registry.code_digest). Another builder under the same name (a user's
+    edit, another `_target_`, another Esper version) names other kernels, so a shared library
+    never hands back a stale one. Empty in specs written before it existed: their keys are
+    unchanged."""
 
     def key(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        fields = self.model_dump(mode="json")
+        if not fields["code"]:
+            del fields["code"]
+        canonical = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -8,7 +8,7 @@ import pytest
 from esper import blueprints
 from esper.app import build
 from esper.config import ConfigError
-from tests.conftest import ONE_EARLY_SEED
+from tests.conftest import ONE_EARLY_SEED, ROOT
 
 CUSTOM = "+blueprints.custom.my_adapter={_target_:tests.blueprints_for_tests.scaled_adapter,kinds:[vector],width:8}"
 
@@ -81,3 +81,34 @@ def test_a_blueprint_torch_cannot_export_is_one_line_without_torchs_trace(
 def test_bad_custom_entries_name_their_key(make_config, node: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build(make_config(f"+blueprints.custom.x={node}", "logger=none"))
+
+
+def test_another_builder_under_the_same_name_gets_its_own_kernel(tmp_path) -> None:
+    """helper-found: the kernel key was the blueprint's name and hyper-parameters, so a custom
+    blueprint whose builder changed (an edit, another `_target_`; or a colleague's, through a
+    shared S3 library) was handed the old builder's kernel from the store, silently."""
+    import json
+
+    from tests.conftest import run_cli
+
+    def run(target: str, name: str) -> dict:
+        result = run_cli(
+            f"+blueprints.custom.mine={{_target_:tests.blueprints_for_tests.{target},kinds:[vector]}}",
+            "blueprints.allowed=[mine]",
+            *ONE_EARLY_SEED,
+            "logger=none",
+            "trainer.progress=false",
+            f"hydra.run.dir={tmp_path / name}",
+            cwd=ROOT,
+            env={"ESPER_KERNEL_STORE": str(tmp_path / "shared-store")},
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads((tmp_path / name / "summary.json").read_text())
+
+    narrow = run("narrow_adapter", "first")
+    wide = run("wide_adapter", "second")
+    (narrow_kernel,), (wide_kernel,) = narrow["kernels"], wide["kernels"]
+    assert (narrow_kernel["params"], wide_kernel["params"]) == (
+        2 * 8 * 8 + 8 + 8,
+        2 * 8 * 32 + 32 + 8,
+    )
