@@ -31,6 +31,7 @@ from esper import blueprints
 from esper.config import BlueprintsConfig, ConfigError, first_line, reason
 from esper.data import DataSplits
 from esper.kernels import KernelLibrary
+from esper.kernels.compiler import failure_said
 from esper.models.checks import input_mismatch
 from esper.seeds import MorphogeneticModel
 
@@ -154,16 +155,9 @@ def check_blueprints(
             library.get(spec)
         except Exception as exc:  # noqa: BLE001 - export and validation fail in many ways
             key = blueprint_key(settings, name)
-            raise ConfigError(f"{key}: {where}: cannot be exported: {_export_said(exc)}") from None
+            raise ConfigError(f"{key}: {where}: cannot be exported: {failure_said(exc)}") from None
         compiled += 1
     return compiled
-
-
-def _export_said(exc: BaseException) -> str:
-    """The first line of an export failure, and the blueprint's line torch blames where it
-    names one (its `Caused by: (file:line in forward)`, further down a long message)."""
-    cause = re.search(r"^Caused by: \((.+)\)$", str(exc), re.MULTILINE)
-    return f"{first_line(exc)} (caused by {cause.group(1)})" if cause else first_line(exc)
 
 
 def check_custom_contracts(settings: BlueprintsConfig, model: MorphogeneticModel) -> None:

@@ -7,6 +7,7 @@ import copy
 import hashlib
 import io
 import logging
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +18,7 @@ from torch import nn
 from torch.export import Dim, ExportedProgram
 
 from esper import blueprints
+from esper.config import first_line, reason
 from esper.contracts import KernelMetadata, KernelSpec, LatencyPoint
 from esper.kernels.integrity import KernelIntegrityError, UnsafeArtifactError
 from esper.kernels.safe_load import load_program
@@ -30,6 +32,21 @@ TORCH_EXPORT_LOGGERS = ("torch.fx.experimental.symbolic_shapes", "torch.export._
 
 class KernelValidationError(RuntimeError):
     pass
+
+
+class KernelExportError(RuntimeError):
+    """torch.export could not trace a blueprint: the original error's type and message as
+    plain text (torch's own exceptions lose their message when pickled out of the compile
+    worker: a seed was culled for "GuardOnDataDependentSymNode: " and nothing after it)."""
+
+
+def failure_said(exc: BaseException) -> str:
+    """A failed compile in one line, as preflight and a culled seed's reason say it, with the
+    blueprint's line torch blames where it names one (its `Caused by: (file:line in forward)`,
+    further down a long message)."""
+    said = reason(exc) if isinstance(exc, KernelExportError) else first_line(exc)
+    cause = re.search(r"^Caused by: \((.+)\)$", str(exc), re.MULTILINE)
+    return f"{said} (caused by {cause.group(1)})" if cause else said
 
 
 @dataclass
@@ -164,9 +181,12 @@ def compile_kernel(
     eager = eager.to(spec.device)
     example = _probe(spec, PROBE_BATCH, seed=0)
     with _export_quietly():
-        program = torch.export.export(
-            eager, (example,), dynamic_shapes=({0: Dim("batch", min=1, max=MAX_BATCH)},)
-        )
+        try:
+            program = torch.export.export(
+                eager, (example,), dynamic_shapes=({0: Dim("batch", min=1, max=MAX_BATCH)},)
+            )
+        except Exception as exc:  # noqa: BLE001 - torch raises many kinds; the text is kept
+            raise KernelExportError(f"{type(exc).__name__}: {exc}") from None
         for node in program.graph.nodes:
             # Source paths would make the same kernel hash differently on every checkout.
             node.meta.pop("stack_trace", None)

@@ -25,7 +25,7 @@ from esper.contracts import (
 from esper.events import EventBus
 from esper.kernels import CompileMachineryError, KernelLibrary, KernelRequest, LoadedKernel
 from esper.kernels.claims import WaitInterrupted
-from esper.kernels.compiler import percentile
+from esper.kernels.compiler import failure_said, percentile
 from esper.seeds import MorphogeneticModel, SeedSlot
 from esper.training.steps import Clock
 
@@ -137,7 +137,7 @@ class KernelAttachment:
             except (CompileMachineryError, WaitInterrupted):
                 raise  # no seed's fault: the run fails (or ends interrupted) rather than culling
             except Exception as exc:  # noqa: BLE001 - handed back as the failure's error
-                collected.failed.append(KernelFailure(slot, f"{type(exc).__name__}: {exc}"))
+                collected.failed.append(KernelFailure(slot, failure_said(exc)))
                 continue
             self._attach(slot, loaded, pending.requested_at)
             collected.attached.append(slot)

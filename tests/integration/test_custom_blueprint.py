@@ -3,6 +3,8 @@ worker process, trained in a slot."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from esper import blueprints
@@ -62,6 +64,29 @@ def test_a_blueprint_torch_cannot_export_is_one_line_without_torchs_trace(
     printed = capfd.readouterr()
     assert "def forward" not in printed.err + printed.out, printed.err[-2000:]
     assert "symbolic_shapes" not in printed.err, printed.err[-2000:]
+
+
+def test_a_blueprint_torch_cannot_export_in_the_compile_worker_culls_its_seed_saying_why(
+    make_config, tmp_path
+) -> None:
+    """helper-found: compiled in the worker process (no preflight), the seed was culled for
+    "kernel failed: GuardOnDataDependentSymNode: ", torch's message lost on its way back."""
+    cfg = make_config(
+        "+blueprints.custom.dd={_target_:tests.blueprints_for_tests.data_dependent_adapter,kinds:[vector]}",
+        "blueprints.allowed=[dd]",
+        *ONE_EARLY_SEED,
+        "kernels.preflight=false",
+        "kernels.async_compile=true",
+        "trainer.max_epochs=3",
+        run_dir=tmp_path / "run",
+    )
+    summary = build(cfg).run().model_dump(mode="json")
+    (culled,) = [a for a in summary["adaptations"] if a["to"] == "CULLED"]
+    assert re.fullmatch(
+        r"kernel failed: GuardOnDataDependentSymNode: Could not guard on data-dependent "
+        r"expression .+ \(caused by \S*blueprints_for_tests\.py:\d+ in forward\)",
+        culled["reason"],
+    ), culled["reason"]
 
 
 @pytest.mark.parametrize(
