@@ -16,6 +16,7 @@ import pickle
 import stat
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +73,28 @@ def load_torch(path: Path) -> Any:
         raise ReadError(_said(exc)) from None
     if not stat.S_ISREG(mode):  # a FIFO would block the reader for ever
         raise ReadError("a directory" if stat.S_ISDIR(mode) else "not a regular file")
+    damaged = _damaged_member(path)
+    if damaged:  # torch does not check its archive's checksums: flipped bytes load as data
+        raise ReadError(f"a damaged torch file: {damaged}")
     try:
         with warnings.catch_warnings():  # torch warns of a foreign pickle it then refuses
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises anything for a file not its own
         raise ReadError(_unreadable(path, exc)) from None
+
+
+def _damaged_member(path: Path) -> str | None:
+    """Why torch.save's zip archive at `path` is damaged (a member failing its CRC), or None
+    for one that is whole, or that is no zip archive (torch.load says what it is then)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except zipfile.BadZipFile:
+        return None
+    except (OSError, ValueError, EOFError, RuntimeError, zlib.error) as exc:  # a broken member
+        return f"a member cannot be read ({type(exc).__name__})"
+    return f"{bad} fails its checksum" if bad else None
 
 
 def _said(exc: OSError) -> str:

@@ -10,10 +10,12 @@ import os
 import random
 import re
 import signal
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,6 +85,9 @@ def test_a_crafted_checkpoint_is_refused_and_nothing_in_it_runs(make_config, tmp
         # adversarial B8 and A104: "holds objects other than tensors ... could run code", "101"
         ("random", r"not a file torch.save wrote: it begins b'.+'\)"),
         ("text", r"not a file torch.save wrote: it begins b'epoc'\)"),
+        # helper-found: torch does not check its archive's CRCs (an RNG state's flipped bytes
+        # were a traceback at resume; a weight's, a silent resume that then diverged)
+        ("flipped", r"a damaged torch file: \S+/data/\d+ fails its checksum\)"),
         ("no_header", r"no esper-checkpoint/1 header\)"),
         ("missing_keys", r"missing model, slots, .*\)"),
     ],
@@ -99,6 +104,16 @@ def test_a_broken_checkpoint_is_one_clear_line(
         path.write_bytes(b"\x11" + random.Random(0).randbytes(4095))  # not a pickle's b"\x80"
     elif variant == "text":
         path.write_text("epoch: 3\n")
+    elif variant == "flipped":
+        path.write_bytes(good_checkpoint)
+        with zipfile.ZipFile(path) as archive:
+            member = next(i for i in archive.infolist() if "/data/" in i.filename)
+        data = bytearray(good_checkpoint)
+        at = member.header_offset  # the local header's own name and extra (padding) lengths
+        name_length, extra_length = struct.unpack("<HH", data[at + 26 : at + 30])
+        start = at + 30 + name_length + extra_length
+        data[start : start + 4] = bytes(255 - b for b in data[start : start + 4])
+        path.write_bytes(bytes(data))
     elif variant == "no_header":
         torch.save({"epoch": 3, "model": {}}, path)
     else:
