@@ -475,6 +475,11 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
         logged = _logged_updates(str(settings.resume))
         log.info("simic: the policy, optimizer and generators continue %s", settings.resume)
     sink = logger(run_dir=str(run_dir), config=config, run_id=wandb_id) if logger else None
+    if sink is not None:  # updates a killed process had not handed to W&B yet: from simic.pt
+        for row in history:
+            if int(row["update"]) not in logged:
+                sink.run.log(row)
+                logged.add(int(row["update"]))
     ppo_settings = ppo.PPOSettings(
         clip=settings.ppo.clip,
         epochs=settings.ppo.epochs,
