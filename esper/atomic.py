@@ -109,11 +109,12 @@ def _unreadable(path: Path, exc: Exception) -> str:
         return _said(error)
     if not head:
         return "the file is empty"
-    if head.startswith(b"\x80"):  # a pickle (torch.save writes a zip archive since 1.6)
+    if head.startswith(b"\x80"):  # a pickle: torch.save's legacy format, or not torch's
         return (
-            "a pickle, not a file torch.save wrote; refused unread, since loading it could run code"
+            "a pickle that torch's safe loader refuses (not torch.save's archive); refused "
+            "unread, since loading it could run code"
         )
-    if not head.startswith(b"PK\x03\x04"):
+    if not head.startswith(b"PK"):
         return f"not a file torch.save wrote: it begins {head!r}"
     if not zipfile.is_zipfile(path):
         return "a truncated torch file: the zip archive torch.save writes is cut short"

@@ -28,6 +28,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from esper import blueprints
+from esper.atomic import WriteError
 from esper.config import BlueprintsConfig, ConfigError, first_line, reason
 from esper.data import DataSplits
 from esper.kernels import KernelLibrary
@@ -153,6 +154,8 @@ def check_blueprints(
             continue
         try:
             library.get(spec)
+        except WriteError:  # the store is full or read-only: not the blueprint's fault
+            raise
         except Exception as exc:  # noqa: BLE001 - export and validation fail in many ways
             key = blueprint_key(settings, name)
             raise ConfigError(f"{key}: {where}: cannot be exported: {failure_said(exc)}") from None

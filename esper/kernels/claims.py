@@ -16,6 +16,8 @@ import socket
 import time
 from pathlib import Path
 
+from esper.atomic import cannot_write
+
 CLAIM_LEASE_S = 300.0
 """How old a claim may be before another job takes it over (the claimant is presumed dead)."""
 POLL_S = 0.1
@@ -79,8 +81,12 @@ class FileClaims:
                     return False
                 path.unlink(missing_ok=True)  # a dead claimant's: take it over
                 continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(json.dumps(owner()))
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(json.dumps(owner()))
+            except OSError as exc:  # a full disk: not the blueprint's fault
+                path.unlink(missing_ok=True)
+                raise cannot_write(path, exc, "nothing was compiled") from None
             return True
         return False
 

@@ -9,6 +9,7 @@ is not a SHA-256 digest is refused before it touches the file system.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import os
 import shutil
@@ -17,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from esper.atomic import cannot_write
 from esper.contracts import KernelMetadata
 from esper.kernels.claims import FileClaims
 from esper.kernels.integrity import KernelIntegrityError
@@ -77,11 +79,18 @@ class LocalStore:
 
     def put(self, metadata: KernelMetadata, artifact: bytes) -> bool:
         path = self._object_path(metadata.kernel_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(artifact)
-        os.replace(tmp, path)
+        tmp = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(artifact)
+            os.replace(tmp, path)
+        except OSError as exc:  # a full disk: not the blueprint's fault, and no litter left
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise cannot_write(path, exc, "the kernel is not stored") from None
         row = (
             metadata.kernel_id,
             metadata.spec_key,

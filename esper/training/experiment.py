@@ -96,7 +96,11 @@ class Experiment:
             epochs=recorder.epochs,
             skipped_steps=trainer.skipped_steps,
             resumed_from=who.resumed_from,
-            checkpoint=str(trainer.checkpoint_to) if trainer.checkpoint_to else None,
+            checkpoint=(  # none where the first one could not be written
+                str(trainer.checkpoint_to)
+                if trainer.checkpoint_to and trainer.checkpoint_to.is_file()
+                else None
+            ),
             wandb=self.wandb,
             wall_s=time.perf_counter() - self.started,
         )

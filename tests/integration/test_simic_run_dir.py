@@ -107,7 +107,7 @@ def spoiled(key, value, said):
 
 def not_a_checkpoint(run_dir) -> str:
     (run_dir / "simic.pt").write_bytes(b"\x80\x04not a pickle at all" * 10)
-    return "not a Simic checkpoint (a pickle, not a file torch.save wrote; refused unread"
+    return "not a Simic checkpoint (a pickle that torch's safe loader refuses"
 
 
 @pytest.mark.parametrize(
