@@ -27,6 +27,7 @@ from esper.atomic import WriteError
 from esper.config import ConfigError
 from esper.training import checkpoint
 from esper.training.checkpoint import FORMAT
+from tests.conftest import small_disk
 
 PREFIX = r"trainer\.resume='[^']*': not a valid Esper checkpoint \("
 
@@ -125,14 +126,7 @@ def test_a_broken_checkpoint_is_one_clear_line(
 
 def test_a_full_disk_keeps_the_previous_checkpoint_and_names_enospc(make_config, tmp_path) -> None:
     run_dir = tmp_path / "run"
-    disk = run_dir / "checkpoints"
-    disk.mkdir(parents=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_disk(run_dir / "checkpoints", "256k") as disk:
         experiment = build(
             make_config(
                 "logger=none",
@@ -158,8 +152,6 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_names_enospc(make_config,
         assert not (disk / "last.pt.tmp").exists(), "no partial file is left"
         _, state = checkpoint.load(str(run_dir))
         assert 0 <= state["epoch"] < 49, "the previous checkpoint is intact and loads"
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
 
 
 def test_events_jsonl_that_cannot_grow_names_itself_and_the_run_resumes(tmp_path) -> None:

@@ -5,12 +5,11 @@ and summary.json are whole, and the summary says what happened to W&B."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, small_disk
 
 pytestmark = pytest.mark.slow  # `python run.py` in subprocesses
 
@@ -55,17 +54,8 @@ def test_a_server_that_refuses_the_connection(tmp_path: Path) -> None:
 
 
 def test_a_full_disk_under_the_wandb_files(tmp_path: Path) -> None:
-    disk = tmp_path / "wandb_disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_disk(tmp_path / "wandb_disk", "64k") as disk:
         summary, output = run(tmp_path, "trainer.max_epochs=30", f"logger.dir={disk}")
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
     [failure] = summary["sink_failures"]
     assert failure.startswith("WandbSink: OSError: W&B run file")
     assert output.count("it is off for the rest of the run") == 1

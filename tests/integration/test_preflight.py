@@ -183,18 +183,9 @@ def test_a_full_kernel_store_is_not_blamed_on_a_blueprint(tmp_path) -> None:
     """helper-found: a full store read `blueprint 'residual_mlp' ... cannot be exported:
     OSError: [Errno 28]`, exit 2, as if the blueprint were at fault; now the file and the
     cause, exit 1 (a full disk is no configuration error)."""
-    import subprocess
+    from tests.conftest import run_cli, small_disk
 
-    from tests.conftest import run_cli
-
-    store = tmp_path / "store"
-    store.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(store)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_disk(tmp_path / "store", "64k") as store:
         result = run_cli(
             "logger=none",
             "trainer.progress=false",
@@ -202,8 +193,6 @@ def test_a_full_kernel_store_is_not_blamed_on_a_blueprint(tmp_path) -> None:
             cwd=tmp_path,
             env={"ESPER_KERNEL_STORE": str(store)},
         )
-    finally:
-        subprocess.run(["umount", str(store)], check=False)
     assert result.returncode == 1, result.stderr[-3000:]
     (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("esper:")]
     assert line.startswith(f"esper: the run could not start: cannot write {store}/"), line
