@@ -49,8 +49,14 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def cannot_write(path: Path, exc: OSError, then: str) -> WriteError:
     """`cannot write PATH: why (ERRNO); then`: the file, the cause and what is left."""
-    code = errno.errorcode.get(exc.errno or 0, "error")
-    return WriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc} ({code}); {then}")
+    return WriteError(
+        exc.errno, f"cannot write {path}: {exc.strerror or exc} ({_code(exc)}); {then}"
+    )
+
+
+def _code(exc: OSError) -> str:
+    """The errno's name (ENOSPC, EACCES): what a user searches for."""
+    return errno.errorcode.get(exc.errno or 0, "error")
 
 
 def save_torch(payload: dict[str, Any], path: Path) -> Path:
@@ -98,7 +104,7 @@ def _damaged_member(path: Path) -> str | None:
 
 
 def _said(exc: OSError) -> str:
-    return f"{exc.strerror or exc}, {errno.errorcode.get(exc.errno or 0, 'error')}"
+    return f"{exc.strerror or exc}, {_code(exc)}"
 
 
 def _unreadable(path: Path, exc: Exception) -> str:
