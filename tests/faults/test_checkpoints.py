@@ -164,10 +164,10 @@ def test_events_jsonl_that_cannot_grow_names_itself_and_the_run_resumes(tmp_path
 
     def limit_file_size() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
-        resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, 256 << 10))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (96 << 10, 96 << 10))
 
     run_dir = tmp_path / "run"
-    overrides = ("trainer.max_epochs=150",)
+    overrides = ("trainer.max_epochs=40",)
     process = _run_cli_in(tmp_path, run_dir, *overrides, preexec_fn=limit_file_size)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 1, stderr[-3000:]
@@ -221,7 +221,7 @@ def test_a_run_that_cannot_write_its_files_says_why_in_one_line(tmp_path, blocke
     without root."""
     paths, code, said = BLOCKED[blocked]
     run_dir = tmp_path / "run"
-    epochs = 40 if blocked == "summary" else 500
+    epochs = 10 if blocked == "summary" else 500
     process = _run_cli_in(tmp_path, run_dir, f"trainer.max_epochs={epochs}")
     _block_after_first_checkpoint(process, run_dir, paths)
     stdout, stderr = process.communicate(timeout=300)

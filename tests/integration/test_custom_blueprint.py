@@ -121,7 +121,7 @@ def test_another_builder_under_the_same_name_gets_its_own_kernel(tmp_path) -> No
             f"+blueprints.custom.mine={{_target_:tests.blueprints_for_tests.{target},kinds:[vector]}}",
             "blueprints.allowed=[mine]",
             *ONE_EARLY_SEED,
-            "logger=none",
+            "trainer.max_epochs=2",
             "trainer.progress=false",
             f"hydra.run.dir={tmp_path / name}",
             cwd=ROOT,

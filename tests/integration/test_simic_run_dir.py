@@ -247,17 +247,18 @@ def test_sigterm_says_how_to_resume_and_the_resume_logs_each_update_once(tmp_pat
 
 
 def test_a_training_that_cannot_write_its_checkpoint_says_why_in_one_line(tmp_path) -> None:
-    """helper-found: a full disk or a read-only directory at simic.pt was a Hydra traceback.
-    A directory where its temporary file goes fails the write as a full disk would."""
+    """helper-found: a full disk or a read-only directory at simic.pt or a policy was a Hydra
+    traceback. A directory where the temporary file of the first one written (the policy the
+    update's episodes load) goes fails the write as a full disk would."""
     run_dir = tmp_path / "train"
-    (run_dir / "simic.pt.tmp").mkdir(parents=True)
+    (run_dir / "weights" / "current.pt.tmp").mkdir(parents=True)
     env = own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels"))
     result = launch(run_dir, "simic.updates=1", env=env)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("esper:")]
     assert re.fullmatch(
-        r"esper: the policy training failed: cannot write \S+/simic\.pt: .*\(EISDIR\); there is "
-        r"no earlier one",
+        r"esper: the policy training failed: cannot write \S+/weights/current\.pt: .*\(EISDIR\); "
+        r"there is no earlier one",
         line,
     ), line
