@@ -12,8 +12,12 @@ next to an epoch, on hosts of any size, and the checkpoint ships in the reposito
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +54,7 @@ class ScatterConv(MessagePassing):
 
     def __init__(self, dim: int, backends: BackendChoice) -> None:
         super().__init__(aggr=None)
+        _remove_generated_source(f"{type(self).__module__}_{type(self).__name__}_propagate")
         self.backends = backends
         self.own = nn.Linear(dim, dim)
         self.neighbours = nn.Linear(dim, dim, bias=False)
@@ -65,6 +70,17 @@ class ScatterConv(MessagePassing):
 
     def update(self, aggregated: Tensor, x: Tensor) -> Tensor:
         return torch.relu(self.own(x) + self.neighbours(aggregated))
+
+
+def _remove_generated_source(module_name: str) -> None:
+    """PyG renders `propagate` from a template into a file in the temporary directory, imports
+    it once a process and never removes it: every process that builds a policy (each run, each
+    Simic episode worker) left one behind, thousands over a training. The module is in memory
+    by now, so its file goes (a traceback through it then shows no source line)."""
+    path = getattr(sys.modules.get(module_name), "__file__", None)
+    if path and os.path.dirname(os.path.abspath(path)) == os.path.abspath(tempfile.gettempdir()):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 @dataclass

@@ -217,3 +217,33 @@ def test_a_scatter_backend_that_cannot_run_is_refused_when_the_policy_is_built(
     monkeypatch.setitem(sys.modules, "torch_scatter", None)  # import fails: not installed
     with pytest.raises(ValueError, match=f"policy.scatter_backend.*{said}"):
         GnnPolicy(scatter_backend=setting)  # type: ignore[arg-type]
+
+
+def test_building_a_policy_leaves_no_file_in_the_temporary_directory(tmp_path) -> None:
+    """PyG renders `propagate` into a file in the temporary directory once a process: each run
+    and each Simic episode worker left one there (thousands over a training). A fresh process,
+    as a run is, builds the shipped policy and decides; the directory stays empty."""
+    import os
+    import subprocess
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    script = (
+        "import torch\n"
+        "from esper.policy import GnnPolicy\n"
+        "policy = GnnPolicy(checkpoint='shipped', scatter_backend='torch')\n"
+        "net = policy.net\n"
+        "x = torch.randn(3, net.encode[0].in_features)\n"
+        "edges = torch.tensor([[0, 1], [1, 2]])\n"
+        "print(net.convs[0](net.encode(x), edges).shape)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "TMPDIR": str(temporary)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "torch.Size([3, 32])" in done.stdout
+    assert list(temporary.iterdir()) == []
