@@ -18,6 +18,7 @@ from typing import Literal
 from torch import nn
 from torch.export import ExportedProgram
 
+from esper.atomic import WriteError
 from esper.contracts import KernelMetadata, KernelSpec
 from esper.kernels.cache import ByteLRU
 from esper.kernels.claims import POLL_S, WaitInterrupted
@@ -282,7 +283,7 @@ class KernelLibrary:
                 metadata = KernelMetadata.model_validate_json(metadata_json)
                 program = load_artifact(artifact, metadata.kernel_id)
                 compilation.resolved = self._adopt(metadata, artifact, program)
-            except CompileMachineryError as exc:
+            except (CompileMachineryError, WriteError) as exc:  # not the blueprint's failure
                 compilation.error = exc
             except Exception as exc:  # noqa: BLE001 - re-raised to every requester
                 self.counts.compile_failures += 1

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from esper import blueprints as blueprint_registry
+from esper.atomic import WriteError
 from esper.config import BlueprintsConfig, ConfigError
 from esper.contracts import (
     KernelLatency,
@@ -134,8 +135,11 @@ class KernelAttachment:
             slot = self.model.slot(name)
             try:
                 loaded = pending.request.result()
-            except (CompileMachineryError, WaitInterrupted):
-                raise  # no seed's fault: the run fails (or ends interrupted) rather than culling
+            except (CompileMachineryError, WaitInterrupted, WriteError):
+                # no seed's fault: the run fails (or ends interrupted) rather than culling. A
+                # store that cannot be written (a full disk) culled every seed, and the run
+                # completed as a static one, said only in each cull's reason.
+                raise
             except Exception as exc:  # noqa: BLE001 - handed back as the failure's error
                 collected.failed.append(KernelFailure(slot, failure_said(exc)))
                 continue
