@@ -106,18 +106,26 @@ def test_prewarm_compiles_every_offered_blueprint_at_start(make_config, tmp_path
     assert library["compiles"] == 3
 
 
-@pytest.mark.parametrize("async_compile", ["true", "false"])
-def test_a_kernel_store_that_cannot_be_written_fails_the_run(tmp_path, async_compile) -> None:
-    """A full disk under the kernel store is no seed's fault. In the worker's path it culled
-    every seed (`kernel failed: WriteError ...`) and the run completed as a static model,
-    `compile_failures` 0; now both paths fail the run in one line, exit 1."""
+@pytest.mark.parametrize(
+    ("overrides", "said"),
+    [
+        (("kernels.async_compile=true",), "the run failed"),
+        (("kernels.async_compile=false",), "the run failed"),
+        (("kernels.preflight=true",), "the run could not start"),
+    ],
+    ids=["worker", "inline", "preflight"],
+)
+def test_a_kernel_store_that_cannot_be_written_fails_the_run(tmp_path, overrides, said) -> None:
+    """A full disk under the kernel store is no seed's or blueprint's fault. During training
+    it culled every seed (`kernel failed: WriteError ...`) and the run completed as a static
+    model, `compile_failures` 0; in preflight (helper-found) it read `blueprint 'residual_mlp'
+    ... cannot be exported: OSError: [Errno 28]`, exit 2. Now the file and the cause, exit 1."""
     from tests.conftest import run_cli, small_disk
 
     run_dir = tmp_path / "run"
     with small_disk(tmp_path / "store", "64k") as store:
         result = run_cli(
-            *early_seed(f"kernels.async_compile={async_compile}"),
-            "logger=none",
+            *early_seed(*overrides),
             "trainer.progress=false",
             f"hydra.run.dir={run_dir}",
             cwd=tmp_path,
@@ -125,10 +133,10 @@ def test_a_kernel_store_that_cannot_be_written_fails_the_run(tmp_path, async_com
         )
     assert result.returncode == 1, result.stderr[-3000:]
     (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("esper:")]
-    assert line.startswith(f"esper: the run failed: cannot write {store}/"), line
-    assert "No space left on device (ENOSPC)" in line, line
-    log = events(run_dir)
-    assert [e["blueprint"] for e in log if e["kind"] == "kernel_requested"] == ["residual_mlp"]
-    assert not [e for e in log if e["kind"] == "kernel_failed"]
-    assert not [e for e in log if e["kind"] == "adaptation" and e["to"] == "CULLED"]
-    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+    assert line.startswith(f"esper: {said}: cannot write {store}/"), line
+    assert "No space left on device (ENOSPC)" in line and "blueprint" not in line, line
+    if said == "the run failed":
+        log = events(run_dir)
+        assert not [e for e in log if e["kind"] == "kernel_failed"]
+        assert not [e for e in log if e["kind"] == "adaptation" and e["to"] == "CULLED"]
+        assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"

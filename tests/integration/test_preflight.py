@@ -177,23 +177,3 @@ def test_a_host_that_cannot_take_the_input_is_one_line(make_config) -> None:
         r"RuntimeError: mat1 and mat2 shapes cannot be multiplied",
     ):
         build(cfg)
-
-
-def test_a_full_kernel_store_is_not_blamed_on_a_blueprint(tmp_path) -> None:
-    """helper-found: a full store read `blueprint 'residual_mlp' ... cannot be exported:
-    OSError: [Errno 28]`, exit 2, as if the blueprint were at fault; now the file and the
-    cause, exit 1 (a full disk is no configuration error)."""
-    from tests.conftest import run_cli, small_disk
-
-    with small_disk(tmp_path / "store", "64k") as store:
-        result = run_cli(
-            "logger=none",
-            "trainer.progress=false",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            cwd=tmp_path,
-            env={"ESPER_KERNEL_STORE": str(store)},
-        )
-    assert result.returncode == 1, result.stderr[-3000:]
-    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("esper:")]
-    assert line.startswith(f"esper: the run could not start: cannot write {store}/"), line
-    assert "No space left on device (ENOSPC)" in line and "blueprint" not in line, line
