@@ -113,6 +113,9 @@ def main(cfg: DictConfig) -> float:
     A job of a joblib sweep stopped by Ctrl-C returns NaN instead (the sweep exits 128 + the
     signal once every job has ended: esper.training.sweep_stop).
     """
+    from esper.logfiles import guard_log_files
+
+    guard_log_files()  # run.log on a full disk: one line, not a traceback a record
     if "simic" in cfg:  # --config-name train_policy
         return train_policy(cfg)
 

@@ -32,6 +32,7 @@ from esper.events.tables import (
     flatten,
     timeline_rows,
 )
+from esper.logfiles import guard_log_files
 
 log = logging.getLogger(__name__)
 WandbMode = Literal["offline", "online", "disabled"]
@@ -118,6 +119,7 @@ class WandbSink:
                 # lets go once it notices its process is gone
                 log.info("W&B run %s still held by a previous process; waiting", run_id)
                 time.sleep(1.0)
+        guard_log_files()  # W&B's debug logs, added by its init
         self.run_dir = str(Path(self.run.dir).parent)
         self.run_id = self.run.id
         self.fallback: str | None = None

@@ -1,0 +1,53 @@
+"""Log files a full disk stops writing: one line each, not a traceback a record.
+
+logging's default, where a handler's write fails, prints `--- Logging error ---` and a
+40-line traceback for every record after it: a run whose W&B directory filled up ended with
+about 140 such lines from W&B's own debug log, after its results. The failure is said once,
+naming the file, and the file's further lines are dropped; any other handler error (a bad
+format string: a bug) keeps logging's default.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from esper.atomic import cannot_write
+
+
+class _SayOnce:
+    """A FileHandler's `handleError`: the first OSError in one line on stderr, then silence."""
+
+    def __init__(self, handler: logging.FileHandler) -> None:
+        self.handler = handler
+        self.default = handler.handleError
+        self.said = False
+
+    def __call__(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            self.default(record)
+            return
+        if not self.said:
+            self.said = True
+            failure = cannot_write(
+                Path(self.handler.baseFilename), exc, "its further lines are dropped"
+            )
+            sys.stderr.write(f"log file: {failure.strerror}\n")
+
+
+def guard_log_files() -> None:
+    """Give every FileHandler in the process so far (Hydra's run.log, W&B's debug logs) the
+    one-line failure. Call it again after something adds handlers (W&B's init does)."""
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler) and not isinstance(
+                handler.handleError, _SayOnce
+            ):
+                setattr(handler, "handleError", _SayOnce(handler))  # noqa: B010 - a method
