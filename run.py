@@ -38,7 +38,7 @@ def result_text(record: RunRecord) -> str:
         )
     for k in record.kernels:
         lines.append(
-            f"  kernel {k.kernel_id[:12]} {k.blueprint:<14} from={k.source:<8} "
+            f"  kernel {k.kernel_id[:12]} {k.blueprint:<14} {k.slot:<12} from={k.source:<8} "
             f"p50={k.latency_us_p50:.0f}us p95={k.latency_us_p95:.0f}us "
             f"compile={k.compile_s:.2f}s"
         )

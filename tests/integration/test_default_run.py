@@ -93,6 +93,10 @@ def test_result_table_is_printed(default_run) -> None:
     _, summary, stdout = default_run
     assert " test   |" in stdout and "params: host" in stdout
     assert f"{summary['metrics']['test_accuracy']:8.4f}" in stdout
+    kernel_lines = [line.split() for line in stdout.splitlines() if line.startswith("  kernel ")]
+    assert [words[1:4] for words in kernel_lines] == [
+        [k["kernel_id"][:12], k["blueprint"], k["slot"]] for k in summary["kernels"]
+    ], "each kernel line names the slot it serves (two slots may share a kernel)"
 
 
 def test_events_jsonl_mirrors_the_summary(default_run) -> None:
