@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from esper import blueprints as blueprint_registry
+from esper.atomic import WriteError
 from esper.config import BlueprintsConfig, KernelsConfig, SeedsConfig, TrainerConfig
 from esper.contracts import EpochEnded, SeedState
 from esper.data import DataSplits
@@ -216,12 +217,29 @@ class Trainer:
         }
         row = self.epoch_row(time.perf_counter() - started)
         self.bus.publish(EpochEnded(epoch=epoch, step=self.clock.step, metrics=row))
-        self.bus.flush()
         if self.checkpoint_to is not None:
             check_weights(self.model, epoch, self.checkpoint_to.is_file())
-            if self.ranks.writer:
-                checkpoint.save({**self.state_dict(), **self.checkpoint_extra}, self.checkpoint_to)
+        self._write_epoch()
         return train, val
+
+    def _write_epoch(self) -> None:
+        """Rank 0 writes the epoch's events and checkpoint (the other ranks have nothing to
+        write). Under ddp every rank then learns whether it could: rank 0 stopped by a full
+        disk left rank 1 in its next all-reduce, which failed with a traceback (`Connection
+        closed by peer`); now every rank stops with rank 0's reason."""
+        failure: tuple[int | None, str] | None = None
+        try:
+            self.bus.flush()
+            if self.checkpoint_to is not None and self.ranks.writer:
+                checkpoint.save({**self.state_dict(), **self.checkpoint_extra}, self.checkpoint_to)
+        except WriteError as exc:
+            if not self.ranks.distributed:
+                raise
+            failure = (exc.errno, str(exc.strerror or exc))
+        failure = self.ranks.broadcast(failure)
+        if failure is not None:
+            code, said = failure
+            raise WriteError(code, said if self.ranks.writer else f"rank 0 {said}")
 
     def train_flops_per_sample(self) -> int:
         """Forward + backward FLOPs of one training sample, counted again only after the

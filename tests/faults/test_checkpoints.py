@@ -27,7 +27,7 @@ from esper.atomic import WriteError
 from esper.config import ConfigError
 from esper.training import checkpoint
 from esper.training.checkpoint import FORMAT
-from tests.conftest import small_disk
+from tests.conftest import block_after_first_checkpoint, small_disk
 
 PREFIX = r"trainer\.resume='[^']*': not a valid Esper checkpoint \("
 
@@ -223,7 +223,7 @@ def test_a_run_that_cannot_write_its_files_says_why_in_one_line(tmp_path, blocke
     run_dir = tmp_path / "run"
     epochs = 10 if blocked == "summary" else 500
     process = _run_cli_in(tmp_path, run_dir, f"trainer.max_epochs={epochs}")
-    _block_after_first_checkpoint(process, run_dir, paths)
+    block_after_first_checkpoint(process, run_dir, paths)
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == code, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
@@ -244,7 +244,7 @@ def test_sigterm_with_summary_unwritable_still_says_interrupted(tmp_path) -> Non
     failed`, exit 1, where events.jsonl said interrupted: a scheduler saw a failure."""
     run_dir = tmp_path / "run"
     process = _run_cli_in(tmp_path, run_dir, "trainer.max_epochs=500")
-    _block_after_first_checkpoint(process, run_dir, ["summary.json.tmp"])
+    block_after_first_checkpoint(process, run_dir, ["summary.json.tmp"])
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
@@ -274,16 +274,3 @@ def _run_cli_in(
         text=True,
         preexec_fn=preexec_fn,  # noqa: PLW1509 - a limit of the child's own, set before exec
     )
-
-
-def _block_after_first_checkpoint(
-    process: subprocess.Popen[str], run_dir: Path, paths: list[str]
-) -> None:
-    """Make a directory at each of `paths` (relative to `run_dir`) once last.pt exists."""
-    blocked = [run_dir / p for p in paths]
-    while blocked and process.poll() is None:
-        if (run_dir / "checkpoints" / "last.pt").exists():
-            with contextlib.suppress(FileExistsError):  # the writer's own file, for a moment
-                blocked[0].mkdir()
-                blocked.pop(0)
-        time.sleep(0.001)

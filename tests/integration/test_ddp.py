@@ -26,8 +26,9 @@ EARLY = (
 )
 
 
-def torchrun(tmp_path: Path, run_dir: Path, *overrides: str) -> dict:
-    result = subprocess.run(
+def torchrun_process(tmp_path: Path, run_dir: Path, *overrides: str) -> subprocess.Popen[str]:
+    """`torchrun --standalone --nproc_per_node=2 run.py ARGS`, running."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -36,16 +37,20 @@ def torchrun(tmp_path: Path, run_dir: Path, *overrides: str) -> dict:
             "--nproc_per_node=2",
             str(ROOT / "run.py"),
             f"hydra.run.dir={run_dir}",
-            *EARLY,
             *overrides,
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
         env=own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels"), OMP_NUM_THREADS="1"),
-        timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def torchrun(tmp_path: Path, run_dir: Path, *overrides: str) -> dict:
+    process = torchrun_process(tmp_path, run_dir, *EARLY, *overrides)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
     return json.loads((run_dir / "summary.json").read_text())
 
 
@@ -131,3 +136,34 @@ def test_torchrun_without_strategy_ddp_is_one_clear_line(tmp_path: Path) -> None
     assert result.returncode != 0
     assert "trainer.strategy=single under torchrun" in result.stderr
     assert not (tmp_path / "run" / "events.jsonl").exists()
+
+
+def test_a_write_rank_zero_cannot_make_stops_every_rank_with_its_reason(tmp_path: Path) -> None:
+    """helper-found: rank 0's checkpoint write failing (a full disk) gave rank 0's one line,
+    then rank 1, left in its next all-reduce, failed with a traceback (`Connection closed by
+    peer`). Now each rank stops after the same epoch with rank 0's reason; torchrun still
+    reports the failed ranks in its own words."""
+    from tests.conftest import block_after_first_checkpoint
+
+    run_dir = tmp_path / "run"
+    process = torchrun_process(
+        tmp_path,
+        run_dir,
+        "trainer.strategy=ddp",
+        "trainer.max_epochs=500",
+        "policy=none",
+        "logger=none",
+        "trainer.progress=false",
+    )
+    block_after_first_checkpoint(process, run_dir, ["checkpoints/last.pt.tmp"])
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr[-3000:]
+    said = [line for line in stderr.splitlines() if line.startswith("esper:")]
+    reason = f"cannot write {run_dir}/checkpoints/last.pt: Is a directory (EISDIR)"
+    assert sorted(said) == [
+        f"esper: the run failed: {reason}; the previous file is kept",  # rank 0
+        f"esper: the run failed: rank 0 {reason}; the previous file is kept",  # rank 1
+    ], stderr[-3000:]
+    assert "Connection closed" not in stderr and f"{ROOT / 'esper'}" not in stderr, stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "EISDIR" in summary["error"]
