@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
 import hydra
@@ -168,10 +169,25 @@ def main(cfg: DictConfig) -> float:
     return float(record.objective(cfg.optimized_metric, cfg.param_cost))
 
 
+def _interrupted_while_starting(signum: int, frame: FrameType | None) -> NoReturn:
+    """Ctrl-C or SIGTERM while Python imports torch and Esper (seconds, before any file is
+    written): one line and 128 + the signal. Ctrl-C printed an import's KeyboardInterrupt
+    traceback there, and SIGTERM's default action ended the process without a word."""
+    name = signal.Signals(signum).name
+    print(f"esper: interrupted by {name} while starting; nothing was written", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
 if __name__ == "__main__":
+    starting = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum, handler in starting.items():  # not where a launcher made them ignored
+        if handler in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(signum, _interrupted_while_starting)
     from esper.training.interruption import sigterm_unwinds
 
-    sigterm_unwinds()
+    signal.signal(signal.SIGINT, starting[signal.SIGINT])
+    sigterm_unwinds(replacing=_interrupted_while_starting)
     try:
         sys.exit(main())
     except KeyboardInterrupt as exc:  # a second Ctrl-C or SIGTERM, or one before training started

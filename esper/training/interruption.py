@@ -11,6 +11,7 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType, TracebackType
+from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -46,14 +47,15 @@ def raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise SignalInterrupt(signum)
 
 
-def sigterm_unwinds() -> None:
+def sigterm_unwinds(replacing: Callable[[int, FrameType | None], Any] | None = None) -> None:
     """SIGTERM as Ctrl-C, outside the training loop (start-up: composing, preflight compiles
     of seconds; a second one): the process said nothing and wrote nothing under SIGTERM's
-    default action. Only where SIGTERM has that action (not a sweep's worker, which ignores it),
-    and from the main thread. Interruption puts it back after the loop's first signal."""
+    default action. Only where SIGTERM has that action or `replacing` (run.py's handler while
+    it imports), not a sweep's worker, which ignores it; and from the main thread.
+    Interruption puts it back after the loop's first signal."""
     if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, replacing):
         signal.signal(signal.SIGTERM, raise_interrupt)
 
 

@@ -153,6 +153,33 @@ def test_ctrl_c_while_the_compile_worker_starts_gives_one_line(tmp_path) -> None
     assert not alive(worker)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_python_imports_gives_one_line(tmp_path, signum: int) -> None:
+    """In the seconds run.py imports torch and Esper, before its own handlers: SIGTERM's
+    default action ended the process without a word, Ctrl-C printed an import's traceback.
+    The signal is sent once run.py catches SIGTERM (its process status says so), which is
+    long before the imports end."""
+    process = run_py("logger=none", f"hydra.run.dir={tmp_path / 'run'}", env={})
+    with group_killed_if_left(process):
+        deadline = time.monotonic() + 60
+        while not catches_sigterm(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        stderr = signal_and_wait(process, signum, to_group=False)
+    name = signal.Signals(signum).name
+    assert process.returncode == 128 + signum, stderr[-3000:]
+    assert stderr == f"esper: interrupted by {name} while starting; nothing was written\n"
+    assert not (tmp_path / "run").exists()
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM (its SigCgt mask, /proc/PID/status)."""
+    with contextlib.suppress(FileNotFoundError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False
+
+
 @pytest.mark.slow
 def test_sigterm_during_start_up_gives_one_line_and_exit_143(tmp_path) -> None:
     """SIGTERM once the job has started (its run.log exists) but before training: composing,
