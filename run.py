@@ -83,7 +83,7 @@ def train_policy(cfg: DictConfig) -> float:
     except WriteError as exc:  # simic.pt or a policy: a full disk, a read-only directory
         refuse(RunFailed(f"the policy training failed: {exc.strerror}"), 1)
     except Stopped as exc:  # SIGINT or SIGTERM: where it stopped and how to resume, in one line
-        print(f"esper: {exc}", file=sys.stderr)
+        say(f"esper: {exc}")
         raise SystemExit(128 + exc.signum) from None
 
 
@@ -91,10 +91,18 @@ class RunFailed(Exception):
     """A run that could not go on for a reason outside it (its files could not be written)."""
 
 
+def say(line: str) -> None:
+    """The run's one line: on stderr, and in run.log, which otherwise ends without it."""
+    from esper.logfiles import to_log_files
+
+    print(line, file=sys.stderr)
+    to_log_files(line)
+
+
 def refuse(exc: Exception, code: int) -> NoReturn:
     """One line on stderr; in a sweep the launcher records this job as failed and goes on
     with the others, alone the process exits with `code`."""
-    print(f"esper: {exc}", file=sys.stderr)
+    say(f"esper: {exc}")
     if _multirun():
         raise exc from None  # the launcher logs it: without the exception it replaced
     raise SystemExit(code) from None
@@ -157,7 +165,7 @@ def main(cfg: DictConfig) -> float:
     log.info("%s\n outputs: %s", result_text(record), experiment.run_dir)
     if experiment.interrupted_by is not None:
         where = f"{experiment.run_dir}: " if _multirun() else ""
-        print(f"esper: {where}{said(str(record.error))}", file=sys.stderr)
+        say(f"esper: {where}{said(str(record.error))}")
         if experiment.interrupted_by == signal.SIGHUP:  # the sweep's process is gone
             sys.stderr.flush()
             os._exit(128 + signal.SIGHUP)

@@ -51,3 +51,14 @@ def guard_log_files() -> None:
                 handler.handleError, _SayOnce
             ):
                 setattr(handler, "handleError", _SayOnce(handler))  # noqa: B010 - a method
+
+
+def to_log_files(line: str) -> None:
+    """`line` into every log file the root logger writes (Hydra's run.log), not the console:
+    the one line run.py prints on stderr when a run is refused, fails or is interrupted, so
+    that the job's directory keeps why it ended (a config error writes no summary.json)."""
+    logger = logging.getLogger("esper.run")
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, line, (), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

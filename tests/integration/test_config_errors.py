@@ -138,8 +138,10 @@ def test_run_py_exits_2_before_training_with_the_message(tmp_path: Path) -> None
         env={"ESPER_KERNEL_STORE": str(tmp_path / "k")},
     )
     assert result.returncode == 2
-    assert "trainer.max_epochs=-3: Input should be greater than or equal to 1" in result.stderr
+    said = result.stderr[result.stderr.index("esper: invalid configuration:") :].rstrip()
+    assert said.endswith("trainer.max_epochs=-3: Input should be greater than or equal to 1")
     assert not (tmp_path / "run" / "events.jsonl").exists(), "nothing was built"
+    assert (tmp_path / "run" / "run.log").read_text().rstrip().endswith(said), "run.log says why"
 
 
 @pytest.mark.slow
