@@ -188,15 +188,22 @@ def _interrupted_while_starting(signum: int, frame: FrameType | None) -> NoRetur
 
 
 if __name__ == "__main__":
-    starting = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    for signum, handler in starting.items():  # not where a launcher made them ignored
-        if handler in (signal.SIG_DFL, signal.default_int_handler):
-            signal.signal(signum, _interrupted_while_starting)
-    from esper.training.interruption import sigterm_unwinds
-
-    signal.signal(signal.SIGINT, starting[signal.SIGINT])
-    sigterm_unwinds(replacing=_interrupted_while_starting)
+    starting = [  # not where a launcher made them ignored
+        signum
+        for signum, default in (
+            (signal.SIGINT, signal.default_int_handler),
+            (signal.SIGTERM, signal.SIG_DFL),
+        )
+        if signal.getsignal(signum) is default
+    ]
+    for signum in starting:
+        signal.signal(signum, _interrupted_while_starting)
     try:
+        from esper.training.interruption import sigterm_unwinds
+
+        if signal.SIGINT in starting:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        sigterm_unwinds(replacing=_interrupted_while_starting)
         sys.exit(main())
     except KeyboardInterrupt as exc:  # a second Ctrl-C or SIGTERM, or one before training started
         print("esper: interrupted", file=sys.stderr)
