@@ -220,6 +220,17 @@ class WandbSink:
         return replayed
 
     def close(self, record: RunRecord) -> None:
+        try:
+            self._close(record)
+        except OSError as exc:
+            if exc.filename is not None:
+                raise
+            # a full disk as W&B copies the tables in: its error names no file
+            raise OSError(
+                exc.errno, f"{exc.strerror or exc} (writing W&B's files in {self.run_dir})"
+            ) from None
+
+    def _close(self, record: RunRecord) -> None:
         final: dict[str, Any] = {}
         for split in ("test",):
             for name in ("loss", "accuracy"):

@@ -4,6 +4,8 @@ and summary.json are whole, and the summary says what happened to W&B."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 from pathlib import Path
 
@@ -53,7 +55,7 @@ def test_a_server_that_refuses_the_connection(tmp_path: Path) -> None:
     assert output.count("W&B failed to start") == 1
 
 
-@pytest.mark.parametrize("size", ["64k", "80k"])
+@pytest.mark.parametrize("size", ["64k", "88k"])
 def test_a_full_disk_under_the_wandb_files(tmp_path: Path, size: str) -> None:
     """Where the disk fills varies with its size (the run file, or the tables as the run
     ends); where it filled late, W&B's own debug log printed logging's `--- Logging error ---`
@@ -63,6 +65,7 @@ def test_a_full_disk_under_the_wandb_files(tmp_path: Path, size: str) -> None:
         summary, output = run(tmp_path, "trainer.max_epochs=30", f"logger.dir={disk}")
     [failure] = summary["sink_failures"]
     assert failure.startswith("WandbSink: OSError: "), failure
+    assert f"{disk}/wandb/" in failure, "it names W&B's file or directory"
     assert output.count("it is off for the rest of the run") == 1
     assert "Logging error" not in output and "Traceback" not in output
     assert output.count("log file: cannot write") <= 1
@@ -76,3 +79,30 @@ def test_a_directory_wandb_cannot_write_is_a_visible_fallback(tmp_path: Path) ->
     assert str(blocked) in summary["wandb"]["fallback"]
     assert not summary["wandb"]["run_dir"].startswith(str(blocked))
     assert output.count("W&B could not write under") == 1
+
+
+def test_a_disk_that_fills_as_wandb_writes_its_tables_is_named(make_config, tmp_path) -> None:
+    """The disk full just as the run ends, as W&B copies the tables in: the sink's failure
+    names where. (Its OSError names the files here; where W&B's names none, the sink adds its
+    run directory: `[Errno 28] No space left on device (writing W&B's files in ...)`.)"""
+    import wandb
+
+    from esper.app import build
+    from esper.events.wandb_sink import WandbSink
+
+    record = build(make_config("logger=none", "trainer.max_epochs=2")).run()
+    with small_disk(tmp_path / "wandb_disk", "1m") as disk:
+        sink = WandbSink(disk, {"seed": 0}, silent=True)
+        filler = disk / "filler"
+        with contextlib.suppress(OSError), filler.open("wb") as out:
+            while True:  # every block the disk has left
+                out.write(b"\0" * 4096)
+                out.flush()
+        with pytest.raises(OSError) as failed:
+            sink.close(record)
+        filler.unlink()
+        sink.run.finish()  # W&B's service lets go of the disk's files, so that it unmounts
+        wandb.teardown()
+    assert not disk.is_mount(), "unmounted"
+    assert failed.value.errno == errno.ENOSPC
+    assert f"{disk}/wandb/offline-run-" in str(failed.value)
