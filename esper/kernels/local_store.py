@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from esper.atomic import cannot_write
+from esper.atomic import WriteError, cannot_write
 from esper.contracts import KernelMetadata
 from esper.kernels.claims import FileClaims
 from esper.kernels.integrity import KernelIntegrityError
@@ -80,6 +80,7 @@ class LocalStore:
     def put(self, metadata: KernelMetadata, artifact: bytes) -> bool:
         path = self._object_path(metadata.kernel_id)
         tmp = None
+        stored_before = path.exists()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -100,14 +101,18 @@ class LocalStore:
             metadata.created_at,
             time.time(),
         )
-        return (
-            self._index.run(
+        try:
+            inserted = self._index.run(
                 lambda db: db.execute(
                     "INSERT OR IGNORE INTO kernels VALUES (?, ?, ?, ?, ?, ?, ?)", row
                 )
             ).rowcount
-            == 1
-        )
+        except WriteError:  # the index is full: an object it does not list is litter
+            if not stored_before:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+        return inserted == 1
 
     def find(self, spec_key: str) -> KernelMetadata | None:
         """The entry for `spec_key`; KernelIntegrityError (after quarantining what was wrong)

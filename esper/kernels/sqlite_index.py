@@ -12,6 +12,7 @@ request.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -22,10 +23,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from esper.atomic import WriteError, cannot_write
+
 # The local store logs under one name, as it did when index and store were one module.
 log = logging.getLogger("esper.kernels.store")
 T = TypeVar("T")
 CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+WRITE_ERRNOS = {
+    "SQLITE_FULL": errno.ENOSPC,
+    "SQLITE_READONLY": errno.EROFS,
+    "SQLITE_IOERR": errno.EIO,
+}
+"""SQLite's errors that are a disk's (its name, or the prefix of SQLITE_IOERR_WRITE and kin)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kernels (
@@ -39,6 +48,17 @@ CREATE TABLE IF NOT EXISTS kernels (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS kernels_spec_key ON kernels (spec_key);
 """
+
+
+def write_failure(exc: sqlite3.Error, path: Path) -> WriteError | None:
+    """A full disk or a read-only index as the WriteError a file write raises, naming the file
+    and the cause (helper-found: `OperationalError: database or disk is full` culled the seed
+    whose kernel it was, or in preflight blamed the blueprint); None for anything else."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    for prefix, code in WRITE_ERRNOS.items():
+        if name.startswith(prefix):
+            return cannot_write(path, OSError(code, str(exc)), "the index is as it was")
+    return None
 
 
 def is_corrupt(exc: sqlite3.Error) -> bool:
@@ -114,7 +134,7 @@ class SqliteIndex:
                 return action(db)
         except sqlite3.DatabaseError as exc:
             if not is_corrupt(exc):
-                raise
+                raise write_failure(exc, self.root / "index.sqlite") or exc from None
         self._open()
         with contextlib.closing(self._connect()) as db, db:
             return action(db)

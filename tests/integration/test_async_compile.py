@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -107,23 +108,35 @@ def test_prewarm_compiles_every_offered_blueprint_at_start(make_config, tmp_path
 
 
 @pytest.mark.parametrize(
-    ("overrides", "said"),
+    ("overrides", "said", "free_pages"),
     [
-        (("kernels.async_compile=true",), "the run failed"),
-        (("kernels.async_compile=false",), "the run failed"),
-        (("kernels.preflight=true",), "the run could not start"),
+        (("kernels.async_compile=true",), "the run failed", None),
+        (("kernels.async_compile=false",), "the run failed", None),
+        (("kernels.preflight=true",), "the run could not start", None),
+        (("kernels.async_compile=true",), "the run failed", 13),
+        (("kernels.preflight=true",), "the run could not start", 13),
     ],
-    ids=["worker", "inline", "preflight"],
+    ids=["worker", "inline", "preflight", "index-worker", "index-preflight"],
 )
-def test_a_kernel_store_that_cannot_be_written_fails_the_run(tmp_path, overrides, said) -> None:
+def test_a_kernel_store_that_cannot_be_written_fails_the_run(
+    tmp_path, overrides, said, free_pages
+) -> None:
     """A full disk under the kernel store is no seed's or blueprint's fault. During training
     it culled every seed (`kernel failed: WriteError ...`) and the run completed as a static
     model, `compile_failures` 0; in preflight (helper-found) it read `blueprint 'residual_mlp'
-    ... cannot be exported: OSError: [Errno 28]`, exit 2. Now the file and the cause, exit 1."""
+    ... cannot be exported: OSError: [Errno 28]`, exit 2. Now the file and the cause, exit 1.
+    With `free_pages` the disk holds an index and room for the kernel's object but not for its
+    index row (helper-found: `OperationalError: database or disk is full` culled the seed, or
+    blamed the blueprint); the object it does not list is removed."""
+    from esper.kernels.local_store import LocalStore
     from tests.conftest import run_cli, small_disk
 
     run_dir = tmp_path / "run"
-    with small_disk(tmp_path / "store", "64k") as store:
+    with small_disk(tmp_path / "store", "64k" if free_pages is None else "256k") as store:
+        if free_pages is not None:
+            LocalStore(store)  # its index
+            disk = os.statvfs(store)
+            (store / "filler").write_bytes(b"\0" * (disk.f_bavail - free_pages) * disk.f_frsize)
         result = run_cli(
             *early_seed(*overrides),
             "trainer.progress=false",
@@ -131,10 +144,14 @@ def test_a_kernel_store_that_cannot_be_written_fails_the_run(tmp_path, overrides
             cwd=tmp_path,
             env={"ESPER_KERNEL_STORE": str(store)},
         )
+        objects = sorted(p.name for p in store.glob("objects/*/*"))
     assert result.returncode == 1, result.stderr[-3000:]
     (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("esper:")]
     assert line.startswith(f"esper: {said}: cannot write {store}/"), line
-    assert "No space left on device (ENOSPC)" in line and "blueprint" not in line, line
+    assert "(ENOSPC)" in line and "blueprint" not in line, line
+    if free_pages is not None:
+        assert line.startswith(f"esper: {said}: cannot write {store}/index.sqlite: "), line
+        assert objects == [], "no object the index does not list"
     if said == "the run failed":
         log = events(run_dir)
         assert not [e for e in log if e["kind"] == "kernel_failed"]
