@@ -95,14 +95,20 @@ def say(line: str) -> None:
     """The run's one line: on stderr, and in run.log, which otherwise ends without it."""
     from esper.logfiles import to_log_files
 
-    print(line, file=sys.stderr)
+    sys.stderr.write(f"{line}\n")  # one write: under ddp every rank says its line at once
+    sys.stderr.flush()
     to_log_files(line)
 
 
 def refuse(exc: Exception, code: int) -> NoReturn:
     """One line on stderr; in a sweep the launcher records this job as failed and goes on
-    with the others, alone the process exits with `code`."""
+    with the others, alone the process exits with `code` (under ddp, once every rank has said
+    it: esper.training.distributed.shut_down)."""
     say(f"esper: {exc}")
+    if "torch.distributed" in sys.modules:
+        from esper.training.distributed import shut_down
+
+        shut_down(failed=True)
     if _multirun():
         raise exc from None  # the launcher logs it: without the exception it replaced
     raise SystemExit(code) from None
@@ -156,10 +162,8 @@ def main(cfg: DictConfig) -> float:
     try:
         record = experiment.run()
     except Diverged as exc:
-        shut_down()
         refuse(RunFailed(said(str(exc))), 1)
     except WriteError as exc:  # a full disk, a read-only run directory: the file and the cause
-        shut_down()
         refuse(RunFailed(said(f"the run failed: {exc.strerror}")), 1)
     shut_down()  # ddp: leave the process group
     log.info("%s\n outputs: %s", result_text(record), experiment.run_dir)

@@ -235,9 +235,10 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     scheduler_node = container["trainer"].get("scheduler")
     scheduler = _instantiate("trainer.scheduler", scheduler_node) if scheduler_node else None
     preflight.check_optimizer(optimizer, scheduler)
-    # ddp: rank 0 compiles the offered kernels; the other ranks load what it attaches
-    may_compile = getattr(policy, "may_germinate", True) and ranks.writer
-    _check_kernels(settings, model, library, may_germinate=may_compile)
+    # ddp: rank 0 checks and compiles the offered kernels; the other ranks load what it
+    # attaches, and stop with it where it cannot
+    may_compile = getattr(policy, "may_germinate", True)
+    ranks.from_rank_zero(lambda: _check_kernels(settings, model, library, may_compile))
     if replace_earlier_run:
         preflight.clear_run(run_dir)
 

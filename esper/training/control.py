@@ -19,7 +19,7 @@ from esper.contracts import (
 from esper.events import EventBus
 from esper.policy import Policy
 from esper.seeds import MorphogeneticModel, SeedSlot, merge_into_site, merge_obstacle
-from esper.training.attachment import KernelAttachment
+from esper.training.attachment import Collected, KernelAttachment
 from esper.training.distributed import Ranks
 from esper.training.observation import Observer
 from esper.training.optim import Optimization
@@ -113,12 +113,16 @@ class ControlStep:
 
     def settle_kernels(self) -> None:
         """Attach due kernels (their seeds join the optimizer); cull seeds whose kernel failed."""
-        if self.ranks.writer:
+        collected = Collected()
+
+        def collect() -> list[tuple[str, str | None, str | None]]:
+            nonlocal collected
             collected = self.kernels.collect()
-            if self.ranks.distributed:
-                self.ranks.broadcast(self.kernels.outcome(collected))
-        else:  # ddp follower: rank 0 collected; the same kernels come from the store
-            collected = self.kernels.mirror(self.ranks.broadcast(None))
+            return self.kernels.outcome(collected)
+
+        outcome = self.ranks.from_rank_zero(collect)  # a store rank 0 cannot write: every rank
+        if not self.ranks.writer:  # ddp follower: the same kernels come from the store
+            collected = self.kernels.mirror(outcome)
         for slot in collected.attached:
             self.optimization.add_seed(slot.name, slot.seed_parameters())
         for failure in collected.failed:

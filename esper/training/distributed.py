@@ -17,19 +17,24 @@ way; the benchmark in `tests/benchmarks/test_ddp.py` reports the 2-rank/1-rank e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Iterable
+import signal
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from esper.atomic import WriteError
 from esper.config import ConfigError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -88,6 +93,30 @@ class Ranks:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def from_rank_zero(self, step: Callable[[], T]) -> T:
+        """`step()` on rank 0 (its files, its kernel store, its preflight), its value on every
+        rank. A WriteError or ConfigError it raises is raised on every rank, the others saying
+        `rank 0 ...`: rank 0 alone used to stop, and the others, in their next collective,
+        failed with a traceback (`Connection closed by peer`). Alone, `step()` as it is."""
+        if not self.distributed:
+            return step()
+        value: T | None = None
+        failure: tuple[str, int | None, str] | None = None
+        if self.writer:
+            try:
+                value = step()
+            except WriteError as exc:
+                failure = ("write", exc.errno, str(exc.strerror or exc))
+            except ConfigError as exc:
+                failure = ("config", None, str(exc))
+        value, failure = self.broadcast((value, failure))
+        if failure is not None:
+            kind, code, said = failure
+            if kind == "write":
+                raise WriteError(code, said if self.writer else f"rank 0 {said}")
+            raise ConfigError(said if self.writer else f"rank 0: {said}")
+        return value
+
     def gather(self, value: Any) -> list[Any]:
         """Every rank's `value`, on every rank."""
         if not self.distributed:
@@ -131,6 +160,20 @@ def ranks_from_env(strategy: str, device: str) -> Ranks:
     return Ranks(dist.get_rank(), dist.get_world_size())
 
 
-def shut_down() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shut_down(failed: bool = False) -> None:
+    """Leave the process group (a no-op outside ddp).
+
+    `failed`: every rank stops with one failure (`Ranks.from_rank_zero`) and has said it. Wait
+    (a minute at most) for the others first, with SIGTERM ignored: torchrun ends the ranks
+    still running (SIGTERM) as soon as one exits with an error, and rank 0, still writing its
+    summary when rank 1 was done, was cut short and said `interrupted` instead of its reason."""
+    if not dist.is_initialized():
+        return
+    if failed:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the process is ending anyway
+        with contextlib.suppress(Exception):  # a rank that is gone: leave all the same
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=timedelta(minutes=1))
+            else:
+                dist.barrier()
+    dist.destroy_process_group()

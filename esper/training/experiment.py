@@ -107,7 +107,7 @@ class Experiment:
 
     def run(self) -> RunRecord:
         self.bus.publish(RunStarted(config=self.config, resumed_from=self.identity.resumed_from))
-        self.bus.flush()
+        self.trainer.ranks.from_rank_zero(self.bus.flush)  # ddp: events.jsonl is rank 0's
         if self.identity.resumed_from is not None:
             previous = Path(self.identity.resumed_from).parent.parent
             wandb_sink = self.bus.find(WandbSink)

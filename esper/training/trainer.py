@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 from esper import blueprints as blueprint_registry
-from esper.atomic import WriteError
 from esper.config import BlueprintsConfig, KernelsConfig, SeedsConfig, TrainerConfig
 from esper.contracts import EpochEnded, SeedState
 from esper.data import DataSplits
@@ -223,23 +222,17 @@ class Trainer:
         return train, val
 
     def _write_epoch(self) -> None:
-        """Rank 0 writes the epoch's events and checkpoint (the other ranks have nothing to
-        write). Under ddp every rank then learns whether it could: rank 0 stopped by a full
-        disk left rank 1 in its next all-reduce, which failed with a traceback (`Connection
-        closed by peer`); now every rank stops with rank 0's reason."""
-        failure: tuple[int | None, str] | None = None
-        try:
+        """Rank 0 writes the epoch's events and checkpoint; under ddp every rank learns whether
+        it could (`Ranks.from_rank_zero`)."""
+
+        def write() -> None:
             self.bus.flush()
-            if self.checkpoint_to is not None and self.ranks.writer:
+            if self.checkpoint_to is not None:
                 checkpoint.save({**self.state_dict(), **self.checkpoint_extra}, self.checkpoint_to)
-        except WriteError as exc:
-            if not self.ranks.distributed:
-                raise
-            failure = (exc.errno, str(exc.strerror or exc))
-        failure = self.ranks.broadcast(failure)
-        if failure is not None:
-            code, said = failure
-            raise WriteError(code, said if self.ranks.writer else f"rank 0 {said}")
+
+        if not self.ranks.writer:
+            self.bus.flush()  # its console and recorder: nothing to write
+        self.ranks.from_rank_zero(write)
 
     def train_flops_per_sample(self) -> int:
         """Forward + backward FLOPs of one training sample, counted again only after the

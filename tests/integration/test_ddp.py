@@ -26,8 +26,11 @@ EARLY = (
 )
 
 
-def torchrun_process(tmp_path: Path, run_dir: Path, *overrides: str) -> subprocess.Popen[str]:
-    """`torchrun --standalone --nproc_per_node=2 run.py ARGS`, running."""
+def torchrun_process(
+    tmp_path: Path, run_dir: Path, *overrides: str, store: Path | None = None
+) -> subprocess.Popen[str]:
+    """`torchrun --standalone --nproc_per_node=2 run.py ARGS`, running, with its kernel store
+    at `store` (default: one of its own under tmp_path)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -43,7 +46,7 @@ def torchrun_process(tmp_path: Path, run_dir: Path, *overrides: str) -> subproce
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
-        env=own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels"), OMP_NUM_THREADS="1"),
+        env=own_env(ESPER_KERNEL_STORE=str(store or tmp_path / "kernels"), OMP_NUM_THREADS="1"),
     )
 
 
@@ -167,3 +170,45 @@ def test_a_write_rank_zero_cannot_make_stops_every_rank_with_its_reason(tmp_path
     assert "Connection closed" not in stderr and f"{ROOT / 'esper'}" not in stderr, stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and "EISDIR" in summary["error"]
+
+
+@pytest.mark.parametrize(
+    ("where", "overrides"),
+    [
+        ("kernel store", ("kernels.preflight=false",)),
+        ("kernel store", ("kernels.preflight=true",)),
+        ("run directory", ()),
+    ],
+    ids=["store-in-training", "store-in-preflight", "events-at-start"],
+)
+def test_a_full_disk_only_rank_zero_writes_to_stops_every_rank(
+    tmp_path: Path, where: str, overrides: tuple[str, ...]
+) -> None:
+    """helper-found: a kernel store that fills (rank 0 compiles; in training or in preflight)
+    or a run directory full before events.jsonl's first line: rank 0 said why, rank 1 failed
+    in its next collective with a traceback. Now both stop with the reason, exit 1."""
+    from tests.conftest import small_disk
+
+    disk = tmp_path / "disk"
+    with small_disk(disk, "64k" if where == "kernel store" else "16k"):
+        process = torchrun_process(
+            tmp_path,
+            disk / "run" if where == "run directory" else tmp_path / "run",
+            "trainer.strategy=ddp",
+            "policy=random",
+            "policy.germinate_probability=1.0",
+            "policy.max_seeds=1",
+            "trainer.max_epochs=6",
+            "logger=none",
+            "trainer.progress=false",
+            *overrides,
+            store=disk if where == "kernel store" else None,
+        )
+        _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr[-3000:]
+    said = sorted(line for line in stderr.splitlines() if line.startswith("esper:"))
+    assert len(said) == 2, stderr[-3000:]
+    assert said[1].startswith(said[0][: said[0].index("cannot write")] + "rank 0 cannot write")
+    assert said[1].endswith(said[0][said[0].index("cannot write") + len("cannot write") :])
+    assert f"cannot write {disk}/" in said[0] and "(ENOSPC)" in said[0], said[0]
+    assert "Connection closed" not in stderr and f"{ROOT / 'esper'}" not in stderr, stderr[-3000:]
