@@ -10,10 +10,33 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
+
+def _interrupted_while_starting(signum: int, frame: FrameType | None) -> NoReturn:
+    """Ctrl-C or SIGTERM while Python imports torch and Esper (seconds, before any file is
+    written): one line and 128 + the signal. Ctrl-C printed an import's KeyboardInterrupt
+    traceback there, and SIGTERM's default action ended the process without a word."""
+    name = signal.Signals(signum).name
+    print(f"esper: interrupted by {name} while starting; nothing was written", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+STARTING: list[int] = []
+"""The signals `_interrupted_while_starting` holds until run.py's own handlers are in: those
+with their default action (not where a launcher made them ignored)."""
+if __name__ == "__main__":  # before the first import that takes time (hydra's: 0.2 s)
+    for _signum, _default in (
+        (signal.SIGINT, signal.default_int_handler),
+        (signal.SIGTERM, signal.SIG_DFL),
+    ):
+        if signal.getsignal(_signum) is _default:
+            STARTING.append(_signum)
+            signal.signal(_signum, _interrupted_while_starting)
+
+import hydra  # noqa: E402 - after the start-up handlers
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 if TYPE_CHECKING:
     from esper.contracts import RunRecord
@@ -181,34 +204,14 @@ def main(cfg: DictConfig) -> float:
     return float(record.objective(cfg.optimized_metric, cfg.param_cost))
 
 
-def _interrupted_while_starting(signum: int, frame: FrameType | None) -> NoReturn:
-    """Ctrl-C or SIGTERM while Python imports torch and Esper (seconds, before any file is
-    written): one line and 128 + the signal. Ctrl-C printed an import's KeyboardInterrupt
-    traceback there, and SIGTERM's default action ended the process without a word."""
-    name = signal.Signals(signum).name
-    print(f"esper: interrupted by {name} while starting; nothing was written", file=sys.stderr)
-    sys.stderr.flush()
-    os._exit(128 + signum)
-
-
 if __name__ == "__main__":
-    starting = [  # not where a launcher made them ignored
-        signum
-        for signum, default in (
-            (signal.SIGINT, signal.default_int_handler),
-            (signal.SIGTERM, signal.SIG_DFL),
-        )
-        if signal.getsignal(signum) is default
-    ]
-    for signum in starting:
-        signal.signal(signum, _interrupted_while_starting)
     try:
         from esper.training.interruption import sigterm_unwinds
 
-        if signal.SIGINT in starting:
+        if signal.SIGINT in STARTING:
             signal.signal(signal.SIGINT, signal.default_int_handler)
         sigterm_unwinds(replacing=_interrupted_while_starting)
         sys.exit(main())
     except KeyboardInterrupt as exc:  # a second Ctrl-C or SIGTERM, or one before training started
-        print("esper: interrupted", file=sys.stderr)
+        say("esper: interrupted")
         sys.exit(128 + getattr(exc, "signum", signal.SIGINT))  # a SignalInterrupt's may be SIGTERM

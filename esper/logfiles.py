@@ -40,9 +40,9 @@ class _SayOnce:
 def guard_log_files() -> None:
     """Give every FileHandler in the process so far (Hydra's run.log, W&B's debug logs) the
     one-line failure. Call it again after something adds handlers (W&B's init does)."""
-    loggers = [logging.getLogger()] + [
+    loggers = [logging.getLogger()] + [  # a copy: W&B's threads may add loggers meanwhile
         logger
-        for logger in logging.root.manager.loggerDict.values()
+        for logger in list(logging.root.manager.loggerDict.values())
         if isinstance(logger, logging.Logger)
     ]
     for logger in loggers:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import math
 import os
 import sys
@@ -79,8 +80,12 @@ def _remove_generated_source(module_name: str) -> None:
     by now, so its file goes (a traceback through it then shows no source line)."""
     path = getattr(sys.modules.get(module_name), "__file__", None)
     if path and os.path.dirname(os.path.abspath(path)) == os.path.abspath(tempfile.gettempdir()):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        cached = importlib.util.cache_from_source(path)  # its bytecode, where Python wrote it
+        for leftover in (path, cached):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+        with contextlib.suppress(OSError):  # empty unless another process's is in it
+            os.rmdir(os.path.dirname(cached))
 
 
 @dataclass
