@@ -25,8 +25,9 @@ run: $(STAMP)
 	$(BIN)/python run.py $(ARGS)
 
 # The fast tier: every behaviour test, short runs (the README's test command; .ci/run adds test-slow).
+# On two workers (pytest-xdist): most of its tests wait on a subprocess's imports or a file.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n 2
 
 # Everything, including full-length runs, the research claim and subprocess runs (`slow`).
 test-full: $(STAMP)
