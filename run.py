@@ -16,7 +16,8 @@ def _interrupted_while_starting(signum: int, frame: FrameType | None) -> NoRetur
     written): one line and 128 + the signal. Ctrl-C printed an import's KeyboardInterrupt
     traceback there, and SIGTERM's default action ended the process without a word."""
     name = signal.Signals(signum).name
-    print(f"esper: interrupted by {name} while starting; nothing was written", file=sys.stderr)
+    # one write, as say() makes it: under torchrun every rank may say this at once
+    sys.stderr.write(f"esper: interrupted by {name} while starting; nothing was written\n")
     sys.stderr.flush()
     os._exit(128 + signum)
 
