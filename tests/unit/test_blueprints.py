@@ -94,3 +94,32 @@ def test_causal_attention_never_looks_ahead() -> None:
         for p in acausal.parameters():
             p.add_(torch.randn_like(p))
     assert not torch.equal(acausal(x)[:, :4], acausal(changed)[:, :4])
+
+
+def test_the_kernel_key_follows_a_helper_module_the_builder_imports(tmp_path, monkeypatch) -> None:
+    """A custom builder whose helper module (imported by the builder's) changed was handed its
+    old kernel from the store: the key hashed the builder's own module only. The key follows
+    the user's modules the builder's module names, and not the standard library or torch."""
+    import importlib
+
+    from esper.blueprints.registry import _source_modules, code_digest
+
+    package = tmp_path / "digest_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "helper.py").write_text("WIDTH = 8\n")
+    (package / "unrelated.py").write_text("X = 1\n")
+    (package / "builder.py").write_text(
+        "import json\nfrom torch import nn\nfrom digest_pkg import helper\n\n"
+        "def adapter(shape):\n    return nn.Linear(shape[0], helper.WIDTH)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    builder = importlib.import_module("digest_pkg.builder").adapter
+    importlib.import_module("digest_pkg.unrelated")
+    assert sorted(_source_modules(builder)) == ["digest_pkg.builder", "digest_pkg.helper"]
+    before = code_digest.__wrapped__(builder)
+    (package / "unrelated.py").write_text("X = 2\n")
+    assert code_digest.__wrapped__(builder) == before
+    (package / "helper.py").write_text("WIDTH = 16\n")
+    assert code_digest.__wrapped__(builder) != before
