@@ -16,25 +16,32 @@ its summary and resume line (one of two did, in a two-job sweep). So:
   terminal's Ctrl-C reaches the whole group, the sweep too) and ends when the sweep's process
   is gone (SIGHUP: a killed sweep leaves no worker training for ever).
 
-Only under Hydra's basic sweeper: Optuna's takes a job's NaN (an interrupted or skipped job has
-no objective) as an error and ends with a traceback, so its sweeps keep joblib's own Ctrl-C.
+Under Hydra's basic sweeper, and under Optuna's as `hparams_search=optuna_growth` selects it
+(`EsperOptunaSweeper`, hydra_plugins/esper_optuna_sweeper): Optuna raised on an interrupted
+job's NaN (a traceback, and the sweep's other jobs' lines lost), so its sweeps kept joblib's
+own Ctrl-C. There `StopAwareLauncher` records the interrupted trials failed, and the trials
+asked after the stop failed without a job.
 """
 
 from __future__ import annotations
 
 import _thread
+import math
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from multiprocessing import resource_tracker as mp_tracker
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.plugins.launcher import Launcher
 from hydra.types import RunMode
 from joblib.externals.loky.backend import resource_tracker as loky_tracker
 from omegaconf import DictConfig
@@ -88,6 +95,55 @@ class StopFilePoll:
         return signum
 
 
+class SweepStopped(Exception):
+    """A trial the sweep's stop interrupted, or one asked for after it (never launched): what
+    `StopAwareLauncher` returns for it, as a failed job's exception."""
+
+
+def sweep_stopped() -> bool:
+    """In the sweep's process: whether its `SweepStop` wrote the stop file."""
+    path = os.environ.get(_STOP_ENV)
+    return path is not None and stop_requested(Path(path)) is not None
+
+
+class StopAwareLauncher(Launcher):
+    """A sweeper's launcher for a sweep that reads its jobs' objectives (Optuna's): once the
+    sweep stopped, a job it interrupted (its objective NaN) returns failed with `SweepStopped`,
+    and it launches nothing more: each job it is handed then returns failed the same way. The
+    sweeper records those trials failed and, at its default `max_failure_rate`, raises
+    `SweepStopped`, which ends the sweep (Optuna 2.10 raised on the NaN itself, and asked for
+    more trials where it did not). A job that completed before the stop keeps its objective."""
+
+    def __init__(self, launcher: Launcher) -> None:
+        self.launcher = launcher
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        self.launcher.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        if sweep_stopped():
+            skipped = SweepStopped("skipped: the sweep was interrupted before this trial started")
+            return [_failed(overrides, skipped) for overrides in job_overrides]
+        returns = self.launcher.launch(job_overrides, initial_job_idx)
+        if not sweep_stopped():
+            return returns
+        interrupted = SweepStopped("interrupted: the sweep was stopped during this trial")
+        return [
+            _failed(ret.overrides, interrupted) if _no_objective(ret) else ret for ret in returns
+        ]
+
+
+def _failed(overrides: Sequence[str] | None, reason: SweepStopped) -> JobReturn:
+    return JobReturn(overrides=list(overrides or ()), status=JobStatus.FAILED, _return_value=reason)
+
+
+def _no_objective(ret: JobReturn) -> bool:
+    value = ret._return_value if ret.status == JobStatus.COMPLETED else None
+    return isinstance(value, float) and math.isnan(value)
+
+
 def _in_worker() -> bool:
     return os.environ.get(_PARENT_ENV) not in (None, str(os.getpid()))
 
@@ -132,8 +188,9 @@ class SweepStop(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            basic = "BasicSweeper" in str(config.hydra.sweeper.get("_target_", ""))
-            if "simic" in config or not _joblib(config.hydra.launcher) or not basic:
+            sweeper = str(config.hydra.sweeper.get("_target_", ""))
+            stoppable = sweeper.endswith(("BasicSweeper", "EsperOptunaSweeper"))
+            if "simic" in config or not _joblib(config.hydra.launcher) or not stoppable:
                 return
             sweep_dir = Path(str(config.hydra.sweep.dir))
         except Exception:  # noqa: BLE001 - a config that does not resolve: the jobs say why

@@ -106,6 +106,41 @@ CLOSING = (
 )
 
 
+def test_ctrl_c_ends_an_optuna_sweep_as_it_ends_a_joblib_sweep(tmp_path: Path) -> None:
+    """`hparams_search=optuna_growth` on two loky workers, four trials: Ctrl-C while the first
+    two run. Before, the sweep kept joblib's own Ctrl-C (its workers killed, a job's summary
+    and resume line lost, a traceback); with the stop file alone, Optuna 2.10 raised on the
+    interrupted trials' NaN. Now the two running trials end interrupted with their lines and
+    are recorded failed in the study (a persisted one: `storage=sqlite:///...` raised on
+    SQLAlchemy 2 before the optuna extra pinned it), and no trial is asked after the stop."""
+    optuna = pytest.importorskip("optuna", reason="pip install -e '.[optuna]'")
+    sweep, storage = tmp_path / "sweep", f"sqlite:///{tmp_path / 'study.db'}"
+    args = joblib_sweep(
+        sweep,
+        "hparams_search=optuna_growth",
+        "hydra.sweeper.n_trials=4",
+        f"hydra.sweeper.storage={storage}",
+        "trainer.max_epochs=100000",
+    )
+    job_dirs = [sweep / job for job in "0123"]
+    with group_killed_if_left(run_py(*args, env=kernels(tmp_path), new_session=True)) as process:
+        wait_for(lambda: min(epochs_ended(job) for job in job_dirs[:2]) >= 3, process)
+        workers = loky_workers(process)
+        stderr = signal_and_wait(process, signal.SIGINT)
+    assert process.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    for job in job_dirs[:2]:
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and 3 <= summary["epochs"] < 100000
+        assert (job / "checkpoints" / "last.pt").exists()
+        assert f"esper: {job}: interrupted by SIGINT during epoch" in stderr
+    assert not any(job.exists() for job in job_dirs[2:]), "no job after the stop"
+    assert stderr.strip().splitlines()[-1] == CLOSING.format("SIGINT")
+    assert not any(alive(worker) for worker in workers)
+    study = optuna.load_study(study_name="esper_growth", storage=storage)
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"], "none asked after the stop"
+
+
 def test_ctrl_c_while_the_workers_start_breaks_nothing(tmp_path: Path) -> None:
     """A Ctrl-C as the workers import torch: they start with the signals blocked (the sweep
     blocks them before they exist), so it is held, not a KeyboardInterrupt that broke the pool
