@@ -6,20 +6,15 @@ the last layer so that s(x) == 0 at birth, which makes every germination identit
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import importlib
-import sys
-import sysconfig
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from esper.blueprints.code_digest import code_digest
 from esper.contracts import ActivationKind, KernelSpec, activation_kind
 
 Builder = Callable[..., nn.Module]
@@ -125,68 +120,6 @@ def kernel_spec(
         torch_version=torch.__version__,
         code=code_digest(get(name).builder),
     )
-
-
-@functools.cache
-def code_digest(builder: Builder) -> str:
-    """The builder's qualified name and the source of the modules its code comes from, hashed:
-    what a kernel was built from beyond the blueprint's name and hyper-parameters (helper-found:
-    a custom blueprint whose builder changed was handed its old kernel from the store,
-    silently; and so was one whose helper module, imported by the builder's, changed).
-
-    The modules are the builder's own and, transitively, every module its globals name (a
-    module, or a class's or function's `__module__`) whose file lies outside the standard
-    library and the installed packages: the user's code and Esper's own. Installed libraries
-    are named by their version where it matters (torch's, in the spec); a module imported only
-    inside a function body is not followed."""
-    name = f"{getattr(builder, '__module__', '')}.{getattr(builder, '__qualname__', '')}"
-    digest = hashlib.sha256(name.encode())
-    for module_name, path in sorted(_source_modules(builder).items()):
-        try:
-            source = path.read_bytes()
-        except OSError:  # gone since its import: its name alone
-            source = b""
-        digest.update(b"\0" + module_name.encode() + b"\0" + source)
-    return digest.hexdigest()[:16]
-
-
-def _source_modules(builder: Builder) -> dict[str, Path]:
-    """The modules `code_digest` hashes, by name: the builder's own (wherever it lies), then
-    what the user's modules' globals name, followed while it is the user's code."""
-    libraries = _library_roots()
-    found: dict[str, Path] = {}
-    first = sys.modules.get(getattr(builder, "__module__", "") or "")
-    todo = [first] if first is not None else []
-    while todo:
-        module = todo.pop()
-        path = _source_file(module)
-        if module.__name__ in found or path is None:
-            continue
-        found[module.__name__] = path
-        for value in list(vars(module).values()):
-            named = value if isinstance(value, types.ModuleType) else None
-            if named is None:
-                named = sys.modules.get(str(getattr(value, "__module__", "") or ""))
-            if named is None or named.__name__ in found:
-                continue
-            named_path = _source_file(named)
-            if named_path is not None and not any(named_path.is_relative_to(r) for r in libraries):
-                todo.append(named)
-    return found
-
-
-def _source_file(module: types.ModuleType) -> Path | None:
-    file = getattr(module, "__file__", None)
-    if not isinstance(file, str) or not file.endswith(".py"):
-        return None
-    return Path(file).resolve()
-
-
-@functools.cache
-def _library_roots() -> tuple[Path, ...]:
-    """Where the standard library and installed packages lie (not followed by code_digest)."""
-    paths = sysconfig.get_paths()
-    return tuple({Path(paths[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")})
 
 
 class BlueprintContractError(ValueError):

@@ -24,7 +24,7 @@ class KernelSpec(Frozen):
     torch_version: str
     code: str = ""
     """A digest of the blueprint's builder: its qualified name and the source of its module and
-    of the user's modules that module draws on (esper.blueprints.registry.code_digest). Another
+    of the user's modules it imports (esper.blueprints.code_digest). Another
     builder under the same name (a user's edit, to the builder or to a helper module it
     imports, another `_target_`, another Esper version) names other kernels, so a shared library
     never hands back a stale one. Empty in specs written before it existed: their keys are

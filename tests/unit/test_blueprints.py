@@ -96,30 +96,60 @@ def test_causal_attention_never_looks_ahead() -> None:
     assert not torch.equal(acausal(x)[:, :4], acausal(changed)[:, :4])
 
 
-def test_the_kernel_key_follows_a_helper_module_the_builder_imports(tmp_path, monkeypatch) -> None:
-    """A custom builder whose helper module (imported by the builder's) changed was handed its
-    old kernel from the store: the key hashed the builder's own module only. The key follows
-    the user's modules the builder's module names, and not the standard library or torch."""
+def test_the_kernel_key_follows_the_user_modules_the_builder_imports(tmp_path, monkeypatch) -> None:
+    """The key hashed the builder's own module only, so a custom builder whose helper module
+    changed was handed its old kernel from the store; then (helper-found) a module's globals
+    were followed, which hold whatever submodules the process had imported, and a
+    `functools.partial` builder was named by `functools` alone. The key follows the import
+    statements of the user's modules (in a function body too), not the standard library,
+    torch, or a module nothing imports."""
     import importlib
 
-    from esper.blueprints.registry import _source_modules, code_digest
+    from esper.blueprints.code_digest import _digest, code_digest, source_modules
 
     package = tmp_path / "digest_pkg"
     package.mkdir()
     (package / "__init__.py").write_text("")
     (package / "helper.py").write_text("WIDTH = 8\n")
+    (package / "lazy.py").write_text("BIAS = True\n")
     (package / "unrelated.py").write_text("X = 1\n")
     (package / "builder.py").write_text(
-        "import json\nfrom torch import nn\nfrom digest_pkg import helper\n\n"
-        "def adapter(shape):\n    return nn.Linear(shape[0], helper.WIDTH)\n"
+        "import dataclasses\nimport functools\nimport json\nfrom torch import nn\n"
+        "import digest_pkg.helper\n\n"
+        "def adapter(shape, width=None):\n"
+        "    from digest_pkg import lazy\n"
+        "    return nn.Linear(shape[0], width or digest_pkg.helper.WIDTH, bias=lazy.BIAS)\n\n"
+        "narrow = functools.partial(adapter, width=4)\n\n"
+        "@dataclasses.dataclass\nclass Maker:\n    width: int = 8\n"
+        "    def __call__(self, shape):\n        return adapter(shape, self.width)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
-    builder = importlib.import_module("digest_pkg.builder").adapter
-    importlib.import_module("digest_pkg.unrelated")
-    assert sorted(_source_modules(builder)) == ["digest_pkg.builder", "digest_pkg.helper"]
-    before = code_digest.__wrapped__(builder)
+    module = importlib.import_module("digest_pkg.builder")
+    builders = (module.adapter, module.narrow, module.Maker())
+    before = [_digest(builder) for builder in builders]
+    assert len({*before, _digest(module.Maker(width=4))}) == 4, "each builder its own digest"
+    assert code_digest(builders[2]) == before[2], "an unhashable builder is digested uncached"
+    assert sorted(source_modules(module.adapter)) == [
+        "digest_pkg",
+        "digest_pkg.builder",
+        "digest_pkg.helper",
+        "digest_pkg.lazy",
+    ]
+    importlib.import_module("digest_pkg.unrelated")  # now an attribute of the package
     (package / "unrelated.py").write_text("X = 2\n")
-    assert code_digest.__wrapped__(builder) == before
+    assert [_digest(builder) for builder in builders] == before
+    (package / "lazy.py").write_text("BIAS = False\n")
+    after_lazy = [_digest(builder) for builder in builders]
+    assert all(a != b for a, b in zip(after_lazy, before))
     (package / "helper.py").write_text("WIDTH = 16\n")
-    assert code_digest.__wrapped__(builder) != before
+    assert all(a != b for a, b in zip([_digest(builder) for builder in builders], after_lazy))
+
+
+def test_built_in_kernel_keys_follow_esper_alone() -> None:
+    """The built-in builders' digest reads Esper's own modules, never torch's or pydantic's."""
+    from esper.blueprints.code_digest import source_modules
+
+    modules = source_modules(blueprints.get("low_rank").builder)
+    assert "esper.blueprints.builders" in modules
+    assert all(name == "esper" or name.startswith("esper.") for name in modules), modules

@@ -1,0 +1,167 @@
+"""What a blueprint's kernels were built from beyond its name and hyper-parameters: its
+builder's code, hashed into each `KernelSpec` (`code`), so that a kernel store never hands back
+a kernel that other code built (helper-found: a custom blueprint whose builder changed was
+handed its old kernel, silently; then one whose helper module changed; then a
+`functools.partial` builder, whose module is `functools`).
+
+The digest covers the builder's qualified name and the source of its module and,
+transitively, of every module those sources import that is the user's code (or Esper's own):
+read from the files' import statements, anywhere in them, so it does not depend on what else
+the process has imported. Not followed: the standard library and installed packages
+(`site-packages`, `dist-packages`; torch's version is in the spec); a builder that is itself
+installed there is named by its distribution's version. A builder without a source file (a
+notebook's cell) is named alone.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import sys
+import sysconfig
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+LIBRARY_DIRS = ("site-packages", "dist-packages")
+"""A file under a directory of one of these names is an installed package's."""
+
+
+def code_digest(builder: Callable[..., Any]) -> str:
+    """16 hex digits naming the builder's code (see the module's text); computed once per
+    builder and process where the builder can be a cache key."""
+    try:
+        return _cached_digest(builder)
+    except TypeError:  # an unhashable callable (a dataclass instance): computed each time
+        return _digest(builder)
+
+
+def _digest(builder: Callable[..., Any]) -> str:
+    function = _unwrapped(builder)
+    module = getattr(function, "__module__", None) or ""
+    name = f"{module}.{getattr(function, '__qualname__', type(function).__qualname__)}"
+    digest = hashlib.sha256((name + _bound_arguments(builder)).encode())
+    for module_name, path in sorted(source_modules(builder).items()):
+        try:
+            source = path.read_bytes()
+        except OSError:  # gone since its import: its name alone
+            source = b""
+        digest.update(b"\0" + module_name.encode() + b"\0" + source)
+    version = _installed_version(module)
+    if version is not None:
+        digest.update(b"\0version\0" + version.encode())
+    return digest.hexdigest()[:16]
+
+
+_cached_digest = functools.cache(_digest)
+
+
+def _bound_arguments(builder: Callable[..., Any]) -> str:
+    """A `functools.partial`'s arguments, outermost first, and a callable instance's repr: two
+    partials of one function are two builders (a repr that holds an address only costs a
+    compile)."""
+    bound = ""
+    while isinstance(builder, functools.partial):
+        bound += f" partial{builder.args!r}{sorted(builder.keywords.items())!r}"
+        builder = builder.func
+    if _unwrapped(builder) is type(builder):  # a callable instance: its fields, by its repr
+        bound += f" instance {builder!r}"
+    return bound
+
+
+def _unwrapped(builder: Callable[..., Any]) -> Any:
+    """The function a `functools.partial` wraps; a callable instance's class."""
+    while isinstance(builder, functools.partial):
+        builder = builder.func
+    if not isinstance(builder, type) and not hasattr(builder, "__qualname__"):
+        return type(builder)
+    return builder
+
+
+def source_modules(builder: Callable[..., Any]) -> dict[str, Path]:
+    """The modules the digest hashes, by name, with their source files."""
+    start = getattr(_unwrapped(builder), "__module__", None) or ""
+    path = _origin(start)
+    if path is None:
+        return {}
+    found = {start: path}
+    todo = [(start, path)] if _users(path) else []
+    while todo:
+        name, path = todo.pop()
+        for imported in _imports(name, path):
+            if imported in found:
+                continue
+            origin = _origin(imported)
+            if origin is not None and _users(origin):
+                found[imported] = origin
+                todo.append((imported, origin))
+    return found
+
+
+def _imports(name: str, path: Path) -> Iterator[str]:
+    """Every module an import statement of the file may name (a `from a import b` names `a`
+    and, if it is one, the module `a.b`)."""
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (OSError, SyntaxError, ValueError):  # changed or gone since its import
+        return
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                yield from (".".join(parts[: i + 1]) for i in range(len(parts)))
+        elif isinstance(node, ast.ImportFrom):
+            try:
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            except (ImportError, ValueError):  # a relative import beyond the top package
+                continue
+            yield base
+            yield from (f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+
+
+def _origin(name: str) -> Path | None:
+    """The module's source file, without importing it (its parent package may be)."""
+    module = sys.modules.get(name)
+    if module is not None:
+        file = getattr(module, "__file__", None)
+    else:
+        try:
+            spec = importlib.util.find_spec(name)
+        except Exception:  # noqa: BLE001 - not a package, a parent that fails to import
+            return None
+        file = spec.origin if spec is not None else None
+    if not isinstance(file, str) or not file.endswith(".py"):
+        return None
+    return Path(file).resolve()
+
+
+def _users(path: Path) -> bool:
+    """Whether the file is the user's code (or Esper's), not a library's."""
+    if any(part in LIBRARY_DIRS for part in path.parts):
+        return False
+    return not any(path.is_relative_to(root) for root in _standard_library())
+
+
+@functools.cache
+def _standard_library() -> tuple[Path, ...]:
+    paths = sysconfig.get_paths()
+    return tuple({Path(paths[key]).resolve() for key in ("stdlib", "platstdlib")})
+
+
+def _installed_version(module: str) -> str | None:
+    """The distribution version of the builder's package where it is installed (not the
+    user's code): its helper modules are not followed, its version names them."""
+    path = _origin(module)
+    if path is None or _users(path):
+        return None
+    top = module.partition(".")[0]
+    for distribution in importlib.metadata.packages_distributions().get(top, []):
+        try:
+            return f"{distribution} {importlib.metadata.version(distribution)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
