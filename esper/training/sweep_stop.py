@@ -17,10 +17,13 @@ its summary and resume line (one of two did, in a two-job sweep). So:
   is gone (SIGHUP: a killed sweep leaves no worker training for ever).
 
 Under Hydra's basic sweeper, and under Optuna's as `hparams_search=optuna_growth` selects it
-(`EsperOptunaSweeper`, hydra_plugins/esper_optuna_sweeper): Optuna raised on an interrupted
-job's NaN (a traceback, and the sweep's other jobs' lines lost), so its sweeps kept joblib's
-own Ctrl-C. There `StopAwareLauncher` records the interrupted trials failed, and the trials
-asked after the stop failed without a job.
+(`hydra/sweeper=esper_optuna`, hydra_plugins/esper_optuna_sweeper): Optuna raised on an
+interrupted job's NaN (a traceback, and the sweep's other jobs' lines lost), so its sweeps kept
+joblib's own Ctrl-C. There `StopAwareLauncher` has the interrupted trials recorded failed and
+launches no trial after the stop (a batch Optuna asked for between the stop and its launch is
+recorded failed, never started); an interrupted sweep writes no optimization_results.yaml (the
+jobs' summaries and a persisted study hold what completed). Optuna's own `hydra/sweeper=optuna`
+keeps joblib's Ctrl-C, and the sweep says so as it starts.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing import resource_tracker as mp_tracker
 from pathlib import Path
 from types import FrameType
@@ -54,6 +57,12 @@ POLL_S = 0.1
 """How often, at most, a job reads the stop file: a stop waits this long at most, and a small
 model's steps do not each pay for a file read."""
 SIGNALS = {signal.SIGINT, signal.SIGTERM}
+UNSTOPPABLE_OPTUNA = (
+    "esper: hydra/sweeper=optuna keeps joblib's own Ctrl-C, which ends the workers at once (a "
+    "running trial's summary and resume line can be lost); hydra/sweeper=esper_optuna (the same "
+    "options) ends them cleanly"
+)
+"""Said as a sweep of Optuna's own sweeper on the joblib launcher starts."""
 _STOP_ENV = "ESPER_SWEEP_STOP"
 """The stop file's path, inherited by the workers (spawned after the sweep starts)."""
 _PARENT_ENV = "ESPER_SWEEP_PARENT"
@@ -96,8 +105,8 @@ class StopFilePoll:
 
 
 class SweepStopped(Exception):
-    """A trial the sweep's stop interrupted, or one asked for after it (never launched): what
-    `StopAwareLauncher` returns for it, as a failed job's exception."""
+    """A trial that the sweep's stop ended or that never started: what `StopAwareLauncher`
+    returns for it, as a failed job's exception."""
 
 
 def sweep_stopped() -> bool:
@@ -108,14 +117,17 @@ def sweep_stopped() -> bool:
 
 class StopAwareLauncher(Launcher):
     """A sweeper's launcher for a sweep that reads its jobs' objectives (Optuna's): once the
-    sweep stopped, a job it interrupted (its objective NaN) returns failed with `SweepStopped`,
-    and it launches nothing more: each job it is handed then returns failed the same way. The
-    sweeper records those trials failed and, at its default `max_failure_rate`, raises
-    `SweepStopped`, which ends the sweep (Optuna 2.10 raised on the NaN itself, and asked for
-    more trials where it did not). A job that completed before the stop keeps its objective."""
+    sweep stopped, a job without an objective (interrupted, or skipped before it started)
+    returns failed with `SweepStopped`, and it launches nothing more: a batch it is handed
+    then (one the sweeper asked between the stop and its next launch) returns failed the same
+    way. `on_stop()` runs at the first such return: the sweeper's cue to raise on any failure
+    (Optuna's `max_failure_rate` set to 0), so that it records those trials failed and ends
+    with `SweepStopped` instead of asking for more. Optuna 2.10 raised on the NaN itself. A
+    job that completed before the stop keeps its objective."""
 
-    def __init__(self, launcher: Launcher) -> None:
+    def __init__(self, launcher: Launcher, on_stop: Callable[[], None]) -> None:
         self.launcher = launcher
+        self.on_stop = on_stop
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         self.launcher.setup(hydra_context=hydra_context, task_function=task_function, config=config)
@@ -124,19 +136,38 @@ class StopAwareLauncher(Launcher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         if sweep_stopped():
-            skipped = SweepStopped("skipped: the sweep was interrupted before this trial started")
-            return [_failed(overrides, skipped) for overrides in job_overrides]
+            self.on_stop()
+            return [
+                _Stopped(
+                    overrides=list(overrides),
+                    status=JobStatus.FAILED,
+                    _return_value=SweepStopped("never started: the sweep was stopped"),
+                )
+                for overrides in job_overrides
+            ]
         returns = self.launcher.launch(job_overrides, initial_job_idx)
         if not sweep_stopped():
             return returns
-        interrupted = SweepStopped("interrupted: the sweep was stopped during this trial")
-        return [
-            _failed(ret.overrides, interrupted) if _no_objective(ret) else ret for ret in returns
-        ]
+        self.on_stop()
+        return [_Stopped.of(ret) if _no_objective(ret) else ret for ret in returns]
 
 
-def _failed(overrides: Sequence[str] | None, reason: SweepStopped) -> JobReturn:
-    return JobReturn(overrides=list(overrides or ()), status=JobStatus.FAILED, _return_value=reason)
+class _Stopped(JobReturn):
+    """A failed job's return that raises its `SweepStopped` without Hydra's `Error executing
+    job with overrides: ...` line (printed at each read: two or three lines a trial)."""
+
+    @classmethod
+    def of(cls, ret: JobReturn) -> _Stopped:
+        reason = SweepStopped("interrupted or skipped: the sweep was stopped")
+        return cls(**{**vars(ret), "status": JobStatus.FAILED, "_return_value": reason})
+
+    @property
+    def return_value(self) -> Any:
+        raise self._return_value
+
+    @return_value.setter
+    def return_value(self, value: Any) -> None:
+        self._return_value = value
 
 
 def _no_objective(ret: JobReturn) -> bool:
@@ -190,7 +221,11 @@ class SweepStop(Callback):
         try:
             sweeper = str(config.hydra.sweeper.get("_target_", ""))
             stoppable = sweeper.endswith(("BasicSweeper", "EsperOptunaSweeper"))
-            if "simic" in config or not _joblib(config.hydra.launcher) or not stoppable:
+            if "simic" in config or not _joblib(config.hydra.launcher):
+                return
+            if not stoppable:
+                if sweeper.endswith(".OptunaSweeper"):
+                    print(UNSTOPPABLE_OPTUNA, file=sys.stderr)
                 return
             sweep_dir = Path(str(config.hydra.sweep.dir))
         except Exception:  # noqa: BLE001 - a config that does not resolve: the jobs say why

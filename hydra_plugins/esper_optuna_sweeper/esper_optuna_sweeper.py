@@ -1,9 +1,11 @@
 """hydra-optuna-sweeper's sweeper, stopped by Ctrl-C or SIGTERM as Esper stops a joblib sweep
 (esper.training.sweep_stop): the running trials end `interrupted` with their summaries and
-resume lines, no trial is asked for after the stop, and the sweep exits 128 + the signal.
+resume lines and are recorded failed, no trial is launched after the stop, and the sweep
+exits 128 + the signal.
 
-A Hydra plugin must live in the `hydra_plugins` namespace, hence this module; its
-`_target_` is set by `conf/hparams_search/optuna_growth.yaml`. Without the `optuna` extra
+A Hydra plugin must live in the `hydra_plugins` namespace, hence this module; it is
+`hydra/sweeper=esper_optuna` (conf/hydra/sweeper/esper_optuna.yaml: Optuna's options, this
+`_target_`), which `hparams_search=optuna_growth` selects. Without the `optuna` extra
 installed there is no plugin here (and no warning from Hydra's plugin scan)."""
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ if find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:  # pip install -
 
     class EsperOptunaSweeper(OptunaSweeper):
         """OptunaSweeper (same arguments) whose launcher, once the sweep stopped, returns the
-        trials it interrupted failed and launches no more (esper's `StopAwareLauncher`)."""
+        trials it ended failed and launches no more (esper's `StopAwareLauncher`)."""
 
         def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
             # here, not at the top: Hydra's plugin scan imports this module in every process
@@ -24,7 +26,12 @@ if find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:  # pip install -
 
             super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
             assert self.sweeper.launcher is not None  # set by the setup above
-            self.sweeper.launcher = StopAwareLauncher(self.sweeper.launcher)
+            self.sweeper.launcher = StopAwareLauncher(self.sweeper.launcher, self._fail_fast)
+
+        def _fail_fast(self) -> None:
+            """Once the sweep stopped: the trials it ended fail the sweep, whatever the
+            configured rate (at 1.0 Optuna asked for every remaining trial, each failed)."""
+            self.sweeper.max_failure_rate = 0.0
 
         def sweep(self, arguments: list[str]) -> None:
             from esper.training.sweep_stop import SweepStopped, sweep_stopped
