@@ -153,3 +153,17 @@ def test_built_in_kernel_keys_follow_esper_alone() -> None:
     modules = source_modules(blueprints.get("low_rank").builder)
     assert "esper.blueprints.builders" in modules
     assert all(name == "esper" or name.startswith("esper.") for name in modules), modules
+
+
+def test_an_installed_builder_is_named_by_its_distributions_version() -> None:
+    """A builder from an installed package: its own module is hashed, its imports are not
+    followed (a library's), and its distribution's version names the rest."""
+    from importlib.metadata import version
+
+    import joblib
+
+    from esper.blueprints.code_digest import _installed_version, source_modules
+
+    assert sorted(source_modules(joblib.Parallel)) == ["joblib.parallel"]
+    assert _installed_version("joblib.parallel") == f"joblib {version('joblib')}"
+    assert _installed_version("esper.blueprints.builders") is None, "Esper's own is followed"
