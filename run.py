@@ -161,7 +161,7 @@ def main(cfg: DictConfig) -> float:
     from esper.app import build
     from esper.atomic import WriteError
     from esper.config import ConfigError
-    from esper.training.distributed import shut_down
+    from esper.training.distributed import RankZeroFailed, shut_down
     from esper.training.guard import Diverged
     from esper.training.interruption import Interruption
     from esper.training.sweep_stop import job_poll, job_stop_file, stop_requested
@@ -189,6 +189,12 @@ def main(cfg: DictConfig) -> float:
         refuse(RunFailed(said(str(exc))), 1)
     except WriteError as exc:  # a full disk, a read-only run directory: the file and the cause
         refuse(RunFailed(said(f"the run failed: {exc.strerror}")), 1)
+    except RankZeroFailed as exc:  # ddp, rank 1..: rank 0's bug; its traceback is rank 0's
+        refuse(RunFailed(f"the run failed: {exc}"), 1)
+    except Exception:
+        if experiment.trainer.ranks.failure_told:  # ddp, rank 0: wait for the others' lines
+            shut_down(failed=True)
+        raise  # a bug: its traceback
     shut_down()  # ddp: leave the process group
     log.info("%s\n outputs: %s", result_text(record), experiment.run_dir)
     if experiment.interrupted_by is not None:

@@ -96,8 +96,7 @@ class ControlStep:
         observation = self.observer.observe(self.clock.epoch, train, val, val_losses)
         self.contribution = {s.name: s.contribution_accuracy for s in observation.slots}
         # ddp: rank 0's policy decides; every rank applies the same decisions in this step
-        decisions = self.policy.decide(observation) if self.ranks.writer else []
-        decisions = self.ranks.broadcast(decisions)
+        decisions = self.ranks.from_rank_zero(lambda: self.policy.decide(observation))
         self.bus.publish(
             DecisionMade(
                 epoch=self.clock.epoch,

@@ -37,12 +37,19 @@ from esper.config import ConfigError
 T = TypeVar("T")
 
 
+class RankZeroFailed(RuntimeError):
+    """On a rank other than 0: rank 0 failed in a step it runs alone (a bug in a policy, say)
+    and printed its traceback; this rank cannot go on without it."""
+
+
 @dataclass
 class Ranks:
     """This process's place in the job; `world == 1` is the ordinary single-process run."""
 
     rank: int = 0
     world: int = 1
+    failure_told: bool = False
+    """Rank 0 failed in `from_rank_zero` and every rank was told: they all stop."""
 
     @property
     def distributed(self) -> bool:
@@ -94,14 +101,17 @@ class Ranks:
         return box[0]
 
     def from_rank_zero(self, step: Callable[[], T]) -> T:
-        """`step()` on rank 0 (its files, its kernel store, its preflight), its value on every
-        rank. A WriteError or ConfigError it raises is raised on every rank, the others saying
-        `rank 0 ...`: rank 0 alone used to stop, and the others, in their next collective,
-        failed with a traceback (`Connection closed by peer`). Alone, `step()` as it is."""
+        """`step()` on rank 0 (its files, its kernel store, its preflight, its policy), its
+        value on every rank. If it raises, every rank stops: a WriteError or ConfigError is
+        raised on every rank, the others saying `rank 0 ...`; any other exception is raised
+        on rank 0 as it is (its traceback: a bug) and as `RankZeroFailed` on the others. Rank 0
+        alone used to stop, and the others, in their next collective, failed with a traceback
+        (`Connection closed by peer`). Alone, `step()` as it is."""
         if not self.distributed:
             return step()
         value: T | None = None
         failure: tuple[str, int | None, str] | None = None
+        raised: Exception | None = None
         if self.writer:
             try:
                 value = step()
@@ -109,13 +119,20 @@ class Ranks:
                 failure = ("write", exc.errno, str(exc.strerror or exc))
             except ConfigError as exc:
                 failure = ("config", None, str(exc))
+            except Exception as exc:  # noqa: BLE001 - told to every rank, then raised here
+                failure, raised = ("failed", None, f"{type(exc).__name__}: {exc}"), exc
         value, failure = self.broadcast((value, failure))
-        if failure is not None:
-            kind, code, said = failure
-            if kind == "write":
-                raise WriteError(code, said if self.writer else f"rank 0 {said}")
+        if failure is None:
+            return value
+        self.failure_told = True
+        kind, code, said = failure
+        if raised is not None:
+            raise raised
+        if kind == "write":
+            raise WriteError(code, said if self.writer else f"rank 0 {said}")
+        if kind == "config":
             raise ConfigError(said if self.writer else f"rank 0: {said}")
-        return value
+        raise RankZeroFailed(f"rank 0 failed: {said} (rank 0 printed its traceback)")
 
     def gather(self, value: Any) -> list[Any]:
         """Every rank's `value`, on every rank."""

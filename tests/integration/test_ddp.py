@@ -172,6 +172,38 @@ def test_a_write_rank_zero_cannot_make_stops_every_rank_with_its_reason(tmp_path
     assert summary["status"] == "failed" and "EISDIR" in summary["error"]
 
 
+def test_a_bug_in_rank_zeros_policy_is_its_traceback_and_one_line_on_rank_one(
+    tmp_path: Path,
+) -> None:
+    """Stop 30's item: a failure on rank 0 that is neither a write nor a config error (a bug
+    in a policy, which runs on rank 0 alone) gave rank 0's traceback, and rank 1, left in the
+    decisions' broadcast, a second one (`Connection closed by peer`) that names no cause. Now
+    rank 0 keeps its traceback, rank 1 says one line naming it, and the summary says failed."""
+    run_dir = tmp_path / "run"
+    process = torchrun_process(
+        tmp_path,
+        run_dir,
+        "trainer.strategy=ddp",
+        "trainer.max_epochs=10",
+        "policy=none",
+        "policy._target_=tests.faults.poisoned.PolicyThatFails",
+        "logger=none",
+        "trainer.progress=false",
+    )
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr[-3000:]
+    assert "Connection closed" not in stderr, stderr[-3000:]
+    said = [line for line in stderr.splitlines() if line.startswith("esper:")]
+    assert said == [
+        "esper: the run failed: rank 0 failed: ZeroDivisionError: a bug in the policy "
+        "(rank 0 printed its traceback)"
+    ], stderr[-3000:]
+    assert stderr.count("ZeroDivisionError: a bug in the policy\n") == 1, "rank 0's traceback"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["epochs"] == 2
+    assert summary["error"] == "ZeroDivisionError: a bug in the policy"
+
+
 @pytest.mark.parametrize(
     ("where", "overrides"),
     [
