@@ -23,8 +23,11 @@ import importlib.util
 import sys
 import sysconfig
 from collections.abc import Callable, Iterator
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any
+
+import torch
 
 LIBRARY_DIRS = ("site-packages", "dist-packages")
 """A file under a directory of one of these names is an installed package's."""
@@ -60,16 +63,35 @@ _cached_digest = functools.cache(_digest)
 
 
 def _bound_arguments(builder: Callable[..., Any]) -> str:
-    """A `functools.partial`'s arguments, outermost first, and a callable instance's repr: two
-    partials of one function are two builders (a repr that holds an address only costs a
-    compile)."""
+    """A `functools.partial`'s arguments, outermost first, and a callable instance's fields:
+    two partials of one function are two builders."""
     bound = ""
     while isinstance(builder, functools.partial):
-        bound += f" partial{builder.args!r}{sorted(builder.keywords.items())!r}"
+        bound += f" partial{_described(builder.args)}{_described(builder.keywords)}"
         builder = builder.func
-    if _unwrapped(builder) is type(builder):  # a callable instance: its fields, by its repr
-        bound += f" instance {builder!r}"
+    if _unwrapped(builder) is type(builder):  # a callable instance
+        bound += f" instance {_described(getattr(builder, '__dict__', repr(builder)))}"
     return bound
+
+
+def _described(value: Any) -> str:
+    """A value as the same text in every process (helper-found: a repr truncates a large
+    tensor, so two tensors differing in one element named one kernel, and a function's holds
+    its address, so its kernel was never found again): a tensor by its bytes' hash, a
+    function or class by its qualified name, containers item by item. Anything else by its
+    repr (one with an address only costs a compile)."""
+    if isinstance(value, torch.Tensor):
+        data = value.detach().cpu().contiguous()
+        digest = hashlib.sha256(data.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+        return f"tensor({data.dtype}, {tuple(data.shape)}, {digest[:16]})"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__}({', '.join(_described(v) for v in value)})"
+    if isinstance(value, dict):
+        items = sorted((str(k), _described(v)) for k, v in value.items())
+        return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
+    return repr(value)
 
 
 def _unwrapped(builder: Callable[..., Any]) -> Any:
@@ -102,8 +124,9 @@ def source_modules(builder: Callable[..., Any]) -> dict[str, Path]:
 
 
 def _imports(name: str, path: Path) -> Iterator[str]:
-    """Every module an import statement of the file may name (a `from a import b` names `a`
-    and, if it is one, the module `a.b`)."""
+    """Every module an import statement of the file may name: `import a.b` and `from a.b
+    import c` name `a` and `a.b` (whose `__init__` files run too) and, if it is one, the
+    module `a.b.c`."""
     try:
         tree = ast.parse(path.read_bytes())
     except (OSError, SyntaxError, ValueError):  # changed or gone since its import
@@ -112,28 +135,43 @@ def _imports(name: str, path: Path) -> Iterator[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                parts = alias.name.split(".")
-                yield from (".".join(parts[: i + 1]) for i in range(len(parts)))
+                yield from _with_parents(alias.name)
         elif isinstance(node, ast.ImportFrom):
             try:
                 base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
             except (ImportError, ValueError):  # a relative import beyond the top package
                 continue
-            yield base
+            yield from _with_parents(base)
             yield from (f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
 
 
+def _with_parents(name: str) -> Iterator[str]:
+    parts = name.split(".")
+    return (".".join(parts[: i + 1]) for i in range(len(parts)))
+
+
 def _origin(name: str) -> Path | None:
-    """The module's source file, without importing it (its parent package may be)."""
-    module = sys.modules.get(name)
-    if module is not None:
-        file = getattr(module, "__file__", None)
-    else:
-        try:
-            spec = importlib.util.find_spec(name)
-        except Exception:  # noqa: BLE001 - not a package, a parent that fails to import
+    """The module's source file, found without importing or running anything (helper-found:
+    `importlib.util.find_spec` imports the parent package, so an import under `if
+    TYPE_CHECKING:` ran matplotlib's and a user package's `__init__` to make a kernel key)."""
+    parts = name.split(".")
+    spec = None
+    for i in range(len(parts)):
+        dotted = ".".join(parts[: i + 1])
+        loaded = sys.modules.get(dotted)
+        if loaded is not None:
+            spec = getattr(loaded, "__spec__", None)
+        else:
+            search = None if spec is None else spec.submodule_search_locations
+            if i > 0 and search is None:  # the parent is a module, not a package
+                return None
+            try:
+                spec = PathFinder.find_spec(dotted, search)
+            except Exception:  # noqa: BLE001 - a path entry it cannot read: not found
+                return None
+        if spec is None:
             return None
-        file = spec.origin if spec is not None else None
+    file = spec.origin if spec is not None else None
     if not isinstance(file, str) or not file.endswith(".py"):
         return None
     return Path(file).resolve()

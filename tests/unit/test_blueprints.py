@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -113,9 +116,15 @@ def test_the_kernel_key_follows_the_user_modules_the_builder_imports(tmp_path, m
     (package / "helper.py").write_text("WIDTH = 8\n")
     (package / "lazy.py").write_text("BIAS = True\n")
     (package / "unrelated.py").write_text("X = 1\n")
+    side = tmp_path / "digest_side"  # named under TYPE_CHECKING only: never to be run
+    (side / "sub").mkdir(parents=True)
+    (side / "__init__.py").write_text("raise SystemExit('run by the digest')\n")
+    (side / "sub" / "__init__.py").write_text("")
+    (side / "sub" / "types.py").write_text("X = int\n")
     (package / "builder.py").write_text(
-        "import dataclasses\nimport functools\nimport json\nfrom torch import nn\n"
-        "import digest_pkg.helper\n\n"
+        "import dataclasses\nimport functools\nimport json\nfrom typing import TYPE_CHECKING\n"
+        "from torch import nn\nimport digest_pkg.helper\n"
+        "if TYPE_CHECKING:\n    from digest_side.sub.types import X\n\n"
         "def adapter(shape, width=None):\n"
         "    from digest_pkg import lazy\n"
         "    return nn.Linear(shape[0], width or digest_pkg.helper.WIDTH, bias=lazy.BIAS)\n\n"
@@ -135,7 +144,11 @@ def test_the_kernel_key_follows_the_user_modules_the_builder_imports(tmp_path, m
         "digest_pkg.builder",
         "digest_pkg.helper",
         "digest_pkg.lazy",
+        "digest_side",  # `from a.b.c import x` runs a's and a.b's __init__ too
+        "digest_side.sub",
+        "digest_side.sub.types",
     ]
+    assert "digest_side" not in sys.modules, "found, not imported: nothing is run for a key"
     importlib.import_module("digest_pkg.unrelated")  # now an attribute of the package
     (package / "unrelated.py").write_text("X = 2\n")
     assert [_digest(builder) for builder in builders] == before
@@ -144,6 +157,23 @@ def test_the_kernel_key_follows_the_user_modules_the_builder_imports(tmp_path, m
     assert all(a != b for a, b in zip(after_lazy, before))
     (package / "helper.py").write_text("WIDTH = 16\n")
     assert all(a != b for a, b in zip([_digest(builder) for builder in builders], after_lazy))
+
+
+def test_a_partial_is_named_by_its_arguments_alike_in_every_process() -> None:
+    """helper-found: a partial's arguments were named by their repr, which truncates a large
+    tensor (two tensors differing in one element shared a kernel) and holds a function's
+    address (its kernel was never found again)."""
+    from esper.blueprints.code_digest import _described, _digest
+
+    def builder(shape, init=None, act=None):
+        return nn.Identity()
+
+    zeros, one_changed = torch.zeros(2000), torch.zeros(2000)
+    one_changed[1000] = 1.0
+    partials = [functools.partial(builder, init=t) for t in (zeros, one_changed)]
+    assert _digest(partials[0]) != _digest(partials[1])
+    named = _described({"act": torch.relu, "local": builder})
+    assert "0x" not in named and "builder" in named
 
 
 def test_built_in_kernel_keys_follow_esper_alone() -> None:
