@@ -34,13 +34,15 @@ if find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:  # pip install -
             self.sweeper.max_failure_rate = 0.0
 
         def sweep(self, arguments: list[str]) -> None:
-            from esper.training.sweep_stop import SweepStopped, sweep_stopped
+            from esper.training.sweep_stop import sweep_stopped
 
             try:
                 return super().sweep(arguments)
-            except SweepStopped:  # esper's SweepStop ends the sweep with its line
-                return None
-            except ValueError:
-                if sweep_stopped():  # Optuna's best_trial where no trial completed
+            except Exception:
+                # Once stopped, whatever ends Optuna's loop ends the sweep: SweepStopped, a
+                # trial of the batch that failed on its own (helper-found: with the rate at 0,
+                # Optuna raised it, a traceback and exit 1, by the batch's order), `best_trial`
+                # where none completed. esper's SweepStop then says the closing line.
+                if sweep_stopped():
                     return None
                 raise

@@ -145,6 +145,41 @@ def test_ctrl_c_ends_an_optuna_sweep_as_it_ends_a_joblib_sweep(tmp_path: Path) -
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"], "none asked after the stop"
 
 
+def test_a_stop_in_a_batch_with_a_trial_failed_on_its_own_ends_as_a_stop(
+    tmp_path: Path,
+) -> None:
+    """helper-found: a batch holding an interrupted trial and one that failed for its own
+    reason (diverged) ended in a traceback and exit 1 when Optuna raised the failed one first
+    (the stop sets the failure rate to 0). Now it ends as any stop does; the diverged trial
+    keeps its own summary."""
+    pytest.importorskip("optuna", reason="pip install -e '.[optuna]'")
+    sweep = tmp_path / "sweep"
+    args = joblib_sweep(
+        sweep,
+        "hydra/sweeper=esper_optuna",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.max_failure_rate=1.0",
+        "trainer.optimizer.lr=choice(0.01,1e30)",  # with seed 0: trial 0 diverges
+        "policy=none",
+        "trainer.max_epochs=100000",
+    )
+    diverged, running = sweep / "0", sweep / "1"
+
+    def ready() -> bool:
+        ended = (diverged / "summary.json").exists()
+        return ended and epochs_ended(running) >= 3
+
+    with group_killed_if_left(run_py(*args, env=kernels(tmp_path), new_session=True)) as process:
+        wait_for(ready, process)
+        stderr = signal_and_wait(process, signal.SIGINT)
+    assert process.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert json.loads((diverged / "summary.json").read_text())["status"] == "diverged"
+    assert json.loads((running / "summary.json").read_text())["status"] == "interrupted"
+    assert stderr.strip().splitlines()[-1] == CLOSING.format("SIGINT")
+
+
 def test_optunas_own_sweeper_on_joblib_says_it_keeps_joblibs_ctrl_c(tmp_path: Path) -> None:
     """helper-found: `hydra/sweeper=optuna` (not the preset's `esper_optuna`) kept joblib's own
     Ctrl-C, which loses a running trial's summary, without a word. It is said as it starts."""
