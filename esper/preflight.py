@@ -326,20 +326,33 @@ def check_simic_resume(config: DictConfig) -> None:
     resume_state(settings)
 
 
+def check_sweep_objective(direction: Any, metric: Any) -> None:
+    """A job returns one objective (`optimized_metric`): a sweeper asked for several (Optuna's
+    `direction` a list of two) failed every trial once it had trained (`Return value must be a
+    list`), and the sweep exited 0 with no solution (helper-found)."""
+    if OmegaConf.is_list(direction) and len(direction) != 1:
+        raise ConfigError(
+            f"hydra.sweeper.direction={list(direction)}: a job returns one objective "
+            f"(optimized_metric={metric}); give one direction, maximize or minimize"
+        )
+
+
 class RunDirGuard(Callback):
     """conf/hydra/default.yaml's callback: `check_run_dir` on Hydra's run directory before
     Hydra writes `.hydra/` there, which would replace the earlier run's recorded config (build()
     checks again, for runs started without Hydra); `check_sweep_dir` on a sweep's directory
-    before any of its jobs starts."""
+    and `check_sweep_objective` before any of its jobs starts."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         section = "simic" if "simic" in config else "trainer"
         try:
             dirs = sweep_dirs(config)
             overwrite = (config.get(section) or {}).get("overwrite")
+            direction = config.hydra.sweeper.get("direction")
         except Exception:  # noqa: BLE001 - a config that does not resolve: build() says why
             return
         try:
+            check_sweep_objective(direction, config.get("optimized_metric"))
             for sweep_dir in dirs:
                 check_sweep_dir(sweep_dir, overwrite is True, section)
         except ConfigError as exc:

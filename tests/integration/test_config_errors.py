@@ -153,6 +153,25 @@ def test_unknown_group_option_lists_the_available_ones(tmp_path: Path) -> None:
         assert option in result.stderr
 
 
+def test_a_sweep_asking_for_two_objectives_is_refused_before_any_trial(tmp_path: Path) -> None:
+    """helper-found: `hydra.sweeper.direction=[maximize,minimize]` trained every trial, failed
+    each (a job returns one objective) and exited 0 with no solution."""
+    pytest.importorskip("optuna", reason="pip install -e '.[optuna]'")
+    result = run_cli(
+        "-m",
+        "hparams_search=optuna_growth",
+        "hydra.sweeper.direction=[maximize,minimize]",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "esper: hydra.sweeper.direction=['maximize', 'minimize']: a job returns one objective "
+        "(optimized_metric=val_accuracy_at_cost); give one direction, maximize or minimize"
+    )
+    assert not (tmp_path / "sweep" / "0").exists(), "no trial ran"
+
+
 def test_a_local_config_without_its_package_line_is_named(tmp_path: Path) -> None:
     """Without `# @package _global_` Hydra puts conf/local/default.yaml under `local:`, where
     nothing reads it: the run would silently ignore the machine's settings."""
