@@ -110,16 +110,16 @@ def source_modules(builder: Callable[..., Any]) -> dict[str, Path]:
     if path is None:
         return {}
     found = {start: path}
-    todo = [(start, path)] if _users(path) else []
-    while todo:
-        name, path = todo.pop()
+    pending = [(start, path)] if _users(path) else []
+    while pending:
+        name, path = pending.pop()
         for imported in _imports(name, path):
             if imported in found:
                 continue
             origin = _origin(imported)
             if origin is not None and _users(origin):
                 found[imported] = origin
-                todo.append((imported, origin))
+                pending.append((imported, origin))
     return found
 
 

@@ -137,19 +137,14 @@ class StopAwareLauncher(Launcher):
     ) -> Sequence[JobReturn]:
         if sweep_stopped():
             self.on_stop()
-            return [
-                _Stopped(
-                    overrides=list(overrides),
-                    status=JobStatus.FAILED,
-                    _return_value=SweepStopped("never started: the sweep was stopped"),
-                )
-                for overrides in job_overrides
-            ]
+            never = "never started: the sweep was stopped"
+            return [_Stopped.of(JobReturn(overrides=list(o)), never) for o in job_overrides]
         returns = self.launcher.launch(job_overrides, initial_job_idx)
         if not sweep_stopped():
             return returns
         self.on_stop()
-        return [_Stopped.of(ret) if _no_objective(ret) else ret for ret in returns]
+        ended = "interrupted or skipped: the sweep was stopped"
+        return [_Stopped.of(ret, ended) if _no_objective(ret) else ret for ret in returns]
 
 
 class _Stopped(JobReturn):
@@ -157,9 +152,9 @@ class _Stopped(JobReturn):
     job with overrides: ...` line (printed at each read: two or three lines a trial)."""
 
     @classmethod
-    def of(cls, ret: JobReturn) -> _Stopped:
-        reason = SweepStopped("interrupted or skipped: the sweep was stopped")
-        return cls(**{**vars(ret), "status": JobStatus.FAILED, "_return_value": reason})
+    def of(cls, ret: JobReturn, reason: str) -> _Stopped:
+        stopped = SweepStopped(reason)
+        return cls(**{**vars(ret), "status": JobStatus.FAILED, "_return_value": stopped})
 
     @property
     def return_value(self) -> Any:
