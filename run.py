@@ -218,6 +218,12 @@ if __name__ == "__main__":
         if signal.SIGINT in STARTING:
             signal.signal(signal.SIGINT, signal.default_int_handler)
         sigterm_unwinds(replacing=_interrupted_while_starting)
+        from esper.command_line import nested_sweep
+
+        mistake = nested_sweep(sys.argv[1:])  # Hydra's own message names neither it nor a way out
+        if mistake is not None:
+            sys.stderr.write(f"esper: {mistake}\n")
+            sys.exit(2)
         sys.exit(main())
     except KeyboardInterrupt as exc:  # a second Ctrl-C or SIGTERM, or one before training started
         say("esper: interrupted")

@@ -172,6 +172,55 @@ def test_a_sweep_asking_for_two_objectives_is_refused_before_any_trial(tmp_path:
     assert not (tmp_path / "sweep" / "0").exists(), "no trial ran"
 
 
+def test_a_sweep_inside_a_dict_value_is_one_line_before_hydra_composes(tmp_path: Path) -> None:
+    """helper-found: `hydra.sweeper.params={policy.patience:range(1,3)}` ended in Hydra's
+    `Unexpected type annotation: Set[str] ... object_type=RangeSweep` (its grammar reads the
+    call as a sweep, which no dict value can hold)."""
+    result = run_cli(
+        "-m",
+        "hparams_search=optuna_growth",
+        "hydra.sweeper.params={policy.patience:range(1,3)}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [
+        "esper: hydra.sweeper.params={policy.patience:range(1,3)}: a sweep, range(...), inside a "
+        "dict or list is not one Hydra can apply; sweep the key with an argument of its own "
+        "(policy.patience=range(...)), or quote the call to keep it a string"
+    ]
+    assert not (tmp_path / "sweep").exists(), "nothing was composed or written"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "key"),
+    [
+        (["a={b:{c:interval(0,1)}}"], "(a.b.c=interval(...))"),
+        (["--config-name", "train_policy", "a=[1,choice(2,3)]"], "(KEY=choice(...))"),
+    ],
+)
+def test_a_nested_sweep_is_named_with_the_key_it_sweeps(arguments, key) -> None:
+    from esper.command_line import nested_sweep
+
+    said = nested_sweep(arguments)
+    assert said is not None and key in said and said.startswith(arguments[-1])
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["a=choice(1,2)", "b=range(1,3)", "c=1,2"],  # sweeps of their own: Hydra's to run
+        ["hydra.sweeper.params={policy.patience:'range(1,3)'}"],  # a string, as in the preset
+        ["--config-name", "x={a:range(1,2)}"],  # a flag's value, not an override
+        ["a=b=[", "{"],  # Hydra's grammar: Hydra says what is wrong
+    ],
+)
+def test_what_is_not_a_nested_sweep_is_left_to_hydra(arguments) -> None:
+    from esper.command_line import nested_sweep
+
+    assert nested_sweep(arguments) is None
+
+
 def test_a_local_config_without_its_package_line_is_named(tmp_path: Path) -> None:
     """Without `# @package _global_` Hydra puts conf/local/default.yaml under `local:`, where
     nothing reads it: the run would silently ignore the machine's settings."""
