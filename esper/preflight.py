@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from esper import blueprints
 from esper.atomic import WriteError
@@ -337,6 +337,42 @@ def check_sweep_objective(direction: Any, metric: Any) -> None:
         )
 
 
+def claim_timestamped_dir(config: DictConfig, key: str) -> None:
+    """Claim `hydra.<key>.dir` (`run` or `sweep`) with an exclusive mkdir when its name is a
+    time (`${now:...}`, as the default's `%H-%M-%S-%f`); one claimed already gets `-2`, `-3`,
+    ... in its place. Two runs started together (a script's `&`, two terminals) can resolve
+    the same microsecond: both wrote into one directory, and one's summary.json failed (ENOENT:
+    the other's rename had taken its temporary file). A directory named without a time, or one
+    asked to be reused (`overwrite`, a torchrun's shared run id), is the user's to share.
+
+    A sweep's jobs compose their configuration again from the overrides, so the new sweep
+    directory is added to them as `hydra.sweep.dir=...`."""
+    node = config.hydra[key]
+    raw = str(node._get_node("dir")._value())
+    if "${now:" not in raw or (key == "run" and "TORCHELASTIC_RUN_ID" in os.environ):
+        return
+    wanted = Path(str(node.dir))
+    claimed, number = wanted, 1
+    try:
+        wanted.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                claimed.mkdir()
+                break
+            except FileExistsError:
+                number += 1
+                claimed = wanted.with_name(f"{wanted.name}-{number}")
+    except OSError:
+        return  # read-only, a file in the way: Hydra's mkdir or build() says why
+    if claimed == wanted:
+        return
+    with read_write(config.hydra), open_dict(config.hydra):
+        node.dir = str(claimed)
+        if key == "sweep":
+            quoted = str(claimed).replace("\\", "\\\\").replace("'", "\\'")
+            config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{quoted}'")
+
+
 class RunDirGuard(Callback):
     """conf/hydra/default.yaml's callback: `check_run_dir` on Hydra's run directory before
     Hydra writes `.hydra/` there, which would replace the earlier run's recorded config (build()
@@ -353,6 +389,9 @@ class RunDirGuard(Callback):
             return
         try:
             check_sweep_objective(direction, config.get("optimized_metric"))
+            if overwrite is not True and len(dirs) == 1:  # not one naming a swept key
+                claim_timestamped_dir(config, "sweep")
+                dirs = [Path(str(config.hydra.sweep.dir))]
             for sweep_dir in dirs:
                 check_sweep_dir(sweep_dir, overwrite is True, section)
         except ConfigError as exc:
@@ -370,6 +409,9 @@ class RunDirGuard(Callback):
         except Exception:  # noqa: BLE001 - a config that does not resolve: build() says why
             return
         resume = None if resume is None else str(resume)
+        if overwrite is not True:
+            claim_timestamped_dir(config, "run")
+            run_dir = Path(str(config.hydra.run.dir))
         try:
             check_run_dir(run_dir, resume, overwrite is True, section)
             if section == "simic" and resume is not None:

@@ -15,7 +15,7 @@ from omegaconf import read_write
 
 from esper.app import build
 from esper.config import ConfigError
-from esper.preflight import check_sweep_dir, held_runs, sweep_dirs
+from esper.preflight import RunDirGuard, check_sweep_dir, held_runs, sweep_dirs
 from tests.conftest import ROOT, run_cli
 from tests.integration.test_config_tree import compose_job
 
@@ -127,6 +127,38 @@ def test_two_runs_started_together_get_their_own_directories(tmp_path) -> None:
     summaries = sorted((tmp_path / "runs").glob("*/*/summary.json"))
     assert len(summaries) == 2
     assert sorted(json.loads(s.read_text())["seed"] for s in summaries) == [0, 1]
+
+
+def test_a_default_run_dir_claimed_already_gives_the_run_the_next_name(tmp_path) -> None:
+    """Found by the test above (once in about twenty CI runs): both runs resolved the same
+    microsecond, wrote into one directory, and one failed at summary.json (ENOENT: the
+    other's rename had taken its temporary file). The other run, here, claimed it first."""
+    cfg = compose_job(f"paths.output_dir={tmp_path}")
+    taken = Path(str(cfg.hydra.run.dir))
+    taken.mkdir(parents=True)
+    RunDirGuard().on_run_start(cfg)
+    assert Path(str(cfg.hydra.run.dir)) == taken.with_name(taken.name + "-2")
+    assert Path(str(cfg.hydra.run.dir)).is_dir(), "claimed: a third run takes -3"
+
+
+def test_a_run_dir_named_without_a_time_is_not_renamed(tmp_path) -> None:
+    cfg = compose_job(f"hydra.run.dir={tmp_path / 'mine'}")
+    (tmp_path / "mine").mkdir()
+    RunDirGuard().on_run_start(cfg)
+    assert Path(str(cfg.hydra.run.dir)) == tmp_path / "mine"
+
+
+def test_two_sweeps_with_one_timestamped_dir_each_get_their_own(tmp_path) -> None:
+    """The jobs compose their configuration again (under joblib in other processes): they
+    must land in the sweep directory the sweep claimed, not the one its pattern names."""
+    args = ("-m", *QUIET, "debug=fast", "trainer.progress=false", "seed=3")
+    for _ in range(2):
+        result = run_cli(*args, "hydra.sweep.dir=sweep-${now:%Y}", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+    year = sorted(p.name for p in tmp_path.glob("sweep-*"))[0]
+    found = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("sweep-*/*/summary.json"))
+    assert found == [f"{year}-2/0/summary.json", f"{year}/0/summary.json"]
+    assert (tmp_path / f"{year}-2" / "multirun.yaml").is_file(), "the sweep's own files too"
 
 
 @pytest.mark.slow
