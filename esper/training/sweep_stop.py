@@ -21,8 +21,8 @@ Under Hydra's basic sweeper, and under Optuna's as `hparams_search=optuna_growth
 interrupted job's NaN (a traceback, and the sweep's other jobs' lines lost), so its sweeps kept
 joblib's own Ctrl-C. There `StopAwareLauncher` has the interrupted trials recorded failed and
 launches no trial after the stop (a batch Optuna asked for between the stop and its launch is
-recorded failed, never started); an interrupted sweep writes no optimization_results.yaml (the
-jobs' summaries and a persisted study hold what completed). Optuna's own `hydra/sweeper=optuna`
+recorded failed, never started); an interrupted sweep's optimization_results.yaml holds the best
+trial that completed before the stop, and says it was interrupted. Optuna's own `hydra/sweeper=optuna`
 keeps joblib's Ctrl-C, and the sweep says so as it starts.
 """
 
@@ -109,10 +109,15 @@ class SweepStopped(Exception):
     returns for it, as a failed job's exception."""
 
 
+def sweep_stop_signal() -> int | None:
+    """In the sweep's process: the signal its `SweepStop` wrote to the stop file, or None."""
+    path = os.environ.get(_STOP_ENV)
+    return None if path is None else stop_requested(Path(path))
+
+
 def sweep_stopped() -> bool:
     """In the sweep's process: whether its `SweepStop` wrote the stop file."""
-    path = os.environ.get(_STOP_ENV)
-    return path is not None and stop_requested(Path(path)) is not None
+    return sweep_stop_signal() is not None
 
 
 class StopAwareLauncher(Launcher):
@@ -128,6 +133,9 @@ class StopAwareLauncher(Launcher):
     def __init__(self, launcher: Launcher, on_stop: Callable[[], None]) -> None:
         self.launcher = launcher
         self.on_stop = on_stop
+        self.objectives: list[tuple[list[str], float]] = []
+        """(overrides, objective) of each job that completed with a finite objective, in
+        order: what an interrupted sweep reports as its best so far."""
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         self.launcher.setup(hydra_context=hydra_context, task_function=task_function, config=config)
@@ -140,6 +148,10 @@ class StopAwareLauncher(Launcher):
             never = "never started: the sweep was stopped"
             return [_Stopped.of(JobReturn(overrides=list(o)), never) for o in job_overrides]
         returns = self.launcher.launch(job_overrides, initial_job_idx)
+        for overrides, ret in zip(job_overrides, returns, strict=True):
+            value = ret._return_value if ret.status == JobStatus.COMPLETED else None
+            if isinstance(value, int | float) and math.isfinite(value):
+                self.objectives.append((list(overrides), float(value)))
         if not sweep_stopped():
             return returns
         self.on_stop()

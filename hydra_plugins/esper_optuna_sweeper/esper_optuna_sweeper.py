@@ -1,7 +1,8 @@
 """hydra-optuna-sweeper's sweeper, stopped by Ctrl-C or SIGTERM as Esper stops a joblib sweep
 (esper.training.sweep_stop): the running trials end `interrupted` with their summaries and
-resume lines and are recorded failed, no trial is launched after the stop, and the sweep
-exits 128 + the signal.
+resume lines and are recorded failed, no trial is launched after the stop, the best trial
+completed before it is written to optimization_results.yaml, and the sweep exits 128 + the
+signal.
 
 A Hydra plugin must live in the `hydra_plugins` namespace, hence this module; it is
 `hydra/sweeper=esper_optuna` (conf/hydra/sweeper/esper_optuna.yaml: Optuna's options, this
@@ -10,8 +11,11 @@ installed there is no plugin here (and no warning from Hydra's plugin scan)."""
 
 from __future__ import annotations
 
+import logging
 from importlib.util import find_spec
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 if find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:  # pip install -e '.[optuna]'
     from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
@@ -26,7 +30,8 @@ if find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:  # pip install -
 
             super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
             assert self.sweeper.launcher is not None  # set by the setup above
-            self.sweeper.launcher = StopAwareLauncher(self.sweeper.launcher, self._fail_fast)
+            self.stop_aware = StopAwareLauncher(self.sweeper.launcher, self._fail_fast)
+            self.sweeper.launcher = self.stop_aware
 
         def _fail_fast(self) -> None:
             """Once the sweep stopped: the trials it ended fail the sweep, whatever the
@@ -44,5 +49,44 @@ if find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:  # pip install -
                 # Optuna raised it, a traceback and exit 1, by the batch's order), `best_trial`
                 # where none completed. esper's SweepStop then says the closing line.
                 if sweep_stopped():
+                    self._write_best_so_far(arguments)
                     return None
                 raise
+
+        def _write_best_so_far(self, arguments: list[str]) -> None:
+            """optimization_results.yaml as Optuna writes it at a sweep's end (`name`,
+            `best_params`, `best_value`), from the trials that completed before the stop, with
+            `interrupted_by` (the signal) and `trials_completed`; none where none completed.
+            Without it the best so far was only in the trials' summaries."""
+            import signal
+
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+            from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+            from omegaconf import OmegaConf
+
+            from esper.training.sweep_stop import sweep_stop_signal
+
+            finished = self.stop_aware.objectives
+            signum = sweep_stop_signal()
+            if not finished or signum is None:
+                log.info("no trial completed before the stop: no optimization_results.yaml")
+                return
+            sweeper = self.sweeper
+            maximize = str(sweeper._get_directions()[0]).lower().endswith("maximize")
+            pick = max if maximize else min
+            overrides, value = pick(finished, key=lambda done: done[1])  # the first of ties
+            params_conf = [*sweeper._parse_sweeper_params_config(), *arguments]
+            _, fixed = create_params_from_overrides(params_conf)
+            parsed = OverridesParser.create().parse_overrides(overrides)
+            best = {o.get_key_element(): o.value() for o in parsed}
+            results = {
+                "name": "optuna",
+                "best_params": {k: v for k, v in best.items() if k not in fixed},
+                "best_value": value,
+                "interrupted_by": signal.Signals(signum).name,
+                "trials_completed": len(finished),
+            }
+            assert sweeper.config is not None  # set by setup()
+            path = f"{sweeper.config.hydra.sweep.dir}/optimization_results.yaml"
+            OmegaConf.save(OmegaConf.create(results), path)
+            log.info("best of the %d trials completed before the stop: %s", len(finished), path)

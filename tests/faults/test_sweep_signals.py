@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from esper.training.sweep_stop import STOP_FILE, UNSTOPPABLE_OPTUNA
 from tests.faults.test_signals import (
@@ -145,13 +146,11 @@ def test_ctrl_c_ends_an_optuna_sweep_as_it_ends_a_joblib_sweep(tmp_path: Path) -
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"], "none asked after the stop"
 
 
-def test_a_stop_in_a_batch_with_a_trial_failed_on_its_own_ends_as_a_stop(
-    tmp_path: Path,
-) -> None:
-    """helper-found: a batch holding an interrupted trial and one that failed for its own
-    reason (diverged) ended in a traceback and exit 1 when Optuna raised the failed one first
-    (the stop sets the failure rate to 0). Now it ends as any stop does; the diverged trial
-    keeps its own summary."""
+def stopped_seeded_optuna_sweep(
+    tmp_path: Path, ready: Callable[[Path], bool], *overrides: str
+) -> Path:
+    """A four-trial `esper_optuna` sweep with sampler seed 0 on two loky workers, stopped by
+    Ctrl-C once `ready(sweep_dir)`; it ended as a stop does. Returns the sweep directory."""
     pytest.importorskip("optuna", reason="pip install -e '.[optuna]'")
     sweep = tmp_path / "sweep"
     args = joblib_sweep(
@@ -159,25 +158,57 @@ def test_a_stop_in_a_batch_with_a_trial_failed_on_its_own_ends_as_a_stop(
         "hydra/sweeper=esper_optuna",
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.sampler.seed=0",
-        "hydra.sweeper.max_failure_rate=1.0",
-        "trainer.optimizer.lr=choice(0.01,1e30)",  # with seed 0: trial 0 diverges
         "policy=none",
-        "trainer.max_epochs=100000",
+        *overrides,
     )
-    diverged, running = sweep / "0", sweep / "1"
-
-    def ready() -> bool:
-        ended = (diverged / "summary.json").exists()
-        return ended and epochs_ended(running) >= 3
-
     with group_killed_if_left(run_py(*args, env=kernels(tmp_path), new_session=True)) as process:
-        wait_for(ready, process)
+        wait_for(lambda: ready(sweep), process)
         stderr = signal_and_wait(process, signal.SIGINT)
     assert process.returncode == 128 + signal.SIGINT, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
-    assert json.loads((diverged / "summary.json").read_text())["status"] == "diverged"
-    assert json.loads((running / "summary.json").read_text())["status"] == "interrupted"
     assert stderr.strip().splitlines()[-1] == CLOSING.format("SIGINT")
+    return sweep
+
+
+def test_a_stop_in_a_batch_with_a_trial_failed_on_its_own_ends_as_a_stop(
+    tmp_path: Path,
+) -> None:
+    """helper-found: a batch holding an interrupted trial and one that failed for its own
+    reason (diverged) ended in a traceback and exit 1 when Optuna raised the failed one first
+    (the stop sets the failure rate to 0). Now it ends as any stop does; the diverged trial
+    keeps its own summary."""
+
+    def ready(sweep: Path) -> bool:  # trial 0 diverged, trial 1 runs
+        return (sweep / "0" / "summary.json").exists() and epochs_ended(sweep / "1") >= 3
+
+    sweep = stopped_seeded_optuna_sweep(
+        tmp_path,
+        ready,
+        "hydra.sweeper.max_failure_rate=1.0",
+        "trainer.optimizer.lr=choice(0.01,1e30)",  # with seed 0: trial 0 diverges
+        "trainer.max_epochs=100000",
+    )
+    assert json.loads((sweep / "0" / "summary.json").read_text())["status"] == "diverged"
+    assert json.loads((sweep / "1" / "summary.json").read_text())["status"] == "interrupted"
+    assert not (sweep / "optimization_results.yaml").exists(), "no trial completed"
+
+
+def test_an_interrupted_optuna_sweep_writes_its_best_trial_so_far(tmp_path: Path) -> None:
+    """Stop 31's item: a stopped sweep wrote no optimization_results.yaml, so its best trial
+    so far was only to be found by reading every trial's summary. With sampler seed 0 trial 0
+    asks for 100,000 epochs and trial 1 for 2: trial 1 completes, the stop ends trial 0."""
+
+    def ready(sweep: Path) -> bool:
+        return (sweep / "1" / "summary.json").exists() and epochs_ended(sweep / "0") >= 3
+
+    sweep = stopped_seeded_optuna_sweep(
+        tmp_path, ready, "trainer.max_epochs=choice(2,100000)", "debug=fast"
+    )
+    assert json.loads((sweep / "1" / "summary.json").read_text())["status"] == "completed"
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_params"] == {"trainer.max_epochs": 2}, "the search space only"
+    assert 0 < results["best_value"] <= 1
+    assert results["interrupted_by"] == "SIGINT" and results["trials_completed"] == 1
 
 
 def test_optunas_own_sweeper_on_joblib_says_it_keeps_joblibs_ctrl_c(tmp_path: Path) -> None:
