@@ -10,6 +10,7 @@ what the run will ask for).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
@@ -329,33 +330,57 @@ def check_simic_resume(config: DictConfig) -> None:
 def check_sweep_objective(direction: Any, metric: Any) -> None:
     """A job returns one objective (`optimized_metric`): a sweeper asked for several (Optuna's
     `direction` a list of two) failed every trial once it had trained (`Return value must be a
-    list`), and the sweep exited 0 with no solution (helper-found)."""
+    list`), and the sweep exited 0 with no solution (helper-found). And one that would search
+    for the worst model: `hydra/sweeper=esper_optuna` alone minimizes, and the default
+    objective is an accuracy (helper-found: it ran, and reported the least accurate trial)."""
     if OmegaConf.is_list(direction) and len(direction) != 1:
         raise ConfigError(
             f"hydra.sweeper.direction={list(direction)}: a job returns one objective "
             f"(optimized_metric={metric}); give one direction, maximize or minimize"
         )
+    if direction is None or metric is None:
+        return
+    (one,) = direction if OmegaConf.is_list(direction) else (direction,)
+    sense = str(one).rsplit(".", 1)[-1].lower()  # `minimize`, or Optuna's enum by name
+    right = "minimize" if str(metric).endswith("loss") else "maximize"
+    if sense in ("minimize", "maximize") and sense != right:
+        raise ConfigError(
+            f"hydra.sweeper.direction={sense} with optimized_metric={metric} would search "
+            f"for the worst model (Optuna's sweeper minimizes unless told); pass "
+            f"hydra.sweeper.direction={right}"
+        )
 
 
-def claim_timestamped_dir(config: DictConfig, key: str) -> None:
+def claim_timestamped_dir(config: DictConfig, key: str, reused: Path | None = None) -> Path | None:
     """Claim `hydra.<key>.dir` (`run` or `sweep`) with an exclusive mkdir when its name is a
     time (`${now:...}`, as the default's `%H-%M-%S-%f`); one claimed already gets `-2`, `-3`,
     ... in its place. Two runs started together (a script's `&`, two terminals) can resolve
     the same microsecond: both wrote into one directory, and one's summary.json failed (ENOENT:
-    the other's rename had taken its temporary file). A directory named without a time, or one
-    asked to be reused (`overwrite`, a torchrun's shared run id), is the user's to share.
+    the other's rename had taken its temporary file). A directory named without a time, one
+    asked to be reused (`overwrite`; `reused`, the directory a resume continues; a torchrun's
+    shared run id), is the user's to share.
 
     A sweep's jobs compose their configuration again from the overrides, so the new sweep
-    directory is added to them as `hydra.sweep.dir=...`."""
+    directory is added to them as `hydra.sweep.dir=...` (where no override can say the path
+    exactly, nothing is claimed). Returns the directory this call made (empty: its caller
+    removes it if the run is refused), or None."""
     node = config.hydra[key]
-    raw = str(node._get_node("dir")._value())
+    try:
+        raw = str(node._get_node("dir")._value())
+        wanted = Path(str(node.dir))
+    except Exception:  # noqa: BLE001 - a config that does not resolve: build() says why
+        return None
     if "${now:" not in raw or (key == "run" and "TORCHELASTIC_RUN_ID" in os.environ):
-        return
-    wanted = Path(str(node.dir))
+        return None
+    if wanted.name in ("", ".", "..") or (reused and reused.resolve() == wanted.resolve()):
+        return None
     claimed, number = wanted, 1
     try:
         wanted.parent.mkdir(parents=True, exist_ok=True)
         while True:
+            override = _sweep_dir_override(claimed) if key == "sweep" else None
+            if key == "sweep" and override is None:
+                return None
             try:
                 claimed.mkdir()
                 break
@@ -363,14 +388,41 @@ def claim_timestamped_dir(config: DictConfig, key: str) -> None:
                 number += 1
                 claimed = wanted.with_name(f"{wanted.name}-{number}")
     except OSError:
-        return  # read-only, a file in the way: Hydra's mkdir or build() says why
-    if claimed == wanted:
-        return
-    with read_write(config.hydra), open_dict(config.hydra):
-        node.dir = str(claimed)
-        if key == "sweep":
-            quoted = str(claimed).replace("\\", "\\\\").replace("'", "\\'")
-            config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{quoted}'")
+        return None  # read-only, a file in the way: Hydra's mkdir or build() says why
+    if claimed != wanted:
+        with read_write(config.hydra), open_dict(config.hydra):
+            node.dir = str(claimed)
+            if override is not None:
+                config.hydra.overrides.hydra.append(override)
+    return claimed
+
+
+def _sweep_dir_override(path: Path) -> str | None:
+    """`hydra.sweep.dir=<path>` that Hydra's grammar reads back as exactly `path` (checked by
+    parsing it), or None: a `$` would be read as an interpolation."""
+    text = str(path)
+    if "$" in text:
+        return None
+    for quote in ("'", '"'):
+        if quote in text:
+            continue
+        # in a quoted string a backslash escapes only a quote: double those before the last
+        doubled = text + text[len(text.rstrip("\\")) :]
+        override = f"hydra.sweep.dir={quote}{doubled}{quote}"
+        try:
+            (parsed,) = OverridesParser.create().parse_overrides([override])
+        except Exception:  # noqa: BLE001 - the grammar refused it: try the other quote
+            continue
+        if parsed.value() == text:
+            return override
+    return None
+
+
+def _unclaim(claimed: Path | None) -> None:
+    """A refused run or sweep leaves no empty directory of its own behind (helper-found)."""
+    if claimed is not None:
+        with contextlib.suppress(OSError):  # not empty: something else wrote there
+            claimed.rmdir()
 
 
 class RunDirGuard(Callback):
@@ -387,14 +439,16 @@ class RunDirGuard(Callback):
             direction = config.hydra.sweeper.get("direction")
         except Exception:  # noqa: BLE001 - a config that does not resolve: build() says why
             return
+        claimed = None
         try:
             check_sweep_objective(direction, config.get("optimized_metric"))
             if overwrite is not True and len(dirs) == 1:  # not one naming a swept key
-                claim_timestamped_dir(config, "sweep")
+                claimed = claim_timestamped_dir(config, "sweep")
                 dirs = [Path(str(config.hydra.sweep.dir))]
             for sweep_dir in dirs:
                 check_sweep_dir(sweep_dir, overwrite is True, section)
         except ConfigError as exc:
+            _unclaim(claimed)
             print(f"esper: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
 
@@ -409,13 +463,16 @@ class RunDirGuard(Callback):
         except Exception:  # noqa: BLE001 - a config that does not resolve: build() says why
             return
         resume = None if resume is None else str(resume)
+        claimed = None
         if overwrite is not True:
-            claim_timestamped_dir(config, "run")
+            reused = None if resume is None else resumed_dir(resume)
+            claimed = claim_timestamped_dir(config, "run", reused)
             run_dir = Path(str(config.hydra.run.dir))
         try:
             check_run_dir(run_dir, resume, overwrite is True, section)
             if section == "simic" and resume is not None:
                 check_simic_resume(config)
         except ConfigError as exc:
+            _unclaim(claimed)
             print(f"esper: {exc}", file=sys.stderr)
             raise SystemExit(2) from None

@@ -55,22 +55,54 @@ if find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:  # pip install -
 
         def _write_best_so_far(self, arguments: list[str]) -> None:
             """optimization_results.yaml as Optuna writes it at a sweep's end (`name`,
-            `best_params`, `best_value`), from the trials that completed before the stop, with
+            `best_params`, `best_value`), from the trials completed before the stop, with
             `interrupted_by` (the signal) and `trials_completed`; none where none completed.
-            Without it the best so far was only in the trials' summaries."""
+            Without it the best so far was only in the trials' summaries. A study with a
+            `storage` is read back, as Optuna's own file does: its best over every sweep of
+            that study (helper-found: this sweep's alone disagreed with an uninterrupted one)."""
             import signal
 
-            from hydra.core.override_parser.overrides_parser import OverridesParser
-            from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+            import optuna
             from omegaconf import OmegaConf
 
             from esper.training.sweep_stop import sweep_stop_signal
 
-            finished = self.stop_aware.objectives
+            sweeper = self.sweeper
             signum = sweep_stop_signal()
-            if not finished or signum is None:
+            if sweeper.storage:
+                study = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage)
+                done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+                best = study.best_trial if done else None
+                found = (best.params, best.value, len(done)) if best else None
+            else:
+                found = self._best_of_this_sweep(arguments)
+            if found is None or signum is None:
                 log.info("no trial completed before the stop: no optimization_results.yaml")
                 return
+            params, value, completed = found
+            results = {
+                "name": "optuna",
+                "best_params": params,
+                "best_value": value,
+                "interrupted_by": signal.Signals(signum).name,
+                "trials_completed": completed,
+            }
+            assert sweeper.config is not None  # set by setup()
+            path = f"{sweeper.config.hydra.sweep.dir}/optimization_results.yaml"
+            OmegaConf.save(OmegaConf.create(results), path)
+            log.info("best of the %d trials completed before the stop: %s", completed, path)
+
+        def _best_of_this_sweep(
+            self, arguments: list[str]
+        ) -> tuple[dict[str, Any], float, int] | None:
+            """An in-memory study's best: from the objectives the launcher saw, its parameters
+            those of the search space (the trial's overrides less the fixed ones)."""
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+            from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+            finished = self.stop_aware.objectives
+            if not finished:
+                return None
             sweeper = self.sweeper
             maximize = str(sweeper._get_directions()[0]).lower().endswith("maximize")
             pick = max if maximize else min
@@ -78,15 +110,5 @@ if find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:  # pip install -
             params_conf = [*sweeper._parse_sweeper_params_config(), *arguments]
             _, fixed = create_params_from_overrides(params_conf)
             parsed = OverridesParser.create().parse_overrides(overrides)
-            best = {o.get_key_element(): o.value() for o in parsed}
-            results = {
-                "name": "optuna",
-                "best_params": {k: v for k, v in best.items() if k not in fixed},
-                "best_value": value,
-                "interrupted_by": signal.Signals(signum).name,
-                "trials_completed": len(finished),
-            }
-            assert sweeper.config is not None  # set by setup()
-            path = f"{sweeper.config.hydra.sweep.dir}/optimization_results.yaml"
-            OmegaConf.save(OmegaConf.create(results), path)
-            log.info("best of the %d trials completed before the stop: %s", len(finished), path)
+            params = {o.get_key_element(): o.value() for o in parsed}
+            return {k: v for k, v in params.items() if k not in fixed}, value, len(finished)

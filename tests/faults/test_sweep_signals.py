@@ -156,6 +156,7 @@ def stopped_seeded_optuna_sweep(
     args = joblib_sweep(
         sweep,
         "hydra/sweeper=esper_optuna",
+        "hydra.sweeper.direction=maximize",
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.sampler.seed=0",
         "policy=none",
@@ -193,22 +194,48 @@ def test_a_stop_in_a_batch_with_a_trial_failed_on_its_own_ends_as_a_stop(
     assert not (sweep / "optimization_results.yaml").exists(), "no trial completed"
 
 
-def test_an_interrupted_optuna_sweep_writes_its_best_trial_so_far(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stored", [False, True], ids=["in-memory", "with-a-storage"])
+def test_an_interrupted_optuna_sweep_writes_its_best_trial_so_far(
+    tmp_path: Path, stored: bool
+) -> None:
     """Stop 31's item: a stopped sweep wrote no optimization_results.yaml, so its best trial
     so far was only to be found by reading every trial's summary. With sampler seed 0 trial 0
-    asks for 100,000 epochs and trial 1 for 2: trial 1 completes, the stop ends trial 0."""
+    asks for 100,000 epochs and trial 1 for 2: trial 1 completes, the stop ends trial 0. A
+    study with a storage is reported as Optuna reports it, over all its sweeps (helper-found:
+    this sweep's best alone): here an earlier sweep's better trial."""
+    optuna = pytest.importorskip("optuna", reason="pip install -e '.[optuna]'")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    if stored:
+        earlier = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+        choices = optuna.distributions.CategoricalDistribution([2, 100000])
+        earlier.add_trial(
+            optuna.trial.create_trial(
+                params={"trainer.max_epochs": 100000},
+                distributions={"trainer.max_epochs": choices},
+                value=0.99,
+            )
+        )
 
     def ready(sweep: Path) -> bool:
         return (sweep / "1" / "summary.json").exists() and epochs_ended(sweep / "0") >= 3
 
     sweep = stopped_seeded_optuna_sweep(
-        tmp_path, ready, "trainer.max_epochs=choice(2,100000)", "debug=fast"
+        tmp_path,
+        ready,
+        "trainer.max_epochs=choice(2,100000)",
+        "debug=fast",
+        "hydra.sweeper.study_name=s",
+        *([f"hydra.sweeper.storage={storage}"] if stored else []),
     )
     assert json.loads((sweep / "1" / "summary.json").read_text())["status"] == "completed"
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert results["best_params"] == {"trainer.max_epochs": 2}, "the search space only"
-    assert 0 < results["best_value"] <= 1
-    assert results["interrupted_by"] == "SIGINT" and results["trials_completed"] == 1
+    if stored:
+        assert results["best_params"] == {"trainer.max_epochs": 100000}
+        assert results["best_value"] == 0.99 and results["trials_completed"] == 2
+    else:
+        assert results["best_params"] == {"trainer.max_epochs": 2}, "the search space only"
+        assert 0 < results["best_value"] <= 1 and results["trials_completed"] == 1
+    assert results["interrupted_by"] == "SIGINT"
 
 
 def test_optunas_own_sweeper_on_joblib_says_it_keeps_joblibs_ctrl_c(tmp_path: Path) -> None:
@@ -216,6 +243,7 @@ def test_optunas_own_sweeper_on_joblib_says_it_keeps_joblibs_ctrl_c(tmp_path: Pa
     Ctrl-C, which loses a running trial's summary, without a word. It is said as it starts."""
     pytest.importorskip("optuna", reason="pip install -e '.[optuna]'")
     one_trial = ("hydra.sweeper.n_trials=1", "hydra.sweeper.n_jobs=1", "trainer.max_epochs=1")
+    one_trial = (*one_trial, "hydra.sweeper.direction=maximize")
     args = joblib_sweep(tmp_path / "sweep", "hydra/sweeper=optuna", "policy=none", *one_trial)
     with group_killed_if_left(run_py(*args, env=kernels(tmp_path))) as process:
         _, stderr = process.communicate(timeout=300)

@@ -172,6 +172,34 @@ def test_a_sweep_asking_for_two_objectives_is_refused_before_any_trial(tmp_path:
     assert not (tmp_path / "sweep" / "0").exists(), "no trial ran"
 
 
+@pytest.mark.parametrize(
+    ("direction", "metric", "right"),
+    [(None, "val_accuracy", "maximize"), ("maximize", "val_loss", "minimize")],
+    ids=["optunas-default-minimize-on-accuracy", "maximize-a-loss"],
+)
+def test_a_sweep_that_would_search_for_the_worst_model_is_refused(
+    tmp_path: Path, direction, metric, right
+) -> None:
+    """helper-found: `hydra/sweeper=esper_optuna` alone minimizes (Optuna's default), and the
+    default objective is val accuracy: the sweep ran and reported its least accurate trial."""
+    pytest.importorskip("optuna", reason="pip install -e '.[optuna]'")
+    result = run_cli(
+        "-m",
+        "hydra/sweeper=esper_optuna",
+        f"optimized_metric={metric}",
+        *([f"hydra.sweeper.direction={direction}"] if direction else []),
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"esper: hydra.sweeper.direction={'minimize' if right == 'maximize' else 'maximize'} "
+        f"with optimized_metric={metric} would search for the worst model (Optuna's sweeper "
+        f"minimizes unless told); pass hydra.sweeper.direction={right}"
+    )
+    assert not (tmp_path / "sweep" / "0").exists(), "no trial ran"
+
+
 def test_a_sweep_inside_a_dict_value_is_one_line_before_hydra_composes(tmp_path: Path) -> None:
     """helper-found: `hydra.sweeper.params={policy.patience:range(1,3)}` ended in Hydra's
     `Unexpected type annotation: Set[str] ... object_type=RangeSweep` (its grammar reads the
@@ -212,6 +240,8 @@ def test_a_nested_sweep_is_named_with_the_key_it_sweeps(arguments, key) -> None:
         ["a=choice(1,2)", "b=range(1,3)", "c=1,2"],  # sweeps of their own: Hydra's to run
         ["hydra.sweeper.params={policy.patience:'range(1,3)'}"],  # a string, as in the preset
         ["--config-name", "x={a:range(1,2)}"],  # a flag's value, not an override
+        ["-p", "x={a:range(1,2)}"],  # helper-found: the values of -p, --package, ...
+        ["--config-na", "x={a:range(1,2)}"],  # ... and of a long flag abbreviated
         ["a=b=[", "{"],  # Hydra's grammar: Hydra says what is wrong
     ],
 )

@@ -11,12 +11,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import read_write
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import open_dict, read_write
 
 from esper.app import build
 from esper.config import ConfigError
-from esper.preflight import RunDirGuard, check_sweep_dir, held_runs, sweep_dirs
-from tests.conftest import ROOT, run_cli
+from esper.preflight import (
+    RunDirGuard,
+    check_sweep_dir,
+    claim_timestamped_dir,
+    held_runs,
+    sweep_dirs,
+)
+from tests.conftest import CONF, ROOT, run_cli
 from tests.integration.test_config_tree import compose_job
 
 QUIET = ("logger=none", "policy=none")
@@ -146,6 +154,49 @@ def test_a_run_dir_named_without_a_time_is_not_renamed(tmp_path) -> None:
     (tmp_path / "mine").mkdir()
     RunDirGuard().on_run_start(cfg)
     assert Path(str(cfg.hydra.run.dir)) == tmp_path / "mine"
+
+
+def test_a_resume_into_its_time_named_dir_continues_there(tmp_path) -> None:
+    """helper-found: `trainer.resume=D hydra.run.dir=<a pattern naming D>` went to D-2."""
+    cfg = compose_job(f"hydra.run.dir={tmp_path}/d-${{now:%Y}}", f"trainer.resume={tmp_path}")
+    taken = Path(str(cfg.hydra.run.dir))
+    taken.mkdir()
+    with read_write(cfg), open_dict(cfg):
+        cfg.trainer.resume = str(taken)
+    RunDirGuard().on_run_start(cfg)
+    assert Path(str(cfg.hydra.run.dir)) == taken
+
+
+def test_a_refused_training_leaves_no_directory_it_claimed(tmp_path, capsys) -> None:
+    """helper-found: a policy training refused after the claim (a `simic.resume` that is no
+    checkpoint) left an empty directory behind."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train_policy",
+            overrides=[f"hydra.run.dir={tmp_path}/p-${{now:%Y}}", f"simic.resume={tmp_path}/no"],
+            return_hydra_config=True,
+        )
+    with pytest.raises(SystemExit):
+        RunDirGuard().on_run_start(cfg)
+    assert "not a Simic checkpoint" in capsys.readouterr().err
+    assert not list(tmp_path.glob("p-*"))
+
+
+@pytest.mark.parametrize(
+    ("name", "quote"),
+    [("it's a \\x ", '"'), ('say "a" \\x ', "'")],
+    ids=["a single quote", "a double quote"],
+)
+def test_a_claimed_sweep_dir_reads_back_exactly_in_its_jobs(tmp_path, name, quote) -> None:
+    """helper-found: `\\` in the path reached the jobs doubled: the sweep's multirun.yaml in
+    one directory, its jobs in another."""
+    cfg = compose_job(f"hydra.sweep.dir={quote}{tmp_path / name}${{now:%Y}}{quote}")
+    taken = Path(str(cfg.hydra.sweep.dir))
+    taken.mkdir()
+    claimed = claim_timestamped_dir(cfg, "sweep")
+    assert claimed == taken.with_name(taken.name + "-2")
+    (override,) = OverridesParser.create().parse_overrides([cfg.hydra.overrides.hydra[-1]])
+    assert override.value() == str(claimed)
 
 
 def test_two_sweeps_with_one_timestamped_dir_each_get_their_own(tmp_path) -> None:
