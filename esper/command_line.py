@@ -1,5 +1,7 @@
-"""What run.py checks in its arguments before Hydra composes anything: the mistakes whose only
-message is Hydra's, and that message names neither the cause nor the way out.
+"""What run.py does with its arguments before Hydra reads them: the flags go first (argparse
+takes one run of overrides, so a `-m` between two was an error), and the mistakes whose only
+message is Hydra's, a message that names neither the cause nor the way out, are said in one
+line.
 
 A sweep function (`range`, `choice`, `interval`, ...) inside a dict or list value, as in
 `hydra.sweeper.params={policy.patience:range(1,3)}`, parses: Hydra's grammar reads the inner
@@ -15,28 +17,54 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Sweep
 
-_LONG_FLAGS_WITH_A_VALUE = (
-    "--config-name",
-    "--config-path",
-    "--config-dir",
-    "--package",
-    "--experimental-rerun",
-)
-_FLAGS_WITH_A_VALUE = {"-cn", "-cp", "-cd", "-p"}
-"""Hydra's flags whose value is the next argument, not an override (argparse takes a long one
-abbreviated too: `--config-na`)."""
-_INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
-"""`--info`'s optional value."""
+
+def flags_first(arguments: Sequence[str]) -> list[str]:
+    """`arguments` with Hydra's flags (and their values) before the overrides, each in its
+    order. argparse takes one run of overrides: `python run.py seed=0,1 -m debug=fast` was
+    `run.py: error: unrecognized arguments: debug=fast` (helper-found)."""
+    flags, overrides = _split(arguments)
+    return [*flags, *overrides]
 
 
-def _takes_a_value(flag: str, following: str) -> bool:
-    if flag in _FLAGS_WITH_A_VALUE or flag in ("--info", "-i") and following in _INFO_CHOICES:
-        return True
-    return (
-        len(flag) > 2
-        and "=" not in flag
-        and any(long.startswith(flag) for long in _LONG_FLAGS_WITH_A_VALUE)
-    )
+def _split(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(Hydra's flags with their values, the overrides), as Hydra's own argument parser
+    reads them: a flag's value is the next argument where the flag takes one (`-cn NAME`;
+    `--info`'s only where it is one of its choices); argparse takes a long flag abbreviated
+    (`--config-na`) and a value after `=` (`--cfg=job`)."""
+    from hydra._internal.utils import get_args_parser
+
+    actions = get_args_parser()._option_string_actions
+    flags: list[str] = []
+    overrides: list[str] = []
+    index = 0
+    while index < len(arguments):
+        argument = arguments[index]
+        index += 1
+        if not argument.startswith("-"):
+            overrides.append(argument)
+            continue
+        name = argument.split("=", 1)[0]
+        matches = {
+            id(action): action
+            for option, action in actions.items()
+            if option == name
+            or (name.startswith("--") and len(name) > 2 and option.startswith(name))
+        }
+        if "=" in argument or len(matches) != 1:
+            flags.append(argument)  # argparse says what is wrong with an unknown flag
+            continue
+        (action,) = matches.values()
+        following = arguments[index] if index < len(arguments) else None
+        if action.nargs is None and following is None:
+            overrides.append(argument)  # a value missing: argparse says so, as before
+            continue
+        flags.append(argument)
+        if following is not None and (
+            action.nargs is None or (action.nargs == "?" and following in (action.choices or ()))
+        ):
+            flags.append(following)
+            index += 1
+    return flags, overrides
 
 
 def nested_sweep(arguments: Sequence[str]) -> str | None:
@@ -44,12 +72,7 @@ def nested_sweep(arguments: Sequence[str]) -> str | None:
 
     An argument Hydra's grammar cannot parse is left for Hydra to report, as are flags."""
     parser = OverridesParser.create()
-    skip_next = False
-    for index, argument in enumerate(arguments):
-        if skip_next or argument.startswith("-"):
-            following = arguments[index + 1] if index + 1 < len(arguments) else ""
-            skip_next = not skip_next and _takes_a_value(argument, following)
-            continue
+    for argument in _split(arguments)[1]:
         try:
             (override,) = parser.parse_overrides([argument])
         except Exception:  # noqa: BLE001 - Hydra says what is wrong with its own grammar

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -218,6 +219,45 @@ def test_a_sweep_inside_a_dict_value_is_one_line_before_hydra_composes(tmp_path:
         "policy.patience=range(1,3)"
     ]
     assert not (tmp_path / "sweep").exists(), "nothing was composed or written"
+
+
+def test_a_flag_between_overrides_is_read_as_meant(tmp_path: Path) -> None:
+    """helper-found: `run.py seed=3 -m debug=fast` was argparse's `unrecognized arguments:
+    debug=fast` (it takes one run of overrides); the flags now go first."""
+    result = run_cli(
+        "seed=3",
+        "-m",
+        "debug=fast",
+        "logger=none",
+        "policy=none",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "sweep" / "0" / "summary.json").read_text())["seed"] == 3
+
+
+@pytest.mark.parametrize(
+    ("arguments", "ordered"),
+    [
+        (["a=1", "--config-name", "train_policy", "b=2"], ["--config-name", "train_policy"]),
+        (["a=1", "--cfg=job", "b=2"], ["--cfg=job"]),
+        (["a=1", "--config-na", "x", "b=2"], ["--config-na", "x"]),  # argparse's abbreviation
+        (["a=1", "--info", "config", "b=2"], ["--info", "config"]),
+        (["--info", "a=1"], ["--info"]),  # an optional value only where it is a choice
+    ],
+)
+def test_flags_go_first_with_their_values(arguments, ordered) -> None:
+    from esper.command_line import flags_first
+
+    overrides = [a for a in arguments if "=" in a and not a.startswith("-")]
+    assert flags_first(arguments) == [*ordered, *overrides]
+
+
+def test_a_flag_missing_its_value_stays_where_it_was() -> None:
+    from esper.command_line import flags_first
+
+    assert flags_first(["a=1", "-cn"]) == ["a=1", "-cn"], "argparse says what is missing"
 
 
 @pytest.mark.parametrize(
