@@ -22,24 +22,31 @@ def flags_first(arguments: Sequence[str]) -> list[str]:
     """`arguments` with Hydra's flags (and their values) before the overrides, each in its
     order. argparse takes one run of overrides: `python run.py seed=0,1 -m debug=fast` was
     `run.py: error: unrecognized arguments: debug=fast` (helper-found)."""
-    flags, overrides = _split(arguments)
-    return [*flags, *overrides]
+    flags, overrides, last = _split(arguments)
+    return [*flags, *overrides, *last]
 
 
-def _split(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(Hydra's flags with their values, the overrides), as Hydra's own argument parser
-    reads them: a flag's value is the next argument where the flag takes one (`-cn NAME`;
-    `--info`'s only where it is one of its choices); argparse takes a long flag abbreviated
-    (`--config-na`) and a value after `=` (`--cfg=job`)."""
+def _split(arguments: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """(Hydra's flags with their values, the overrides, what stays last), as Hydra's own
+    argument parser reads them: a flag's value is the next argument where the flag takes one
+    (`-cn NAME`; `--info`'s only where it is one of its choices); argparse takes a long flag
+    abbreviated (`--config-na`) and a value after `=` (`--cfg=job`). Last, in their order: a
+    flag whose value is missing (argparse says so, as before), an optional value's flag
+    without it (`--info` alone: in front it would take the first override as its value;
+    helper-found), and everything from a `--` on."""
     from hydra._internal.utils import get_args_parser
 
     actions = get_args_parser()._option_string_actions
     flags: list[str] = []
     overrides: list[str] = []
+    last: list[str] = []
     index = 0
     while index < len(arguments):
         argument = arguments[index]
         index += 1
+        if argument == "--":
+            last.extend(arguments[index - 1 :])
+            break
         if not argument.startswith("-"):
             overrides.append(argument)
             continue
@@ -55,16 +62,17 @@ def _split(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
             continue
         (action,) = matches.values()
         following = arguments[index] if index < len(arguments) else None
-        if action.nargs is None and following is None:
-            overrides.append(argument)  # a value missing: argparse says so, as before
-            continue
-        flags.append(argument)
-        if following is not None and (
+        given = following is not None and (
             action.nargs is None or (action.nargs == "?" and following in (action.choices or ()))
-        ):
-            flags.append(following)
+        )
+        if action.nargs in (None, "?") and not given:
+            last.append(argument)
+        elif given:
+            flags.extend((argument, str(following)))
             index += 1
-    return flags, overrides
+        else:
+            flags.append(argument)
+    return flags, overrides, last
 
 
 def nested_sweep(arguments: Sequence[str]) -> str | None:

@@ -244,7 +244,6 @@ def test_a_flag_between_overrides_is_read_as_meant(tmp_path: Path) -> None:
         (["a=1", "--cfg=job", "b=2"], ["--cfg=job"]),
         (["a=1", "--config-na", "x", "b=2"], ["--config-na", "x"]),  # argparse's abbreviation
         (["a=1", "--info", "config", "b=2"], ["--info", "config"]),
-        (["--info", "a=1"], ["--info"]),  # an optional value only where it is a choice
     ],
 )
 def test_flags_go_first_with_their_values(arguments, ordered) -> None:
@@ -254,10 +253,20 @@ def test_flags_go_first_with_their_values(arguments, ordered) -> None:
     assert flags_first(arguments) == [*ordered, *overrides]
 
 
-def test_a_flag_missing_its_value_stays_where_it_was() -> None:
+@pytest.mark.parametrize(
+    ("arguments", "ordered"),
+    [
+        (["a=1", "-cn"], ["a=1", "-cn"]),  # a value missing: argparse says so, as before
+        # helper-found: `--info` in front took the first override as its value (rc 2)
+        (["a=1", "--info"], ["a=1", "--info"]),
+        (["a=1", "-i", "b=2"], ["a=1", "b=2", "-i"]),
+        (["a=1", "--", "b=2", "-m"], ["a=1", "--", "b=2", "-m"]),  # `--` on: as written
+    ],
+)
+def test_what_cannot_go_first_goes_last(arguments, ordered) -> None:
     from esper.command_line import flags_first
 
-    assert flags_first(["a=1", "-cn"]) == ["a=1", "-cn"], "argparse says what is missing"
+    assert flags_first(arguments) == ordered
 
 
 @pytest.mark.parametrize(
