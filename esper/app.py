@@ -30,7 +30,7 @@ from esper.config import (
 from esper.data import DataSplits
 from esper.events import ConsoleSink, EventBus, JsonlSink, Sink, WandbSink
 from esper.kernels import KernelLibrary
-from esper.seeds import SiteError, wrap
+from esper.seeds import ProbeFailed, SiteError, wrap
 from esper.training import checkpoint
 from esper.training.distributed import ranks_from_env
 from esper.training.experiment import Experiment, Identity
@@ -218,7 +218,8 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     except SiteError as exc:
         raise ConfigError(str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - the probe forward: the host refused the input
-        raise preflight.host_cannot_take(host, data, exc) from exc
+        cause = exc.__cause__ if isinstance(exc, ProbeFailed) and exc.__cause__ else exc
+        raise preflight.host_cannot_take(host, data, cause) from exc
     _check_blueprints_fit(settings, model)
     store = _instantiate("storage", container["storage"])
     kernels = settings.kernels

@@ -10,7 +10,7 @@ from esper.seeds.lifecycle import (
 )
 from esper.seeds.merge import merge_into_site, merge_obstacle
 from esper.seeds.slot import SeedSlot
-from esper.seeds.wrap import MorphogeneticModel, SiteError, slot_key, wrap
+from esper.seeds.wrap import MorphogeneticModel, ProbeFailed, SiteError, slot_key, wrap
 
 __all__ = [
     "ALLOWED",
@@ -19,6 +19,7 @@ __all__ = [
     "Lifecycle",
     "MorphogeneticModel",
     "SeedSlot",
+    "ProbeFailed",
     "SiteError",
     "check_transition",
     "merge_into_site",

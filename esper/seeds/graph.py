@@ -62,15 +62,17 @@ def probing(
     host: nn.Module, hooks: dict[nn.Module, Callable[..., Any]] | None = None
 ) -> Iterator[None]:
     """For a probe forward: eval mode, no gradients, `hooks` (module -> forward hook) attached;
-    all undone after, the host's training mode included."""
+    all undone after, each module's own training mode included (helper-found: restoring the
+    host's alone, recursively, put a BatchNorm the user had frozen in eval back in training)."""
     handles = [module.register_forward_hook(hook) for module, hook in (hooks or {}).items()]
-    was_training = host.training
+    modes = [(module, module.training) for module in host.modules()]
     host.eval()
     try:
         with torch.no_grad():
             yield
     finally:
-        host.train(was_training)
+        for module, training in modes:
+            module.training = training
         for handle in handles:
             handle.remove()
 

@@ -15,7 +15,12 @@ from esper.seeds.slot import SeedSlot
 
 
 class SiteError(ValueError):
-    pass
+    """A host or a `sites` entry that cannot hold seeds, named with what is allowed."""
+
+
+class ProbeFailed(ValueError):
+    """The host refused `example_input` in wrap()'s probe forward; the host's own error is the
+    cause (run.py says it with the dataset's input: esper.preflight.host_cannot_take)."""
 
 
 def slot_key(site: str) -> str:
@@ -66,9 +71,11 @@ def _probe_shapes(
 ) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     problems: dict[str, str] = {}
+    calls: dict[str, int] = dict.fromkeys(modules, 0)
 
     def recorder(name: str):  # noqa: ANN202 - a forward hook factory
         def hook(module: nn.Module, args: object, output: object) -> None:
+            calls[name] += 1
             if not isinstance(output, torch.Tensor):
                 problems[name] = f"its output is a {type(output).__name__}, not a single tensor"
             else:
@@ -77,7 +84,20 @@ def _probe_shapes(
         return hook
 
     with probing(host, {m: recorder(n) for n, m in modules.items()}):
-        host(example_input)
+        try:
+            host(example_input)
+        except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
+            shown = _described(example_input)
+            raise ProbeFailed(
+                f"the host cannot take example_input ({shown}): {type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            ) from exc
+    for name, count in calls.items():  # helper-found: a seed ran, and its ramp moved, per call
+        if count > 1:
+            problems[name] = (
+                f"it is called {count} times in one forward (a module used twice); a seed "
+                "needs a site called once"
+            )
     for name in modules:
         if name not in shapes and name not in problems:
             problems[name] = "it was not called in the forward pass"
@@ -85,6 +105,45 @@ def _probe_shapes(
         detail = "; ".join(f"{n}: {why}" for n, why in problems.items())
         raise SiteError(f"model.sites cannot hold seeds: {detail}")
     return shapes
+
+
+def _described(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).removeprefix('torch.')} {list(value.shape)}"
+    return type(value).__name__
+
+
+def check_host(host: nn.Module, sites: object) -> None:
+    """What wrap() cannot work with, said before the probe (each was a traceback from deep
+    inside torch or Python, or a seed silently never run; helper-found)."""
+    if isinstance(host, MorphogeneticModel):
+        raise SiteError("esper.wrap: the model is wrapped already; wrap its host once")
+    if type(host).__name__ == "OptimizedModule" and hasattr(host, "_orig_mod"):
+        raise SiteError(
+            "esper.wrap: the host is a torch.compile'd module, whose compiled graph skips the "
+            "forward hooks seeds join through; wrap the module itself (`model._orig_mod`)"
+        )
+    if isinstance(host, torch.jit.ScriptModule):
+        raise SiteError(
+            "esper.wrap: a TorchScript module takes no forward hooks; wrap the nn.Module"
+        )
+    dtypes = {p.dtype for p in host.parameters() if p.is_floating_point()}
+    if dtypes - {torch.float32}:
+        found = ", ".join(sorted(str(d).removeprefix("torch.") for d in dtypes))
+        raise SiteError(
+            f"esper.wrap: the host's parameters are {found}; seeds are float32: wrap a float32 "
+            "model (mixed precision: autocast at training time)"
+        )
+    if isinstance(sites, str) or not isinstance(sites, Sequence):
+        raise SiteError(f"sites={sites!r}: a list of module names, globs or types, e.g. ['fc']")
+    for entry in sites:
+        if not (
+            isinstance(entry, str) or (isinstance(entry, type) and issubclass(entry, nn.Module))
+        ):
+            raise SiteError(
+                f"sites: {entry!r} is not a module name, glob or nn.Module type (e.g. 'layer1.0', "
+                "'layer*.conv2', nn.Linear, 'type:Linear')"
+            )
 
 
 def glob_match(name: str, pattern: str) -> bool:
@@ -153,6 +212,7 @@ def wrap(
             slots alone), or None for no graph. Built from torch.fx where the host traces,
             else from forward-hook order; `model.graph.source` says which.
     """
+    check_host(host, sites)
     names = resolve_sites(host, sites)
     named = dict(host.named_modules())
     modules = {s: named[s] for s in names}

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import esper
-from esper.seeds import SiteError
+from esper.seeds import ProbeFailed, SiteError
 
 
 class TwoHeads(nn.Module):
@@ -70,3 +70,60 @@ def test_a_site_with_a_tuple_output_or_never_called_fails_at_wrap_time() -> None
         esper.wrap(TwoHeads(), ["unused"], example_input=torch.randn(2, 4))
     with pytest.raises(SiteError, match=r"seq: it was not called"):
         esper.wrap(Blocks(), ["seq"], example_input=torch.randn(2, 3, 6, 6))
+
+
+class Frozen(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.bn = nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        return self.bn(self.fc(x))
+
+
+def test_wrap_keeps_each_modules_own_training_mode() -> None:
+    """helper-found: the probe restored the host's mode recursively, so a BatchNorm the user
+    had frozen in eval came back training (its running statistics then moved)."""
+    host = Frozen().train()
+    host.bn.eval()
+    esper.wrap(host, ["fc"], example_input=torch.randn(2, 4))
+    assert host.training and not host.bn.training
+
+
+class Twice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(self.fc(x))
+
+
+def test_a_site_called_twice_in_one_forward_is_refused() -> None:
+    """helper-found: a seed ran at each call, and its blend ramp moved once a call."""
+    with pytest.raises(SiteError, match=r"fc: it is called 2 times in one forward"):
+        esper.wrap(Twice(), ["fc"], example_input=torch.randn(2, 4))
+
+
+@pytest.mark.parametrize(
+    ("make_host", "sites", "said"),
+    [
+        (lambda: esper.wrap(Frozen(), ["fc"], torch.randn(2, 4)), ["host.fc"], "wrapped already"),
+        (lambda: torch.compile(Frozen(), backend="eager"), ["_orig_mod.fc"], "torch.compile'd"),
+        (lambda: Frozen().double(), ["fc"], "parameters are float64; seeds are float32"),
+        (Frozen, "fc", r"sites='fc': a list of module names"),
+        (Frozen, [0], r"sites: 0 is not a module name, glob or nn.Module type"),
+    ],
+    ids=["wrapped-twice", "compiled", "float64", "a-string", "an-int"],
+)
+def test_what_wrap_cannot_work_with_is_one_line(make_host, sites, said) -> None:
+    """helper-found: each was a raw torch or Python error, or (compiled) seeds never run."""
+    with pytest.raises(SiteError, match=said):
+        esper.wrap(make_host(), sites, example_input=torch.randn(2, 4))
+
+
+def test_an_input_the_host_refuses_names_the_input_and_the_hosts_error() -> None:
+    with pytest.raises(ProbeFailed, match=r"cannot take example_input \(float32 \[3, 5\]\)") as e:
+        esper.wrap(Frozen(), ["fc"], example_input=torch.randn(3, 5))
+    assert isinstance(e.value.__cause__, RuntimeError), "the host's own error, kept"
