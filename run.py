@@ -218,10 +218,11 @@ if __name__ == "__main__":
         if signal.SIGINT in STARTING:
             signal.signal(signal.SIGINT, signal.default_int_handler)
         sigterm_unwinds(replacing=_interrupted_while_starting)
-        from esper.command_line import flags_first, nested_sweep
+        from esper.command_line import flags_first, nested_sweep, unsupported_flag
 
         sys.argv[1:] = flags_first(sys.argv[1:])  # `run.py seed=0,1 -m debug=fast` as meant
-        mistake = nested_sweep(sys.argv[1:])  # Hydra's own message names neither it nor a way out
+        # Hydra's own message names neither the mistake nor a way out
+        mistake = unsupported_flag(sys.argv[1:]) or nested_sweep(sys.argv[1:])
         if mistake is not None:
             sys.stderr.write(f"esper: {mistake}\n")
             sys.exit(2)

@@ -11,6 +11,7 @@ annotation: Set[str] ... object_type=RangeSweep`. A sweep is a whole argument of
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -34,9 +35,6 @@ def _split(arguments: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
     flag whose value is missing (argparse says so, as before), an optional value's flag
     without it (`--info` alone: in front it would take the first override as its value;
     helper-found), and everything from a `--` on."""
-    from hydra._internal.utils import get_args_parser
-
-    actions = get_args_parser()._option_string_actions
     flags: list[str] = []
     overrides: list[str] = []
     last: list[str] = []
@@ -50,17 +48,10 @@ def _split(arguments: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
         if not argument.startswith("-"):
             overrides.append(argument)
             continue
-        name = argument.split("=", 1)[0]
-        matches = {
-            id(action): action
-            for option, action in actions.items()
-            if option == name
-            or (name.startswith("--") and len(name) > 2 and option.startswith(name))
-        }
-        if "=" in argument or len(matches) != 1:
+        action = _action_of(argument)
+        if "=" in argument or action is None:
             flags.append(argument)  # argparse says what is wrong with an unknown flag
             continue
-        (action,) = matches.values()
         following = arguments[index] if index < len(arguments) else None
         given = following is not None and (
             action.nargs is None or (action.nargs == "?" and following in (action.choices or ()))
@@ -73,6 +64,37 @@ def _split(arguments: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
         else:
             flags.append(argument)
     return flags, overrides, last
+
+
+def _action_of(flag: str) -> argparse.Action | None:
+    """Hydra's argparse action for `flag` (`--cfg=job`, an abbreviated `--config-na`), or None
+    for an unknown or ambiguous one."""
+    from hydra._internal.utils import get_args_parser
+
+    name = flag.split("=", 1)[0]
+    matches = {
+        id(action): action
+        for option, action in get_args_parser()._option_string_actions.items()
+        if option == name or (name.startswith("--") and len(name) > 2 and option.startswith(name))
+    }
+    return next(iter(matches.values())) if len(matches) == 1 else None
+
+
+def unsupported_flag(arguments: Sequence[str]) -> str | None:
+    """The line refusing a Hydra flag Esper cannot honour, or None. `--experimental-rerun`
+    calls the job with the pickled config alone, without Hydra's run directory or its
+    `${hydra:...}` resolver: a traceback (`Unsupported interpolation type hydra`,
+    helper-found)."""
+    flags, _, last = _split(arguments)
+    for flag in (*flags, *last):
+        action = _action_of(flag) if flag.startswith("-") else None
+        if action is not None and action.dest == "experimental_rerun":
+            return (
+                "--experimental-rerun: not supported (Hydra reruns a job without its run "
+                "directory); run the job's overrides again (its .hydra/overrides.yaml), or "
+                "continue it with trainer.resume=<its run directory> (simic.resume=, a policy training's)"
+            )
+    return None
 
 
 def nested_sweep(arguments: Sequence[str]) -> str | None:

@@ -237,6 +237,21 @@ def test_a_flag_between_overrides_is_read_as_meant(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "sweep" / "0" / "summary.json").read_text())["seed"] == 3
 
 
+@pytest.mark.parametrize("flag", ["--experimental-rerun", "--experimental-r"])
+def test_hydras_rerun_is_one_line(tmp_path: Path, flag) -> None:
+    """helper-found: `--experimental-rerun .hydra/config.pickle` ran the job without Hydra's
+    run directory: a traceback (`Unsupported interpolation type hydra`)."""
+    pickle = tmp_path / "config.pickle"
+    pickle.write_bytes(b"")
+    result = run_cli(flag, str(pickle), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [
+        "esper: --experimental-rerun: not supported (Hydra reruns a job without its run "
+        "directory); run the job's overrides again (its .hydra/overrides.yaml), or continue it "
+        "with trainer.resume=<its run directory> (simic.resume=, a policy training's)"
+    ]
+
+
 @pytest.mark.parametrize(
     ("arguments", "ordered"),
     [
