@@ -133,10 +133,15 @@ def check_contract(
     identity), gradients reaching its parameters, and the same module from the same seed.
     `hparams` overrides the blueprint's defaults, as `blueprints.hparams.<name>` does."""
     module = build(name, shape, hparams, seed=seed)
+    where = f"blueprint {name!r} at shape {list(shape)}"
+    if not isinstance(module, nn.Module):  # helper-found: `'NoneType' object is not callable`
+        raise BlueprintContractError(
+            f"{where}: its builder returned {type(module).__name__}, not an nn.Module"
+        )
+    built = {k: v.clone() for k, v in module.state_dict().items()}
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn((3, *shape), generator=generator, requires_grad=True)
     delta = module(x)
-    where = f"blueprint {name!r} at shape {list(shape)}"
     if not isinstance(delta, torch.Tensor) or delta.shape != x.shape:
         got = list(delta.shape) if isinstance(delta, torch.Tensor) else type(delta).__name__
         raise BlueprintContractError(f"{where}: output {got} does not keep the input shape")
@@ -148,12 +153,25 @@ def check_contract(
     params = [p for p in module.parameters() if p.numel()]
     if not params:
         raise BlueprintContractError(f"{where}: has no parameters to learn (or only empty ones)")
+    if not delta.requires_grad:  # helper-found: torch's `element 0 of tensors does not ...`
+        raise BlueprintContractError(
+            f"{where}: its output carries no gradient (detached, or computed without its "
+            "parameters)"
+        )
     (delta * torch.randn(delta.shape, generator=generator)).sum().backward()
     if not any(p.grad is not None and torch.count_nonzero(p.grad) > 0 for p in params):
         raise BlueprintContractError(f"{where}: no parameter receives a gradient at birth")
     again = build(name, shape, hparams, seed=seed).state_dict()
-    if any(not torch.equal(v, again[k]) for k, v in module.state_dict().items()):
+    if any(not torch.equal(v, again[k]) for k, v in built.items()):
         raise BlueprintContractError(f"{where}: the same seed built a different module")
+    changed = [
+        k for k, v in module.state_dict().items() if k not in built or not torch.equal(v, built[k])
+    ]
+    if changed:  # helper-found: this was said as `the same seed built a different module`
+        raise BlueprintContractError(
+            f"{where}: its forward changed its own state ({', '.join(changed)}); a seed must "
+            "give the same output for the same input"
+        )
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,58 @@ def test_the_contract_check_catches_a_seed_that_is_not_identity_at_birth() -> No
         blueprints.check_contract("noisy_for_test", (4,))
 
 
+def returns_none(shape: tuple[int, ...]) -> None:
+    return None
+
+
+class Detached(nn.Module):
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(features, features)
+        nn.init.zeros_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x).detach()
+
+
+class Counting(Detached):
+    def __init__(self, features: int) -> None:
+        super().__init__(features)
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.fc(x)
+
+
+def detached(shape: tuple[int, ...]) -> nn.Module:
+    return Detached(shape[-1])
+
+
+def counting(shape: tuple[int, ...]) -> nn.Module:
+    return Counting(shape[-1])
+
+
+@pytest.mark.parametrize(
+    ("builder", "said"),
+    [
+        ("returns_none", "its builder returned NoneType, not an nn.Module"),
+        ("detached", r"its output carries no gradient \(detached"),
+        ("counting", r"its forward changed its own state \(calls\)"),
+    ],
+)
+def test_a_broken_contract_is_named_by_its_cause(builder, said) -> None:
+    """helper-found: these read `'NoneType' object is not callable`, torch's `element 0 of
+    tensors does not require grad`, and `the same seed built a different module`."""
+    name = f"{builder}_for_test"
+    blueprints.register_from_config(
+        {name: {"_target_": f"{__name__}.{builder}", "kinds": ["vector"]}}
+    )
+    with pytest.raises(blueprints.BlueprintContractError, match=said):
+        blueprints.check_contract(name, (4,))
+
+
 def test_unknown_blueprint_and_wrong_kind_and_bad_hparam_are_named() -> None:
     with pytest.raises(KeyError, match="unknown blueprint 'nope'; allowed: residual_mlp"):
         blueprints.build("nope", (4,))
