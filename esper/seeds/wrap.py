@@ -175,6 +175,12 @@ def resolve_sites(host: nn.Module, sites: Sequence[str | type[nn.Module]]) -> li
         else:
             matches = [entry] if entry in named else []
             label = entry
+        alias = _aliased(host, entry, named) if isinstance(entry, str) and not matches else None
+        if alias is not None:  # helper-found: `self.b = self.a`, site 'b', said no more
+            raise SiteError(
+                f"model.sites: {entry!r} is the module {alias!r} under a second name (PyTorch "
+                f"lists a shared module once); name it {alias!r}"
+            )
         if not matches:
             types = sorted({type(m).__name__ for m in named.values()})
             raise SiteError(
@@ -183,6 +189,15 @@ def resolve_sites(host: nn.Module, sites: Sequence[str | type[nn.Module]]) -> li
             )
         chosen.extend(m for m in matches if m not in chosen)
     return chosen
+
+
+def _aliased(host: nn.Module, entry: str, named: dict[str, nn.Module]) -> str | None:
+    """The listed name of the module `entry` reaches by attribute, where that is another name."""
+    try:
+        module = host.get_submodule(entry)
+    except (AttributeError, ValueError):
+        return None
+    return next((name for name, m in named.items() if m is module and name != entry), None)
 
 
 def wrap(

@@ -127,3 +127,19 @@ def test_an_input_the_host_refuses_names_the_input_and_the_hosts_error() -> None
     with pytest.raises(ProbeFailed, match=r"cannot take example_input \(float32 \[3, 5\]\)") as e:
         esper.wrap(Frozen(), ["fc"], example_input=torch.randn(3, 5))
     assert isinstance(e.value.__cause__, RuntimeError), "the host's own error, kept"
+
+
+class Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = self.a
+
+    def forward(self, x):
+        return self.a(x)
+
+
+def test_a_site_named_by_a_modules_second_name_says_its_first() -> None:
+    """helper-found: `'b' matches no module; modules: a`, without saying `b` is `a`."""
+    with pytest.raises(SiteError, match=r"'b' is the module 'a' under a second name"):
+        esper.wrap(Tied(), ["b"], example_input=torch.randn(2, 4))
