@@ -201,6 +201,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
             f"dataset: {container['dataset'].get('_target_')} returned a "
             f"{type(data).__name__}, not DataSplits (see esper.targets.DatasetFactory)"
         )
+    preflight.check_data(data)
     model_node = {k: v for k, v in container["model"].items() if k != "sites"}
     host = _instantiate(
         "model", model_node, input_shape=data.input_shape, num_classes=data.num_classes
@@ -220,6 +221,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     except Exception as exc:  # noqa: BLE001 - the probe forward: the host refused the input
         cause = exc.__cause__ if isinstance(exc, ProbeFailed) and exc.__cause__ else exc
         raise preflight.host_cannot_take(host, data, cause) from exc
+    preflight.check_host_output(model, data)
     _check_blueprints_fit(settings, model)
     store = _instantiate("storage", container["storage"])
     kernels = settings.kernels

@@ -36,6 +36,7 @@ from esper.kernels import KernelLibrary
 from esper.kernels.compiler import failure_said
 from esper.models.checks import input_mismatch
 from esper.seeds import MorphogeneticModel
+from esper.seeds.graph import probing
 
 
 def check_optimizer(make_optimizer: Callable[..., Any], make_scheduler: Callable | None) -> None:
@@ -69,6 +70,86 @@ def _said(exc: BaseException) -> str:
     if isinstance(exc, ValueError | TypeError) and str(exc).strip():
         return reason(exc)
     return first_line(exc)
+
+
+def check_data(data: DataSplits) -> None:
+    """What a dataset factory returns, checked before any model sees it (helper-found: a
+    user's own factory with int32 or out-of-range labels, NaN features or an empty split
+    trained into a torch traceback at the first step or the final test, or into a run that
+    `completed` having trained nothing)."""
+    classes = data.num_classes
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 2:
+        raise ConfigError(
+            f"dataset: num_classes={classes!r}; allowed: an integer >= 2 (the classes of y)"
+        )
+    for split in ("train", "val", "test"):
+        loader = getattr(data, split)
+        x, y = loader.x, loader.y
+        size = loader.batch_size
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ConfigError(f"dataset: the {split} loader's batch_size={size!r}; allowed: >= 1")
+        if len(x) == 0 or len(x) != len(y):
+            said = "is empty" if len(x) == 0 else f"has {len(x)} rows of x and {len(y)} of y"
+            raise ConfigError(f"dataset: the {split} split {said}")
+        if tuple(x.shape[1:]) != tuple(data.input_shape):
+            raise ConfigError(
+                f"dataset: input_shape={list(data.input_shape)}, but the {split} split's x is "
+                f"{list(x.shape)}"
+            )
+        if x.is_floating_point():
+            if x.dtype != torch.float32:
+                raise ConfigError(
+                    f"dataset: the {split} split's x is {str(x.dtype).removeprefix('torch.')}; "
+                    "allowed: float32 features, or int64 token ids"
+                )
+            bad = int((~torch.isfinite(x)).sum())
+            if bad:
+                raise ConfigError(
+                    f"dataset: the {split} split's x holds {bad} NaN or infinite values; "
+                    "allowed: finite features"
+                )
+        if y.dtype != torch.int64:
+            raise ConfigError(
+                f"dataset: the {split} split's labels are {str(y.dtype).removeprefix('torch.')}; "
+                f"allowed: int64 class indices in [0, num_classes={classes})"
+            )
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= classes:
+            raise ConfigError(
+                f"dataset: the {split} split's labels hold {low if low < 0 else high}, outside "
+                f"[0, num_classes={classes})"
+            )
+
+
+def check_host_output(model: MorphogeneticModel, data: DataSplits) -> None:
+    """The host's output on two training rows: one tensor of logits, one row of
+    `num_classes` per label (helper-found: a [B, 1, C] output reported an accuracy of 200, a
+    wider head or a tuple trained or crashed at the first step), and a host with parameters to
+    train (a frozen one crashed there: `element 0 of tensors does not require grad`)."""
+    host = model.host
+    name = getattr(host, "config_name", type(host).__name__)
+    if not any(p.requires_grad for p in host.parameters()):
+        raise ConfigError(
+            f"model: no parameter of {name} requires a gradient; the host trains with its seeds"
+        )
+    x, y = data.train.x[:2], data.train.y[:2]
+    with probing(host):
+        out = host(x)
+    if not isinstance(out, torch.Tensor):
+        raise ConfigError(
+            f"model: {name} returns a {type(out).__name__}; allowed: one tensor of logits"
+        )
+    wanted = (*y.shape, data.num_classes)
+    if tuple(out.shape) != wanted:
+        raise ConfigError(
+            f"model: {name} gives {_batched(out.shape)} for dataset={data.name}, whose labels "
+            f"{_batched(y.shape)} need logits {_batched(wanted)} (num_classes={data.num_classes})"
+        )
+
+
+def _batched(shape: tuple[int, ...] | torch.Size) -> str:
+    """`[B, 5]`: a shape with its batch dimension named."""
+    return "[" + ", ".join(["B", *map(str, tuple(shape)[1:])]) + "]"
 
 
 def check_host_input(host: torch.nn.Module, data: DataSplits) -> None:

@@ -1,21 +1,10 @@
-"""Datasets with injected faults, for `dataset._target_=tests.faults.poisoned.<name>`, and a
-policy with a bug (`policy._target_=tests.faults.poisoned.PolicyThatFails`)."""
+"""A policy with a bug (`policy._target_=tests.faults.poisoned.PolicyThatFails`). (Datasets
+with NaN rows are refused by build() now: tests poison a built run's data instead.)"""
 
 from __future__ import annotations
 
-from typing import Any
-
 from esper.contracts import Decision, Observation
-from esper.data import DataSplits, spirals
 from esper.policy import NoPolicy
-
-
-def spirals_with_nan_rows(rows: int = 1, **options: Any) -> DataSplits:
-    """Spirals whose first `rows` training inputs are NaN: each epoch, the batches holding them
-    give a non-finite loss (a transient fault: the other batches are fine)."""
-    data = spirals(**options)
-    data.train.x[:rows] = float("nan")
-    return data
 
 
 class PolicyThatFails(NoPolicy):

@@ -365,6 +365,44 @@ def test_run_py_says_it_in_one_line_without_a_traceback(tmp_path: Path, override
     assert not (tmp_path / "run" / "events.jsonl").exists(), "nothing was built"
 
 
+USER_DATA = "dataset=spirals", "~dataset", "+dataset._target_=tests.user_parts.dataset"
+USER_HOST = "model=mlp", "~model", "+model._target_=tests.user_parts.Host", "+model.sites=[body]"
+DATA_AND_HOST_CASES = [
+    (
+        "dataset",
+        "nan_features",
+        "the train split's x holds 42 NaN or infinite values; allowed: finite",
+    ),
+    ("dataset", "float64", "the train split's x is float64; allowed: float32 features, or int64"),
+    ("dataset", "int32_labels", "labels are int32; allowed: int64 class indices in [0, num_cla"),
+    ("dataset", "label_in_test_only", "the test split's labels hold 2, outside [0, num_classes=2)"),
+    ("dataset", "one_class", "num_classes=1; allowed: an integer >= 2"),
+    ("dataset", "empty_val", "the val split is empty"),
+    ("dataset", "wrong_input_shape", "input_shape=[3], but the train split's x is [240, 2]"),
+    ("model", "wide", "Host gives [B, 5] for dataset=mine, whose labels [B] need logits [B, 2]"),
+    ("model", "unsqueezed", "Host gives [B, 1, 2] for dataset=mine, whose labels [B] need logits"),
+    ("model", "tuple", "model: Host returns a tuple; allowed: one tensor of logits"),
+    ("model", "frozen", "model: no parameter of Host requires a gradient"),
+]
+
+
+@pytest.mark.parametrize(
+    ("part", "kind", "said"), DATA_AND_HOST_CASES, ids=[c[1] for c in DATA_AND_HOST_CASES]
+)
+def test_a_users_own_data_and_host_are_checked_before_training(make_config, part, kind, said):
+    """helper-found: each trained into a torch traceback at the first step or the final test
+    (int32 or out-of-range labels, a tuple, a frozen host), or completed with wrong numbers (an
+    accuracy of 200 for a [B, 1, C] output; every step skipped for NaN features)."""
+    cfg = make_config("logger=none", "policy=none", *USER_DATA, *USER_HOST, f"+{part}.kind={kind}")
+    with pytest.raises(ConfigError) as refused:
+        build(cfg)
+    assert said in str(refused.value)
+
+
+def test_a_users_own_data_and_host_that_are_right_build(make_config) -> None:
+    build(make_config("logger=none", "policy=none", *USER_DATA, *USER_HOST)).discard()
+
+
 def test_a_scheduler_that_cannot_be_built_is_named(make_config) -> None:
     cfg = make_config(
         "logger=none",

@@ -1,0 +1,55 @@
+"""A user's own dataset factory and host, each broken one way by `kind` (tests of what the
+preflight says about the data and the host's output)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from esper.data import DataSplits, TensorLoader, split_tensors
+
+
+def dataset(kind: str = "ok", num_classes: int = 2) -> DataSplits:
+    """400 rows of 2 features, labelled by the first's sign, split 60/20/20."""
+    x = torch.randn(400, 2, generator=torch.Generator().manual_seed(0))
+    y = (x[:, 0] > 0).long()
+    if kind == "nan_features":
+        x[::7, 0] = float("nan")
+    elif kind == "float64":
+        x = x.double()
+    elif kind == "int32_labels":
+        y = y.int()
+    elif kind == "label_in_test_only":
+        y[-1] = 2
+    elif kind == "one_class":
+        num_classes = 1
+    data = split_tensors("mine", x, y, num_classes, 0.2, 0.2, 64, 0, 0)
+    if kind == "label_in_test_only":  # the split put row 399 anywhere: make one test label 2
+        data.test.y[0] = 2
+        data.train.y.clamp_(max=1)
+        data.val.y.clamp_(max=1)
+    if kind == "empty_val":
+        data.val = TensorLoader(x[:0], y[:0], 64, shuffle=False)
+    if kind == "wrong_input_shape":
+        data.input_shape = (3,)
+    return data
+
+
+class Host(nn.Module):
+    """Linear(2, 8), ReLU, then a head; `kind` breaks its output or its parameters."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, kind: str = "ok") -> None:
+        super().__init__()
+        self.kind = kind
+        self.body = nn.Sequential(nn.Linear(input_shape[0], 8), nn.ReLU())
+        self.head = nn.Linear(8, num_classes + 3 if kind == "wide" else num_classes)
+        if kind == "frozen":
+            self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        z = self.head(self.body(x))
+        if self.kind == "unsqueezed":
+            return z.unsqueeze(1)
+        if self.kind == "tuple":
+            return z, x
+        return z
