@@ -206,6 +206,11 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     host = _instantiate(
         "model", model_node, input_shape=data.input_shape, num_classes=data.num_classes
     )
+    if not isinstance(host, torch.nn.Module):  # helper-found: `no attribute 'parameters'`
+        raise ConfigError(
+            f"model: {model_node.get('_target_')} returned a {type(host).__name__}, not an "
+            "nn.Module (see esper.targets.HostFactory)"
+        )
     preflight.check_host_input(host, data)
     try:
         model = wrap(

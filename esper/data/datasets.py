@@ -89,6 +89,8 @@ def split_tensors(
     integer("batch_size", batch_size, 1)
     integer("split_seed", split_seed, 0)
     integer("loader_seed", loader_seed, 0)
+    if len(x) != len(y):  # helper-found: an IndexError from the split's indexing
+        raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
     n = len(x)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))

@@ -379,6 +379,7 @@ DATA_AND_HOST_CASES = [
     ("dataset", "one_class", "num_classes=1; allowed: an integer >= 2"),
     ("dataset", "empty_val", "the val split is empty"),
     ("dataset", "wrong_input_shape", "input_shape=[3], but the train split's x is [240, 2]"),
+    ("dataset", "fewer_labels", "dataset: x has 400 rows but y has 300"),
     ("model", "wide", "Host gives [B, 5] for dataset=mine, whose labels [B] need logits [B, 2]"),
     ("model", "unsqueezed", "Host gives [B, 1, 2] for dataset=mine, whose labels [B] need logits"),
     ("model", "tuple", "model: Host returns a tuple; allowed: one tensor of logits"),
@@ -397,6 +398,12 @@ def test_a_users_own_data_and_host_are_checked_before_training(make_config, part
     with pytest.raises(ConfigError) as refused:
         build(cfg)
     assert said in str(refused.value)
+
+
+def test_a_host_factory_that_returns_no_module_is_named(make_config) -> None:
+    host = ("model=mlp", "~model", "+model._target_=tests.user_parts.not_a_module")
+    with pytest.raises(ConfigError, match=r"model: tests.user_parts.not_a_module returned a funct"):
+        build(make_config("logger=none", "policy=none", *host, "+model.sites=[x]"))
 
 
 def test_a_users_own_data_and_host_that_are_right_build(make_config) -> None:
