@@ -154,50 +154,41 @@ def test_unknown_group_option_lists_the_available_ones(tmp_path: Path) -> None:
         assert option in result.stderr
 
 
-def test_a_sweep_asking_for_two_objectives_is_refused_before_any_trial(tmp_path: Path) -> None:
-    """helper-found: `hydra.sweeper.direction=[maximize,minimize]` trained every trial, failed
-    each (a job returns one objective) and exited 0 with no solution."""
-    pytest.importorskip("optuna", reason="pip install -e '.[optuna]'")
-    result = run_cli(
-        "-m",
-        "hparams_search=optuna_growth",
-        "hydra.sweeper.direction=[maximize,minimize]",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert result.stderr.strip().splitlines()[-1] == (
-        "esper: hydra.sweeper.direction=['maximize', 'minimize']: a job returns one objective "
-        "(optimized_metric=val_accuracy_at_cost); give one direction, maximize or minimize"
-    )
-    assert not (tmp_path / "sweep" / "0").exists(), "no trial ran"
+DIRECTION = "hydra.sweeper.direction"
+SWEEP_OBJECTIVE_CASES = [
+    (  # trained every trial, failed each (a job returns one objective), exited 0
+        ["hparams_search=optuna_growth", "hydra.sweeper.direction=[maximize,minimize]"],
+        "hydra.sweeper.direction=['maximize', 'minimize']: a job returns one objective "
+        "(optimized_metric=val_accuracy_at_cost); give one direction, maximize or minimize",
+    ),
+    (  # Optuna's sweeper minimizes unless told: it reported its least accurate trial
+        ["hydra/sweeper=esper_optuna", "optimized_metric=val_accuracy"],
+        "hydra.sweeper.direction=minimize with optimized_metric=val_accuracy would search for "
+        "the worst model (Optuna's sweeper minimizes unless told); pass "
+        "hydra.sweeper.direction=maximize",
+    ),
+    (
+        ["hydra/sweeper=esper_optuna", "optimized_metric=val_loss", f"{DIRECTION}=maximize"],
+        "hydra.sweeper.direction=maximize with optimized_metric=val_loss would search for the "
+        "worst model (Optuna's sweeper minimizes unless told); pass "
+        "hydra.sweeper.direction=minimize",
+    ),
+]
 
 
 @pytest.mark.parametrize(
-    ("direction", "metric", "right"),
-    [(None, "val_accuracy", "maximize"), ("maximize", "val_loss", "minimize")],
-    ids=["optunas-default-minimize-on-accuracy", "maximize-a-loss"],
+    ("overrides", "said"),
+    SWEEP_OBJECTIVE_CASES,
+    ids=["two-objectives", "minimize-an-accuracy", "maximize-a-loss"],
 )
-def test_a_sweep_that_would_search_for_the_worst_model_is_refused(
-    tmp_path: Path, direction, metric, right
+def test_a_sweep_objective_it_cannot_serve_is_refused_before_any_trial(
+    tmp_path: Path, overrides, said
 ) -> None:
-    """helper-found: `hydra/sweeper=esper_optuna` alone minimizes (Optuna's default), and the
-    default objective is val accuracy: the sweep ran and reported its least accurate trial."""
+    """helper-found, each: the sweep trained its trials for nothing or for the wrong end."""
     pytest.importorskip("optuna", reason="pip install -e '.[optuna]'")
-    result = run_cli(
-        "-m",
-        "hydra/sweeper=esper_optuna",
-        f"optimized_metric={metric}",
-        *([f"hydra.sweeper.direction={direction}"] if direction else []),
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        cwd=tmp_path,
-    )
+    result = run_cli("-m", *overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"esper: hydra.sweeper.direction={'minimize' if right == 'maximize' else 'maximize'} "
-        f"with optimized_metric={metric} would search for the worst model (Optuna's sweeper "
-        f"minimizes unless told); pass hydra.sweeper.direction={right}"
-    )
+    assert result.stderr.strip().splitlines()[-1] == f"esper: {said}"
     assert not (tmp_path / "sweep" / "0").exists(), "no trial ran"
 
 
