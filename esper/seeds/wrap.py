@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from esper.config import first_line
 from esper.seeds.graph import Granularity, build_graph, probing
 from esper.seeds.graph_features import ModelGraph
 from esper.seeds.slot import SeedSlot
@@ -89,8 +90,7 @@ def _probe_shapes(
         except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
             shown = _described(example_input)
             raise ProbeFailed(
-                f"the host cannot take example_input ({shown}): {type(exc).__name__}: "
-                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                f"the host cannot take example_input ({shown}): {first_line(exc)}"
             ) from exc
     for name, count in calls.items():  # helper-found: a seed ran, and its ramp moved, per call
         if count > 1:
