@@ -145,6 +145,11 @@ def check_contract(
     if not isinstance(delta, torch.Tensor) or delta.shape != x.shape:
         got = list(delta.shape) if isinstance(delta, torch.Tensor) else type(delta).__name__
         raise BlueprintContractError(f"{where}: output {got} does not keep the input shape")
+    if delta.dtype != x.dtype:  # helper-found: a float64 seed output passed the contract
+        raise BlueprintContractError(
+            f"{where}: output is {str(delta.dtype).removeprefix('torch.')}; it must keep the "
+            f"input's {str(x.dtype).removeprefix('torch.')}"
+        )
     if torch.count_nonzero(delta.detach()) != 0:
         raise BlueprintContractError(
             f"{where}: output is not zero at birth (max |delta| "

@@ -90,8 +90,17 @@ class Counting(Detached):
         return self.fc(x)
 
 
+class Widening(Detached):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x).double()
+
+
 def detached(shape: tuple[int, ...]) -> nn.Module:
     return Detached(shape[-1])
+
+
+def widening(shape: tuple[int, ...]) -> nn.Module:
+    return Widening(shape[-1])
 
 
 def counting(shape: tuple[int, ...]) -> nn.Module:
@@ -104,6 +113,7 @@ def counting(shape: tuple[int, ...]) -> nn.Module:
         ("returns_none", "its builder returned NoneType, not an nn.Module"),
         ("detached", r"its output carries no gradient \(detached"),
         ("counting", r"its forward changed its own state \(calls\)"),
+        ("widening", "output is float64; it must keep the input's float32"),
     ],
 )
 def test_a_broken_contract_is_named_by_its_cause(builder, said) -> None:
