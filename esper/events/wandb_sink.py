@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 WandbMode = Literal["offline", "online", "disabled"]
 RUN_ID_WAIT_S = 60.0
 """How long a resumed run waits for a killed run's W&B service to release the run id."""
+VERIFY_WAIT_S = 5.0
+"""How long a finished run waits for W&B's service to write its run file out."""
 DECISION_COLUMNS: list[str | int] = [
     "epoch",
     "policy",
@@ -268,19 +270,33 @@ class WandbSink:
         if self.mode != "disabled":
             self.verify()
 
-    def verify(self) -> None:
+    def verify(self, wait_s: float = VERIFY_WAIT_S) -> None:
         """Read this process's run file back: W&B's service does not tell its client when a
         write fails (a full disk), so a run file that lacks rows or its exit record is found
-        here and reported as this sink's failure, instead of passing for a complete run."""
+        here and reported as this sink's failure, instead of passing for a complete run.
+
+        `run.finish()` can return before the service has written the file out (found by CI
+        on a loaded machine: `0 of 9 rows, no exit record`, then a torn last record when the
+        test read it): a file not yet whole is read again until `wait_s` has passed."""
         from esper.events.wandb_file import RunFileError, read_run
 
         path = Path(self.run_dir) / f"run-{self.run_id}.wandb"
-        try:
-            run = read_run(path)
-        except (RunFileError, OSError) as exc:
-            raise OSError(f"W&B run file {path} unreadable: {exc}") from None
-        if run.exit_code is None or len(run.history) < self._rows:
-            raise OSError(
-                f"W&B run file {path} is incomplete ({len(run.history)} of {self._rows} rows, "
-                f"{'an' if run.exit_code is not None else 'no'} exit record): disk full?"
-            )
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                run = read_run(path)
+                problem = None
+            except (RunFileError, OSError) as exc:
+                problem = f"W&B run file {path} unreadable: {exc}"
+            else:
+                if run.exit_code is None or len(run.history) < self._rows:
+                    problem = (
+                        f"W&B run file {path} is incomplete ({len(run.history)} of "
+                        f"{self._rows} rows, {'an' if run.exit_code is not None else 'no'} exit "
+                        "record): disk full?"
+                    )
+            if problem is None:
+                return
+            if time.monotonic() >= deadline:
+                raise OSError(problem)
+            time.sleep(0.1)
