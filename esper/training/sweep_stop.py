@@ -149,9 +149,9 @@ class StopAwareLauncher(Launcher):
             return [_Stopped.of(JobReturn(overrides=list(o)), never) for o in job_overrides]
         returns = self.launcher.launch(job_overrides, initial_job_idx)
         for overrides, ret in zip(job_overrides, returns, strict=True):
-            value = ret._return_value if ret.status == JobStatus.COMPLETED else None
-            if isinstance(value, int | float) and math.isfinite(value):
-                self.objectives.append((list(overrides), float(value)))
+            value = _objective(ret)
+            if value is not None and math.isfinite(value):
+                self.objectives.append((list(overrides), value))
         if not sweep_stopped():
             return returns
         self.on_stop()
@@ -177,9 +177,15 @@ class _Stopped(JobReturn):
         self._return_value = value
 
 
-def _no_objective(ret: JobReturn) -> bool:
+def _objective(ret: JobReturn) -> float | None:
+    """A completed job's objective (read without raising), or None."""
     value = ret._return_value if ret.status == JobStatus.COMPLETED else None
-    return isinstance(value, float) and math.isnan(value)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _no_objective(ret: JobReturn) -> bool:
+    value = _objective(ret)
+    return value is not None and math.isnan(value)
 
 
 def _in_worker() -> bool:
