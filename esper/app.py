@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,20 @@ def _instantiate(group: str, node: Any, **kwargs: Any) -> Any:
         return instantiate(node, **kwargs)
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
-        raise ConfigError(f"{group}: {cause}") from exc
+        raise ConfigError(f"{group}: {cause}{_set_by_preset(group, cause)}") from exc
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{group}: {exc}") from exc
+        raise ConfigError(f"{group}: {exc}{_set_by_preset(group, exc)}") from exc
+
+
+def _set_by_preset(group: str, exc: BaseException) -> str:
+    """An argument the target does not take, set by a preset for another choice of `group`:
+    name the preset and how to drop the key."""
+    unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+    preset = unexpected and preflight.preset_that_set(group, unexpected[1])
+    if not (unexpected and preset):
+        return ""
+    key = f"{group}.{unexpected[1]}"
+    return f" ({key} is set by {preset}, for another {group}; drop it with ~{key})"
 
 
 def hydra_context() -> tuple[dict[str, str], dict[str, Any]]:

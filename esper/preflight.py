@@ -145,6 +145,22 @@ def check_host_output(model: MorphogeneticModel, data: DataSplits) -> None:
             f"model: {name} gives {_batched(out.shape)} for dataset={data.name}, whose labels "
             f"{_batched(y.shape)} need logits {_batched(wanted)} (num_classes={data.num_classes})"
         )
+    if _probabilities(out):
+        raise ConfigError(
+            f"model: {name} returns probabilities (each row >= 0, summing to 1); allowed: "
+            "logits (the loss is cross-entropy, which applies the softmax itself: end the "
+            "forward before it)"
+        )
+
+
+def _probabilities(out: torch.Tensor) -> bool:
+    """A softmax ending the host's forward (helper-found): cross-entropy of probabilities
+    trains, slowly and to a worse model, and nothing else says so."""
+    if not out.dtype.is_floating_point:
+        return False
+    rows = out.detach().reshape(-1, out.shape[-1]).float()
+    sums = rows.sum(-1)
+    return bool((rows >= 0).all() and torch.allclose(sums, torch.ones_like(sums), atol=1e-4))
 
 
 def _batched(shape: tuple[int, ...] | torch.Size) -> str:
@@ -557,3 +573,28 @@ class RunDirGuard(Callback):
             _unclaim(claimed)
             print(f"esper: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
+
+
+def preset_that_set(group: str, key: str) -> str | None:
+    """The preset (`experiment=eval_digits_cnn`, any group whose config is `_global_`) that
+    set `group.key`, where Hydra composed this run; None elsewhere or where none did.
+
+    helper-found: `experiment=eval_digits_cnn model=mlp` said only `MLP.__init__() got an
+    unexpected keyword argument 'channels'`: the preset's `model.channels`, written for the
+    CNN, which the command line never named."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    if not (HydraConfig.initialized() and GlobalHydra.instance().is_initialized()):
+        return None
+    repository = GlobalHydra.instance().config_loader().repository
+    for preset_group, choice in HydraConfig.get().runtime.choices.items():
+        if not choice or preset_group.startswith("hydra") or preset_group == group:
+            continue
+        with contextlib.suppress(Exception):  # a choice that is no file of its own
+            loaded = repository.load_config(f"{preset_group}/{choice}")
+            if loaded is not None and loaded.header.get("package") == "_global_":
+                section = loaded.config.get(group)
+                if isinstance(section, DictConfig) and key in section:
+                    return f"{preset_group}={choice}"
+    return None

@@ -54,6 +54,8 @@ class Host(nn.Module):
             return z.unsqueeze(1)
         if self.kind == "tuple":
             return z, x
+        if self.kind == "softmax":
+            return z.softmax(dim=-1)
         return z
 
 

@@ -375,6 +375,7 @@ DATA_AND_HOST_CASES = [
     ("model", "unsqueezed", "Host gives [B, 1, 2] for dataset=mine, whose labels [B] need logits"),
     ("model", "tuple", "model: Host returns a tuple; allowed: one tensor of logits"),
     ("model", "frozen", "model: no parameter of Host requires a gradient"),
+    ("model", "softmax", "model: Host returns probabilities (each row >= 0, summing to 1); "),
 ]
 
 
@@ -408,3 +409,31 @@ def test_a_scheduler_that_cannot_be_built_is_named(make_config) -> None:
     )
     with pytest.raises(ConfigError, match=r"^trainer\.scheduler: .*step_size"):
         build(cfg)
+
+
+def test_a_key_a_preset_set_for_another_choice_is_named_with_the_preset(tmp_path) -> None:
+    """helper-found: `experiment=eval_digits_cnn model=mlp` said `MLP.__init__() got an
+    unexpected keyword argument 'channels'`, a key the command line never named. Composed as
+    run.py composes (Hydra's runtime set), the line names the preset and how to drop the key."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    def refusal(*overrides: str) -> str:
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            cfg = compose(
+                "config", [*overrides, f"run_dir={tmp_path / 'run'}"], return_hydra_config=True
+            )
+            HydraConfig.instance().set_config(cfg)
+            try:
+                with pytest.raises(ConfigError) as refused:
+                    build(cfg)
+            finally:
+                HydraConfig.instance().cfg = None  # type: ignore[assignment]
+        return str(refused.value)
+
+    unexpected = "model: MLP.__init__() got an unexpected keyword argument 'channels'"
+    assert refusal("experiment=eval_digits_cnn", "model=mlp") == (
+        f"{unexpected} (model.channels is set by experiment=eval_digits_cnn, for another model; "
+        "drop it with ~model.channels)"
+    )
+    assert refusal("model=mlp", "+model.channels=[4]") == unexpected, "the command line's own"
