@@ -522,6 +522,19 @@ def _unclaim(claimed: Path | None) -> None:
             claimed.rmdir()
 
 
+_claimed_sweep_dir: Path | None = None
+"""The sweep directory this process claimed, for a sweeper that refuses to start after the
+claim (`refuse_sweep`)."""
+
+
+def refuse_sweep(message: str) -> SystemExit:
+    """A sweeper that cannot start (its Optuna storage cannot be opened): one line, the sweep
+    directory claimed for it removed while still empty; raise what this returns."""
+    _unclaim(_claimed_sweep_dir)
+    print(f"esper: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
 class RunDirGuard(Callback):
     """conf/hydra/default.yaml's callback: `check_run_dir` on Hydra's run directory before
     Hydra writes `.hydra/` there, which would replace the earlier run's recorded config (build()
@@ -541,6 +554,8 @@ class RunDirGuard(Callback):
             check_sweep_objective(direction, config.get("optimized_metric"))
             if overwrite is not True and len(dirs) == 1:  # not one naming a swept key
                 claimed = claim_timestamped_dir(config, "sweep")
+                global _claimed_sweep_dir  # noqa: PLW0603 - one sweep a process
+                _claimed_sweep_dir = claimed
                 dirs = [Path(str(config.hydra.sweep.dir))]
             for sweep_dir in dirs:
                 check_sweep_dir(sweep_dir, overwrite is True, section)

@@ -41,6 +41,7 @@ if find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:  # pip install -
         def sweep(self, arguments: list[str]) -> None:
             from esper.training.sweep_stop import sweep_stopped
 
+            self._open_storage()
             try:
                 return super().sweep(arguments)
             except Exception:
@@ -52,6 +53,25 @@ if find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:  # pip install -
                     self._write_best_so_far(arguments)
                     return None
                 raise
+
+        def _open_storage(self) -> None:
+            """A storage URL Optuna cannot open is one line, exit 2, before any trial
+            (helper-found: SQLAlchemy's traceback, and an empty sweep directory left)."""
+            import optuna
+
+            from esper.config import first_line
+            from esper.preflight import refuse_sweep
+
+            storage = self.sweeper.storage
+            if not isinstance(storage, str):
+                return
+            try:
+                optuna.storages.get_storage(storage)
+            except Exception as exc:  # noqa: BLE001 - SQLAlchemy's and Optuna's errors alike
+                raise refuse_sweep(
+                    f"hydra.sweeper.storage={storage!r} cannot be opened: {first_line(exc)}; "
+                    "allowed: a database URL Optuna opens (sqlite:///optuna.db), or null"
+                ) from None
 
         def _write_best_so_far(self, arguments: list[str]) -> None:
             """optimization_results.yaml as Optuna writes it at a sweep's end (`name`,

@@ -192,6 +192,28 @@ def test_a_sweep_objective_it_cannot_serve_is_refused_before_any_trial(
     assert not (tmp_path / "sweep" / "0").exists(), "no trial ran"
 
 
+@pytest.mark.parametrize(
+    ("storage", "said"),
+    [
+        ("nosuch://x", "NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:nosuch"),
+        ("sqlite:////no/such/dir/a.db", "OperationalError: (sqlite3.OperationalError) unable"),
+    ],
+    ids=["no-such-dialect", "no-such-directory"],
+)
+def test_an_optuna_storage_that_cannot_be_opened_is_one_line(tmp_path: Path, storage, said):
+    """helper-found: SQLAlchemy's traceback, exit 1, and the sweep's directory (claimed for
+    its time-stamped name) left empty."""
+    pytest.importorskip("optuna", reason="pip install -e '.[optuna]'")
+    sweeper = ("hydra/sweeper=esper_optuna", f"{DIRECTION}=maximize")
+    result = run_cli("-m", *sweeper, f"hydra.sweeper.storage={storage}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"esper: hydra.sweeper.storage='{storage}' cannot be opened: {said}")
+    assert line.endswith("allowed: a database URL Optuna opens (sqlite:///optuna.db), or null")
+    claimed_under = tmp_path / "outputs" / "multiruns"
+    assert claimed_under.is_dir() and not list(claimed_under.glob("*/*")), "none left behind"
+
+
 def test_a_sweep_inside_a_dict_value_is_one_line_before_hydra_composes(tmp_path: Path) -> None:
     """helper-found: `hydra.sweeper.params={policy.patience:range(1,3)}` ended in Hydra's
     `Unexpected type annotation: Set[str] ... object_type=RangeSweep` (its grammar reads the
