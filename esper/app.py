@@ -31,7 +31,7 @@ from esper.config import (
 from esper.data import DataSplits
 from esper.events import ConsoleSink, EventBus, JsonlSink, Sink, WandbSink
 from esper.kernels import KernelLibrary
-from esper.seeds import ProbeFailed, SiteError, wrap
+from esper.seeds import MorphogeneticModel, ProbeFailed, SiteError, wrap
 from esper.training import checkpoint
 from esper.training.distributed import ranks_from_env
 from esper.training.experiment import Experiment, Identity
@@ -186,27 +186,11 @@ def _make_sinks(
     return sinks, wandb_info
 
 
-def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
-    started = time.perf_counter()
-    job = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])  # not Hydra's node
-    container: dict[str, Any] = OmegaConf.to_container(job, resolve=True)  # type: ignore[assignment]
-    settings = validate(container)
-    ranks = ranks_from_env(settings.trainer.strategy, settings.trainer.device)
-    if settings.trainer.quiet or not ranks.writer:
-        quiet_console()  # a quiet sweep; or a ddp rank other than 0: rank 0 speaks for the run
-    # ddp: every rank works in rank 0's run directory; only rank 0 writes there
-    run_dir = Path(ranks.broadcast(str(run_dir or container.get("run_dir") or ".")))
-    replace_earlier_run = ranks.writer and preflight.check_run_dir(
-        run_dir, settings.trainer.resume, settings.trainer.overwrite
-    )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    choices, wandb_names = hydra_context()
-    seed_everything(settings.seed)
-    resume_path, resume_state = None, None
-    if settings.trainer.resume:
-        resume_path, resume_state = checkpoint.load(settings.trainer.resume)
-        checkpoint.check_same_config(settings.trainer.resume, resume_state["config"], container)
-
+def build_model(
+    settings: RunConfig, container: dict[str, Any]
+) -> tuple[DataSplits, MorphogeneticModel]:
+    """The dataset and the host wrapped with its dormant slots, each checked before any
+    training (a user's own factory or host included)."""
     data = _instantiate("dataset", container["dataset"])
     if not isinstance(data, DataSplits):
         raise ConfigError(
@@ -239,17 +223,46 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
         cause = exc.__cause__ if isinstance(exc, ProbeFailed) and exc.__cause__ else exc
         raise preflight.host_cannot_take(host, data, cause) from exc
     preflight.check_host_output(model, data)
-    _check_blueprints_fit(settings, model)
-    store = _instantiate("storage", container["storage"])
+    return data, model
+
+
+def make_library(settings: RunConfig, container: dict[str, Any]) -> KernelLibrary:
+    """The kernel library over the configured store (`storage`, `kernels`)."""
     kernels = settings.kernels
-    library = KernelLibrary(
-        store,
+    return KernelLibrary(
+        _instantiate("storage", container["storage"]),
         cache_bytes=kernels.cache_bytes,
         latency_batches=kernels.latency_batches,
         reference_batch=kernels.reference_batch,
         async_compile=kernels.async_compile,
         workers=kernels.workers,
     )
+
+
+def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
+    started = time.perf_counter()
+    job = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])  # not Hydra's node
+    container: dict[str, Any] = OmegaConf.to_container(job, resolve=True)  # type: ignore[assignment]
+    settings = validate(container)
+    ranks = ranks_from_env(settings.trainer.strategy, settings.trainer.device)
+    if settings.trainer.quiet or not ranks.writer:
+        quiet_console()  # a quiet sweep; or a ddp rank other than 0: rank 0 speaks for the run
+    # ddp: every rank works in rank 0's run directory; only rank 0 writes there
+    run_dir = Path(ranks.broadcast(str(run_dir or container.get("run_dir") or ".")))
+    replace_earlier_run = ranks.writer and preflight.check_run_dir(
+        run_dir, settings.trainer.resume, settings.trainer.overwrite
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    choices, wandb_names = hydra_context()
+    seed_everything(settings.seed)
+    resume_path, resume_state = None, None
+    if settings.trainer.resume:
+        resume_path, resume_state = checkpoint.load(settings.trainer.resume)
+        checkpoint.check_same_config(settings.trainer.resume, resume_state["config"], container)
+
+    data, model = build_model(settings, container)
+    _check_blueprints_fit(settings, model)
+    library = make_library(settings, container)
     policy = _instantiate("policy", container["policy"])
     optimizer = _instantiate("trainer.optimizer", container["trainer"]["optimizer"])
     scheduler_node = container["trainer"].get("scheduler")
@@ -282,7 +295,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
         trainer=settings.trainer,
         seeds=settings.seeds,
         blueprints=settings.blueprints,
-        kernels=kernels,
+        kernels=settings.kernels,
         checkpoint_to=run_dir / "checkpoints" / "last.pt" if settings.trainer.checkpoint else None,
         checkpoint_extra={"config": container, "wandb_run_id": wandb_info.get("run_id")},
         ranks=ranks,

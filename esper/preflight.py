@@ -602,7 +602,8 @@ def preset_that_set(group: str, key: str) -> str | None:
 
     if not (HydraConfig.initialized() and GlobalHydra.instance().is_initialized()):
         return None
-    repository = GlobalHydra.instance().config_loader().repository
+    # ConfigLoaderImpl's repository: the config sources this run was composed from
+    repository = GlobalHydra.instance().config_loader().repository  # type: ignore[attr-defined]
     for preset_group, choice in HydraConfig.get().runtime.choices.items():
         if not choice or preset_group.startswith("hydra") or preset_group == group:
             continue

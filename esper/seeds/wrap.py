@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -59,6 +59,23 @@ class MorphogeneticModel(nn.Module):
 
     def seed_parameter_count(self) -> int:
         return sum(p.numel() for s in self.iter_slots() for p in s.seed_parameters())
+
+    def restore_slots(
+        self,
+        snapshots: dict[str, dict[str, Any]],
+        kernel_for: Callable[[SeedSlot, str, str], nn.Module],
+    ) -> None:
+        """Put every slot back as a checkpoint's `snapshots` (`SeedSlot.snapshot`, by slot
+        name) hold it, each seed module from `kernel_for(slot, blueprint, kernel_id)`; the
+        seeds' weights then load with the model's state dict. A merged seed's function lives
+        in the host's weights: it gets no module (its kernel attached again made the state
+        dict's seed keys missing, and a resume after a merge a traceback)."""
+        for slot in self.iter_slots():
+            snapshot = snapshots[slot.name]
+            module = None
+            if snapshot["kernel_id"] is not None and not snapshot["merged"]:
+                module = kernel_for(slot, snapshot["blueprint"], snapshot["kernel_id"])
+            slot.restore(snapshot, module)
 
     def param_counts(self) -> dict[str, int]:
         """Parameters of the host, of the seeds in the slots, and in all."""

@@ -31,6 +31,21 @@ from esper.seeds import MorphogeneticModel, SeedSlot
 from esper.training.steps import Clock
 
 
+def checkpointed_kernel(
+    library: KernelLibrary, spec: KernelSpec, kernel_id: str, slot: str, key: str = "trainer.resume"
+) -> LoadedKernel:
+    """The kernel a checkpoint's slot held, from the library; refused where the library now
+    gives another kernel for the same spec (another store, or changed blueprint code)."""
+    loaded = library.get(spec)
+    if loaded.metadata.kernel_id != kernel_id:
+        raise ConfigError(
+            f"{key}: slot {slot}: the checkpoint used kernel {kernel_id[:16]}, the kernel "
+            f"library now gives {loaded.metadata.kernel_id[:16]} for the same spec; use the "
+            "store the run used (storage.*)"
+        )
+    return loaded
+
+
 @dataclass
 class PendingKernel:
     request: KernelRequest | None
@@ -268,13 +283,9 @@ class KernelAttachment:
     def module_for(self, slot: SeedSlot, blueprint: str, kernel_id: str) -> torch.nn.Module:
         """The kernel a checkpointed slot held, from the library; refused if the library now
         builds a different kernel for the same spec."""
-        loaded = self.library.get(self.spec(blueprint, slot.shape))
-        if loaded.metadata.kernel_id != kernel_id:
-            raise ConfigError(
-                f"trainer.resume: slot {slot.name}: the checkpoint used kernel {kernel_id[:16]}, "
-                f"the kernel library now gives {loaded.metadata.kernel_id[:16]} for the same "
-                "spec; resume with the store the run used (storage.*)"
-            )
+        loaded = checkpointed_kernel(
+            self.library, self.spec(blueprint, slot.shape), kernel_id, slot.name
+        )
         self.latency_us[slot.name] = loaded.metadata.latency_us_p50
         return loaded.module.to(self.device)
 

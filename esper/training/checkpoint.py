@@ -58,26 +58,22 @@ def checkpoint_path(resume: str) -> Path:
     return path if path.is_file() else path / "checkpoints" / "last.pt"
 
 
-def load(resume: str) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint at `resume` (a run directory or a file), checked to be one of ours."""
+def load(resume: str, key: str = "trainer.resume") -> tuple[Path, dict[str, Any]]:
+    """The checkpoint at `resume` (a run directory or a file), checked to be one of ours;
+    `key` is what the messages blame."""
     path = checkpoint_path(resume)
     if not path.is_file():
-        raise ConfigError(f"trainer.resume={resume!r}: no checkpoint at {path}")
+        raise ConfigError(f"{key}={resume!r}: no checkpoint at {path}")
     try:
         state = load_torch(path)
     except ReadError as exc:
-        raise ConfigError(
-            f"trainer.resume={resume!r}: not a valid Esper checkpoint ({exc})"
-        ) from None
+        raise ConfigError(f"{key}={resume!r}: not a valid Esper checkpoint ({exc})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ConfigError(
-            f"trainer.resume={resume!r}: not a valid Esper checkpoint (no {FORMAT} header)"
-        )
+        raise ConfigError(f"{key}={resume!r}: not a valid Esper checkpoint (no {FORMAT} header)")
     missing = [p for p in PARTS if p not in state]
     if missing:
         raise ConfigError(
-            f"trainer.resume={resume!r}: not a valid Esper checkpoint "
-            f"(missing {', '.join(missing)})"
+            f"{key}={resume!r}: not a valid Esper checkpoint (missing {', '.join(missing)})"
         )
     return path, state
 

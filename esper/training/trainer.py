@@ -347,12 +347,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for slot in self.model.iter_slots():
-            snap = state["slots"][slot.name]
-            module = None
-            if snap["kernel_id"] is not None:
-                module = self.kernels.module_for(slot, snap["blueprint"], snap["kernel_id"])
-            slot.restore(snap, module)
+        self.model.restore_slots(state["slots"], self.kernels.module_for)
         self.control.version += 1
         seed_params = {s.name: s.seed_parameters() for s in self.model.iter_slots()}
         self.optimization.load_state_dict(state["optimization"], seed_params)

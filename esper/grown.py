@@ -1,0 +1,75 @@
+"""load_run(run_dir): a finished (or interrupted) run's grown model, outside the run.
+
+A grown model is the host plus the seeds it kept: its `state_dict()` alone does not load into
+a freshly wrapped host, whose slots are dormant and hold no seed modules (helper-found: the
+researcher had no way back to the model a run grew but `trainer.resume`, which trains on).
+`load_run` rebuilds it from the run's checkpoint: the run's own configuration (kept in the
+checkpoint) composes the dataset and host, each slot gets its lifecycle state and the kernel
+it held from the run's kernel store (the same kernel, by id, or refused), then the weights.
+
+    run = esper.load_run("outputs/runs/2026-12-07/11-02-03-123456-esper")
+    run.model(run.data.test.x[:8]).argmax(-1)
+    esper.training.steps.evaluate(run.model, run.data.test, torch.device("cpu"))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from esper import blueprints
+from esper.app import build_model, make_library, seed_everything
+from esper.config import RunConfig, validate
+from esper.data import DataSplits
+from esper.seeds import MorphogeneticModel, SeedSlot
+from esper.training import checkpoint
+from esper.training.attachment import checkpointed_kernel
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """What `load_run` gives back."""
+
+    model: MorphogeneticModel
+    """The host with the seeds the run held at its checkpoint, in eval mode, on the CPU."""
+    data: DataSplits
+    """The run's dataset, split as the run split it (its seed)."""
+    settings: RunConfig
+    """The run's validated configuration."""
+    epoch: int
+    """The last epoch the checkpoint holds (0-based)."""
+    checkpoint: Path
+    """The file loaded."""
+
+
+def load_run(run: str | Path) -> LoadedRun:
+    """The model a run grew, from its checkpoint (`run`: a run directory, whose
+    `checkpoints/last.pt` is read, or a checkpoint file). Runs with `trainer.checkpoint=false`
+    keep none. The kernels come from the store the run's configuration names (`storage.*`,
+    with its environment: `ESPER_KERNEL_STORE`); one that now builds another kernel for a
+    slot's spec is refused, as a resume is."""
+    key = "load_run"
+    path, state = checkpoint.load(str(run), key=key)
+    container: dict[str, Any] = state["config"]
+    settings = validate(container)
+    seed_everything(settings.seed)
+    data, model = build_model(settings, container)
+    library = make_library(settings, container)
+
+    def kernel_for(slot: SeedSlot, blueprint: str, kernel_id: str) -> torch.nn.Module:
+        hparams = settings.blueprints.hparams.get(blueprint)
+        spec = blueprints.kernel_spec(
+            blueprint, slot.shape, hparams, settings.blueprints.init_seed, "cpu"
+        )
+        return checkpointed_kernel(library, spec, kernel_id, slot.name, key).module
+
+    try:
+        model.restore_slots(state["slots"], kernel_for)
+    finally:
+        library.close()
+    model.load_state_dict(state["model"])
+    model.eval()
+    return LoadedRun(model, data, settings, int(state["epoch"]), path)

@@ -1,0 +1,46 @@
+"""esper.load_run: the model a run grew, back outside the run, equal to the run's own."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import esper
+from esper.app import build
+from esper.config import ConfigError
+from esper.training.steps import evaluate
+from tests.conftest import KEEP_IT, ONE_EARLY_SEED
+
+KEPT = (*ONE_EARLY_SEED, *KEEP_IT, "trainer.checkpoint=true")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [(), ("trainer.max_epochs=2",)],  # a merged seed: test_merge_run.py
+    ids=["fossilized", "seed-not-yet-fossilized"],
+)
+def test_a_loaded_run_gives_the_runs_own_test_accuracy(make_config, tmp_path, overrides):
+    """helper-found: a grown model's state_dict() did not load into a freshly wrapped host
+    (its slots hold no seed modules); there was no way back to the model but a resume."""
+    run_dir = tmp_path / "run"
+    summary = build(make_config(*KEPT, *overrides, run_dir=run_dir)).run()
+    loaded = esper.load_run(run_dir)
+    slots = {s.name: (s.state, s.blueprint) for s in loaded.model.iter_slots()}
+    assert slots == {k: (v.state, v.blueprint) for k, v in summary.final_slots.items()}
+    assert any(blueprint for _, blueprint in slots.values()), "a seed to restore"
+    assert loaded.model.seed_parameter_count() > 0
+    assert loaded.model.param_counts() == summary.params
+    test = evaluate(loaded.model, loaded.data.test, torch.device("cpu"))
+    assert (test.loss, test.accuracy) == (
+        summary.metrics["test_loss"],
+        summary.metrics["test_accuracy"],
+    )
+    assert loaded.epoch == summary.epochs - 1 and not loaded.model.training
+
+
+def test_a_path_that_holds_no_checkpoint_is_named(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"^load_run='.*/nowhere': no checkpoint at .*last\.pt$"):
+        esper.load_run(tmp_path / "nowhere")
+    (tmp_path / "file.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match=r"^load_run='.*/file.pt': not a valid Esper checkpoint"):
+        esper.load_run(tmp_path / "file.pt")
