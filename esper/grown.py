@@ -14,10 +14,14 @@ it held from the run's kernel store (the same kernel, by id, or refused), then t
 
 from __future__ import annotations
 
+import contextlib
+import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from esper import blueprints
@@ -45,6 +49,18 @@ class LoadedRun:
     """The file loaded."""
 
 
+@contextlib.contextmanager
+def _own_random_state() -> Iterator[None]:
+    """The caller's Python, NumPy and torch random states, as they were afterwards."""
+    python, numpy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(python)
+            np.random.set_state(numpy)
+
+
 def load_run(run: str | Path) -> LoadedRun:
     """The model a run grew, from its checkpoint (`run`: a run directory, whose
     `checkpoints/last.pt` is read, or a checkpoint file). Runs with `trainer.checkpoint=false`
@@ -55,8 +71,9 @@ def load_run(run: str | Path) -> LoadedRun:
     path, state = checkpoint.load(str(run), key=key)
     container: dict[str, Any] = state["config"]
     settings = validate(container)
-    seed_everything(settings.seed)
-    data, model = build_model(settings, container)
+    with _own_random_state():
+        seed_everything(settings.seed)  # a user's dataset factory may draw from it
+        data, model = build_model(settings, container)
     library = make_library(settings, container)
 
     def kernel_for(slot: SeedSlot, blueprint: str, kernel_id: str) -> torch.nn.Module:

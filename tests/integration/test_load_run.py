@@ -24,7 +24,9 @@ def test_a_loaded_run_gives_the_runs_own_test_accuracy(make_config, tmp_path, ov
     (its slots hold no seed modules); there was no way back to the model but a resume."""
     run_dir = tmp_path / "run"
     summary = build(make_config(*KEPT, *overrides, run_dir=run_dir)).run()
+    before = torch.random.get_rng_state()
     loaded = esper.load_run(run_dir)
+    assert torch.equal(torch.random.get_rng_state(), before), "the caller's random state kept"
     slots = {s.name: (s.state, s.blueprint) for s in loaded.model.iter_slots()}
     assert slots == {k: (v.state, v.blueprint) for k, v in summary.final_slots.items()}
     assert any(blueprint for _, blueprint in slots.values()), "a seed to restore"
