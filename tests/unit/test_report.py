@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from esper.report import load_runs, table
 
 
@@ -74,21 +76,18 @@ def test_bad_runs_are_named_and_left_out_and_no_run_counts_twice(tmp_path, capsy
     assert "| 0,1 |" in table(runs)
 
 
-def test_a_missing_path_is_not_taken_for_a_wandb_group(tmp_path) -> None:
-    import subprocess
-    import sys
-
-    from tests.conftest import own_env
+def test_a_missing_path_is_not_taken_for_a_wandb_group(tmp_path, monkeypatch, capsys) -> None:
+    from esper.report.__main__ import main
 
     (tmp_path / "outputs").mkdir()
-    for target in ("/tmp/not/there", "outputs/multiruns/typo", "./a/b"):
-        result = subprocess.run(
-            [sys.executable, "-m", "esper.report", target, "--dry-run"],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=own_env(),
-            timeout=60,
-        )
-        assert result.returncode == 2, target
-        assert "no such directory" in result.stderr.splitlines()[-1]
+    monkeypatch.chdir(tmp_path)
+    for target, named in [
+        ("/tmp/not/there",) * 2,
+        ("outputs/multiruns/typo",) * 2,
+        ("./a/b", "a/b"),
+    ]:
+        with pytest.raises(SystemExit) as exited:
+            main([target, "--dry-run"])
+        assert exited.value.code == 2, target
+        said = capsys.readouterr().err.splitlines()[-1]
+        assert said.endswith(f": {named}: no such directory, nor one W&B entity/project/group")
