@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 
-with warnings.catch_warnings():  # torch_geometric 2.8 calls torch.jit.script on import
-    warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
+if TYPE_CHECKING:
     from torch_geometric.data import Data
 
 from esper.contracts import Observation, SeedState
@@ -89,17 +89,37 @@ class ModelGraph:
         self.host_params = host_params
         self.slot_order = slot_order
         slot_index = torch.tensor([spec.slot_nodes[s] for s in slot_order], dtype=torch.long)
-        self.data = Data(
-            x=x,
-            edge_index=undirected(spec.edges),
-            u=torch.zeros((1, N_GLOBAL)),
-            slot_index=slot_index,
-            num_nodes=nodes,
-        )
+        self._parts = {
+            "x": x,
+            "edge_index": undirected(spec.edges),
+            "u": torch.zeros((1, N_GLOBAL)),
+            "slot_index": slot_index,
+        }
+        self._data: Data | None = None
+
+    @property
+    def data(self) -> Data:
+        """The PyG `Data` over the feature tensors (the same tensors: `update()` writes into
+        it). Made when first read: importing torch_geometric costs about 1.8 s a process on
+        this CPU (it imports torch._dynamo), which a run whose policy reads no graph (`none`,
+        `random`, `heuristic`; every kernel-compile worker) does not pay."""
+        if self._data is None:
+            with warnings.catch_warnings():  # torch_geometric 2.8 calls torch.jit.script
+                warnings.filterwarnings(
+                    "ignore", "`torch.jit.script` is deprecated", DeprecationWarning
+                )
+                from torch_geometric.data import Data
+
+            self._data = Data(**self._parts, num_nodes=self.num_nodes)
+        return self._data
+
+    @data.setter
+    def data(self, data: Data) -> None:  # moved to a device (`data.to(device)`)
+        self._data = data
 
     @property
     def num_nodes(self) -> int:
-        return int(self.data.x.shape[0])
+        return int(self._parts["x"].shape[0])
 
     def update(
         self,
@@ -108,7 +128,8 @@ class ModelGraph:
         latency_us: dict[str, float],
     ) -> None:
         """Write this step's telemetry into the slot rows and the globals, in place."""
-        x, u = self.data.x, self.data.u
+        tensors = self._parts if self._data is None else self._data
+        x, u, slot_index = tensors["x"], tensors["u"], tensors["slot_index"]
         grads = [s.stats.grad_norm for s in obs.slots if s.stats is not None]
         top_grad = max((g for g in grads if math.isfinite(g)), default=0.0) or 1.0
         rows: list[list[float]] = []
@@ -141,7 +162,7 @@ class ModelGraph:
                     math.log1p(latency_us.get(slot.name, 0.0)) / 10,
                 ]
             )
-        x[self.data.slot_index, _STATE0:] = torch.nan_to_num(torch.tensor(rows))
+        x[slot_index, _STATE0:] = torch.nan_to_num(torch.tensor(rows))
         history = obs.val_loss_history
         now = history[-1] if history else obs.val_loss
         grown = sum(seed_params.values()) / self.host_params
