@@ -66,7 +66,9 @@ def load_run(run: str | Path) -> LoadedRun:
     `checkpoints/last.pt` is read, or a checkpoint file). Runs with `trainer.checkpoint=false`
     keep none. The kernels come from the store the run's configuration names (`storage.*`,
     with its environment: `ESPER_KERNEL_STORE`); one that now builds another kernel for a
-    slot's spec is refused, as a resume is."""
+    slot's spec is refused, as a resume is. The model is built on the CPU, with the CPU's
+    kernels: a run trained on a GPU held the GPU's, and is refused so (not tested here: this
+    project's CI has no GPU)."""
     key = "load_run"
     path, state = checkpoint.load(str(run), key=key)
     container: dict[str, Any] = state["config"]
