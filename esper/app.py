@@ -301,7 +301,8 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
         ranks=ranks,
     )
     if resume_state is not None:
-        trainer.load_state_dict(resume_state)
+        with checkpoint.read_as_checkpoint("trainer.resume", str(settings.trainer.resume)):
+            trainer.load_state_dict(resume_state)
     identity = Identity(
         choices={g: choices.get(g, "custom") for g in GROUPS},
         allowed_blueprints=settings.blueprints.allowed,

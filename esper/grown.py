@@ -19,14 +19,13 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from esper import blueprints
 from esper.app import build_model, make_library, seed_everything
-from esper.config import RunConfig, validate
+from esper.config import ConfigError, RunConfig, validate
 from esper.data import DataSplits
 from esper.seeds import MorphogeneticModel, SeedSlot
 from esper.training import checkpoint
@@ -64,14 +63,24 @@ def _own_random_state() -> Iterator[None]:
 def load_run(run: str | Path) -> LoadedRun:
     """The model a run grew, from its checkpoint (`run`: a run directory, whose
     `checkpoints/last.pt` is read, or a checkpoint file). Runs with `trainer.checkpoint=false`
-    keep none. The kernels come from the store the run's configuration names (`storage.*`,
-    with its environment: `ESPER_KERNEL_STORE`); one that now builds another kernel for a
-    slot's spec is refused, as a resume is. The model is built on the CPU, with the CPU's
+    keep none. The kernels come from the store the run used (its configuration, resolved when
+    the run started, is kept in the checkpoint; a kernel missing there is compiled again,
+    into it); a library that now gives another kernel for a slot's spec is refused, as a
+    resume is. The dataset is built again by its factory: data changed since the run gives
+    other numbers. The model is built on the CPU, with the CPU's
     kernels: a run trained on a GPU held the GPU's, and is refused so (not tested here: this
     project's CI has no GPU)."""
     key = "load_run"
+    run_dir = Path(run).expanduser()
+    if (run_dir / "summary.json").is_file() and not checkpoint.checkpoint_path(str(run)).is_file():
+        raise ConfigError(
+            f"{key}={str(run)!r}: the run kept no checkpoint (trainer.checkpoint=false); "
+            "its grown model is not on disk"
+        )
     path, state = checkpoint.load(str(run), key=key)
-    container: dict[str, Any] = state["config"]
+    container = state["config"]
+    if not isinstance(container, dict):
+        raise ConfigError(f"{key}={str(run)!r}: not a valid Esper checkpoint (no configuration)")
     settings = validate(container)
     with _own_random_state():
         seed_everything(settings.seed)  # a user's dataset factory may draw from it
@@ -85,10 +94,12 @@ def load_run(run: str | Path) -> LoadedRun:
         )
         return checkpointed_kernel(library, spec, kernel_id, slot.name, key).module
 
-    try:
-        model.restore_slots(state["slots"], kernel_for)
-    finally:
-        library.close()
-    model.load_state_dict(state["model"])
+    with checkpoint.read_as_checkpoint(key, str(run)):
+        try:
+            model.restore_slots(state["slots"], kernel_for)
+        finally:
+            library.close()
+        model.load_state_dict(state["model"])
+        epoch = int(state["epoch"])
     model.eval()
-    return LoadedRun(model, data, settings, int(state["epoch"]), path)
+    return LoadedRun(model, data, settings, epoch, path)

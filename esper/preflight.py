@@ -155,12 +155,19 @@ def check_host_output(model: MorphogeneticModel, data: DataSplits) -> None:
 
 def _probabilities(out: torch.Tensor) -> bool:
     """A softmax ending the host's forward (helper-found): cross-entropy of probabilities
-    trains, slowly and to a worse model, and nothing else says so."""
+    trains, slowly and to a worse model, and nothing else says so. Rows that are all the same
+    are a head's initial output (zero weights and a bias of 1/C, or of [1, 0]: logits a user
+    may start from), not a softmax's of different inputs (helper-found: such a host was
+    refused)."""
     if not out.dtype.is_floating_point:
         return False
     rows = out.detach().reshape(-1, out.shape[-1]).float()
     sums = rows.sum(-1)
-    return bool((rows >= 0).all() and torch.allclose(sums, torch.ones_like(sums), atol=1e-4))
+    return bool(
+        (rows >= 0).all()
+        and torch.allclose(sums, torch.ones_like(sums), atol=1e-4)
+        and not torch.allclose(rows, rows[:1].expand_as(rows))
+    )
 
 
 def _batched(shape: tuple[int, ...] | torch.Size) -> str:
@@ -602,9 +609,14 @@ def preset_that_set(group: str, key: str) -> str | None:
 
     if not (HydraConfig.initialized() and GlobalHydra.instance().is_initialized()):
         return None
+    hydra = HydraConfig.get()
+    with contextlib.suppress(Exception):  # (the overrides parsed when the run composed)
+        named = OverridesParser.create().parse_overrides(list(hydra.overrides.task))
+        if any(o.key_or_group == f"{group}.{key}" for o in named):
+            return None  # the command line set (or dropped) it (helper-found: named the preset)
     # ConfigLoaderImpl's repository: the config sources this run was composed from
     repository = GlobalHydra.instance().config_loader().repository  # type: ignore[attr-defined]
-    for preset_group, choice in HydraConfig.get().runtime.choices.items():
+    for preset_group, choice in hydra.runtime.choices.items():
         if not choice or preset_group.startswith("hydra") or preset_group == group:
             continue
         with contextlib.suppress(Exception):  # a choice that is no file of its own

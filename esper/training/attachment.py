@@ -40,8 +40,8 @@ def checkpointed_kernel(
     if loaded.metadata.kernel_id != kernel_id:
         raise ConfigError(
             f"{key}: slot {slot}: the checkpoint used kernel {kernel_id[:16]}, the kernel "
-            f"library now gives {loaded.metadata.kernel_id[:16]} for the same spec; use the "
-            "store the run used (storage.*)"
+            f"library now gives {loaded.metadata.kernel_id[:16]} for its spec: the store "
+            "(storage.*), the blueprint's code or the host differs from the run's"
         )
     return loaded
 

@@ -7,7 +7,9 @@ Resuming also demands the configuration of the run it continues, key by key.
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 
 from esper.atomic import ReadError, load_torch, save_torch
-from esper.config import RESULT_GROUPS, ConfigError
+from esper.config import RESULT_GROUPS, ConfigError, first_line
 
 FORMAT = "esper-checkpoint/1"
 PARTS = (
@@ -76,6 +78,23 @@ def load(resume: str, key: str = "trainer.resume") -> tuple[Path, dict[str, Any]
             f"{key}={resume!r}: not a valid Esper checkpoint (missing {', '.join(missing)})"
         )
     return path, state
+
+
+@contextlib.contextmanager
+def read_as_checkpoint(key: str, resume: str) -> Iterator[None]:
+    """Reading a loaded checkpoint's parts (slots, weights, counters): a part that is not as
+    Esper wrote it is one line naming the file, not the KeyError or state-dict traceback it
+    raises where it is read (helper-found: a slot missing, a weight of another shape, a
+    lifecycle state that is no state)."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise ConfigError(
+            f"{key}={resume!r}: not a valid Esper checkpoint ({type(exc).__name__}: "
+            f"{first_line(exc)})"
+        ) from exc
 
 
 def _differences(a: Any, b: Any, prefix: str) -> list[str]:

@@ -12,6 +12,7 @@ installed there is no plugin here (and no warning from Hydra's plugin scan)."""
 from __future__ import annotations
 
 import logging
+import re
 from importlib.util import find_spec
 from typing import Any
 
@@ -68,8 +69,11 @@ if find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:  # pip install -
             try:
                 optuna.storages.get_storage(storage)
             except Exception as exc:  # noqa: BLE001 - SQLAlchemy's and Optuna's errors alike
+                # a password in the URL stays out of the console and the logs (helper-found)
+                shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", storage)
+                said = first_line(exc).replace(storage, shown)
                 raise refuse_sweep(
-                    f"hydra.sweeper.storage={storage!r} cannot be opened: {first_line(exc)}; "
+                    f"hydra.sweeper.storage={shown!r} cannot be opened: {said}; "
                     "allowed: a database URL Optuna opens (sqlite:///optuna.db), or null"
                 ) from None
 

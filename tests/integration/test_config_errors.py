@@ -197,8 +197,9 @@ def test_a_sweep_objective_it_cannot_serve_is_refused_before_any_trial(
     [
         ("nosuch://x", "NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:nosuch"),
         ("sqlite:////no/such/dir/a.db", "OperationalError: (sqlite3.OperationalError) unable"),
+        ("postgresql://me:secret@localhost:1/db", ""),  # shown as postgresql://me:***@...
     ],
-    ids=["no-such-dialect", "no-such-directory"],
+    ids=["no-such-dialect", "no-such-directory", "a-password"],
 )
 def test_an_optuna_storage_that_cannot_be_opened_is_one_line(tmp_path: Path, storage, said):
     """helper-found: SQLAlchemy's traceback, exit 1, and the sweep's directory (claimed for
@@ -208,7 +209,9 @@ def test_an_optuna_storage_that_cannot_be_opened_is_one_line(tmp_path: Path, sto
     result = run_cli("-m", *sweeper, f"hydra.sweeper.storage={storage}", cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith(f"esper: hydra.sweeper.storage='{storage}' cannot be opened: {said}")
+    shown = storage.replace(":secret@", ":***@")
+    assert line.startswith(f"esper: hydra.sweeper.storage='{shown}' cannot be opened: {said}")
+    assert "secret" not in result.stderr
     assert line.endswith("allowed: a database URL Optuna opens (sqlite:///optuna.db), or null")
     claimed_under = tmp_path / "outputs" / "multiruns"
     assert claimed_under.is_dir() and not list(claimed_under.glob("*/*")), "none left behind"
@@ -420,8 +423,12 @@ def test_a_host_factory_that_returns_no_module_is_named(make_config) -> None:
         build(make_config("logger=none", "policy=none", *host, "+model.sites=[x]"))
 
 
-def test_a_users_own_data_and_host_that_are_right_build(make_config) -> None:
-    build(make_config("logger=none", "policy=none", *USER_DATA, *USER_HOST)).discard()
+@pytest.mark.parametrize("host", ["ok", "majority_class_start"])
+def test_a_users_own_data_and_host_that_are_right_build(make_config, host) -> None:
+    """majority_class_start (helper-found): a head starting from logits [1, 0] on every row,
+    non-negative and summing to 1, was refused as returning probabilities."""
+    parts = ("logger=none", "policy=none", *USER_DATA, *USER_HOST, f"+model.kind={host}")
+    build(make_config(*parts)).discard()
 
 
 def test_a_scheduler_that_cannot_be_built_is_named(make_config) -> None:
@@ -459,3 +466,7 @@ def test_a_key_a_preset_set_for_another_choice_is_named_with_the_preset(tmp_path
         "drop it with ~model.channels)"
     )
     assert refusal("model=mlp", "+model.channels=[4]") == unexpected, "the command line's own"
+    # helper-found: these named the preset, though the command line set the value
+    preset_and_own = ("experiment=eval_digits_cnn", "model=mlp")
+    assert refusal(*preset_and_own, "model.channels=[3]") == unexpected
+    assert refusal(*preset_and_own, "~model.channels", "+model.channels=[3]") == unexpected

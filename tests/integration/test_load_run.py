@@ -46,3 +46,54 @@ def test_a_path_that_holds_no_checkpoint_is_named(tmp_path) -> None:
     (tmp_path / "file.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match=r"^load_run='.*/file.pt': not a valid Esper checkpoint"):
         esper.load_run(tmp_path / "file.pt")
+
+
+def spoil(run_dir, change) -> None:
+    """Edit one part of the run's checkpoint, written back as Esper writes it."""
+    path = run_dir / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    change(state)
+    torch.save(state, path)
+
+
+def first_seed_weight(state) -> str:
+    return next(k for k in state["model"] if ".seed." in k)
+
+
+DAMAGE = {
+    "weight-missing": lambda s: s["model"].pop(first_seed_weight(s)),
+    "weight-shape": lambda s: s["model"].update({first_seed_weight(s): torch.zeros(1)}),
+    "slot-missing": lambda s: s["slots"].pop(next(iter(s["slots"]))),
+    "state-unknown": lambda s: [v.update(state="WHATEVER") for v in s["slots"].values()],
+    "slots-a-list": lambda s: s.update(slots=[]),
+    "epoch-text": lambda s: s.update(epoch="x"),
+    "config-none": lambda s: s.update(config=None),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
+def test_a_damaged_checkpoint_is_one_line(make_config, tmp_path, damage) -> None:
+    """helper-found: each was a KeyError, ValueError or state-dict RuntimeError traceback."""
+    run_dir = tmp_path / "run"
+    build(make_config(*KEPT, "trainer.max_epochs=3", run_dir=run_dir)).run()
+    spoil(run_dir, DAMAGE[damage])
+    with pytest.raises(ConfigError) as refused:
+        esper.load_run(run_dir)
+    said = str(refused.value)
+    assert (
+        said.startswith(f"load_run='{run_dir}': not a valid Esper checkpoint (")
+        and "\n" not in said
+    )
+    if damage == "slot-missing":  # and a resume of it, the same way
+        cfg = make_config(*KEPT, f"trainer.resume={run_dir}", run_dir=tmp_path / "again")
+        with pytest.raises(ConfigError, match=r"^trainer.resume='.*': not a valid Esper checkp"):
+            build(cfg)
+
+
+def test_a_run_without_a_checkpoint_says_it_kept_none(make_config, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    build(make_config(*ONE_EARLY_SEED, "trainer.max_epochs=1", run_dir=run_dir)).run()
+    with pytest.raises(
+        ConfigError, match=r"the run kept no checkpoint \(trainer.checkpoint=false\)"
+    ):
+        esper.load_run(run_dir)
