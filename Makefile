@@ -26,8 +26,10 @@ run: $(STAMP)
 
 # The fast tier: every behaviour test, short runs (the README's test command; .ci/run adds test-slow).
 # On two workers (pytest-xdist): most of its tests wait on a subprocess's imports or a file.
+# A module's tests share a worker (`loadscope`): a module-scoped fixture (a trained policy, an
+# uninterrupted run to resume against) is built once, not once a worker.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" -n 2
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadscope
 
 # Everything, including full-length runs, the research claim and subprocess runs (`slow`).
 test-full: $(STAMP)

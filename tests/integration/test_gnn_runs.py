@@ -53,7 +53,13 @@ def test_under_the_schedule_lifecycle_the_gnn_decides_germination_alone(
 ) -> None:
     """policy.lifecycle=schedule: the network chooses when, where and what to germinate; every
     other transition follows the schedule, and a blended seed stays only if it helped on val."""
-    overrides = (*GNN, "logger=none", "policy.checkpoint=null", "policy.lifecycle=schedule")
+    overrides = (
+        *GNN,
+        "logger=none",
+        "policy.checkpoint=null",
+        "policy.lifecycle=schedule",
+        "trainer.max_epochs=20",  # (it ran the default 80: 19 s of the fast tier)
+    )
     record = build(make_config(*overrides, "seed=1", run_dir=tmp_path / "run")).run()
     assert record.policy["lifecycle"] == "schedule"
     for event in decisions(tmp_path / "run"):
