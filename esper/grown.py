@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from esper import blueprints
 from esper.app import build_model, make_library, seed_everything
 from esper.config import ConfigError, RunConfig, validate
 from esper.data import DataSplits
 from esper.seeds import MorphogeneticModel, SeedSlot
 from esper.training import checkpoint
-from esper.training.attachment import checkpointed_kernel
+from esper.training.attachment import checkpointed_kernel, run_kernel_spec
 
 
 @dataclass(frozen=True)
@@ -88,10 +87,7 @@ def load_run(run: str | Path) -> LoadedRun:
     library = make_library(settings, container)
 
     def kernel_for(slot: SeedSlot, blueprint: str, kernel_id: str) -> torch.nn.Module:
-        hparams = settings.blueprints.hparams.get(blueprint)
-        spec = blueprints.kernel_spec(
-            blueprint, slot.shape, hparams, settings.blueprints.init_seed, "cpu"
-        )
+        spec = run_kernel_spec(settings.blueprints, blueprint, slot.shape, "cpu")
         return checkpointed_kernel(library, spec, kernel_id, slot.name, key).module
 
     with checkpoint.read_as_checkpoint(key, str(run)):

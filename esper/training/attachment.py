@@ -31,6 +31,16 @@ from esper.seeds import MorphogeneticModel, SeedSlot
 from esper.training.steps import Clock
 
 
+def run_kernel_spec(
+    settings: BlueprintsConfig, blueprint: str, shape: tuple[int, ...], device_type: str
+) -> KernelSpec:
+    """The spec of `blueprint`'s kernel at a slot of `shape`, under a run's `blueprints`
+    settings (its hyper-parameters and init seed)."""
+    return blueprint_registry.kernel_spec(
+        blueprint, shape, settings.hparams.get(blueprint), settings.init_seed, device_type
+    )
+
+
 def checkpointed_kernel(
     library: KernelLibrary, spec: KernelSpec, kernel_id: str, slot: str, key: str = "trainer.resume"
 ) -> LoadedKernel:
@@ -105,13 +115,7 @@ class KernelAttachment:
         and made the GNN's probabilities differ between two such runs."""
 
     def spec(self, blueprint: str, shape: tuple[int, ...]) -> KernelSpec:
-        return blueprint_registry.kernel_spec(
-            blueprint,
-            shape,
-            self.blueprints.hparams.get(blueprint),
-            self.blueprints.init_seed,
-            self.device.type,
-        )
+        return run_kernel_spec(self.blueprints, blueprint, shape, self.device.type)
 
     def request(self, slot: SeedSlot, blueprint: str) -> None:
         """Ask the library for the slot's kernel; due `wait_epochs` control steps from now."""

@@ -113,7 +113,36 @@ def test_a_concurrent_sweep_on_s3_compiles_each_kernel_once(
     stored = S3Store(s3_bucket, endpoint_url=s3_endpoint).list()
     compiles = sum(s["kernel_library"]["compiles"] for s in summaries)
     assert compiles == len(stored) > 0, "each distinct kernel compiled once across the sweep"
-    assert sum(s["kernel_library"]["claim_waits"] for s in summaries) >= 1, "jobs met"
+    # Whether two jobs met on a kernel here is the machine's timing (it failed so once in
+    # CI, each kernel compiled once all the same): the meeting itself is made certain in
+    # test_a_job_waits_for_a_kernel_another_holds_on_s3.
+
+
+def test_a_job_waits_for_a_kernel_another_holds_on_s3(s3_endpoint: str, s3_bucket: str) -> None:
+    """Another job (here a thread with its own S3 client) holds the claim on a kernel: this
+    job's library waits for it, then, the claim released with nothing stored, compiles it
+    itself, once."""
+    import threading
+
+    from esper.kernels import S3Store
+
+    other = S3Store(s3_bucket, endpoint_url=s3_endpoint)
+    wanted = spec(4)
+    assert other.claim(wanted.key())
+    library = KernelLibrary(
+        S3Store(s3_bucket, endpoint_url=s3_endpoint), latency_batches=(1,), reference_batch=1
+    )
+    release = threading.Timer(1.5, other.release, args=(wanted.key(),))
+    release.start()
+    try:
+        loaded = library.get(wanted)
+    finally:
+        release.cancel()
+        library.close()
+    assert library.counts.claim_waits == 1, "it waited for the other job's claim"
+    assert library.counts.compiles == 1 and loaded.source == "compiled"
+    assert other.claim(wanted.key()), "the library released its own claim"
+    other.release(wanted.key())
 
 
 @pytest.mark.parametrize("content", ["garbage{", "[1]", '{"host": "x", "pid": 99999999999}'])
