@@ -261,6 +261,15 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
         checkpoint.check_same_config(settings.trainer.resume, resume_state["config"], container)
 
     data, model = build_model(settings, container)
+    data_digest = data.digest() if settings.trainer.checkpoint or resume_state else None
+    if resume_state is not None and data_digest is not None:
+        checkpoint.check_same_data(
+            "trainer.resume",
+            str(settings.trainer.resume),
+            resume_state.get("data"),
+            data_digest,
+            "resume on the data the run trained on",
+        )
     _check_blueprints_fit(settings, model)
     library = make_library(settings, container)
     policy = _instantiate("policy", container["policy"])
@@ -297,7 +306,11 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
         blueprints=settings.blueprints,
         kernels=settings.kernels,
         checkpoint_to=run_dir / "checkpoints" / "last.pt" if settings.trainer.checkpoint else None,
-        checkpoint_extra={"config": container, "wandb_run_id": wandb_info.get("run_id")},
+        checkpoint_extra={
+            "config": container,
+            "wandb_run_id": wandb_info.get("run_id"),
+            "data": data_digest,
+        },
         ranks=ranks,
     )
     if resume_state is not None:

@@ -59,14 +59,16 @@ def _own_random_state() -> Iterator[None]:
             np.random.set_state(numpy)
 
 
-def load_run(run: str | Path) -> LoadedRun:
+def load_run(run: str | Path, check_data: bool = True) -> LoadedRun:
     """The model a run grew, from its checkpoint (`run`: a run directory, whose
     `checkpoints/last.pt` is read, or a checkpoint file). Runs with `trainer.checkpoint=false`
     keep none. The kernels come from the store the run used (its configuration, resolved when
     the run started, is kept in the checkpoint; a kernel missing there is compiled again,
     into it); a library that now gives another kernel for a slot's spec is refused, as a
-    resume is. The dataset is built again by its factory: data changed since the run gives
-    other numbers. The model is built on the CPU, with the CPU's
+    resume is. The dataset is built again by its factory, and refused if its splits are not
+    the ones the run checkpointed (their digests differ): the model would be the run's, its
+    numbers on them not. `check_data=False` loads the model with the data as it is now.
+    The model is built on the CPU, with the CPU's
     kernels: a run trained on a GPU held the GPU's, and is refused so (not tested here: this
     project's CI has no GPU)."""
     key = "load_run"
@@ -84,6 +86,15 @@ def load_run(run: str | Path) -> LoadedRun:
     with _own_random_state():
         seed_everything(settings.seed)  # a user's dataset factory may draw from it
         data, model = build_model(settings, container)
+    if check_data:
+        checkpoint.check_same_data(
+            key,
+            str(run),
+            state.get("data"),
+            data.digest(),
+            "the model is the run's, its numbers on this data would not be; "
+            "load_run(..., check_data=False) loads it with the data as it is now",
+        )
     library = make_library(settings, container)
 
     def kernel_for(slot: SeedSlot, blueprint: str, kernel_id: str) -> torch.nn.Module:

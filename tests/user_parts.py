@@ -37,6 +37,13 @@ def dataset(kind: str = "ok", num_classes: int = 2) -> DataSplits:
     return data
 
 
+def dataset_from_file(path: str) -> DataSplits:
+    """Rows read from a file saved with `torch.save({"x": ..., "y": ...})`: data that can
+    change on disk between a run and its resume or `load_run`."""
+    rows = torch.load(path, weights_only=True)
+    return split_tensors("from_file", rows["x"], rows["y"], 2, 0.2, 0.2, 64, 0, 0)
+
+
 class Host(nn.Module):
     """Linear(2, 8), ReLU, then a head; `kind` breaks its output or its parameters."""
 

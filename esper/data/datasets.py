@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,6 +68,23 @@ class DataSplits:
 
     def sizes(self) -> dict[str, int]:
         return {k: len(getattr(self, k).x) for k in ("train", "val", "test")}
+
+    def digest(self) -> dict[str, str]:
+        """Each split's sha256 over its features and labels (dtype, shape and bytes). A
+        checkpoint keeps it, so that a resume or `load_run` on data changed since the run (a
+        file on disk, a user's factory, a library's bundled dataset) is named, not silently
+        given other numbers (helper-found)."""
+        digests = {}
+        for split in ("train", "val", "test"):
+            loader: TensorLoader = getattr(self, split)
+            sha = hashlib.sha256()
+            for tensor in (loader.x, loader.y):
+                sha.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+                sha.update(
+                    tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data
+                )
+            digests[split] = sha.hexdigest()
+        return digests
 
 
 def split_tensors(

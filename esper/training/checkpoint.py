@@ -121,6 +121,23 @@ def check_same_config(resume: str, saved: dict[str, Any], container: dict[str, A
         )
 
 
+def check_same_data(
+    key: str, resume: str, saved: dict[str, str] | None, now: dict[str, str], what_to_do: str
+) -> None:
+    """The dataset built now is the one the checkpointed run used, split by split
+    (`DataSplits.digest`); a checkpoint written before digests were kept (`saved` None)
+    passes."""
+    if saved is None:
+        return
+    changed = [split for split in now if saved.get(split) != now[split]]
+    if changed:
+        raise ConfigError(
+            f"{key}={resume!r}: the dataset differs from the run's (the {', '.join(changed)} "
+            f"split{'s' if len(changed) > 1 else ''} now hold{'' if len(changed) > 1 else 's'} "
+            f"other data than when the run checkpointed); {what_to_do}"
+        )
+
+
 def rng_state(loader_generator: torch.Generator) -> dict[str, Any]:
     """Every random stream the run draws from, as tensors and plain values."""
     name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)

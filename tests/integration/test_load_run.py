@@ -97,3 +97,37 @@ def test_a_run_without_a_checkpoint_says_it_kept_none(make_config, tmp_path) -> 
         ConfigError, match=r"the run kept no checkpoint \(trainer.checkpoint=false\)"
     ):
         esper.load_run(run_dir)
+
+
+def test_data_changed_since_the_run_is_named_not_numbered(make_config, tmp_path) -> None:
+    """helper-found: load_run built the dataset again by its factory, and a file changed on
+    disk since the run gave other test numbers without a word; a resume trained on."""
+    rows = tmp_path / "rows.pt"
+    x = torch.randn(400, 2, generator=torch.Generator().manual_seed(0))
+    torch.save({"x": x, "y": (x[:, 0] > 0).long()}, rows)
+    from_file = (
+        "dataset=spirals",
+        "~dataset",
+        "+dataset._target_=tests.user_parts.dataset_from_file",
+        f"+dataset.path={rows}",
+    )
+    run_dir = tmp_path / "run"
+    summary = build(make_config(*KEPT, *from_file, "trainer.max_epochs=3", run_dir=run_dir)).run()
+    assert len(esper.load_run(run_dir).data.test.x) == 80, "the same file loads"
+
+    torch.save({"x": x, "y": (x[:, 1] > 0).long()}, rows)  # other labels, same shapes
+    differs = r"the dataset differs from the run's \(the train, val, test splits now hold other"
+    with pytest.raises(ConfigError, match=rf"^load_run='.*/run': {differs}.*check_data=False"):
+        esper.load_run(run_dir)
+    loaded = esper.load_run(run_dir, check_data=False)
+    assert loaded.model.param_counts() == summary.params, "the run's model, on today's data"
+    resume = make_config(
+        *KEPT,
+        *from_file,
+        "trainer.max_epochs=4",
+        f"trainer.resume={run_dir}",
+        run_dir=tmp_path / "b",
+    )
+    with pytest.raises(ConfigError, match=rf"^trainer.resume='.*/run': {differs}"):
+        build(resume)
+    assert not (tmp_path / "b" / "events.jsonl").exists(), "refused before anything was written"
