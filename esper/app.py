@@ -60,7 +60,8 @@ def _set_by_preset(group: str, exc: BaseException) -> str:
     if not (unexpected and preset):
         return ""
     key = f"{group}.{unexpected[1]}"
-    return f" ({key} is set by {preset}, for another {group}; drop it with ~{key})"
+    preset, _, also = preset.partition("; ")
+    return f" ({key} is set by {preset}, for another {group}; drop it with ~{key}{'; ' if also else ''}{also})"
 
 
 def hydra_context() -> tuple[dict[str, str], dict[str, Any]]:

@@ -598,31 +598,63 @@ class RunDirGuard(Callback):
 
 
 def preset_that_set(group: str, key: str) -> str | None:
-    """The preset (`experiment=eval_digits_cnn`, any group whose config is `_global_`) that
-    set `group.key`, where Hydra composed this run; None elsewhere or where none did.
+    """The preset (`experiment=eval_digits_cnn`, any config whose package is `_global_`) that
+    set `group.key`, where Hydra composed this run, and the other groups it chose that the
+    command line left as it set them; None elsewhere or where none did.
 
     helper-found: `experiment=eval_digits_cnn model=mlp` said only `MLP.__init__() got an
     unexpected keyword argument 'channels'`: the preset's `model.channels`, written for the
-    CNN, which the command line never named."""
+    CNN, which the command line never named. The defaults list Hydra composed is read, so a
+    preset that includes another (`defaults: [eval_digits_cnn]`) is found through it."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     if not (HydraConfig.initialized() and GlobalHydra.instance().is_initialized()):
         return None
     hydra = HydraConfig.get()
-    with contextlib.suppress(Exception):  # (the overrides parsed when the run composed)
-        named = OverridesParser.create().parse_overrides(list(hydra.overrides.task))
-        if any(o.key_or_group == f"{group}.{key}" for o in named):
+    with contextlib.suppress(Exception):  # Hydra's internals, read only to word a hint
+        task = list(hydra.overrides.task)
+        named = {o.key_or_group for o in OverridesParser.create().parse_overrides(task)}
+        if f"{group}.{key}" in named:
             return None  # the command line set (or dropped) it (helper-found: named the preset)
-    # ConfigLoaderImpl's repository: the config sources this run was composed from
-    repository = GlobalHydra.instance().config_loader().repository  # type: ignore[attr-defined]
-    for preset_group, choice in hydra.runtime.choices.items():
-        if not choice or preset_group.startswith("hydra") or preset_group == group:
-            continue
-        with contextlib.suppress(Exception):  # a choice that is no file of its own
-            loaded = repository.load_config(f"{preset_group}/{choice}")
-            if loaded is not None and loaded.header.get("package") == "_global_":
-                section = loaded.config.get(group)
-                if isinstance(section, DictConfig) and key in section:
-                    return f"{preset_group}={choice}"
+        loader = GlobalHydra.instance().config_loader()
+        overrides = [*hydra.overrides.hydra, *task]  # hydra.searchpath among the first
+        mode = RunMode.MULTIRUN if hydra.mode == RunMode.MULTIRUN else RunMode.RUN
+        composed = loader.compute_defaults_list(hydra.job.config_name, overrides, mode).defaults
+        # the config sources this run was composed from, with the command line's searchpath
+        from hydra._internal.config_repository import CachingConfigRepository
+
+        repository = CachingConfigRepository(loader.repository)  # type: ignore[attr-defined]
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        loader._process_config_searchpath(hydra.job.config_name, parsed, repository)  # type: ignore[attr-defined]
+        by_path = {d.config_path: d for d in composed}
+        setter = None
+        for default in composed:  # in composition order: the last to set it wins
+            path = default.config_path
+            if default.primary or default.package != "" or path is None:
+                continue  # only presets: their package is _global_ ("")
+            loaded = repository.load_config(path)
+            section = OmegaConf.select(loaded.config, group) if loaded is not None else None
+            if isinstance(section, DictConfig) and key in section:
+                setter = default
+        if setter is None:
+            return None
+        chain = [setter]  # the preset the command line chose, and what it included
+        while chain[-1].parent in by_path and not by_path[chain[-1].parent].primary:
+            chain.append(by_path[chain[-1].parent])
+        chosen_group, _, choice = chain[-1].config_path.partition("/")
+        said = f"{chosen_group}={choice}"
+        if len(chain) > 1:
+            said += ", through " + ", ".join(d.config_path for d in chain[-2::-1])
+        also = []
+        for default in chain:
+            loaded = repository.load_config(default.config_path)
+            for item in (loaded.defaults_list or []) if loaded is not None else []:
+                other = str(getattr(item, "group", "") or "").lstrip("/")
+                choice = str(hydra.runtime.choices.get(other))
+                chosen = getattr(item, "override", False) and item.get_name() == choice
+                if chosen and other not in (group, *named) and f"{other}={choice}" not in also:
+                    also.append(f"{other}={choice}")
+        return said + (f"; it also chose {', '.join(also)}" if also else "")
     return None

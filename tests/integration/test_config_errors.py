@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -447,8 +448,14 @@ def test_a_key_a_preset_set_for_another_choice_is_named_with_the_preset(tmp_path
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
+    conf = tmp_path / "conf"  # this project's tree, and a user's preset built on one of ours
+    shutil.copytree(CONF, conf)
+    (conf / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - eval_digits_cnn\n  - override /policy: random\n"
+    )
+
     def refusal(*overrides: str) -> str:
-        with initialize_config_dir(str(CONF), version_base="1.3"):
+        with initialize_config_dir(str(conf), version_base="1.3"):
             cfg = compose(
                 "config", [*overrides, f"run_dir={tmp_path / 'run'}"], return_hydra_config=True
             )
@@ -463,7 +470,14 @@ def test_a_key_a_preset_set_for_another_choice_is_named_with_the_preset(tmp_path
     unexpected = "model: MLP.__init__() got an unexpected keyword argument 'channels'"
     assert refusal("experiment=eval_digits_cnn", "model=mlp") == (
         f"{unexpected} (model.channels is set by experiment=eval_digits_cnn, for another model; "
-        "drop it with ~model.channels)"
+        "drop it with ~model.channels; it also chose dataset=digits, blueprints=image, "
+        "logger=none)"
+    )
+    # helper-found: a preset that includes ours was not named; nor the groups a preset chose
+    assert refusal("experiment=mine", "model=mlp", "blueprints=vector") == (
+        f"{unexpected} (model.channels is set by experiment=mine, through "
+        "experiment/eval_digits_cnn, for another model; drop it with ~model.channels; it also "
+        "chose dataset=digits, logger=none, policy=random)"
     )
     assert refusal("model=mlp", "+model.channels=[4]") == unexpected, "the command line's own"
     # helper-found: these named the preset, though the command line set the value
