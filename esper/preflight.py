@@ -145,29 +145,43 @@ def check_host_output(model: MorphogeneticModel, data: DataSplits) -> None:
             f"model: {name} gives {_batched(out.shape)} for dataset={data.name}, whose labels "
             f"{_batched(y.shape)} need logits {_batched(wanted)} (num_classes={data.num_classes})"
         )
-    if _probabilities(out):
+    probabilities = _probabilities(out)
+    if probabilities:
         raise ConfigError(
-            f"model: {name} returns probabilities (each row >= 0, summing to 1); allowed: "
-            "logits (the loss is cross-entropy, which applies the softmax itself: end the "
-            "forward before it)"
+            f"model: {name} returns {probabilities}; allowed: logits (the loss is "
+            "cross-entropy, which applies the softmax itself: end the forward before it)"
         )
 
 
-def _probabilities(out: torch.Tensor) -> bool:
-    """A softmax ending the host's forward (helper-found): cross-entropy of probabilities
-    trains, slowly and to a worse model, and nothing else says so. Rows that are all the same
-    are a head's initial output (zero weights and a bias of 1/C, or of [1, 0]: logits a user
-    may start from), not a softmax's of different inputs (helper-found: such a host was
-    refused)."""
-    if not out.dtype.is_floating_point:
-        return False
-    rows = out.detach().reshape(-1, out.shape[-1]).float()
+def _probabilities(out: torch.Tensor) -> str | None:
+    """What a softmax ending the host's forward gives, said, or None (helper-found):
+    cross-entropy of probabilities trains, slowly and to a worse model, and nothing else says
+    so. A softmax over the last dimension (rows summing to 1), a scaled one (rows summing to
+    the same k), or one over another dimension (the batch, a sequence: summing to 1 along
+    it). Rows that are all the same are a head's initial output (zero weights and a bias of
+    1/C, or of [1, 0]: logits a user may start from), not a softmax's of different inputs
+    (helper-found: such a host was refused)."""
+    if not out.dtype.is_floating_point or out.dim() < 2:
+        return None
+    values = out.detach().float()
+    rows = values.reshape(-1, values.shape[-1])
+    if not (values >= 0).all() or torch.allclose(rows, rows[:1].expand_as(rows)):
+        return None
     sums = rows.sum(-1)
-    return bool(
-        (rows >= 0).all()
-        and torch.allclose(sums, torch.ones_like(sums), atol=1e-4)
-        and not torch.allclose(rows, rows[:1].expand_as(rows))
-    )
+    if torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
+        return "probabilities (each row >= 0, summing to 1)"
+    if sums[0] > 0 and torch.allclose(sums, sums[:1].expand_as(sums), rtol=1e-4, atol=1e-4):
+        return f"scaled probabilities (each row >= 0, summing to {sums[0].item():.4g})"
+    for dim in range(values.dim() - 1):
+        along = values.sum(dim)
+        if values.shape[dim] > 1 and torch.allclose(along, torch.ones_like(along), atol=1e-4):
+            if dim == 0:
+                return (
+                    "a softmax over dimension 0, the batch (each column >= 0, summing to 1 "
+                    "over the rows)"
+                )
+            return f"a softmax over dimension {dim} (values >= 0, summing to 1 along it)"
+    return None
 
 
 def _batched(shape: tuple[int, ...] | torch.Size) -> str:

@@ -67,6 +67,10 @@ class Host(nn.Module):
             return z, x
         if self.kind == "softmax":
             return z.softmax(dim=-1)
+        if self.kind == "softmax_over_batch":
+            return z.softmax(dim=0)
+        if self.kind == "scaled_softmax":
+            return 10 * z.softmax(dim=-1)
         return z
 
 

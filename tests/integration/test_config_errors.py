@@ -402,6 +402,17 @@ DATA_AND_HOST_CASES = [
     ("model", "tuple", "model: Host returns a tuple; allowed: one tensor of logits"),
     ("model", "frozen", "model: no parameter of Host requires a gradient"),
     ("model", "softmax", "model: Host returns probabilities (each row >= 0, summing to 1); "),
+    (
+        "model",
+        "softmax_over_batch",
+        "model: Host returns a softmax over dimension 0, the batch (each column >= 0, summing "
+        "to 1 over the rows); allowed: logits",
+    ),
+    (
+        "model",
+        "scaled_softmax",
+        "model: Host returns scaled probabilities (each row >= 0, summing to 10); allowed: logits",
+    ),
 ]
 
 
