@@ -45,3 +45,29 @@ def narrow_adapter(shape: tuple[int, ...]) -> nn.Module:
 
 def wide_adapter(shape: tuple[int, ...]) -> nn.Module:
     return ScaledAdapter(shape[-1], 32)
+
+
+class DropoutAdapter(ScaledAdapter):
+    """Dropout between its layers: random in training, the identity in eval."""
+
+    def __init__(self, features: int, width: int) -> None:
+        super().__init__(features, width)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.drop(torch.tanh(self.down(x))))
+
+
+def dropout_adapter(shape: tuple[int, ...]) -> nn.Module:
+    return DropoutAdapter(shape[-1], 8)
+
+
+class NoisyAdapter(ScaledAdapter):
+    """Noise drawn on every forward, in eval too: the same input gives another output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(torch.tanh(self.down(x + torch.randn_like(x))))
+
+
+def noisy_adapter(shape: tuple[int, ...]) -> nn.Module:
+    return NoisyAdapter(shape[-1], 8)

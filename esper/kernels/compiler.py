@@ -31,7 +31,8 @@ TORCH_EXPORT_LOGGERS = ("torch.fx.experimental.symbolic_shapes", "torch.export._
 
 
 class KernelValidationError(RuntimeError):
-    pass
+    """An exported kernel Esper will not run: it differs from eager, changes the shape, or
+    computes differently in evaluation than in training (its message says which)."""
 
 
 class KernelExportError(RuntimeError):
@@ -44,9 +45,48 @@ def failure_said(exc: BaseException) -> str:
     """A failed compile in one line, as preflight and a culled seed's reason say it, with the
     blueprint's line torch blames where it names one (its `Caused by: (file:line in forward)`,
     further down a long message)."""
-    said = reason(exc) if isinstance(exc, KernelExportError) else first_line(exc)
+    ours = isinstance(exc, KernelExportError | KernelValidationError)  # their text says it
+    said = reason(exc) if ours else first_line(exc)
     cause = re.search(r"^Caused by: \((.+)\)$", str(exc), re.MULTILINE)
     return f"{said} (caused by {cause.group(1)})" if cause else said
+
+
+def mode_dependence(program: ExportedProgram) -> str | None:
+    """What in an exported seed would behave as in training when the model is evaluated, said,
+    or None. A kernel is exported once, from training mode, and the graph keeps what that mode
+    did: a Dropout still drops and a BatchNorm still normalises with the batch's statistics
+    after `model.eval()` (measured: two eval forwards of a Dropout seed's kernel differ), so
+    val and test would be drawn at random or depend on the batch. helper-found: such a seed
+    passed the contract (zero at birth, whatever it draws) and its kernel validated equal to
+    eager (both zero). A BatchNorm without running statistics uses the batch's in both modes,
+    as its eager module does: allowed."""
+    for node in program.graph.nodes:
+        target = node.target
+        if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
+            continue
+        name = target.name().removesuffix(".default").replace("::", ".")
+        schema = target._schema.arguments
+        arguments = {a.name: a.default_value for a in schema if a.has_default_value()}
+        arguments.update(zip((a.name for a in schema), node.args, strict=False))
+        arguments.update(node.kwargs)
+        if torch.Tag.nondeterministic_seeded in target.tags:
+            # attention's dropout_p=0, Dropout(p=0) or in eval: deterministic all the same
+            drops = arguments.get("dropout_p", arguments.get("p"))
+            if not (drops == 0 or arguments.get("train") is False):
+                return f"draws random numbers ({name}: Dropout, or a random draw in its forward)"
+        if arguments.get("training") is True and arguments.get("running_mean") is not None:
+            return f"normalises with the batch's statistics ({name} in training mode: BatchNorm)"
+    return None
+
+
+def _refuse_mode_dependence(program: ExportedProgram) -> None:
+    said = mode_dependence(program)
+    if said is not None:
+        raise KernelValidationError(
+            f"its forward {said}; a kernel runs as exported, from training mode, in evaluation "
+            "too; allowed: layers that compute the same in both (no Dropout or random draws; "
+            "GroupNorm or LayerNorm for BatchNorm)"
+        )
 
 
 @dataclass
@@ -76,9 +116,15 @@ def load_artifact(artifact: bytes, kernel_id: str) -> ExportedProgram:
             f"the object is corrupted or was tampered with ({len(artifact)} bytes)"
         )
     try:
-        return load_program(artifact)
+        program = load_program(artifact)
     except UnsafeArtifactError as exc:
         raise UnsafeArtifactError(f"kernel {kernel_id[:16]}: {exc}") from None
+    said = mode_dependence(program)  # a store's kernel from before the rule, or planted
+    if said is not None:
+        raise UnsafeArtifactError(
+            f"kernel {kernel_id[:16]}: its forward {said}, in evaluation as in training"
+        )
+    return program
 
 
 def instantiate(program: ExportedProgram) -> nn.Module:
@@ -187,6 +233,7 @@ def compile_kernel(
             )
         except Exception as exc:  # noqa: BLE001 - torch raises many kinds; the text is kept
             raise KernelExportError(f"{type(exc).__name__}: {exc}") from None
+        _refuse_mode_dependence(program)
         for node in program.graph.nodes:
             # Source paths would make the same kernel hash differently on every checkout.
             node.meta.pop("stack_trace", None)

@@ -137,3 +137,32 @@ def test_another_builder_under_the_same_name_gets_its_own_kernel(tmp_path) -> No
         2 * 8 * 8 + 8 + 8,
         2 * 8 * 32 + 32 + 8,
     )
+
+
+MODE_DEPENDENT = {
+    "dropout_adapter": "draws random numbers (aten.dropout: Dropout, or a random draw in its",
+    "noisy_adapter": "draws random numbers (aten.randn_like: Dropout, or a random draw in its",
+}
+
+
+@pytest.mark.parametrize("name", MODE_DEPENDENT, ids=list(MODE_DEPENDENT))
+def test_a_seed_that_computes_otherwise_in_evaluation_is_refused_before_training(
+    make_config, name
+) -> None:
+    """helper-found: a Dropout or a random draw in a seed passed the contract (zero at birth
+    whatever it draws) and validated equal to eager (both zero); its kernel, exported from
+    training mode, kept dropping out after model.eval(): val and test were drawn at random.
+    (A BatchNorm with running statistics is refused by the contract: its forward changes
+    them.)"""
+    cfg = make_config(
+        f"+blueprints.custom.{name}={{_target_:tests.blueprints_for_tests.{name},kinds:[vector]}}",
+        f"blueprints.allowed=[{name}]",
+        *ONE_EARLY_SEED,
+        "logger=none",
+    )
+    with pytest.raises(ConfigError) as refused:
+        build(cfg)
+    said = str(refused.value)
+    assert said.startswith(f"blueprints.custom.{name}: blueprint '{name}' at shape [8]"), said
+    assert f"cannot be exported: its forward {MODE_DEPENDENT[name]}" in said
+    assert said.endswith("(no Dropout or random draws; GroupNorm or LayerNorm for BatchNorm)")

@@ -23,7 +23,7 @@ from esper import blueprints
 from esper.contracts import KernelSpec
 from esper.data import cifar10
 from esper.kernels import KernelIntegrityError, compile_kernel, instantiate, load_artifact
-from esper.kernels.compiler import sha256
+from esper.kernels.compiler import mode_dependence, sha256
 
 SHAPES = {"vector": (8,), "image": (4, 6, 6), "sequence": (5, 8)}
 
@@ -305,3 +305,34 @@ def test_bad_cifar_batch_is_one_clear_error_naming_the_file(tmp_path: Path, kind
         cifar10(str(tmp_path / "root"))
     assert not marker.exists(), "unpickling the batch ran code"
     assert "\n" not in str(caught.value)
+
+
+def test_a_stored_kernel_that_drops_out_in_evaluation_is_refused() -> None:
+    """A kernel exported with a Dropout (before the compiler refused one, or planted) would
+    drop out in evaluation too: the library refuses it on load (and compiles again)."""
+    module = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5))
+    program = torch.export.export(module, (torch.randn(2, 4),))
+    for node in program.graph.nodes:  # as the compiler saves a kernel
+        node.meta.pop("stack_trace", None)
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    artifact = buffer.getvalue()
+    with pytest.raises(
+        KernelIntegrityError, match=r"its forward draws random numbers \(aten\.dropout"
+    ):
+        load_artifact(artifact, sha256(artifact))
+
+
+@pytest.mark.parametrize("running_stats", [True, False])
+def test_a_batch_norm_is_refused_where_evaluation_would_use_other_statistics(
+    running_stats: bool,
+) -> None:
+    """Exported from training mode, a BatchNorm with running statistics keeps normalising
+    with the batch's after model.eval(); one without them does so in eager too: allowed."""
+    module = torch.nn.BatchNorm1d(4, track_running_stats=running_stats)
+    program = torch.export.export(module, (torch.randn(3, 4),))
+    said = mode_dependence(program)
+    if running_stats:
+        assert said is not None and said.startswith("normalises with the batch's statistics")
+    else:
+        assert said is None
