@@ -10,7 +10,10 @@ read from the files' import statements, anywhere in them, so it does not depend 
 the process has imported. Not followed: the standard library and installed packages
 (`site-packages`, `dist-packages`; torch's version is in the spec); a builder that is itself
 installed there is named by its distribution's version. A builder without a source file (a
-notebook's cell) is named alone.
+notebook's cell, `python -c`) is named by its code objects instead: the bytecode, constants
+and names of the builder and of every function and class of its module it reaches
+(helper-found: it was named alone, so a notebook's changed seed class was handed the kernel
+its old code built).
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import functools
 import hashlib
 import importlib.metadata
 import importlib.util
+import inspect
 import sys
 import sysconfig
 from collections.abc import Callable, Iterator
 from importlib.machinery import PathFinder
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 import torch
@@ -35,7 +40,10 @@ LIBRARY_DIRS = ("site-packages", "dist-packages")
 
 def code_digest(builder: Callable[..., Any]) -> str:
     """16 hex digits naming the builder's code (see the module's text); computed once per
-    builder and process where the builder can be a cache key."""
+    builder and process where the builder can be a cache key and its module is a file (a
+    notebook redefines a class its unchanged builder names: computed each time there)."""
+    if _origin(getattr(_unwrapped(builder), "__module__", None) or "") is None:
+        return _digest(builder)
     try:
         return _cached_digest(builder)
     except TypeError:  # an unhashable callable (a dataclass instance): computed each time
@@ -47,12 +55,16 @@ def _digest(builder: Callable[..., Any]) -> str:
     module = getattr(function, "__module__", None) or ""
     name = f"{module}.{getattr(function, '__qualname__', type(function).__qualname__)}"
     digest = hashlib.sha256((name + _bound_arguments(builder)).encode())
-    for module_name, path in sorted(source_modules(builder).items()):
+    sources = source_modules(builder)
+    for module_name, path in sorted(sources.items()):
         try:
             source = path.read_bytes()
         except OSError:  # gone since its import: its name alone
             source = b""
         digest.update(b"\0" + module_name.encode() + b"\0" + source)
+    if not sources:  # no source file: its code objects (a notebook's cell)
+        for part in _code_reached(_unwrapped(builder), module, set()):
+            digest.update(b"\0" + part)
     version = _installed_version(module)
     if version is not None:
         digest.update(b"\0version\0" + version.encode())
@@ -92,6 +104,64 @@ def _described(value: Any) -> str:
     if callable(value) and hasattr(value, "__qualname__"):
         return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
     return repr(value)
+
+
+def _code_reached(thing: Any, module: str, seen: set[int]) -> Iterator[bytes]:
+    """A function's or class's code, and that of the functions and classes of the same
+    module (`module`, which has no source file) it names, each once: what a notebook's
+    builder builds is as often in a class beside it as in the builder."""
+    if id(thing) in seen:
+        return
+    seen.add(id(thing))
+    if isinstance(thing, type):
+        yield f"class {thing.__qualname__}".encode()
+        for base in thing.__bases__:
+            yield _described(base).encode()
+            if base.__module__ == module:
+                yield from _code_reached(base, module, seen)
+        for key, value in vars(thing).items():
+            if isinstance(value, staticmethod | classmethod):
+                value = value.__func__
+            elif isinstance(value, property):
+                value = value.fget
+            if inspect.isfunction(value) or isinstance(value, type):
+                yield key.encode()
+                yield from _code_reached(value, module, seen)
+            elif not key.startswith("__"):  # a class attribute: a width, a flag
+                yield f"{key}={_described(value)}".encode()
+        return
+    if not inspect.isfunction(thing):
+        yield _described(thing).encode()
+        return
+    yield thing.__qualname__.encode() + _described(thing.__defaults__).encode()
+    yield _described(thing.__kwdefaults__).encode()
+    names: list[str] = []
+    for code in _code_objects(thing.__code__):
+        yield code.co_code + b"\0" + repr(code.co_names).encode()
+        yield _described([c for c in code.co_consts if not isinstance(c, CodeType)]).encode()
+        names += code.co_names
+    cells = [cell.cell_contents for cell in thing.__closure__ or () if _filled(cell)]
+    for value in [*(thing.__globals__.get(n) for n in names), *cells]:
+        if (inspect.isfunction(value) or isinstance(value, type)) and value.__module__ == module:
+            yield from _code_reached(value, module, seen)
+        elif value is not None and not inspect.ismodule(value):
+            yield _described(value).encode()
+
+
+def _code_objects(code: CodeType) -> Iterator[CodeType]:
+    """A code object and those nested in it (a comprehension's, an inner function's)."""
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            yield from _code_objects(const)
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises
+    except ValueError:
+        return False
+    return True
 
 
 def _unwrapped(builder: Callable[..., Any]) -> Any:
@@ -161,6 +231,10 @@ def _origin(name: str) -> Path | None:
         loaded = sys.modules.get(dotted)
         if loaded is not None:
             spec = getattr(loaded, "__spec__", None)
+            file = getattr(loaded, "__file__", None)
+            if spec is None and i == len(parts) - 1 and isinstance(file, str):
+                # `python script.py`'s __main__: a file without a spec
+                return Path(file).resolve() if file.endswith(".py") else None
         else:
             search = None if spec is None else spec.submodule_search_locations
             if i > 0 and search is None:  # the parent is a module, not a package

@@ -259,3 +259,74 @@ def test_an_installed_builder_is_named_by_its_distributions_version() -> None:
     assert sorted(source_modules(joblib.Parallel)) == ["joblib.parallel"]
     assert _installed_version("joblib.parallel") == f"joblib {version('joblib')}"
     assert _installed_version("esper.blueprints.builders") is None, "Esper's own is followed"
+
+
+NOTEBOOK_CELL = """
+import torch
+from torch import nn
+
+WIDTH = {width}
+
+class Adapter(nn.Module):
+    def __init__(self, features):
+        super().__init__()
+        self.down = nn.Linear(features, WIDTH)
+        self.up = nn.Linear(WIDTH, features)
+
+    def forward(self, x):
+        return self.up(torch.{activation}(self.down(x)))
+
+def build(shape):
+    return Adapter(shape[-1])
+"""
+
+
+def test_a_builder_without_a_source_file_is_named_by_its_code(monkeypatch) -> None:
+    """helper-found: a builder from a notebook's cell (a module without a source file) was
+    named by its name alone, so a seed class changed in the notebook was handed the kernel
+    its old code built. Its digest now follows the code of the builder and of the classes
+    and functions it names there; the same cell run again keeps it (the kernel is reused)."""
+    import types
+
+    from esper.blueprints.code_digest import code_digest
+
+    cell = types.ModuleType("notebook_cell")  # no __file__, no __spec__: Jupyter's __main__
+    monkeypatch.setitem(sys.modules, "notebook_cell", cell)
+
+    def run_cell(width: int = 8, activation: str = "tanh") -> str:
+        source = NOTEBOOK_CELL.format(width=width, activation=activation)
+        exec(compile(source, "<cell>", "exec"), cell.__dict__)
+        return code_digest(cell.build)
+
+    first = run_cell()
+    assert run_cell() == first, "the same cell again: the same kernel"
+    assert run_cell(activation="relu") != first, "the seed class's forward changed"
+    assert run_cell(width=16) != first, "a global it reads changed"
+    run_cell()
+    builder = cell.build
+    exec(
+        compile(
+            NOTEBOOK_CELL.format(width=8, activation="sigmoid").split("def build")[0],
+            "<cell>",
+            "exec",
+        ),
+        cell.__dict__,
+    )  # the class alone redefined
+    assert code_digest(builder) != first, "the same builder object, a new class: not cached"
+
+
+def test_a_builder_in_a_script_run_directly_is_named_by_the_script(tmp_path) -> None:
+    """`python train.py`'s __main__ has a file but no module spec: the script is read."""
+    import subprocess
+
+    script = tmp_path / "train.py"
+    script.write_text(
+        "from torch import nn\n"
+        "from esper.blueprints.code_digest import source_modules\n"
+        "def build(shape):\n    return nn.Linear(shape[-1], shape[-1])\n"
+        "print(dict(source_modules(build)).get('__main__'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    assert out.strip() == str(script.resolve())
