@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -9,6 +10,7 @@ import os
 import random
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +227,39 @@ def build_model(
         raise preflight.host_cannot_take(host, data, cause) from exc
     preflight.check_host_output(model, data)
     return data, model
+
+
+@contextlib.contextmanager
+def own_random_state() -> Iterator[None]:
+    """The caller's Python, NumPy and torch random states, as they were afterwards."""
+    python, numpy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(python)
+            np.random.set_state(numpy)
+
+
+def check_run(container: dict[str, Any]) -> None:
+    """What `build` checks before it trains, for a run built later elsewhere (a Simic
+    episode, in a worker, updates on): the settings, the strategy, the dataset and host
+    (built), the blueprints that fit its slots, the optimizer and scheduler. Kernels are not
+    compiled here."""
+    settings = validate(container)
+    if settings.trainer.strategy != "single":
+        raise ConfigError(
+            f"trainer.strategy={settings.trainer.strategy}: allowed here: single (this run is "
+            "built in a process of its own, not under torchrun)"
+        )
+    with own_random_state():  # the caller's draws stay its own
+        seed_everything(settings.seed)
+        _, model = build_model(settings, container)
+    _check_blueprints_fit(settings, model)
+    optimizer = _instantiate("trainer.optimizer", container["trainer"]["optimizer"])
+    scheduler_node = container["trainer"].get("scheduler")
+    scheduler = _instantiate("trainer.scheduler", scheduler_node) if scheduler_node else None
+    preflight.check_optimizer(optimizer, scheduler)
 
 
 def make_library(settings: RunConfig, container: dict[str, Any]) -> KernelLibrary:

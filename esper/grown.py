@@ -14,16 +14,12 @@ it held from the run's kernel store (the same kernel, by id, or refused), then t
 
 from __future__ import annotations
 
-import contextlib
-import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from esper.app import build_model, make_library, seed_everything
+from esper.app import build_model, make_library, own_random_state, seed_everything
 from esper.config import ConfigError, RunConfig, validate
 from esper.data import DataSplits
 from esper.seeds import MorphogeneticModel, SeedSlot
@@ -45,18 +41,6 @@ class LoadedRun:
     """The last epoch the checkpoint holds (0-based)."""
     checkpoint: Path
     """The file loaded."""
-
-
-@contextlib.contextmanager
-def _own_random_state() -> Iterator[None]:
-    """The caller's Python, NumPy and torch random states, as they were afterwards."""
-    python, numpy = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        try:
-            yield
-        finally:
-            random.setstate(python)
-            np.random.set_state(numpy)
 
 
 def load_run(run: str | Path, check_data: bool = True) -> LoadedRun:
@@ -83,7 +67,7 @@ def load_run(run: str | Path, check_data: bool = True) -> LoadedRun:
     if not isinstance(container, dict):
         raise ConfigError(f"{key}={str(run)!r}: not a valid Esper checkpoint (no configuration)")
     settings = validate(container)
-    with _own_random_state():
+    with own_random_state():
         seed_everything(settings.seed)  # a user's dataset factory may draw from it
         data, model = build_model(settings, container)
     if check_data:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from esper.policy.gnn import GnnPolicy, Step
 from esper.policy.masks import OPERATIONS
@@ -58,6 +58,7 @@ class EpisodeResult:
 EPISODE_KEYS = {
     "seed": "simic.train_seeds (the seeds episodes draw)",
     "trainer.max_epochs": "simic.episode_epochs (every episode's length)",
+    "trainer.stop_after_epoch": "simic.episode_epochs (every episode's length)",
     "run_dir": "none (each episode runs in a directory of its own)",
 }
 """Run keys `episode_overrides` sets after the task's: one in a task or `simic.overrides` was
@@ -73,6 +74,7 @@ def episode_overrides(spec: EpisodeSpec, policy: Sequence[str], workdir: str) ->
         *policy,
         f"seed={spec.seed}",
         f"trainer.max_epochs={spec.epochs}",
+        "trainer.stop_after_epoch=null",
         f"run_dir={workdir}/run",
     ]
 
@@ -82,15 +84,18 @@ def compose_run(overrides: Sequence[str]) -> DictConfig:
     Hydra holds train_policy's tree: it is set aside for this and put back."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import JobRuntime
 
     running = GlobalHydra.instance()
     outer = running.hydra
+    job_name = JobRuntime.instance().get("name")  # initialize_config_dir sets it to "app"
     running.clear()
     try:
         with initialize_config_dir(str(CONF), version_base="1.3"):
             return compose("config", overrides=list(overrides))
     finally:
-        if outer is not None:
+        JobRuntime.instance().set("name", job_name)  # helper-found: a sweep's later jobs
+        if outer is not None:  # logged to app.log, named `app`
             running.clear()
             running.initialize(outer)
 
@@ -104,11 +109,15 @@ def one_line(exc: BaseException) -> str:
 
 def check_suite(settings: SimicConfig) -> None:
     """Compose and validate every (task, host variant) as its episodes will, with the
-    baseline's policy and the GNN's, before any episode: a bad task, variant or
-    `simic.overrides` is one line naming it, not a worker's traceback minutes in."""
+    baseline's policy and the GNN's, and build its dataset and host as a run's preflight
+    does (`esper.app.check_run`), before any episode: a bad task, variant or
+    `simic.overrides` is one line naming it, not a worker's traceback minutes in
+    (helper-found: image blueprints on a vector host, a dataset without its files, a host
+    variant it cannot build each failed when the task was first drawn, updates in)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from esper.app import check_run
     from esper.config import ConfigError, validate
 
     seed, epochs = settings.train_seeds[0], settings.episode_epochs
@@ -132,19 +141,25 @@ def check_suite(settings: SimicConfig) -> None:
                 "episode takes these overrides, the host-alone baseline (policy=none) too; "
                 "allowed: run keys other than policy (the policy is what Simic trains)"
             )
+
+    def check(spec: EpisodeSpec, policy: tuple[str]) -> None:
+        cfg = compose_run(episode_overrides(spec, policy, "."))
+        container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+        validate(container)
+        if policy == ("policy=none",):  # takes no key: a policy.* override fails
+            instantiate(cfg.policy)
+            check_run(container)
+
     for task in settings.tasks:
         for variant in task.variants:
             own = EpisodeSpec(task.name, (*task.overrides, *variant), seed, epochs)
             spec = EpisodeSpec(task.name, (*own.overrides, *settings.overrides), seed, epochs)
             for policy in (("policy=none",), ("policy=gnn",)):
                 try:
-                    cfg = compose_run(episode_overrides(spec, policy, "."))
-                    validate(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-                    if policy == ("policy=none",):  # takes no key: a policy.* override fails
-                        instantiate(cfg.policy)
+                    check(spec, policy)
                 except Exception as exc:  # noqa: BLE001 - any composition error, one line
                     try:  # the task's own overrides alone, to name the culprit
-                        compose_run(episode_overrides(own, policy, "."))
+                        check(own, policy)
                         key = f"simic.overrides={settings.overrides}"
                     except Exception:  # noqa: BLE001
                         key = f"simic.tasks[{task.name}] {[*task.overrides, *variant]}"

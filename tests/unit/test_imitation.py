@@ -282,6 +282,32 @@ def test_the_early_schedule_is_a_teacher_and_a_late_one_is_warned_of(caplog) -> 
             },
             "simic.tasks[s] ['model=mlp', 'model.hiden=[8]'] (policy=none):",
         ),
+        # helper-found: these passed the check and failed when the task was first drawn, or
+        # shortened every episode without a word (stop_after_epoch)
+        (
+            {"tasks": [TaskConfig(name="s", overrides=["model=mlp", "blueprints=image"])]},
+            "simic.tasks[s] ['model=mlp', 'blueprints=image'] (policy=none): "
+            "blueprints.allowed=['conv_residual',",
+        ),
+        (
+            {
+                "tasks": [
+                    TaskConfig(name="s", overrides=["model=mlp"], variants=[["model.hidden=oops"]])
+                ]
+            },
+            "simic.tasks[s] ['model=mlp', 'model.hidden=oops'] (policy=none): model: "
+            "model.hidden='oops' must be",
+        ),
+        (
+            {"overrides": ["trainer.strategy=ddp"]},
+            "simic.overrides=['trainer.strategy=ddp'] (policy=none): trainer.strategy=ddp: "
+            "allowed here: single",
+        ),
+        (
+            {"overrides": ["trainer.stop_after_epoch=0"]},
+            "simic.overrides=['trainer.stop_after_epoch=0']: 'trainer.stop_after_epoch=0' is set "
+            "by Simic for every episode, after these overrides; allowed: simic.episode_epochs",
+        ),
     ],
 )
 def test_a_suite_that_cannot_run_is_one_line_naming_its_part(change, named) -> None:

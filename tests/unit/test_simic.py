@@ -285,3 +285,20 @@ def test_a_simic_output_that_cannot_be_written_is_refused_before_training(tmp_pa
     assert list((tmp_path / "new").iterdir()) == [], "the probe leaves nothing"
     with pytest.raises(WriteError, match="cannot write .*policy.pt"):
         write_atomic(tmp_path / "file" / "policy.pt", b"weights")
+
+
+def test_composing_an_episode_keeps_the_jobs_name() -> None:
+    """helper-found: in a sweep of the training command, the jobs after the first logged to
+    app.log, named `app`: composing an episode's run (the suite check) set Hydra's job name."""
+    from hydra.core.utils import JobRuntime
+
+    from esper.simic.episode import compose_run
+
+    runtime = JobRuntime.instance()
+    before = runtime.get("name")
+    runtime.set("name", "run")
+    try:
+        compose_run(["policy=none"])
+        assert runtime.get("name") == "run"
+    finally:
+        runtime.set("name", before)
