@@ -14,13 +14,14 @@ import signal
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from esper.atomic import ReadError, load_torch, save_torch
+from esper.atomic import ReadError, WriteError, load_torch, save_torch
 from esper.config import ConfigError, reason
 from esper.events.wandb_file import RunFileError, read_run
 from esper.kernels.worker import worker_pool
@@ -40,6 +41,7 @@ from esper.simic.episode import (
 from esper.simic.imitation import check_teacher, imitation_epoch
 from esper.simic.reward import RewardTerms, episode_reward, step_rewards
 from esper.simic.settings import SimicConfig
+from esper.training.guard import Diverged
 from esper.training.interruption import raise_interrupt
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,33 @@ def _baseline_key(spec: EpisodeSpec) -> str:
     return f"{spec.task}|{' '.join(spec.overrides)}|{spec.seed}|{spec.epochs}"
 
 
+class EpisodeFailed(Exception):
+    """An episode ended in a worker without a result: its run diverged, its worker died (the
+    OOM killer), or it could not write. helper-found: a traceback of concurrent.futures, no
+    word of which episode or how to go on."""
+
+    def __init__(self, spec: EpisodeSpec, role: str, cause: BaseException) -> None:
+        self.spec, self.role, self.cause = spec, role, cause
+        said = reason(cause)
+        if isinstance(cause, BrokenProcessPool):
+            said = "its worker process ended abruptly (killed: out of memory?)"
+        super().__init__(
+            f"{role} episode {spec.task} {list(spec.overrides)} seed {spec.seed}: {said}"
+        )
+
+
+EPISODE_FAILURES = (Diverged, BrokenProcessPool, WriteError)
+"""What ends an episode that is not Esper's bug (a bug's traceback stays a traceback)."""
+
+
+def _result(job: Future[bytes], spec: EpisodeSpec, role: str) -> EpisodeResult:
+    """An episode's result, or EpisodeFailed naming it."""
+    try:
+        return receive(job.result())
+    except EPISODE_FAILURES as exc:
+        raise EpisodeFailed(spec, role, exc) from exc
+
+
 def _episodes(
     specs: list[EpisodeSpec],
     pool: Any,
@@ -89,8 +118,8 @@ def _episodes(
     }
     jobs = [pool.submit(run_in_worker, spec, str(weights), store, threads) for spec in specs]
     for key, job in base_jobs.items():
-        baselines[key] = receive(job.result()).val_accuracy
-    return [receive(job.result()) for job in jobs]
+        baselines[key] = _result(job, missing[key], "the host-alone").val_accuracy
+    return [_result(job, spec, "the policy's") for job, spec in zip(jobs, specs, strict=True)]
 
 
 def _row(
@@ -264,6 +293,12 @@ def _logged_updates(resume: str) -> set[int]:
     return {int(row["update"]) for row in rows if isinstance(row.get("update"), int | float)}
 
 
+def _go_on(saved: int | None, run_dir: Path) -> str:
+    if saved is None:
+        return "no checkpoint was written yet: run it again to start over"
+    return f"simic.resume={str(run_dir)!r} continues from update {saved}, its last checkpoint"
+
+
 class Stopped(Exception):
     """A policy training interrupted by SIGINT or SIGTERM: where, and how to go on. The
     training stops at once (an update's episodes are minutes that a resume runs again)."""
@@ -271,12 +306,17 @@ class Stopped(Exception):
     def __init__(self, signum: int, at: str, saved: int | None, run_dir: Path) -> None:
         self.signum = signum
         name = signal.Signals(signum).name
-        go_on = (
-            f"simic.resume={str(run_dir)!r} continues from update {saved}, its last checkpoint"
-            if saved is not None
-            else "no checkpoint was written yet: run it again to start over"
+        super().__init__(f"interrupted by {name} during {at}; {_go_on(saved, run_dir)}")
+
+
+class TrainingFailed(Exception):
+    """The policy training ended by an episode that failed (EpisodeFailed): which, where, and
+    how to go on, in one line."""
+
+    def __init__(self, failed: EpisodeFailed, at: str, saved: int | None, run_dir: Path):
+        super().__init__(
+            f"the policy training failed during {at}: {failed}; {_go_on(saved, run_dir)}"
         )
-        super().__init__(f"interrupted by {name} during {at}; {go_on}")
 
 
 class PolicyDiverged(Exception):
@@ -339,16 +379,18 @@ def _imitate(
     policy.save_weights(weights, {"update": 0, "imitation": "teacher episodes"})
     specs = _imitation_specs(settings)
     threads, teacher = settings.worker_threads, tuple(imitate.teacher)
+    missing = {_baseline_key(s): s for s in specs if _baseline_key(s) not in baselines}
     base_jobs = {
-        _baseline_key(s): pool.submit(run_in_worker, s, None, store, threads)
-        for s in specs
-        if _baseline_key(s) not in baselines
+        key: pool.submit(run_in_worker, s, None, store, threads) for key, s in missing.items()
     }
     jobs = [pool.submit(run_in_worker, s, str(weights), store, threads, teacher) for s in specs]
     for key, job in base_jobs.items():
-        baselines[key] = receive(job.result()).val_accuracy
+        baselines[key] = _result(job, missing[key], "the host-alone").val_accuracy
     episodes = [
-        receive(job.result()) for job in tqdm(jobs, desc="teacher episodes", dynamic_ncols=True)
+        _result(job, spec, "a teacher")
+        for job, spec in zip(
+            tqdm(jobs, desc="teacher episodes", dynamic_ncols=True), specs, strict=True
+        )
     ]
     steps: list[Step] = []
     returns: list[float] = []
@@ -586,6 +628,10 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
         if sink is not None:
             sink.run.finish(exit_code=1)
         raise
+    except EpisodeFailed as exc:
+        if sink is not None:
+            sink.run.finish(exit_code=1)
+        raise TrainingFailed(exc, where["at"], where["saved"], where["dir"]) from exc
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, on_sigterm)

@@ -208,3 +208,22 @@ def test_a_policy_whose_weights_go_non_finite_is_not_saved(tmp_path) -> None:
     ], result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert not (run_dir / "policy.pt").exists() and not (run_dir / "simic.pt").exists()
+
+
+def test_an_episode_that_diverges_ends_the_training_in_one_line(tmp_path) -> None:
+    """helper-found: an episode's Diverged (or a worker killed) came back as a
+    concurrent.futures traceback, without which episode or how to go on."""
+    run_dir = tmp_path / "run"
+    env = own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels"))
+    diverges = "simic.overrides=['trainer.optimizer.lr=1e30']"
+    result = launch(run_dir, "simic.updates=1", "simic.episode_epochs=2", diverges, env=env)
+    assert result.returncode == 1, result.stderr[-3000:]
+    said = [line for line in result.stderr.splitlines() if line.startswith("esper:")]
+    assert len(said) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert said[0].startswith(
+        "esper: the policy training failed during update 0: the host-alone episode spirals "
+        "['dataset=spirals', 'model=mlp', 'blueprints=vector', 'trainer.optimizer.lr=1e30'] "
+        "seed 10"
+    ), said
+    assert "the host diverged: " in said[0]
+    assert said[0].endswith("no checkpoint was written yet: run it again to start over")
