@@ -309,6 +309,11 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     _check_blueprints_fit(settings, model)
     library = make_library(settings, container)
     policy = _instantiate("policy", container["policy"])
+    if container["policy"].get("checkpoint", "") is None and hasattr(policy, "load_weights"):
+        # said by the run, not the policy: Simic trains one from these weights, knowingly
+        log.warning(
+            "policy=gnn with policy.checkpoint=null: initial weights (seed %s)", policy.seed
+        )
     optimizer = _instantiate("trainer.optimizer", container["trainer"]["optimizer"])
     scheduler_node = container["trainer"].get("scheduler")
     scheduler = _instantiate("trainer.scheduler", scheduler_node) if scheduler_node else None

@@ -152,7 +152,9 @@ class GnnPolicy:
         self.requested: Lifecycle | None = lifecycle
         self.lifecycle: Lifecycle = lifecycle or "learned"
         """What the network decides (module docstring): set by the checkpoint when loaded."""
-        self.seed = seed
+        self.seed = integer("policy.seed", seed, 0)  # helper-found: 'abc' or 1.5 from torch
+        if not isinstance(greedy, bool):  # helper-found: the string 'false' took argmax
+            raise ValueError(f"policy.greedy={greedy!r} must be true or false")
         self.greedy = greedy
         self.max_in_flight = max_in_flight
         self.max_seeds = max_seeds
@@ -164,6 +166,11 @@ class GnnPolicy:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = PolicyNet(hidden, layers, fixed)
+        if checkpoint == "":  # helper-found: said "a directory" (the empty path is ".")
+            raise ValueError(
+                f"policy.checkpoint='' is empty; allowed: a path to a .pt file, "
+                f"{', '.join(SHIPPED)}, or null (initial weights)"
+            )
         if checkpoint is not None and not isinstance(checkpoint, str):
             # Hydra parses `policy.checkpoint=123` as an int: say what it takes, not what failed
             raise ValueError(
@@ -176,8 +183,6 @@ class GnnPolicy:
         self.trained: dict[str, Any] | None = None
         if checkpoint is not None:
             self.trained = self.load_weights(checkpoint)
-        else:
-            log.warning("policy=gnn with policy.checkpoint=null: initial weights (seed %s)", seed)
         self.net.eval()
         self.generator = torch.Generator().manual_seed(seed)
         self.germinated = 0
