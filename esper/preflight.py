@@ -415,6 +415,14 @@ def check_run_dir(
         return False
     if overwrite:
         return True
+    own_kind = SIMIC_FILES if section == "simic" else RUN_FILES
+    if not set(found) & set(own_kind):  # helper-found: a resume was offered, and failed
+        other = "a run" if section == "simic" else "a policy training"
+        raise ConfigError(
+            f"run_dir={str(run_dir)!r} holds {other} ({', '.join(found)}), not this kind; "
+            f"choose another directory (hydra.run.dir=...), or {section}.overwrite=true to "
+            "replace it"
+        )
     raise ConfigError(
         f"run_dir={str(run_dir)!r} holds a run already ({', '.join(found)}); choose another "
         f"directory (hydra.run.dir=...), pass {section}.resume={str(run_dir)!r} to continue "
@@ -424,7 +432,7 @@ def check_run_dir(
 
 def clear_run(run_dir: Path) -> None:
     """Remove an earlier run's or training's files (`overwrite=true`), W&B's with them."""
-    for name in (*HELD, "weights", "wandb"):
+    for name in (*HELD, "weights", "wandb", "learning_curve.png"):
         path = run_dir / name
         if path.is_dir():
             shutil.rmtree(path)

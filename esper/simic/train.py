@@ -25,6 +25,7 @@ from esper.atomic import ReadError, WriteError, load_torch, save_torch
 from esper.config import ConfigError, reason
 from esper.events.wandb_file import RunFileError, read_run
 from esper.kernels.worker import worker_pool
+from esper.policy.gnn import FORMAT as POLICY_FORMAT
 from esper.policy.gnn import GnnPolicy, Step
 from esper.policy.gnn_net import PolicyNet
 from esper.policy.masks import OPERATIONS
@@ -460,15 +461,37 @@ def _imitate(
     return {**teacher_row, **row}
 
 
-def check_output(output: str) -> None:
+def check_output(output: str, run_dir: Path | None = None) -> None:
     """`simic.output` is written after the last update: a path that cannot take it is refused
-    now (it failed with a traceback once every update had run)."""
+    now (it failed with a traceback once every update had run), and so is one that would
+    replace the training's own checkpoint or kept policies, or a file that is not a policy
+    (helper-found: `simic.output=<run>/simic.pt` exited 0 with the training's checkpoint
+    replaced by a policy: it could not be resumed, nor its curve drawn)."""
     path = Path(output).expanduser()
     if path.is_dir():
         raise ConfigError(
             f"simic.output={output!r} is a directory; allowed: a file path, e.g. "
             f"{str(path / 'policy.pt')!r}"
         )
+    if run_dir is not None:
+        own = run_dir.expanduser().resolve()
+        target = path.resolve()
+        if target == own / "simic.pt" or target.is_relative_to(own / "policies"):
+            raise ConfigError(
+                f"simic.output={output!r} is the training's own "
+                f"{'checkpoint' if target.name == 'simic.pt' else 'kept policy'}; allowed: a "
+                f"path outside {own / 'simic.pt'} and {own / 'policies'}"
+            )
+    if path.is_file():
+        try:
+            held = load_torch(path)
+        except ReadError:
+            held = None
+        if not (isinstance(held, dict) and held.get("format") == POLICY_FORMAT):
+            raise ConfigError(
+                f"simic.output={output!r} holds a file that is not a GNN policy; allowed: a new "
+                "path, or a policy checkpoint to replace"
+            )
     probe = path.with_name(path.name + ".tmp")  # write_atomic's own temporary name
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -481,7 +504,7 @@ def check_output(output: str) -> None:
 def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: Any) -> float:
     """Train; returns the mean episode reward of the last update."""
     if settings.output:
-        check_output(settings.output)
+        check_output(settings.output, run_dir)
     if not settings.resume:  # before any output, W&B run or episode
         check_suite(settings)
         if settings.imitate.episodes:

@@ -58,8 +58,10 @@ def test_a_new_training_in_a_trained_directory_is_refused_or_replaces_it(trained
     after = (run_dir / "simic.pt").read_bytes(), (run_dir / ".hydra" / "config.yaml").read_text()
     assert after == before, "the earlier training and its recorded config are kept"
 
+    (run_dir / "learning_curve.png").write_bytes(b"the replaced training's curve")
     result = launch(run_dir, "simic.updates=1", "simic.overwrite=true", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not (run_dir / "learning_curve.png").exists(), "helper-found: it was left"
     assert [p.name for p in (run_dir / "policies").iterdir()] == ["update_1.pt"]
     assert torch.load(run_dir / "simic.pt", weights_only=True)["update"] == 1
 
@@ -77,14 +79,17 @@ def test_a_run_and_a_policy_training_refuse_each_others_directory(trained, tmp_p
         timeout=300,
     )
     line = one_line(result)
-    assert "holds a run already (simic.pt, policy.pt, policies)" in line
+    # helper-found: each offered a resume of the other kind's directory, which then failed
+    assert "holds a policy training (simic.pt, policy.pt, policies), not this kind" in line
     assert "trainer.overwrite=true" in line and not (run_dir / "summary.json").exists()
+    assert "trainer.resume" not in line
 
     a_run = tmp_path / "a_run"
     a_run.mkdir()
     (a_run / "summary.json").write_text('{"status": "completed"}')
     line = one_line(launch(a_run, "simic.updates=1", env=env))
-    assert "holds a run already (summary.json)" in line and not (a_run / "simic.pt").exists()
+    assert "holds a run (summary.json), not this kind" in line and "simic.resume" not in line
+    assert not (a_run / "simic.pt").exists()
 
 
 def damaged(run_dir) -> str:

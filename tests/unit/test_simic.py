@@ -287,6 +287,24 @@ def test_a_simic_output_that_cannot_be_written_is_refused_before_training(tmp_pa
         write_atomic(tmp_path / "file" / "policy.pt", b"weights")
 
 
+def test_a_simic_output_that_would_replace_the_trainings_own_files_is_refused(tmp_path) -> None:
+    """helper-found: simic.output=<run>/simic.pt replaced the training's checkpoint with a
+    policy, exit 0; a resume and the learning curve then refused the directory."""
+    from esper.policy.gnn import GnnPolicy
+
+    run = tmp_path / "run"
+    (run / "policies").mkdir(parents=True)
+    for own in ("simic.pt", "policies/update_5.pt"):
+        with pytest.raises(ConfigError, match="is the training's own"):
+            check_output(str(run / own), run)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="holds a file that is not a GNN policy; allowed: a new"):
+        check_output(str(tmp_path / "notes.txt"), run)
+    GnnPolicy(scatter_backend="torch").save_weights(tmp_path / "old.pt", {})
+    check_output(str(tmp_path / "old.pt"), run)  # a policy is replaced
+    check_output(str(run / "final.pt"), run)  # the run directory, not its own files
+
+
 def test_composing_an_episode_keeps_the_jobs_name() -> None:
     """helper-found: in a sweep of the training command, the jobs after the first logged to
     app.log, named `app`: composing an episode's run (the suite check) set Hydra's job name."""
