@@ -128,6 +128,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         raise CliError("tidy needs --quarantined, --unused-days N and/or --repair")
     if args.repair and args.dry_run:
         raise CliError("--repair has no --dry-run: it only moves bad entries to quarantine")
+    for flag, value in (("--root", args.root), ("--bucket", args.bucket)):
+        if value is not None and not value.strip():  # helper-found: `--bucket "$B"`, B unset,
+            raise CliError(f"{flag} is empty; allowed: a {flag[2:]} name")  # acted on ~/.cache
     if args.root and args.bucket:
         raise CliError("--root and --bucket name two stores; give one")
     return args
@@ -139,6 +142,7 @@ def run(args: argparse.Namespace) -> list[str]:
         lines = list_kernels(store)
     else:
         lines = tidy(store, args.quarantined, args.unused_days, args.dry_run, args.repair)
+        lines = [f"{line} (in {store.describe()})" for line in lines]
     notices = store.take_notices() if isinstance(store, LocalStore) else []
     for notice in notices:
         print(f"{PROG}: note: {notice}", file=sys.stderr)

@@ -161,9 +161,11 @@ class LocalStore:
         kernels = []
         for kernel_id, spec_key, text, size, used in rows:
             try:
-                kernels.append(StoredKernel(parse_entry(text, spec_key, kernel_id), size, used))
+                metadata = parse_entry(text, spec_key, kernel_id)
             except MalformedEntry:
                 continue
+            if _bad_numbers(size, used) is None:
+                kernels.append(StoredKernel(metadata, size, used))
         self.skipped_rows = len(rows) - len(kernels)
         if self.skipped_rows:
             log.warning(
@@ -202,12 +204,17 @@ class LocalStore:
         """Quarantine malformed rows, drop rows whose artifact is gone; say what was done."""
         report = self.take_notices()
         rows = self._index.run(
-            lambda db: db.execute("SELECT kernel_id, spec_key, metadata FROM kernels").fetchall()
+            lambda db: db.execute(
+                "SELECT kernel_id, spec_key, metadata, size, last_used FROM kernels"
+            ).fetchall()
         )
         malformed = missing = 0
-        for kernel_id, spec_key, text in rows:
+        for kernel_id, spec_key, text, size, used in rows:
             try:
                 metadata = parse_entry(text, spec_key, kernel_id)
+                wrong = _bad_numbers(size, used)
+                if wrong is not None:
+                    raise MalformedEntry(wrong)
             except MalformedEntry as exc:
                 self._index.quarantine_row(kernel_id, spec_key, text, str(exc))
                 malformed += 1
@@ -236,3 +243,17 @@ class LocalStore:
     def release(self, spec_key: str) -> None:
         if DIGEST.fullmatch(spec_key):
             self._claims.release(spec_key)
+
+
+def _bad_numbers(size: object, last_used: object) -> str | None:
+    """What is wrong with a row's size and last use, or None (helper-found: a `last_used` of
+    1e20 or 'abc' passed `tidy --repair`, then failed `list` and `tidy` as a whole)."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return f"size {size!r} is not a byte count"
+    if not isinstance(last_used, int | float) or not 0 <= last_used < LATEST_TIME:
+        return f"last_used {last_used!r} is not a time"
+    return None
+
+
+LATEST_TIME = 253402300800.0
+"""Year 10000: a `last_used` beyond it is no time a machine wrote (and `time.localtime` fails)."""

@@ -243,3 +243,41 @@ def test_s3_index_entry_naming_another_spec_is_quarantined_and_repair_cleans_up(
     assert "1 malformed index rows quarantined" in out
     assert "1 index rows without an artifact dropped" in out
     assert run(capsys, "tidy", "--repair", *args)[1].startswith("index is sound: 0 entries")
+
+
+@pytest.mark.parametrize("flag", ["--root", "--bucket"])
+def test_an_empty_store_name_is_refused_not_taken_for_the_default_store(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str
+) -> None:
+    """helper-found: `tidy --bucket "$B"` with B unset acted on ~/.cache/esper/kernels."""
+    default = tmp_path / "default"
+    kept = filled(default)
+    monkeypatch.setenv("ESPER_KERNEL_STORE", str(default))
+    code, _, err = run(capsys, "tidy", flag, "", "--unused-days", "0")
+    one_line_error(code, err, f"{flag} is empty")
+    assert [k.metadata.kernel_id for k in LocalStore(default).list()] == [kept]
+    code, out, err = run(capsys, "tidy", "--unused-days", "0", "--dry-run")
+    assert code == 0, err
+    assert out.strip().startswith("would remove 1 kernels") and str(default) in out, out
+
+
+@pytest.mark.parametrize("last_used", [1e20, "'abc'", "-1"])
+def test_an_index_row_whose_last_use_is_no_time_is_skipped_then_repaired(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, last_used: object
+) -> None:
+    """helper-found: such a row passed `tidy --repair`; then `list` failed (`timestamp out of
+    range for platform time_t`) and `tidy` too (`'<' not supported between str and float`)."""
+    lib = library(tmp_path)
+    kept = lib.get(kernel_spec()).metadata
+    bad = lib.get(kernel_spec("low_rank")).metadata
+    with sqlite3.connect(tmp_path / "index.sqlite") as db:
+        db.execute(
+            f"UPDATE kernels SET last_used = {last_used} WHERE kernel_id = ?", (bad.kernel_id,)
+        )
+    code, out, err = run(capsys, "list", "--root", str(tmp_path))
+    assert code == 0 and "1 kernels in" in out and "tidy --repair" in err, out + err
+    code, out, err = run(capsys, "tidy", "--unused-days", "1", "--root", str(tmp_path))
+    assert code == 0 and "removed 0 kernels" in out, out + err
+    code, out, err = run(capsys, "tidy", "--repair", "--root", str(tmp_path))
+    assert code == 0 and "1 malformed index rows quarantined" in out, out + err
+    assert [k.metadata.kernel_id for k in LocalStore(tmp_path).list()] == [kept.kernel_id]
