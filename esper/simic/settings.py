@@ -209,6 +209,11 @@ class SimicConfig(Section):
 
     @model_validator(mode="after")
     def disjoint_from_evaluation(self) -> SimicConfig:
+        repeated = sorted({s for s in self.train_seeds if self.train_seeds.count(s) > 1})
+        if repeated:  # helper-found: imitation's "distinct runs" were one run, three times
+            raise ValueError(
+                f"simic.train_seeds={self.train_seeds} repeats {repeated}; allowed: distinct seeds"
+            )
         overlap = sorted(set(self.train_seeds) & RESERVED_SEEDS)
         if overlap:
             raise ValueError(

@@ -9,6 +9,7 @@ baselines it has not run yet, turns final validation accuracies into rewards, an
 from __future__ import annotations
 
 import logging
+import math
 import random
 import signal
 import threading
@@ -225,6 +226,13 @@ def load_state(where: str, key: str, after: str) -> dict[str, Any]:
             raise ConfigError(
                 f"{key}: a damaged Simic checkpoint ({name} is a {type(state[name]).__name__})"
             )
+    rows = state["history"]
+    if state["update"] < 0 or not all(isinstance(row, dict) for row in rows):
+        # helper-found: update -5 resumed to "-250%"; a row that is no mapping broke the curve
+        raise ConfigError(
+            f"{key}: a damaged Simic checkpoint (update {state['update']}, history rows "
+            f"{sorted({type(row).__name__ for row in rows})})"
+        )
     return state
 
 
@@ -334,6 +342,24 @@ class PolicyDiverged(Exception):
         super().__init__(
             f"the policy's weights are not finite after {after} ({losses}); {go_on} in "
             f"{run_dir}; a smaller {lr} may train"
+        )
+
+
+class RewardsNotFinite(Exception):
+    """An update's rewards are not finite: the price settings, not the learning rate
+    (helper-found: `simic.reward.per_1k_params=1e306` was said as weights gone NaN, with a
+    smaller simic.ppo.lr as the way out)."""
+
+    def __init__(
+        self, update: int, rewards: list[float], settings: SimicConfig, where: dict[str, Any]
+    ):
+        price = settings.reward
+        super().__init__(
+            f"the rewards of update {update} are not finite "
+            f"({next(r for r in rewards if not math.isfinite(r))}): "
+            f"simic.reward.per_1k_params={price.per_1k_params:g} and "
+            f"simic.reward.per_1k_flops={price.per_1k_flops:g} price the growth beyond a "
+            f"float; {_go_on(where['saved'], where['dir'])}"
         )
 
 
@@ -624,6 +650,8 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
                     for e in episodes
                 ]
                 rewards = [t.total for t in terms]
+                if not all(math.isfinite(r) for r in rewards):
+                    raise RewardsNotFinite(update, rewards, settings, where)
                 steps, advantages, returns = _advantages(settings, episodes, rewards)
                 stats = ppo.update(
                     net, optimizer, steps, advantages, returns, ppo_settings, generator
@@ -647,7 +675,7 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
         if sink is not None:
             sink.run.finish(exit_code=1)  # what was logged stays readable; a resume continues it
         raise Stopped(signum, where["at"], where["saved"], where["dir"]) from None
-    except PolicyDiverged:
+    except (PolicyDiverged, RewardsNotFinite):
         if sink is not None:
             sink.run.finish(exit_code=1)
         raise

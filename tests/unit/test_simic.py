@@ -180,7 +180,9 @@ def test_groups_draw_tasks_by_their_weights() -> None:
     ("seed", "said"),
     [(s, rf"kept for evaluation.*remove \[{s}\]") for s in (3, 7, 12, 17, 22, 33, 55, 71)]
     # every seed is checked (only the first was: [100, -1] trained until an episode drew -1)
-    + [(-1, r"train_seeds\.1"), (2**32, r"train_seeds\.1")],
+    + [(-1, r"train_seeds\.1"), (2**32, r"train_seeds\.1")]
+    # helper-found: [100, 100] was taken; imitation's distinct runs were one run twice
+    + [(100, r"simic\.train_seeds=\[100, 100\] repeats \[100\]; allowed: distinct seeds")],
 )
 def test_every_training_seed_is_checked_and_stays_off_evaluation_seeds(
     seed: int, said: str
