@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import signal
 import threading
@@ -581,6 +582,16 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
     )
     weights = run_dir / "weights" / "current.pt"
     threads = settings.worker_threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cores and settings.workers * threads > cores:  # helper-found: said nowhere
+        log.warning(
+            "simic.workers=%d x simic.worker_threads=%d = %d threads on %d cores: an update "
+            "may be many times slower (46x measured, 2 x 2 on 2 cores)",
+            settings.workers,
+            threads,
+            settings.workers * threads,
+            cores,
+        )
     last_reward = float("nan")
     where: dict[str, Any] = {  # what the stop line says: the last checkpoint is in "dir"
         "at": "the start",
