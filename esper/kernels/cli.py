@@ -13,6 +13,7 @@ Errors are one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import sys
@@ -156,6 +157,9 @@ def run(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # the local store's warnings are the notes run() prints, prefixed (helper-found: each
+    # was printed twice, once bare by logging's last resort)
+    logging.getLogger("esper.kernels.store").setLevel(logging.ERROR)
     try:
         lines = run(parse(argv))
     except KeyboardInterrupt:

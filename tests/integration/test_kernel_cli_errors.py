@@ -281,3 +281,20 @@ def test_an_index_row_whose_last_use_is_no_time_is_skipped_then_repaired(
     code, out, err = run(capsys, "tidy", "--repair", "--root", str(tmp_path))
     assert code == 0 and "1 malformed index rows quarantined" in out, out + err
     assert [k.metadata.kernel_id for k in LocalStore(tmp_path).list()] == [kept.kernel_id]
+
+
+def test_a_corrupt_index_is_said_once_by_the_command(tmp_path: Path) -> None:
+    """helper-found: the note came twice, once bare from logging's last resort."""
+    filled(tmp_path)
+    _random_bytes(tmp_path / "index.sqlite")
+    result = subprocess.run(
+        [sys.executable, "-m", "esper.kernels", "list", "--root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    (said,) = result.stderr.strip().splitlines()
+    assert said.startswith("python -m esper.kernels: note: kernel index ") and "corrupt" in said
