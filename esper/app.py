@@ -58,12 +58,13 @@ def _set_by_preset(group: str, exc: BaseException) -> str:
     """An argument the target does not take, set by a preset for another choice of `group`:
     name the preset and how to drop the key."""
     unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
-    preset = unexpected and preflight.preset_that_set(group, unexpected[1])
-    if not (unexpected and preset):
+    found = unexpected and preflight.preset_that_set(group, unexpected[1])
+    if not (unexpected and found):
         return ""
     key = f"{group}.{unexpected[1]}"
-    preset, _, also = preset.partition("; ")
-    return f" ({key} is set by {preset}, for another {group}; drop it with ~{key}{'; ' if also else ''}{also})"
+    preset, also = found
+    chose = f"; it also chose {', '.join(also)}" if also else ""
+    return f" ({key} is set by {preset}, for another {group}; drop it with ~{key}{chose})"
 
 
 def hydra_context() -> tuple[dict[str, str], dict[str, Any]]:
@@ -241,6 +242,15 @@ def own_random_state() -> Iterator[None]:
             np.random.set_state(numpy)
 
 
+def _optimizer_and_scheduler(container: dict[str, Any]) -> tuple[Any, Any]:
+    """The configured optimizer and scheduler factories (partials), checked."""
+    optimizer = _instantiate("trainer.optimizer", container["trainer"]["optimizer"])
+    scheduler_node = container["trainer"].get("scheduler")
+    scheduler = _instantiate("trainer.scheduler", scheduler_node) if scheduler_node else None
+    preflight.check_optimizer(optimizer, scheduler)
+    return optimizer, scheduler
+
+
 def check_run(container: dict[str, Any]) -> None:
     """What `build` checks before it trains, for a run built later elsewhere (a Simic
     episode, in a worker, updates on): the settings, the strategy, the dataset and host
@@ -256,10 +266,7 @@ def check_run(container: dict[str, Any]) -> None:
         seed_everything(settings.seed)
         _, model = build_model(settings, container)
     _check_blueprints_fit(settings, model)
-    optimizer = _instantiate("trainer.optimizer", container["trainer"]["optimizer"])
-    scheduler_node = container["trainer"].get("scheduler")
-    scheduler = _instantiate("trainer.scheduler", scheduler_node) if scheduler_node else None
-    preflight.check_optimizer(optimizer, scheduler)
+    _optimizer_and_scheduler(container)
 
 
 def make_library(settings: RunConfig, container: dict[str, Any]) -> KernelLibrary:
@@ -314,10 +321,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
         log.warning(
             "policy=gnn with policy.checkpoint=null: initial weights (seed %s)", policy.seed
         )
-    optimizer = _instantiate("trainer.optimizer", container["trainer"]["optimizer"])
-    scheduler_node = container["trainer"].get("scheduler")
-    scheduler = _instantiate("trainer.scheduler", scheduler_node) if scheduler_node else None
-    preflight.check_optimizer(optimizer, scheduler)
+    optimizer, scheduler = _optimizer_and_scheduler(container)
     # ddp: rank 0 checks and compiles the offered kernels; the other ranks load what it
     # attaches, and stop with it where it cannot
     may_compile = getattr(policy, "may_germinate", True)

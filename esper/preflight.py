@@ -619,10 +619,11 @@ class RunDirGuard(Callback):
             raise SystemExit(2) from None
 
 
-def preset_that_set(group: str, key: str) -> str | None:
+def preset_that_set(group: str, key: str) -> tuple[str, list[str]] | None:
     """The preset (`experiment=eval_digits_cnn`, any config whose package is `_global_`) that
     set `group.key`, where Hydra composed this run, and the other groups it chose that the
-    command line left as it set them; None elsewhere or where none did.
+    command line left as it set them (`dataset=digits`, ...); None elsewhere or where none
+    did.
 
     helper-found: `experiment=eval_digits_cnn model=mlp` said only `MLP.__init__() got an
     unexpected keyword argument 'channels'`: the preset's `model.channels`, written for the
@@ -678,5 +679,5 @@ def preset_that_set(group: str, key: str) -> str | None:
                 chosen = getattr(item, "override", False) and item.get_name() == choice
                 if chosen and other not in (group, *named) and f"{other}={choice}" not in also:
                     also.append(f"{other}={choice}")
-        return said + (f"; it also chose {', '.join(also)}" if also else "")
+        return said, also
     return None
