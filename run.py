@@ -81,13 +81,7 @@ def train_policy(cfg: DictConfig) -> float:
     from esper.atomic import WriteError
     from esper.config import ConfigError, explain, reason
     from esper.simic.settings import SimicConfig
-    from esper.simic.train import (
-        PolicyDiverged,
-        RewardsNotFinite,
-        Stopped,
-        TrainingFailed,
-        train,
-    )
+    from esper.simic.train import PolicyDiverged, Stopped, TrainingFailed, train
 
     try:
         container = OmegaConf.to_container(
@@ -110,7 +104,7 @@ def train_policy(cfg: DictConfig) -> float:
         refuse(exc, 2)
     except PolicyDiverged as exc:  # a policy of NaN weights is not saved: one line, exit 1
         refuse(exc, 1)
-    except (TrainingFailed, RewardsNotFinite) as exc:  # an episode failed; a price overflowed
+    except TrainingFailed as exc:  # an episode diverged, or its worker died: which, and how on
         refuse(exc, 1)
     except WriteError as exc:  # simic.pt or a policy: a full disk, a read-only directory
         refuse(RunFailed(f"the policy training failed: {exc.strerror}"), 1)

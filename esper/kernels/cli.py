@@ -129,9 +129,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         raise CliError("tidy needs --quarantined, --unused-days N and/or --repair")
     if args.repair and args.dry_run:
         raise CliError("--repair has no --dry-run: it only moves bad entries to quarantine")
-    for flag, value in (("--root", args.root), ("--bucket", args.bucket)):
+    for flag, value, allowed in (
+        ("--root", args.root, "a store directory"),
+        ("--bucket", args.bucket, "a bucket name"),
+    ):
         if value is not None and not value.strip():  # helper-found: `--bucket "$B"`, B unset,
-            raise CliError(f"{flag} is empty; allowed: a {flag[2:]} name")  # acted on ~/.cache
+            raise CliError(f"{flag} is empty; allowed: {allowed}")  # acted on ~/.cache
     if args.root and args.bucket:
         raise CliError("--root and --bucket name two stores; give one")
     return args

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from esper.atomic import ReadError, load_torch, save_torch
+from esper.config import MAX_SEED
 from esper.contracts import Decision, Observation
 from esper.models.checks import integer, number
 from esper.policy.base import keep_if_it_helps, lifecycle_decisions
@@ -153,6 +154,8 @@ class GnnPolicy:
         self.lifecycle: Lifecycle = lifecycle or "learned"
         """What the network decides (module docstring): set by the checkpoint when loaded."""
         self.seed = integer("policy.seed", seed, 0)  # helper-found: 'abc' or 1.5 from torch
+        if self.seed > MAX_SEED:  # helper-found: torch's "Overflow when unpacking long long"
+            raise ValueError(f"policy.seed={seed!r} must be at most {MAX_SEED}, as seed is")
         if not isinstance(greedy, bool):  # helper-found: the string 'false' took argmax
             raise ValueError(f"policy.greedy={greedy!r} must be true or false")
         self.greedy = greedy

@@ -56,12 +56,18 @@ class PPOConfig(Section):
     max_grad_norm: float = Field(default=0.5, gt=0)
 
 
+MAX_PRICE = 1000.0
+"""A price beyond which no growth can pay (a reward is a val-accuracy gain, at most 1): the
+bound keeps rewards within float32, where PPO computes (helper-found: 1e200 overflowed there
+and was said as weights gone NaN)."""
+
+
 class RewardConfig(Section):
     """Costs in val accuracy (esper.simic.reward)."""
 
-    per_1k_params: float = Field(default=0.05, ge=0)
+    per_1k_params: float = Field(default=0.05, ge=0, le=MAX_PRICE)
     """Accuracy 1,000 added parameters must buy to pay for themselves."""
-    per_1k_flops: float = Field(default=0.0, ge=0)
+    per_1k_flops: float = Field(default=0.0, ge=0, le=MAX_PRICE)
     """Likewise for 1,000 added forward FLOPs a sample."""
 
 

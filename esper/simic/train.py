@@ -9,7 +9,6 @@ baselines it has not run yet, turns final validation accuracies into rewards, an
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import signal
@@ -227,14 +226,38 @@ def load_state(where: str, key: str, after: str) -> dict[str, Any]:
             raise ConfigError(
                 f"{key}: a damaged Simic checkpoint ({name} is a {type(state[name]).__name__})"
             )
-    rows = state["history"]
-    if state["update"] < 0 or not all(isinstance(row, dict) for row in rows):
-        # helper-found: update -5 resumed to "-250%"; a row that is no mapping broke the curve
-        raise ConfigError(
-            f"{key}: a damaged Simic checkpoint (update {state['update']}, history rows "
-            f"{sorted({type(row).__name__ for row in rows})})"
-        )
+    wrong = _history_wrong(state["update"], state["history"])
+    if wrong:  # helper-found: update -5 resumed to "-250%"; a row without a number broke the
+        raise ConfigError(f"{key}: a damaged Simic checkpoint ({wrong})")  # curve, not a resume
     return state
+
+
+HISTORY_NUMBERS = (
+    "update",
+    "episode/return",
+    "episode/val_gain",
+    "episode/added_params",
+    "loss/entropy",
+    "loss/explained_variance",
+)
+"""What every history row holds as a number (`_row`): the learning curve draws them."""
+
+
+def _history_wrong(update: int, rows: list[Any]) -> str | None:
+    """What is wrong with a checkpoint's update count and history (a row an update), or None."""
+    if update < 0 or len(rows) != update:
+        return f"update {update} with {len(rows)} history rows"
+    for row in rows:
+        if not isinstance(row, dict):
+            return f"a history row is a {type(row).__name__}"
+        lacking = [
+            k
+            for k in HISTORY_NUMBERS
+            if not isinstance(row.get(k), int | float) or isinstance(row.get(k), bool)
+        ]
+        if lacking:
+            return f"a history row lacks a number for {', '.join(lacking)}"
+    return None
 
 
 def resume_state(settings: SimicConfig) -> dict[str, Any]:
@@ -343,24 +366,6 @@ class PolicyDiverged(Exception):
         super().__init__(
             f"the policy's weights are not finite after {after} ({losses}); {go_on} in "
             f"{run_dir}; a smaller {lr} may train"
-        )
-
-
-class RewardsNotFinite(Exception):
-    """An update's rewards are not finite: the price settings, not the learning rate
-    (helper-found: `simic.reward.per_1k_params=1e306` was said as weights gone NaN, with a
-    smaller simic.ppo.lr as the way out)."""
-
-    def __init__(
-        self, update: int, rewards: list[float], settings: SimicConfig, where: dict[str, Any]
-    ):
-        price = settings.reward
-        super().__init__(
-            f"the rewards of update {update} are not finite "
-            f"({next(r for r in rewards if not math.isfinite(r))}): "
-            f"simic.reward.per_1k_params={price.per_1k_params:g} and "
-            f"simic.reward.per_1k_flops={price.per_1k_flops:g} price the growth beyond a "
-            f"float; {_go_on(where['saved'], where['dir'])}"
         )
 
 
@@ -661,8 +666,6 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
                     for e in episodes
                 ]
                 rewards = [t.total for t in terms]
-                if not all(math.isfinite(r) for r in rewards):
-                    raise RewardsNotFinite(update, rewards, settings, where)
                 steps, advantages, returns = _advantages(settings, episodes, rewards)
                 stats = ppo.update(
                     net, optimizer, steps, advantages, returns, ppo_settings, generator
@@ -686,7 +689,7 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
         if sink is not None:
             sink.run.finish(exit_code=1)  # what was logged stays readable; a resume continues it
         raise Stopped(signum, where["at"], where["saved"], where["dir"]) from None
-    except (PolicyDiverged, RewardsNotFinite):
+    except PolicyDiverged:
         if sink is not None:
             sink.run.finish(exit_code=1)
         raise

@@ -53,12 +53,13 @@ def test_the_curve_is_drawn_from_the_logged_rows(tmp_path) -> None:
         (checkpoint(3), "simic.pt/c.png", "cannot write the figure there"),
         # helper-found: a KeyError traceback; an update of -5 resumed to "-250%"
         (
-            {**checkpoint(2), "history": [{"episode/return": 0.1}]},
+            {**checkpoint(1), "history": [{"episode/return": 0.1}]},
             "c.png",
-            "a damaged Simic checkpoint (a history row has no update, episode/val_gain",
+            "a damaged Simic checkpoint (a history row lacks a number for update, episode/val_gain",
         ),
-        ({**checkpoint(2), "update": -5}, "c.png", "a damaged Simic checkpoint (update -5,"),
-        ({**checkpoint(2), "history": [1, 2]}, "c.png", "history rows ['int']"),
+        ({**checkpoint(2), "update": -5}, "c.png", "a damaged Simic checkpoint (update -5 with 2"),
+        ({**checkpoint(2), "history": [1, 2]}, "c.png", "a history row is a int"),
+        ({**checkpoint(2), "update": 3}, "c.png", "(update 3 with 2 history rows)"),
     ],
 )
 def test_what_is_no_curve_is_one_line(tmp_path, capsys, make, out, said) -> None:

@@ -165,7 +165,7 @@ def test_weights_round_trip_and_a_bad_checkpoint_is_one_line(tmp_path) -> None:
     # helper-found: 'false' took argmax; 'abc' and 1.5 were torch's messages; '' "a directory"
     with pytest.raises(ValueError, match=r"^policy\.greedy='false' must be true or false$"):
         GnnPolicy(greedy="false")  # type: ignore[arg-type]
-    for seed in ("abc", 1.5, -1):
+    for seed in ("abc", 1.5, -1, 2**64):  # 2**64: torch's "Overflow when unpacking long long"
         with pytest.raises(ValueError, match=r"^policy\.seed=.* must be"):
             GnnPolicy(seed=seed)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"^policy\.checkpoint='' is empty; allowed: a path"):

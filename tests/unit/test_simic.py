@@ -32,6 +32,10 @@ def test_the_reward_is_the_gain_over_the_host_alone_less_the_parameter_cost() ->
     assert flops.total == pytest.approx(-0.1)
     assert step_rewards(3, terms.total) == [0.0, 0.0, pytest.approx(0.05)]
     assert step_rewards(0, terms.total) == []
+    # helper-found: 1e200 overflowed float32 in PPO and was said as weights gone NaN
+    for key in ("per_1k_params", "per_1k_flops"):
+        with pytest.raises(ValueError, match="less than or equal to 1000"):
+            RewardConfig(**{key: 1e200})
 
 
 def test_group_advantages_compare_an_episode_with_the_rest_of_its_group() -> None:
