@@ -161,8 +161,10 @@ def run(args: argparse.Namespace) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # the local store's warnings are the notes run() prints, prefixed (helper-found: each
-    # was printed twice, once bare by logging's last resort)
-    logging.getLogger("esper.kernels.store").setLevel(logging.ERROR)
+    # was printed twice, once bare by logging's last resort); the level is put back after
+    store_log = logging.getLogger("esper.kernels.store")
+    level = store_log.level
+    store_log.setLevel(logging.ERROR)
     try:
         lines = run(parse(argv))
     except KeyboardInterrupt:
@@ -171,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        store_log.setLevel(level)
     print("\n".join(lines))
     return 0
 
