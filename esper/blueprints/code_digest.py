@@ -32,6 +32,7 @@ from pathlib import Path
 from types import CodeType
 from typing import Any
 
+import numpy as np
 import torch
 
 LIBRARY_DIRS = ("site-packages", "dist-packages")
@@ -86,24 +87,49 @@ def _bound_arguments(builder: Callable[..., Any]) -> str:
     return bound
 
 
-def _described(value: Any) -> str:
+def _described(value: Any, depth: int = 0) -> str:
     """A value as the same text in every process (helper-found: a repr truncates a large
-    tensor, so two tensors differing in one element named one kernel, and a function's holds
-    its address, so its kernel was never found again): a tensor by its bytes' hash, a
-    function or class by its qualified name, containers item by item. Anything else by its
-    repr (one with an address only costs a compile)."""
-    if isinstance(value, torch.Tensor):
-        data = value.detach().cpu().contiguous()
-        digest = hashlib.sha256(data.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
-        return f"tensor({data.dtype}, {tuple(data.shape)}, {digest[:16]})"
-    if isinstance(value, (list, tuple)):
-        return f"{type(value).__name__}({', '.join(_described(v) for v in value)})"
+    tensor or array, so two differing in one element named one kernel; a function's holds its
+    address, so its kernel was never found again; a set's order follows the hash seed): a
+    tensor or array by its bytes' hash, a function or class by its qualified name, containers
+    item by item (sets sorted). Anything else by its repr; one with an address, one whose
+    repr fails, or a container nested past `MAX_DEPTH` (one that holds itself) by its type and
+    address: that costs a compile in each process, never another builder's kernel."""
+    unique = f"<{type(value).__qualname__} at {id(value):#x}>"
+    if depth > MAX_DEPTH:
+        return unique
+    if isinstance(value, torch.Tensor | np.ndarray):
+        data = value.detach().cpu().contiguous() if isinstance(value, torch.Tensor) else value
+        raw = (
+            data.reshape(-1).view(torch.uint8).numpy().tobytes()
+            if isinstance(data, torch.Tensor)
+            else np.ascontiguousarray(data).tobytes()
+        )
+        kind = "tensor" if isinstance(value, torch.Tensor) else "ndarray"
+        return f"{kind}({data.dtype}, {tuple(data.shape)}, {_sha(raw)})"
+    if isinstance(value, list | tuple):
+        return f"{type(value).__name__}({', '.join(_described(v, depth + 1) for v in value)})"
+    if isinstance(value, set | frozenset):
+        return (
+            f"{type(value).__name__}({', '.join(sorted(_described(v, depth + 1) for v in value))})"
+        )
     if isinstance(value, dict):
-        items = sorted((str(k), _described(v)) for k, v in value.items())
+        items = sorted((str(k), _described(v, depth + 1)) for k, v in value.items())
         return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
     if callable(value) and hasattr(value, "__qualname__"):
         return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
-    return repr(value)
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001 - a user's __repr__ may raise anything
+        return unique
+
+
+MAX_DEPTH = 32
+"""How deep `_described` follows containers (a dict that holds itself ends here)."""
+
+
+def _sha(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def _code_reached(thing: Any, module: str, seen: set[int]) -> Iterator[bytes]:
@@ -146,6 +172,8 @@ def _code_reached(thing: Any, module: str, seen: set[int]) -> Iterator[bytes]:
             yield from _code_reached(value, module, seen)
         elif value is not None and not inspect.ismodule(value):
             yield _described(value).encode()
+            if type(value).__module__ == module:  # an instance of a class there: its code
+                yield from _code_reached(type(value), module, seen)  # (helper-found)
 
 
 def _code_objects(code: CodeType) -> Iterator[CodeType]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import pytest
@@ -330,3 +331,77 @@ def test_a_builder_in_a_script_run_directly_is_named_by_the_script(tmp_path) -> 
         [sys.executable, str(script)], capture_output=True, text=True, check=True, timeout=120
     ).stdout
     assert out.strip() == str(script.resolve())
+
+
+AWKWARD_CELL = """
+import numpy as np
+from torch import nn
+
+class Scale(nn.Module):
+    def forward(self, x):
+        return x * {beta}
+
+class NoRepr:
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+ACT = Scale()
+TABLE = np.zeros(5000)
+TABLE[2500] = {entry}
+KINDS = {{"relu", "gelu", "silu", "tanh", "elu"}}
+
+def build(shape):
+    assert ACT is not None and TABLE is not None and KINDS and "gelu" in {{"relu", "gelu"}}
+    return nn.Linear(shape[-1], shape[-1])
+
+def odd_build(shape):  # what cannot be named the same twice: a compile each process
+    assert CFG and ODD
+    return nn.Linear(shape[-1], shape[-1])
+
+CFG = {{"width": 8}}
+CFG["self"] = CFG
+ODD = NoRepr()
+"""
+
+
+def test_a_notebook_builders_key_sees_instances_arrays_and_sets(monkeypatch) -> None:
+    """helper-found: a class reached through a module-level instance was not followed (its
+    changed code was handed the old kernel); a large array was named by its truncated repr; a
+    set's order followed the hash seed (a new key in each process); a repr that raises, or a
+    dict that holds itself, was a traceback."""
+    import types
+
+    from esper.blueprints.code_digest import code_digest
+
+    cell = types.ModuleType("awkward_cell")
+    monkeypatch.setitem(sys.modules, "awkward_cell", cell)
+
+    def run_cell(beta: float = 1.0, entry: float = 0.0) -> str:
+        exec(compile(AWKWARD_CELL.format(beta=beta, entry=entry), "<cell>", "exec"), cell.__dict__)
+        return code_digest(cell.build)
+
+    first = run_cell()
+    assert code_digest(cell.odd_build), "a repr that raises, a dict that holds itself: a key"
+    assert run_cell(beta=5.0) != first, "a class reached through an instance changed"
+    assert run_cell(entry=1.0) != first, "one element of a large array changed"
+    assert sorted(str(v) for v in cell.KINDS) == ["elu", "gelu", "relu", "silu", "tanh"]
+    import subprocess
+
+    script = (
+        "import sys, types\nfrom esper.blueprints.code_digest import code_digest\n"
+        "cell = types.ModuleType('awkward_cell'); sys.modules['awkward_cell'] = cell\n"
+        f"exec(compile({AWKWARD_CELL.format(beta=1.0, entry=0.0)!r}, '<cell>', 'exec'), cell.__dict__)\n"
+        "print(code_digest(cell.build))\n"
+    )
+    keys = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        ).stdout.strip()
+        for seed in (1, 2)
+    }
+    assert len(keys) == 1, f"the same cell, two hash seeds: {keys}"
