@@ -71,3 +71,18 @@ class NoisyAdapter(ScaledAdapter):
 
 def noisy_adapter(shape: tuple[int, ...]) -> nn.Module:
     return NoisyAdapter(shape[-1], 8)
+
+
+class TrainingBranchAdapter(ScaledAdapter):
+    """Scales its hidden layer in training only: the kernel, exported from training mode,
+    would scale it in evaluation too."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.down(x))
+        if self.training:
+            h = h * 2.0
+        return self.up(h)
+
+
+def training_branch_adapter(shape: tuple[int, ...]) -> nn.Module:
+    return TrainingBranchAdapter(shape[-1], 8)

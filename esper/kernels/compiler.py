@@ -89,6 +89,38 @@ def _refuse_mode_dependence(program: ExportedProgram) -> None:
         )
 
 
+def _compare_trained(eager: nn.Module, program: ExportedProgram, probe: torch.Tensor) -> None:
+    """The kernel against its eager module with weights as training leaves them (random, not
+    the zero of birth, where every seed gives zero): in training mode, and in evaluation mode,
+    which the kernel, exported from training mode, does not have. helper-found: a seed whose
+    forward branches on `self.training` passed (both outputs zero at birth), and its kernel
+    computed the training branch in evaluation too."""
+    trained = copy.deepcopy(eager)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator).to(p.device, p.dtype) * 0.5)
+    kernel = instantiate(program)
+    kernel.load_state_dict(trained.state_dict())
+    with torch.no_grad():
+        actual = kernel(probe)
+        for mode in ("training", "evaluation"):
+            trained.train(mode == "training")
+            expected = trained(probe)
+            if not torch.allclose(expected, actual, rtol=1e-4, atol=1e-5):
+                diff = (expected - actual).abs().max().item()
+                if mode == "training":
+                    raise KernelValidationError(
+                        f"exported kernel differs from eager by {diff:.3g} once trained"
+                    )
+                raise KernelValidationError(
+                    f"its forward computes otherwise in evaluation (by {diff:.3g} once "
+                    "trained: a branch on self.training?); a kernel runs as exported, from "
+                    "training mode, in evaluation too; allowed: a forward that computes the "
+                    "same in both"
+                )
+
+
 @dataclass
 class CompiledKernel:
     metadata: KernelMetadata
@@ -256,6 +288,7 @@ def compile_kernel(
         raise KernelValidationError(
             f"blueprint {spec.blueprint}: exported kernel differs from eager by {diff:.3g}"
         )
+    _compare_trained(eager, loaded_program, probe)
     compile_s = time.perf_counter() - start
     points = tuple(
         measure_latency(loaded, _probe(spec, batch, seed=2)) for batch in sorted(latency_batches)

@@ -142,6 +142,7 @@ def test_another_builder_under_the_same_name_gets_its_own_kernel(tmp_path) -> No
 MODE_DEPENDENT = {
     "dropout_adapter": "draws random numbers (aten.dropout: Dropout, or a random draw in its",
     "noisy_adapter": "draws random numbers (aten.randn_like: Dropout, or a random draw in its",
+    "training_branch_adapter": "computes otherwise in evaluation (by ",
 }
 
 
@@ -149,9 +150,10 @@ MODE_DEPENDENT = {
 def test_a_seed_that_computes_otherwise_in_evaluation_is_refused_before_training(
     make_config, name
 ) -> None:
-    """helper-found: a Dropout or a random draw in a seed passed the contract (zero at birth
-    whatever it draws) and validated equal to eager (both zero); its kernel, exported from
-    training mode, kept dropping out after model.eval(): val and test were drawn at random.
+    """helper-found: a Dropout, a random draw or a branch on self.training in a seed passed
+    the contract (zero at birth whatever it draws) and validated equal to eager (both zero);
+    its kernel, exported from training mode, kept dropping out (or the training branch) after
+    model.eval(): val and test were drawn at random, or computed otherwise.
     (A BatchNorm with running statistics is refused by the contract: its forward changes
     them.)"""
     cfg = make_config(
@@ -165,4 +167,9 @@ def test_a_seed_that_computes_otherwise_in_evaluation_is_refused_before_training
     said = str(refused.value)
     assert said.startswith(f"blueprints.custom.{name}: blueprint '{name}' at shape [8]"), said
     assert f"cannot be exported: its forward {MODE_DEPENDENT[name]}" in said
-    assert said.endswith("(no Dropout or random draws; GroupNorm or LayerNorm for BatchNorm)")
+    assert said.endswith(
+        "(no Dropout or random draws; GroupNorm or LayerNorm for BatchNorm)"
+        if "random" in MODE_DEPENDENT[name]
+        else "a branch on self.training?); a kernel runs as exported, from training mode, in "
+        "evaluation too; allowed: a forward that computes the same in both"
+    )
