@@ -55,16 +55,19 @@ def _instantiate(group: str, node: Any, **kwargs: Any) -> Any:
 
 
 def _set_by_preset(group: str, exc: BaseException) -> str:
-    """An argument the target does not take, set by a preset for another choice of `group`:
-    name the preset and how to drop the key."""
+    """An argument the target does not take, set by a preset (for another choice of `group`,
+    or its own mistake: helper-found, "for another model" misled there): name the preset and
+    how to drop the key."""
     unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
     found = unexpected and preflight.preset_that_set(group, unexpected[1])
     if not (unexpected and found):
         return ""
     key = f"{group}.{unexpected[1]}"
-    preset, also = found
-    chose = f"; it also chose {', '.join(also)}" if also else ""
-    return f" ({key} is set by {preset}, for another {group}; drop it with ~{key}{chose})"
+    chose = f"; it also chose {', '.join(found.also)}" if found.also else ""
+    return (
+        f" ({key} is set by {found.name}, and {group}={found.choice} does not take it; drop it "
+        f"with ~{key}{chose})"
+    )
 
 
 def hydra_context() -> tuple[dict[str, str], dict[str, Any]]:

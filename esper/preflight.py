@@ -21,7 +21,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -619,7 +619,18 @@ class RunDirGuard(Callback):
             raise SystemExit(2) from None
 
 
-def preset_that_set(group: str, key: str) -> tuple[str, list[str]] | None:
+class Preset(NamedTuple):
+    """What `preset_that_set` found."""
+
+    name: str
+    """`experiment=eval_digits_cnn` (and what it went through to set the key)."""
+    also: list[str]
+    """The other groups it chose that the command line left (`dataset=digits`, ...)."""
+    choice: str
+    """The group's choice in this run (`mlp`), which does not take the key."""
+
+
+def preset_that_set(group: str, key: str) -> Preset | None:
     """The preset (`experiment=eval_digits_cnn`, any config whose package is `_global_`) that
     set `group.key`, where Hydra composed this run, and the other groups it chose that the
     command line left as it set them (`dataset=digits`, ...); None elsewhere or where none
@@ -679,5 +690,5 @@ def preset_that_set(group: str, key: str) -> tuple[str, list[str]] | None:
                 chosen = getattr(item, "override", False) and item.get_name() == choice
                 if chosen and other not in (group, *named) and f"{other}={choice}" not in also:
                     also.append(f"{other}={choice}")
-        return said, also
+        return Preset(said, also, str(hydra.runtime.choices.get(group)))
     return None

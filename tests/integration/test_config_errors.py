@@ -480,15 +480,15 @@ def test_a_key_a_preset_set_for_another_choice_is_named_with_the_preset(tmp_path
 
     unexpected = "model: MLP.__init__() got an unexpected keyword argument 'channels'"
     assert refusal("experiment=eval_digits_cnn", "model=mlp") == (
-        f"{unexpected} (model.channels is set by experiment=eval_digits_cnn, for another model; "
-        "drop it with ~model.channels; it also chose dataset=digits, blueprints=image, "
-        "logger=none)"
+        f"{unexpected} (model.channels is set by experiment=eval_digits_cnn, and model=mlp does "
+        "not take it; drop it with ~model.channels; it also chose dataset=digits, "
+        "blueprints=image, logger=none)"
     )
     # helper-found: a preset that includes ours was not named; nor the groups a preset chose
     assert refusal("experiment=mine", "model=mlp", "blueprints=vector") == (
         f"{unexpected} (model.channels is set by experiment=mine, through "
-        "experiment/eval_digits_cnn, for another model; drop it with ~model.channels; it also "
-        "chose dataset=digits, logger=none, policy=random)"
+        "experiment/eval_digits_cnn, and model=mlp does not take it; drop it with "
+        "~model.channels; it also chose dataset=digits, logger=none, policy=random)"
     )
     assert refusal("model=mlp", "+model.channels=[4]") == unexpected, "the command line's own"
     # helper-found: these named the preset, though the command line set the value
