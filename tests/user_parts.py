@@ -54,6 +54,9 @@ class Host(nn.Module):
         self.head = nn.Linear(8, num_classes + 3 if kind == "wide" else num_classes)
         if kind == "frozen":
             self.requires_grad_(False)
+        if kind == "tiny_relu_start":  # near-zero, non-negative logits (ReLU'd) at first
+            nn.init.normal_(self.head.weight, std=1e-6)
+            nn.init.zeros_(self.head.bias)
         if kind == "majority_class_start":  # logits [1, 0] for every row at first
             nn.init.zeros_(self.head.weight)
             with torch.no_grad():
@@ -65,6 +68,8 @@ class Host(nn.Module):
             return z.unsqueeze(1)
         if self.kind == "tuple":
             return z, x
+        if self.kind == "tiny_relu_start":
+            return torch.relu(z)
         if self.kind == "softmax":
             return z.softmax(dim=-1)
         if self.kind == "softmax_over_batch":

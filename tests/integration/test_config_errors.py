@@ -435,7 +435,7 @@ def test_a_host_factory_that_returns_no_module_is_named(make_config) -> None:
         build(make_config("logger=none", "policy=none", *host, "+model.sites=[x]"))
 
 
-@pytest.mark.parametrize("host", ["ok", "majority_class_start"])
+@pytest.mark.parametrize("host", ["ok", "majority_class_start", "tiny_relu_start"])
 def test_a_users_own_data_and_host_that_are_right_build(make_config, host) -> None:
     """majority_class_start (helper-found): a head starting from logits [1, 0] on every row,
     non-negative and summing to 1, was refused as returning probabilities."""
