@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +13,7 @@ import torch
 from esper.contracts import KernelSpec
 from esper.kernels import KernelLibrary, LocalStore, S3Store
 from esper.kernels.cli import main
-from tests.conftest import ROOT
+from tests.integration.test_kernel_cli_errors import command
 
 
 def fill(store, hidden_sizes=(8, 16)) -> list[str]:
@@ -42,14 +39,7 @@ def cli(*args: str) -> str:
 
 def test_module_entrypoint_lists_a_store(tmp_path: Path) -> None:
     fill(LocalStore(tmp_path / "k"), hidden_sizes=(8,))
-    result = subprocess.run(
-        [sys.executable, "-m", "esper.kernels", "list", "--root", str(tmp_path / "k")],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=dict(os.environ),
-        timeout=120,
-    )
+    result = command("list", "--root", str(tmp_path / "k"))
     assert result.returncode == 0, result.stderr
     assert "1 kernels in" in result.stdout
 

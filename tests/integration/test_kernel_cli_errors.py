@@ -24,6 +24,18 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def command(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m esper.kernels ARGS`, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "esper.kernels", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ),
+        timeout=120,
+    )
+
+
 def one_line_error(code: int, err: str, *needles: str) -> None:
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1, err
@@ -88,14 +100,7 @@ def test_missing_bucket_is_one_line(capsys: pytest.CaptureFixture[str], s3_endpo
 
 
 def test_the_module_entrypoint_prints_no_traceback(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "esper.kernels", "list", "--root", str(tmp_path / "none")],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=dict(os.environ),
-        timeout=120,
-    )
+    result = command("list", "--root", str(tmp_path / "none"))
     one_line_error(result.returncode, result.stderr, "none")
 
 
@@ -287,14 +292,7 @@ def test_a_corrupt_index_is_said_once_by_the_command(tmp_path: Path) -> None:
     """helper-found: the note came twice, once bare from logging's last resort."""
     filled(tmp_path)
     _random_bytes(tmp_path / "index.sqlite")
-    result = subprocess.run(
-        [sys.executable, "-m", "esper.kernels", "list", "--root", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=dict(os.environ),
-        timeout=120,
-    )
+    result = command("list", "--root", str(tmp_path))
     assert result.returncode == 0, result.stderr
     (said,) = result.stderr.strip().splitlines()
     assert said.startswith("python -m esper.kernels: note: kernel index ") and "corrupt" in said
