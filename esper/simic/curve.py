@@ -7,16 +7,7 @@ import argparse
 import math
 from pathlib import Path
 
-from esper.simic.train import load_state
-
-PANELS = (
-    ("episode/return", "mean episode reward"),
-    ("episode/val_gain", "val accuracy over the host alone"),
-    ("episode/added_params", "parameters added"),
-    ("loss/explained_variance", "value head: explained variance"),
-    ("loss/entropy", "policy entropy"),
-)
-
+from esper.simic.train import CURVE_PANELS, load_state
 
 SMOOTH = 10
 """Updates in the moving mean drawn over each panel (one update's mean is a noisy sample)."""
@@ -38,7 +29,7 @@ def history(run_dir: Path) -> list[dict[str, float]]:
     rows = load_state(str(run_dir), str(run_dir), "no curve yet")["history"]
     if not rows:
         raise ValueError(f"{run_dir}: no update was logged yet")
-    return list(rows)  # each row checked by load_state: it holds the numbers PANELS draws
+    return list(rows)  # each row checked by load_state: it holds the numbers CURVE_PANELS draws
 
 
 def render(rows: list[dict[str, float]], out: Path) -> Path:
@@ -47,9 +38,9 @@ def render(rows: list[dict[str, float]], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.2))
+    fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(4 * len(CURVE_PANELS), 3.2))
     updates = [row["update"] + 1 for row in rows]
-    for ax, (key, title) in zip(axes, PANELS):
+    for ax, (key, title) in zip(axes, CURVE_PANELS):
         values = [row[key] for row in rows]
         ax.plot(updates, values, marker=".", alpha=0.35, linewidth=0.8)
         if len(values) >= 2 * SMOOTH:

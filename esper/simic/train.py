@@ -232,15 +232,19 @@ def load_state(where: str, key: str, after: str) -> dict[str, Any]:
     return state
 
 
-HISTORY_NUMBERS = (
-    "update",
-    "episode/return",
-    "episode/val_gain",
-    "episode/added_params",
-    "loss/entropy",
-    "loss/explained_variance",
+CURVE_PANELS = (
+    ("episode/return", "mean episode reward"),
+    ("episode/val_gain", "val accuracy over the host alone"),
+    ("episode/added_params", "parameters added"),
+    ("loss/explained_variance", "value head: explained variance"),
+    ("loss/entropy", "policy entropy"),
 )
-"""What every history row holds as a number (`_row`): the learning curve draws them."""
+"""The numbers of a history row (`_row`) the learning curve draws, each with its panel's title
+(`esper.simic.curve`)."""
+
+HISTORY_NUMBERS = ("update", *(key for key, _ in CURVE_PANELS))
+"""What every history row must hold as a number for a resume to continue it (and the curve to
+draw it)."""
 
 
 def _history_wrong(update: int, rows: list[Any]) -> str | None:

@@ -8,13 +8,15 @@ import os
 import pytest
 import torch
 
-from esper.simic.curve import PANELS, main
-from esper.simic.train import FORMAT
+from esper.simic.curve import main
+from esper.simic.train import CURVE_PANELS, FORMAT
 
 
 def checkpoint(rows: int) -> dict[str, object]:
     """simic.pt as a training saves it (`save` in esper.simic.train), `rows` updates logged."""
-    history = [{"update": float(i), **{key: 0.01 * i for key, _ in PANELS}} for i in range(rows)]
+    history = [
+        {"update": float(i), **{key: 0.01 * i for key, _ in CURVE_PANELS}} for i in range(rows)
+    ]
     return {
         "format": FORMAT,
         "update": rows,
