@@ -14,6 +14,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -103,6 +104,27 @@ def _result(job: Future[bytes], spec: EpisodeSpec, role: str) -> EpisodeResult:
         raise EpisodeFailed(spec, role, exc) from exc
 
 
+def _beside_baselines(
+    specs: list[EpisodeSpec],
+    pool: Any,
+    store: str,
+    threads: int,
+    baselines: dict[str, float],
+    submit: Callable[[], list[Future[bytes]]],
+) -> list[Future[bytes]]:
+    """The jobs `submit` starts, with the host alone run beside them for every task, host and
+    seed of `specs` not seen before; its val accuracy is kept in `baselines` (the reward's
+    reference) before the jobs are returned."""
+    missing = {_baseline_key(s): s for s in specs if _baseline_key(s) not in baselines}
+    base_jobs = {
+        key: pool.submit(run_in_worker, spec, None, store, threads) for key, spec in missing.items()
+    }
+    jobs = submit()
+    for key, job in base_jobs.items():
+        baselines[key] = _result(job, missing[key], "the host-alone").val_accuracy
+    return jobs
+
+
 def _episodes(
     specs: list[EpisodeSpec],
     pool: Any,
@@ -114,13 +136,14 @@ def _episodes(
     """The update's episodes, run in the workers under the policy's current `weights`; the
     host alone's val accuracy of any task, host and seed not seen before is run beside them
     and kept in `baselines` (the reward's reference)."""
-    missing = {_baseline_key(s): s for s in specs if _baseline_key(s) not in baselines}
-    base_jobs: dict[str, Future[bytes]] = {
-        key: pool.submit(run_in_worker, spec, None, store, threads) for key, spec in missing.items()
-    }
-    jobs = [pool.submit(run_in_worker, spec, str(weights), store, threads) for spec in specs]
-    for key, job in base_jobs.items():
-        baselines[key] = _result(job, missing[key], "the host-alone").val_accuracy
+    jobs = _beside_baselines(
+        specs,
+        pool,
+        store,
+        threads,
+        baselines,
+        lambda: [pool.submit(run_in_worker, s, str(weights), store, threads) for s in specs],
+    )
     return [_result(job, spec, "the policy's") for job, spec in zip(jobs, specs, strict=True)]
 
 
@@ -416,13 +439,16 @@ def _imitate(
     policy.save_weights(weights, {"update": 0, "imitation": "teacher episodes"})
     specs = _imitation_specs(settings)
     threads, teacher = settings.worker_threads, tuple(imitate.teacher)
-    missing = {_baseline_key(s): s for s in specs if _baseline_key(s) not in baselines}
-    base_jobs = {
-        key: pool.submit(run_in_worker, s, None, store, threads) for key, s in missing.items()
-    }
-    jobs = [pool.submit(run_in_worker, s, str(weights), store, threads, teacher) for s in specs]
-    for key, job in base_jobs.items():
-        baselines[key] = _result(job, missing[key], "the host-alone").val_accuracy
+    jobs = _beside_baselines(
+        specs,
+        pool,
+        store,
+        threads,
+        baselines,
+        lambda: [
+            pool.submit(run_in_worker, s, str(weights), store, threads, teacher) for s in specs
+        ],
+    )
     episodes = [
         _result(job, spec, "a teacher")
         for job, spec in zip(
