@@ -7,6 +7,7 @@ baseline an episode's reward is measured against (esper.simic.reward).
 
 from __future__ import annotations
 
+import logging
 import pickle
 import tempfile
 import time
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
     from esper.simic.settings import SimicConfig
+
+log = logging.getLogger(__name__)
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 QUIET = (
@@ -142,6 +145,8 @@ def check_suite(settings: SimicConfig) -> None:
                 "allowed: run keys other than policy (the policy is what Simic trains)"
             )
 
+    short: list[str] = []
+
     def check(spec: EpisodeSpec, policy: tuple[str]) -> None:
         cfg = compose_run(episode_overrides(spec, policy, "."))
         container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
@@ -149,6 +154,8 @@ def check_suite(settings: SimicConfig) -> None:
         if policy == ("policy=none",):  # takes no key: a policy.* override fails
             instantiate(cfg.policy)
             check_run(container)
+        elif settings.lifecycle == "schedule" and cfg.policy.training_epochs >= epochs:
+            short.append(f"{spec.task} (policy.training_epochs={cfg.policy.training_epochs})")
 
     for task in settings.tasks:
         for variant in task.variants:
@@ -164,6 +171,14 @@ def check_suite(settings: SimicConfig) -> None:
                     except Exception:  # noqa: BLE001
                         key = f"simic.tasks[{task.name}] {[*task.overrides, *variant]}"
                     raise ConfigError(f"{key} ({policy[0]}): {one_line(exc)}") from None
+    if short:  # the imitation path warned of this; PPO's episodes did not
+        log.warning(
+            "simic.episode_epochs=%d: under simic.lifecycle=schedule a seed incubates %s for "
+            "at least the whole episode, so no seed ever blends: every germination only costs "
+            "parameters, and the policy can only learn to wait",
+            epochs,
+            ", ".join(dict.fromkeys(short)),
+        )
 
 
 def run_in_worker(

@@ -320,7 +320,7 @@ def test_a_suite_that_cannot_run_is_one_line_naming_its_part(change, named) -> N
     assert "\n" not in str(refused.value)
 
 
-def test_the_shipped_suite_passes_its_check() -> None:
+def test_the_shipped_suite_passes_its_check(caplog) -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -329,6 +329,35 @@ def test_the_shipped_suite_passes_its_check() -> None:
     with initialize_config_dir(str(CONF), version_base="1.3"):
         shipped = OmegaConf.to_container(compose("train_policy").simic, resolve=True)
     check_suite(SimicConfig.model_validate(shipped))
+    assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    ("change", "warned"),
+    [
+        ({"episode_epochs": 3}, "spirals (policy.training_epochs=3)"),
+        (
+            {"overrides": ["seeds.blend_epochs=1"], "episode_epochs": 5},
+            None,  # incubation (3) ends inside the episode: seeds blend
+        ),
+        ({"episode_epochs": 3, "lifecycle": "learned"}, None),  # the GNN decides when to advance
+    ],
+)
+def test_ppo_episodes_too_short_for_a_scheduled_seed_to_blend_are_warned_of(
+    caplog, change, warned
+) -> None:
+    """helper-found (stop 34): the imitation path warned of episodes too short for the
+    teacher's seeds; PPO's episodes under the same schedule trained silently on."""
+    from esper.simic.episode import check_suite
+
+    check_suite(_suite().model_copy(update=change))
+    said = [r.getMessage() for r in caplog.records]
+    if warned is None:
+        assert not said
+    else:
+        (line,) = said
+        assert line.startswith("simic.episode_epochs=3: under simic.lifecycle=schedule")
+        assert warned in line and "the policy can only learn to wait" in line
 
 
 def test_a_resume_of_a_run_stopped_before_its_first_checkpoint_says_so(tmp_path) -> None:
