@@ -11,7 +11,8 @@ import logging
 import pickle
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,25 +83,40 @@ def episode_overrides(spec: EpisodeSpec, policy: Sequence[str], workdir: str) ->
     ]
 
 
-def compose_run(overrides: Sequence[str]) -> DictConfig:
+@contextmanager
+def composed(overrides: Sequence[str], hydra: bool = False) -> Iterator[DictConfig]:
     """conf/config.yaml with `overrides`, as an episode's worker composes it. Under run.py,
-    Hydra holds train_policy's tree: it is set aside for this and put back."""
+    Hydra holds train_policy's tree: it is set aside for this and put back on leaving. With
+    `hydra`, the config keeps its `hydra` node and is Hydra's runtime config meanwhile, as
+    under run.py: what a run's errors read to name the preset that set a key
+    (`esper.preflight.preset_that_set`) is there."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import JobRuntime
 
     running = GlobalHydra.instance()
-    outer = running.hydra
+    outer, outer_cfg = running.hydra, HydraConfig.instance().cfg
     job_name = JobRuntime.instance().get("name")  # initialize_config_dir sets it to "app"
     running.clear()
     try:
         with initialize_config_dir(str(CONF), version_base="1.3"):
-            return compose("config", overrides=list(overrides))
+            cfg = compose("config", overrides=list(overrides), return_hydra_config=hydra)
+            if hydra:
+                HydraConfig.instance().set_config(cfg)
+            yield cfg
     finally:
+        HydraConfig.instance().cfg = outer_cfg
         JobRuntime.instance().set("name", job_name)  # helper-found: a sweep's later jobs
         if outer is not None:  # logged to app.log, named `app`
             running.clear()
             running.initialize(outer)
+
+
+def compose_run(overrides: Sequence[str]) -> DictConfig:
+    """The run config an episode trains (`composed`, without Hydra's node)."""
+    with composed(overrides) as cfg:
+        return cfg
 
 
 def one_line(exc: BaseException) -> str:
@@ -148,14 +164,16 @@ def check_suite(settings: SimicConfig) -> None:
     short: list[str] = []
 
     def check(spec: EpisodeSpec, policy: tuple[str]) -> None:
-        cfg = compose_run(episode_overrides(spec, policy, "."))
-        container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-        validate(container)
-        if policy == ("policy=none",):  # takes no key: a policy.* override fails
-            instantiate(cfg.policy)
-            check_run(container)
-        elif settings.lifecycle == "schedule" and cfg.policy.training_epochs >= epochs:
-            short.append(f"{spec.task} (policy.training_epochs={cfg.policy.training_epochs})")
+        with composed(episode_overrides(spec, policy, "."), hydra=True) as cfg:
+            # under Hydra's runtime config, as a run: a preset's key is named (helper-found)
+            run = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
+            container: dict[str, Any] = OmegaConf.to_container(run, resolve=True)  # type: ignore[assignment]
+            validate(container)
+            if policy == ("policy=none",):  # takes no key: a policy.* override fails
+                instantiate(run.policy)
+                check_run(container)
+            elif settings.lifecycle == "schedule" and run.policy.training_epochs >= epochs:
+                short.append(f"{spec.task} (policy.training_epochs={run.policy.training_epochs})")
 
     for task in settings.tasks:
         for variant in task.variants:

@@ -308,6 +308,17 @@ def test_the_early_schedule_is_a_teacher_and_a_late_one_is_warned_of(caplog) -> 
             "simic.overrides=['trainer.stop_after_epoch=0']: 'trainer.stop_after_epoch=0' is set "
             "by Simic for every episode, after these overrides; allowed: simic.episode_epochs",
         ),
+        (  # stop 34's left undone: a run named the preset; Simic's check did not
+            {
+                "tasks": [
+                    TaskConfig(name="c", overrides=["experiment=eval_digits_cnn", "model=mlp"])
+                ]
+            },
+            "simic.tasks[c] ['experiment=eval_digits_cnn', 'model=mlp'] (policy=none): model: "
+            "MLP.__init__() got an unexpected keyword argument 'channels' (model.channels is set "
+            "by experiment=eval_digits_cnn, and model=mlp does not take it; drop it with "
+            "~model.channels; it also chose dataset=digits, blueprints=image)",
+        ),
     ],
 )
 def test_a_suite_that_cannot_run_is_one_line_naming_its_part(change, named) -> None:
