@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from esper import blueprints
+from tests.conftest import shipped_blueprints
 
 SHAPES = {"vector": [(8,), (3,)], "image": [(4, 6, 6), (1, 8, 8)], "sequence": [(5, 8)]}
 
@@ -18,7 +19,7 @@ SHAPES = {"vector": [(8,), (3,)], "image": [(4, 6, 6), (1, 8, 8)], "sequence": [
 def cases() -> list[tuple[str, tuple[int, ...]]]:
     return [
         (name, shape)
-        for name in blueprints.names()
+        for name in shipped_blueprints()
         for kind in blueprints.get(name).kinds
         for shape in SHAPES[kind]
     ]
