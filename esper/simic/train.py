@@ -304,10 +304,13 @@ def resume_state(settings: SimicConfig) -> dict[str, Any]:
             f"({'; '.join(changed)}); only simic.updates, simic.workers, "
             "simic.checkpoint_every and simic.output may change on a resume"
         )
-    if settings.updates < state["update"]:
+    done = state["update"]
+    if settings.updates < done or (settings.updates == done and not settings.output):
+        # helper-found: as many updates as were done exited 0 having done nothing, and into
+        # another directory left one that could not be resumed (nothing was saved there)
         raise ConfigError(
-            f"simic.updates={settings.updates}: the training resumed has done "
-            f"{state['update']} updates; allowed: {state['update']} or more"
+            f"simic.updates={settings.updates}: the training resumed has done {done} updates; "
+            f"allowed: {done + 1} or more ({done} with simic.output=PATH writes its policy)"
         )
     backends = ScatterBackends().choose("torch", torch.device("cpu"), 1, settings.hidden)
     net = PolicyNet(settings.hidden, settings.layers, backends)  # scratch parts, to try it on

@@ -157,14 +157,15 @@ def test_a_resume_that_cannot_continue_leaves_the_training_as_it_was(
 @pytest.mark.parametrize(
     ("updates", "spoil", "said"),
     [
-        (1, None, "simic.updates=1: the training resumed has done 2 updates; allowed: 2 or more"),
+        (1, None, "simic.updates=1: the training resumed has done 2 updates; allowed: 3 or more"),
+        (2, None, "simic.updates=2: the training resumed has done 2 updates; allowed: 3 or more"),
         (3, damaged, None),
         (3, not_a_checkpoint, None),
         (3, spoiled("settings", lambda _: None, "(settings is a NoneType)"), None),
         (3, spoiled("baselines", lambda _: [1], "(baselines is a list)"), None),
         (3, spoiled("update", lambda _: "2", "(update is a str)"), None),
     ],
-    ids=["fewer-updates", "missing-key", "not-a-pickle", "settings-none", "baselines", "update"],
+    ids=["fewer-updates", "as-many-updates", "missing-key", "not-a-pickle", "settings-none", "baselines", "update"],
 )
 def test_resume_state_names_what_cannot_be_continued(trained, tmp_path, updates, spoil, said):
     """What the guard and train() both ask before a resume (`resume_state`), on more damage."""
