@@ -98,6 +98,18 @@ class TrainerConfig(Section):
             )
         return optimizer
 
+    @model_validator(mode="after")
+    def stopped_runs_resume_from_a_checkpoint(self) -> TrainerConfig:
+        """helper-found: `trainer.stop_after_epoch=2 trainer.checkpoint=false` exited 0 as
+        `stopped`, and its resume then found no checkpoint: the key exists to be resumed."""
+        if self.stop_after_epoch is not None and not self.checkpoint:
+            raise ValueError(
+                f"trainer.stop_after_epoch={self.stop_after_epoch} with trainer.checkpoint=false: "
+                "a stopped run continues from its checkpoint; allowed: trainer.checkpoint=true, "
+                f"or trainer.max_epochs={self.stop_after_epoch + 1} for a shorter run"
+            )
+        return self
+
     @field_validator("device")
     @classmethod
     def available(cls, device: str) -> str:

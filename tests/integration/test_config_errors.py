@@ -121,6 +121,11 @@ CASES = [
         r"model: model=mlp needs real-valued input \(a float tensor\); "
         r"dataset=pydoc_text gives token ids int64 \[64\]",
     ),
+    (  # helper-found: exited 0 `stopped`, and its resume found no checkpoint
+        ["trainer.stop_after_epoch=2", "trainer.checkpoint=false"],
+        r"trainer\.stop_after_epoch=2 with trainer\.checkpoint=false: a stopped run continues "
+        r"from its checkpoint; allowed: trainer\.checkpoint=true, or trainer\.max_epochs=3",
+    ),
 ]
 
 

@@ -165,7 +165,15 @@ def test_a_resume_that_cannot_continue_leaves_the_training_as_it_was(
         (3, spoiled("baselines", lambda _: [1], "(baselines is a list)"), None),
         (3, spoiled("update", lambda _: "2", "(update is a str)"), None),
     ],
-    ids=["fewer-updates", "as-many-updates", "missing-key", "not-a-pickle", "settings-none", "baselines", "update"],
+    ids=[
+        "fewer-updates",
+        "as-many-updates",
+        "missing-key",
+        "not-a-pickle",
+        "settings-none",
+        "baselines",
+        "update",
+    ],
 )
 def test_resume_state_names_what_cannot_be_continued(trained, tmp_path, updates, spoil, said):
     """What the guard and train() both ask before a resume (`resume_state`), on more damage."""
