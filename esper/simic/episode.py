@@ -126,6 +126,18 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(cause).split()).removeprefix("invalid configuration: ")
 
 
+def first_blended_epoch(germinated: int, wait_epochs: int | None, training_epochs: int) -> int:
+    """The first epoch that trains a seed blended in (alpha above 0) on the schedule, for a
+    seed germinated at the control step ending epoch `germinated`: its kernel attaches
+    `kernels.wait_epochs` control steps later (None: once compiled, taken here as at once),
+    it incubates `policy.training_epochs` epochs, and the control step that ends the last
+    of them starts its blend for the epoch after. helper-found: the warning compared the
+    incubation alone with the episode, and episodes of 4 and 5 epochs, where no seed can
+    blend (germinated at epoch 0: TRAINING at 1, BLENDING from the end of epoch 4), trained
+    on without a word."""
+    return germinated + (wait_epochs or 0) + training_epochs + 1
+
+
 def check_suite(settings: SimicConfig) -> None:
     """Compose and validate every (task, host variant) as its episodes will, with the
     baseline's policy and the GNN's, and build its dataset and host as a run's preflight
@@ -172,8 +184,13 @@ def check_suite(settings: SimicConfig) -> None:
             if policy == ("policy=none",):  # takes no key: a policy.* override fails
                 instantiate(run.policy)
                 check_run(container)
-            elif settings.lifecycle == "schedule" and run.policy.training_epochs >= epochs:
-                short.append(f"{spec.task} (policy.training_epochs={run.policy.training_epochs})")
+            elif settings.lifecycle == "schedule":
+                wait, incubation = run.kernels.wait_epochs, run.policy.training_epochs
+                if first_blended_epoch(0, wait, incubation) >= epochs:
+                    short.append(
+                        f"{spec.task} (kernels.wait_epochs={wait}, "
+                        f"policy.training_epochs={incubation})"
+                    )
 
     for task in settings.tasks:
         for variant in task.variants:
@@ -191,9 +208,10 @@ def check_suite(settings: SimicConfig) -> None:
                     raise ConfigError(f"{key} ({policy[0]}): {one_line(exc)}") from None
     if short:  # the imitation path warned of this; PPO's episodes did not
         log.warning(
-            "simic.episode_epochs=%d: under simic.lifecycle=schedule a seed incubates %s for "
-            "at least the whole episode, so no seed ever blends: every germination only costs "
-            "parameters, and the policy can only learn to wait",
+            "simic.episode_epochs=%d: under simic.lifecycle=schedule a seed germinated at the "
+            "first control step still waits for its kernel and incubates until the episode "
+            "ends (%s), so no seed ever blends: every germination only costs parameters, and "
+            "the policy can only learn to wait",
             epochs,
             ", ".join(dict.fromkeys(short)),
         )

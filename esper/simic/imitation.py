@@ -54,7 +54,13 @@ def check_teacher(settings: SimicConfig) -> None:
     teacher's."""
     from hydra.utils import instantiate
 
-    from esper.simic.episode import EpisodeSpec, compose_run, episode_overrides, one_line
+    from esper.simic.episode import (
+        EpisodeSpec,
+        compose_run,
+        episode_overrides,
+        first_blended_epoch,
+        one_line,
+    )
 
     imitate = settings.imitate
     key = f"simic.imitate.teacher={imitate.teacher}"
@@ -66,7 +72,8 @@ def check_teacher(settings: SimicConfig) -> None:
         settings.episode_epochs,
     )
     try:
-        teacher_cfg = compose_run(episode_overrides(spec, imitate.teacher, ".")).policy
+        teacher_run = compose_run(episode_overrides(spec, imitate.teacher, "."))
+        teacher_cfg = teacher_run.policy
         student_cfg = compose_run(episode_overrides(spec, ("policy=gnn",), ".")).policy
         teacher = instantiate(teacher_cfg)
     except Exception as exc:  # noqa: BLE001 - Hydra's and the policy's errors, as one line
@@ -89,12 +96,16 @@ def check_teacher(settings: SimicConfig) -> None:
             f"{teacher.warmup_epochs}, policy.patience={teacher.patience}), and an episode has "
             f"simic.episode_epochs={settings.episode_epochs}: nothing to imitate but waiting"
         )
-    if first + teacher.training_epochs >= settings.episode_epochs:
+    wait = teacher_run.kernels.wait_epochs
+    # `first` counts epochs done: the teacher germinates at the control step ending epoch first-1
+    if first_blended_epoch(first - 1, wait, teacher.training_epochs) >= settings.episode_epochs:
         log.warning(
-            "%s: a seed germinated at epoch %d or later cannot finish its %d incubation epochs "
-            "within simic.episode_epochs=%d: the teacher's late seeds only cost",
+            "%s: a seed germinated at epoch %d or later cannot wait for its kernel "
+            "(kernels.wait_epochs=%s) and finish its %d incubation epochs within "
+            "simic.episode_epochs=%d: the teacher's late seeds only cost",
             key,
             first,
+            wait,
             teacher.training_epochs,
             settings.episode_epochs,
         )

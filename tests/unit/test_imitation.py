@@ -239,11 +239,14 @@ def test_the_early_schedule_is_a_teacher_and_a_late_one_is_warned_of(caplog) -> 
 
     check_teacher(_suite(teacher=list(EARLY), episodes=1))
     assert not caplog.records
-    late = ["policy=heuristic", "policy.warmup_epochs=17", "policy.patience=1"]
+    late = ["policy=heuristic", "policy.warmup_epochs=16", "policy.patience=1"]
+    # helper-found: 16 was not warned of (the kernel's wait was not counted); germinated at
+    # the control step ending epoch 15, its seed blends from epoch 20 of an episode of 0..19
     check_teacher(_suite(teacher=late, episodes=1))
     (record,) = caplog.records
-    assert "cannot finish its 3 incubation epochs within simic.episode_epochs=20" in str(
-        record.getMessage()
+    assert (
+        "(kernels.wait_epochs=1) and finish its 3 incubation epochs within simic.episode_epochs=20"
+        in str(record.getMessage())
     )
 
 
@@ -346,10 +349,14 @@ def test_the_shipped_suite_passes_its_check(caplog) -> None:
 @pytest.mark.parametrize(
     ("change", "warned"),
     [
-        ({"episode_epochs": 3}, "spirals (policy.training_epochs=3)"),
+        ({"episode_epochs": 3}, "spirals (kernels.wait_epochs=1, policy.training_epochs=3)"),
+        # helper-found: 4 and 5 were not warned of (germinated at epoch 0: TRAINING at 1,
+        # BLENDING from the end of epoch 4, so the first blended epoch is 5)
+        ({"episode_epochs": 5}, "spirals (kernels.wait_epochs=1, policy.training_epochs=3)"),
+        ({"episode_epochs": 6}, None),
         (
-            {"overrides": ["seeds.blend_epochs=1"], "episode_epochs": 5},
-            None,  # incubation (3) ends inside the episode: seeds blend
+            {"overrides": ["kernels.wait_epochs=0"], "episode_epochs": 5},
+            None,  # attached at once: TRAINING at 0, the blend from epoch 4
         ),
         ({"episode_epochs": 3, "lifecycle": "learned"}, None),  # the GNN decides when to advance
     ],
@@ -367,7 +374,7 @@ def test_ppo_episodes_too_short_for_a_scheduled_seed_to_blend_are_warned_of(
         assert not said
     else:
         (line,) = said
-        assert line.startswith("simic.episode_epochs=3: under simic.lifecycle=schedule")
+        assert line.startswith(f"simic.episode_epochs={change['episode_epochs']}: under simic.")
         assert warned in line and "the policy can only learn to wait" in line
 
 
