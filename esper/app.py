@@ -250,7 +250,7 @@ def _optimizer_and_scheduler(container: dict[str, Any]) -> tuple[Any, Any]:
     optimizer = _instantiate("trainer.optimizer", container["trainer"]["optimizer"])
     scheduler_node = container["trainer"].get("scheduler")
     scheduler = _instantiate("trainer.scheduler", scheduler_node) if scheduler_node else None
-    preflight.check_optimizer(optimizer, scheduler)
+    preflight.check_optimizer(optimizer, scheduler, container["trainer"]["max_epochs"])
     return optimizer, scheduler
 
 

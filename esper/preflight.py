@@ -37,23 +37,52 @@ from esper.kernels.compiler import failure_said
 from esper.models.checks import input_mismatch
 from esper.seeds import MorphogeneticModel
 from esper.seeds.graph import probing
+from esper.training.optim import step_scheduler
 
 
-def check_optimizer(make_optimizer: Callable[..., Any], make_scheduler: Callable | None) -> None:
+def check_optimizer(
+    make_optimizer: Callable[..., Any], make_scheduler: Callable | None, epochs: int
+) -> None:
     """torch checks an optimizer's values (betas, eps, weight_decay, ...) and a scheduler's
-    only when the trainer builds them: build both once on a stand-in parameter now."""
+    only when the trainer builds them: build both once on a stand-in parameter now, and step
+    the scheduler through the run's `epochs` as the trainer will (helper-found: StepLR's
+    `step_size: 0` divided by zero, and ReduceLROnPlateau wanted a metric, each a traceback
+    after the first epoch; ExponentialLR's `gamma: -1` trained on at a negative rate)."""
     param = torch.nn.Parameter(torch.zeros(1))
     try:
         optimizer = make_optimizer([{"params": [param], "name": "host"}])
     except Exception as exc:  # noqa: BLE001 - a user's optimizer may raise anything
         raise ConfigError(f"trainer.optimizer: {_said(exc)}") from None
     _finite("trainer.optimizer", make_optimizer)
-    if make_scheduler is not None:
-        try:
-            make_scheduler(optimizer)
-        except Exception as exc:  # noqa: BLE001 - likewise a scheduler
-            raise ConfigError(f"trainer.scheduler: {_said(exc)}") from None
-        _finite("trainer.scheduler", make_scheduler)
+    if make_scheduler is None:
+        return
+    try:
+        scheduler = make_scheduler(optimizer)
+    except Exception as exc:  # noqa: BLE001 - likewise a scheduler
+        raise ConfigError(f"trainer.scheduler: {_said(exc)}") from None
+    _finite("trainer.scheduler", make_scheduler)
+    if (
+        isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        and scheduler.mode != "min"
+    ):
+        raise ConfigError(
+            f"trainer.scheduler.mode={scheduler.mode!r}: ReduceLROnPlateau is stepped with the "
+            "val loss; allowed: min"
+        )
+    with warnings.catch_warnings():  # "step() before optimizer.step()": nothing to train here
+        warnings.simplefilter("ignore")
+        for epoch in range(epochs):
+            try:
+                optimizer.step()
+                step_scheduler(scheduler, 1.0)  # a val loss that never improves
+            except Exception as exc:  # noqa: BLE001 - a user's scheduler may raise anything
+                raise ConfigError(f"trainer.scheduler: at epoch {epoch}: {_said(exc)}") from None
+            rate = optimizer.param_groups[0]["lr"]
+            if not (isinstance(rate, int | float) and math.isfinite(rate) and rate >= 0):
+                raise ConfigError(
+                    f"trainer.scheduler: the learning rate becomes {rate!r} after epoch {epoch}; "
+                    "allowed: a schedule whose rate stays a finite number >= 0"
+                )
 
 
 def _finite(section: str, make: Callable[..., Any]) -> None:

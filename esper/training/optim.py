@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 
 def add_group(
@@ -28,6 +29,9 @@ def add_group(
         scheduler.base_lrs.append(added["initial_lr"])
         if hasattr(scheduler, "_last_lr"):
             scheduler._last_lr.append(added["lr"])
+    if isinstance(scheduler, ReduceLROnPlateau):  # a floor per group, and the last rates
+        scheduler.min_lrs.append(scheduler.min_lrs[0] if scheduler.min_lrs else 0.0)
+        scheduler._last_lr.append(added["lr"])
 
 
 def remove_group(optimizer: torch.optim.Optimizer, scheduler: Any | None, name: str) -> int:
@@ -42,7 +46,21 @@ def remove_group(optimizer: torch.optim.Optimizer, scheduler: Any | None, name: 
         scheduler.base_lrs.pop(index)
         if hasattr(scheduler, "_last_lr") and len(scheduler._last_lr) > index:
             scheduler._last_lr.pop(index)
+    if isinstance(scheduler, ReduceLROnPlateau):
+        scheduler.min_lrs.pop(index)
+        if len(scheduler._last_lr) > index:
+            scheduler._last_lr.pop(index)
     return sum(p.numel() for p in group["params"])
+
+
+def step_scheduler(scheduler: Any, val_loss: float) -> None:
+    """The scheduler's step, once an epoch after validation: ReduceLROnPlateau's on the val
+    loss (the plateau it watches; decisions read validation only), any other's by the
+    epoch."""
+    if isinstance(scheduler, ReduceLROnPlateau):
+        scheduler.step(val_loss)
+    else:
+        scheduler.step()
 
 
 def group_names(optimizer: torch.optim.Optimizer) -> list[str]:

@@ -34,7 +34,7 @@ from esper.training.flops import flops_per_sample, train_step_flops
 from esper.training.guard import StepGuard, check_weights
 from esper.training.interruption import Interrupted, Interruption
 from esper.training.observation import Observer
-from esper.training.optim import Optimization
+from esper.training.optim import Optimization, step_scheduler
 from esper.training.progress import epoch_bar, postfix
 from esper.training.record import RunRecorder
 from esper.training.shadow import Shadows
@@ -205,7 +205,7 @@ class Trainer:
             raise self._interrupted(epoch)
         val = evaluate(self.model, self.data.val, self.device)
         if self.optimization.scheduler is not None:
-            self.optimization.scheduler.step()
+            step_scheduler(self.optimization.scheduler, val.loss)
         self.val_losses.append(val.loss)
         self.control(train, val, self.val_losses)
         self.last = {

@@ -457,6 +457,62 @@ def test_a_scheduler_that_cannot_be_built_is_named(make_config) -> None:
         build(cfg)
 
 
+SCHEDULER = "trainer.scheduler={_target_:torch.optim.lr_scheduler.%s,_partial_:true,%s}"
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "said"),
+    [
+        # helper-found: each a traceback after the first epoch, or a run at a negative rate
+        (("StepLR", "step_size:0"), r"^trainer\.scheduler: at epoch 0: ZeroDivisionError"),
+        (("CosineAnnealingLR", "T_max:0"), r"^trainer\.scheduler: at epoch 0: ZeroDivisionError"),
+        (
+            ("ExponentialLR", "gamma:-1"),
+            r"^trainer\.scheduler: the learning rate becomes -0\.01 after epoch 0; allowed: a "
+            r"schedule whose rate stays a finite number >= 0",
+        ),
+        (
+            ("OneCycleLR", "max_lr:0.1,total_steps:5"),
+            r"^trainer\.scheduler: at epoch 5: Tried to step 6 times",
+        ),
+        (
+            ("ReduceLROnPlateau", "mode:max"),
+            r"^trainer\.scheduler\.mode='max': ReduceLROnPlateau is stepped with the val loss; "
+            r"allowed: min",
+        ),
+    ],
+)
+def test_a_scheduler_that_fails_within_the_run_is_named_before_training(
+    make_config, scheduler, said
+) -> None:
+    cfg = make_config("logger=none", "trainer.max_epochs=8", SCHEDULER % scheduler)
+    with pytest.raises(ConfigError, match=said):
+        build(cfg)
+
+
+def test_reduce_lr_on_plateau_steps_on_the_val_loss_with_seeds_joining(make_config) -> None:
+    """helper-found: ReduceLROnPlateau, a common scheduler, was a traceback (`step() missing
+    1 required positional argument: 'metrics'`) after the first epoch. It now watches the val
+    loss, and its floor per group follows the seeds' groups as they join."""
+    plateau = SCHEDULER % ("ReduceLROnPlateau", "patience:0,factor:0.5")
+    cfg = make_config(
+        "logger=none",
+        "trainer.max_epochs=12",
+        "policy.warmup_epochs=2",
+        "policy.patience=1",
+        "policy.min_delta=1.0",
+        plateau,
+    )
+    experiment = build(cfg)
+    record = experiment.run()
+    assert record.status == "completed"
+    assert any(a.to_state.value == "FOSSILIZED" for a in record.adaptations), "a seed joined"
+    optimizer = experiment.trainer.optimization.optimizer
+    scheduler = experiment.trainer.optimization.scheduler
+    assert len(scheduler.min_lrs) == len(optimizer.param_groups) > 1
+    assert optimizer.param_groups[0]["lr"] <= 0.01 * 0.5, "reduced on a plateau of the val loss"
+
+
 def test_a_key_a_preset_set_for_another_choice_is_named_with_the_preset(tmp_path) -> None:
     """helper-found: `experiment=eval_digits_cnn model=mlp` said `MLP.__init__() got an
     unexpected keyword argument 'channels'`, a key the command line never named. Composed as
