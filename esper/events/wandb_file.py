@@ -94,14 +94,17 @@ class RunFile:
         raise KeyError(f"no table {key!r} in {self.path}")
 
 
-def read_run(path: str | Path) -> RunFile:
+def read_run(path: str | Path, run_id: str | None = None) -> RunFile:
     """Parse a run file, or the run under a W&B directory.
 
     A resumed run leaves one file per segment (one per process that logged to it), all with
     the same run id; they are read in order and merged into one run, as `wandb sync` would.
     A segment that holds no record at all is left out: a process killed before W&B wrote its
     first 32 KiB block leaves the file's header alone (its epochs are logged again by the
-    resume, from events.jsonl).
+    resume, from events.jsonl). With `run_id`, only that run's segments are read: a
+    directory may also hold an attempt that was killed before its first checkpoint and then
+    started over (helper-found: a Simic resume read no update as logged there, and logged
+    them all again).
     """
     path = Path(path)
     if not path.is_dir():
@@ -113,6 +116,10 @@ def read_run(path: str | Path) -> RunFile:
     if not found:
         raise RunFileError(f"{path}: no run-*.wandb file")
     segments = [segment for segment in map(_read_file, found) if not segment.empty]
+    if run_id is not None:
+        segments = [segment for segment in segments if segment.run_id == run_id]
+        if not segments:
+            raise RunFileError(f"{path}: no W&B record of run {run_id}")
     if not segments:
         raise RunFileError(f"{path}: no W&B record in {len(found)} run file(s) (header only)")
     ids = sorted({s.run_id for s in segments})

@@ -195,7 +195,8 @@ class WandbSink:
         from esper.events.wandb_file import RunFileError, read_run
 
         try:
-            logged = {row.get("epoch") for row in read_run(previous_run_dir / "wandb").history}
+            rows = read_run(previous_run_dir / "wandb", self.run_id).history
+            logged = {row.get("epoch") for row in rows}
         except (RunFileError, OSError):
             logged = set()
         events = previous_run_dir / "events.jsonl"

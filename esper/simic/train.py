@@ -345,12 +345,14 @@ def restore(
     return rng
 
 
-def _logged_updates(resume: str) -> set[int]:
-    """The updates the resumed training had logged to W&B (in its run directory's wandb/),
-    those after its last checkpoint included: a resume runs them again but must not log them
-    a second time (the W&B curve had update 2 twice)."""
+def _logged_updates(resume: str, run_id: str | None) -> set[int]:
+    """The updates the resumed training had logged to W&B (in its run directory's wandb/,
+    under its run id), those after its last checkpoint included: a resume runs them again but
+    must not log them a second time (the W&B curve had update 2 twice)."""
+    if run_id is None:
+        return set()
     try:
-        rows = read_run(resumed_dir(resume) / "wandb").history
+        rows = read_run(resumed_dir(resume) / "wandb", run_id).history
     except (RunFileError, OSError):
         return set()
     return {int(row["update"]) for row in rows if isinstance(row.get("update"), int | float)}
@@ -602,7 +604,7 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
         baselines, history = dict(state["baselines"]), list(state["history"])
         imitation = dict(state.get("imitation") or {})
         start, wandb_id = state["update"], state.get("wandb_run_id")
-        logged = _logged_updates(str(settings.resume))
+        logged = _logged_updates(str(settings.resume), wandb_id)
         log.info("simic: the policy, optimizer and generators continue %s", settings.resume)
     sink = logger(run_dir=str(run_dir), config=config, run_id=wandb_id) if logger else None
     if sink is not None:  # updates a killed process had not handed to W&B yet: from simic.pt
