@@ -42,6 +42,7 @@ def load_runs(sweep_dirs: list[Path]) -> list[dict[str, Any]]:
             continue
         summary.update(config={}, history=[], adaptation_events=[], run_dir=str(path.parent))
         _read_events(summary, path.parent / "events.jsonl")
+        _read_earlier(summary, {path.parent})
         if not summary["config"]:
             _skip(
                 path.parent,
@@ -97,6 +98,41 @@ def _is_finite(value: Any) -> bool:
     """A completed run's figures are finite: a NaN or infinity (a hand-edited file) made the
     table's standard deviation raise."""
     return _is_number(value) and math.isfinite(value)
+
+
+def _read_earlier(run: dict[str, Any], seen: set[Path]) -> None:
+    """A run resumed from another directory's checkpoint (`trainer.resume=outputs/a` into
+    outputs/b) holds in its events.jsonl the epochs since the resume alone: the epoch rows and
+    adaptations before it are read from the earlier directory (and from its own earlier one,
+    if it too was resumed), as its W&B run catches up on them. helper-found: the report drew
+    a seed going from DORMANT straight to BLENDING, and a val curve starting mid-run, where
+    summary.json and W&B had the whole run."""
+    resumed = run.pop("resumed_from", None)
+    if not isinstance(resumed, str):
+        return
+    checkpoint = Path(resumed)
+    earlier_dir = (
+        checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    )
+    if earlier_dir.resolve() in {d.resolve() for d in seen}:
+        return  # resumed in place: its events.jsonl holds the whole run
+    events = earlier_dir / "events.jsonl"
+    if not events.is_file():
+        _skip(
+            Path(run["run_dir"]),
+            f"resumed from {earlier_dir}, whose events.jsonl is gone: "
+            "its epochs before the resume are not shown",
+        )
+        return
+    earlier: dict[str, Any] = {"config": {}, "history": [], "adaptation_events": []}
+    earlier["run_dir"] = str(earlier_dir)
+    _read_events(earlier, events)
+    _read_earlier(earlier, {*seen, earlier_dir})
+    start = min((int(row["epoch"]) for row in run["history"]), default=math.inf)
+    run["history"] = [r for r in earlier["history"] if r["epoch"] < start] + run["history"]
+    run["adaptation_events"] = [
+        a for a in earlier["adaptation_events"] if a["epoch"] < start
+    ] + run["adaptation_events"]
 
 
 def _is_kernel(kernel: Any) -> bool:
@@ -179,7 +215,9 @@ def _add(run: dict[str, Any], event: dict[str, Any]) -> None:
         config = event.get("config", {})
         if not isinstance(config, dict):
             raise TypeError("run_started: its config is no mapping")
-        run["config"] = run["config"] or config
+        if not run["config"]:  # the first run_started: where the run began
+            run["config"] = config
+            run["resumed_from"] = event.get("resumed_from")
     elif kind == "epoch_ended":
         metrics, epoch, step = event["metrics"], event["epoch"], event["step"]
         if not isinstance(metrics, dict) or not all(map(_is_number, metrics.values())):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from esper.app import build
 from esper.config import ConfigError
 from esper.events.wandb_file import read_run
+from esper.report.runs import load_runs, timeline, val_by_epoch
 
 EARLY = (
     "policy.patience=1",
@@ -46,7 +49,7 @@ def uninterrupted(request, tmp_path_factory):
     summary = build(cfg).run().model_dump(mode="json")
     del os.environ["ESPER_KERNEL_STORE"]
     assert summary["epochs"] == epochs and len(summary["adaptations"]) == 8
-    return request.param, summary
+    return request.param, {**summary, "run_dir": str(root / "run")}
 
 
 STOPS = {"early": (1, 6, 12), "default": (47, 52, 70)}
@@ -81,6 +84,13 @@ def test_resume_ends_like_an_uninterrupted_run(make_config, tmp_path, uninterrup
     assert [k["kernel_id"] for k in got["kernels"]] == [k["kernel_id"] for k in full["kernels"]]
     runs = [read_run(tmp_path / d / "wandb") for d in ("first", "second")]
     assert runs[0].run_id == runs[1].run_id, "the resumed run continues the same W&B run"
+    # helper-found: the report read the second directory's epochs alone (a seed DORMANT, then
+    # BLENDING; a val curve from the resume on); it reads the first's before them
+    (second,) = load_runs([tmp_path / "second"])
+    (straight,) = load_runs([Path(full["run_dir"])])
+    assert timeline(second) == timeline(straight)
+    assert val_by_epoch(second) == val_by_epoch(straight)
+    assert sorted(val_by_epoch(second)) == list(range(epochs))
 
 
 def test_resume_refuses_a_different_configuration(make_config, tmp_path) -> None:
