@@ -140,6 +140,16 @@ def refuse(exc: Exception, code: int) -> NoReturn:
     raise SystemExit(code) from None
 
 
+def recorded() -> None:
+    """The run is recorded (summary.json, events.jsonl, W&B): from here a Ctrl-C or SIGTERM
+    is ignored, so the exit code says what the record says. helper-found: one in the second or
+    so W&B's shutdown takes after the result table exited 130 or 143, `esper: interrupted`, for a
+    run whose every file says completed. (A sweep's process still stops on them: its other
+    jobs are not recorded yet.)"""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def _multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -197,6 +207,8 @@ def main(cfg: DictConfig) -> float:
         if experiment.trainer.ranks.failure_told:  # ddp, rank 0: wait for the others' lines
             shut_down(failed=True)
         raise  # a bug: its traceback
+    if experiment.interrupted_by is None and not _multirun():
+        recorded()
     shut_down()  # ddp: leave the process group
     log.info("%s\n outputs: %s", result_text(record), experiment.run_dir)
     if experiment.interrupted_by is not None:

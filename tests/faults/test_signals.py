@@ -106,6 +106,37 @@ def group_killed_if_left(process: subprocess.Popen[str]) -> Iterator[subprocess.
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_once_the_run_is_recorded_leaves_the_exit_code_as_recorded(
+    tmp_path, signum
+) -> None:
+    """helper-found: a signal in the second or so W&B's shutdown takes after the result
+    table exited 143 or 130 (`esper: interrupted`; SIGTERM also a traceback from W&B's exit
+    hook) for a run that every file records as completed."""
+    run_dir = tmp_path / "run"
+    process = run_py(
+        "trainer.max_epochs=3",
+        "trainer.progress=false",
+        f"hydra.run.dir={run_dir}",
+        env={"ESPER_KERNEL_STORE": str(tmp_path / "kernels")},
+    )
+    sent = False
+    with group_killed_if_left(process):
+        assert process.stdout is not None
+        for line in process.stdout:  # the console's log lines: the result table, then this
+            if " outputs: " in line:
+                process.send_signal(signum)
+                sent = True
+                break
+        _, rest = process.communicate(timeout=120)
+    assert sent, "the run's last line was seen, and the signal sent after it"
+    assert process.returncode == 0, rest
+    assert "interrupted" not in rest and "Traceback" not in rest, rest
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    assert read_run(run_dir / "wandb").exit_code == 0
+
+
+@pytest.mark.slow
 def test_sigterm_then_resume_ends_like_an_uninterrupted_run(make_config, tmp_path) -> None:
     common = (*EARLY, "trainer.max_epochs=60", "logger=none", "trainer.progress=false")
     env = {"ESPER_KERNEL_STORE": str(tmp_path / "kernels")}
