@@ -37,6 +37,7 @@ def render(rows: list[dict[str, float]], out: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(4 * len(CURVE_PANELS), 3.2))
     updates = [row["update"] + 1 for row in rows]
@@ -47,6 +48,7 @@ def render(rows: list[dict[str, float]], out: Path) -> Path:
             ax.plot(updates[SMOOTH - 1 :], moving_mean(values, SMOOTH), color="C3")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("update")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no update 1.5 (helper-found)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -60,10 +62,12 @@ FORMATS = (".png", ".svg", ".pdf")
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, help="the training's directory, or its simic.pt")
     parser.add_argument("--out", type=Path, default=None, help=f"the figure: {', '.join(FORMATS)}")
     args = parser.parse_args(argv)
-    out = args.out or args.run_dir / "learning_curve.png"
+    # helper-found: given simic.pt itself, the figure was to go inside the file ("File exists")
+    folder = args.run_dir.parent if args.run_dir.is_file() else args.run_dir
+    out = args.out or folder / "learning_curve.png"
     if out.suffix.lower() not in FORMATS:
         parser.error(f"--out {out}: allowed: a file ending in {', '.join(FORMATS)}")
     try:

@@ -32,7 +32,7 @@ from esper.policy.gnn import GnnPolicy, Step
 from esper.policy.gnn_net import PolicyNet
 from esper.policy.masks import OPERATIONS
 from esper.policy.scatter_choice import ScatterBackends
-from esper.preflight import check_run_dir, clear_run, resumed_dir
+from esper.preflight import RUN_FILES, check_run_dir, clear_run, resumed_dir
 from esper.simic import ppo
 from esper.simic.episode import (
     EpisodeResult,
@@ -234,6 +234,12 @@ def load_state(where: str, key: str, after: str) -> dict[str, Any]:
         raise ConfigError(
             f"{key}: the run stopped before its first checkpoint (no {path.name}: during "
             f"imitation, or before its first simic.checkpoint_every updates); {after}"
+        )
+    run_files = [name for name in RUN_FILES if (path.parent / name).exists()]
+    if not path.exists() and run_files:  # helper-found: "No such file or directory" alone
+        raise ConfigError(
+            f"{key}: {path.parent} holds a run ({', '.join(run_files)}), not a policy "
+            "training (no simic.pt)"
         )
     try:
         state = load_torch(path)

@@ -34,6 +34,9 @@ def test_the_curve_is_drawn_from_the_logged_rows(tmp_path) -> None:
     torch.save(checkpoint(25), tmp_path / "simic.pt")
     main([str(tmp_path), "--out", str(tmp_path / "curve.png")])
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # helper-found: given simic.pt itself, the figure was to go inside it ("File exists")
+    main([str(tmp_path / "simic.pt")])
+    assert (tmp_path / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize(
@@ -62,6 +65,8 @@ def test_the_curve_is_drawn_from_the_logged_rows(tmp_path) -> None:
         ({**checkpoint(2), "update": -5}, "c.png", "a damaged Simic checkpoint (update -5 with 2"),
         ({**checkpoint(2), "history": [1, 2]}, "c.png", "a history row is a int"),
         ({**checkpoint(2), "update": 3}, "c.png", "(update 3 with 2 history rows)"),
+        # helper-found: a run's directory was "No such file or directory" alone
+        ("run", "c.png", "holds a run (summary.json, events.jsonl), not a policy training"),
     ],
 )
 def test_what_is_no_curve_is_one_line(tmp_path, capsys, make, out, said) -> None:
@@ -71,6 +76,9 @@ def test_what_is_no_curve_is_one_line(tmp_path, capsys, make, out, said) -> None
         os.mkfifo(tmp_path / "simic.pt")
     elif make == "loop":
         (tmp_path / "simic.pt").symlink_to(tmp_path / "simic.pt")
+    elif make == "run":
+        (tmp_path / "summary.json").write_text("{}")
+        (tmp_path / "events.jsonl").write_text("")
     elif make is not None:
         torch.save(make, tmp_path / "simic.pt")
     with pytest.raises(SystemExit) as ended:
