@@ -184,6 +184,19 @@ class SimicConfig(Section):
         return self.model_dump(mode="json", exclude=set(RESUME_MAY_CHANGE))
 
     @model_validator(mode="after")
+    def distinct_task_names(self) -> SimicConfig:
+        """A task's name is how every line names it (`simic.tasks[spirals] ...`): two of one
+        name made those lines ambiguous (helper-found)."""
+        names = [task.name for task in self.tasks]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(
+                f"simic.tasks: more than one task is named {' and '.join(map(repr, repeated))}; "
+                "allowed: a distinct name each"
+            )
+        return self
+
+    @model_validator(mode="after")
     def whole_groups(self) -> SimicConfig:
         if self.episodes_per_update % self.group_size:
             raise ValueError(

@@ -178,6 +178,14 @@ def test_groups_draw_tasks_by_their_weights() -> None:
     assert often == pytest.approx(0.75, abs=0.04)
     with pytest.raises(ValueError, match="weight"):
         TaskConfig(name="never", overrides=[], weight=0)
+    # helper-found: two tasks of one name made every line that names a task ambiguous
+    with pytest.raises(
+        ValueError,
+        match=r"simic\.tasks: more than one task is named 'often' and 'seldom'; allowed: a dis",
+    ):
+        SimicConfig.model_validate(
+            {**settings.model_dump(), "tasks": [t.model_dump() for t in (*settings.tasks,)] * 2}
+        )
 
 
 @pytest.mark.parametrize(
