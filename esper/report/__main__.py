@@ -48,9 +48,20 @@ def main(argv: list[str] | None = None) -> None:
         files = [str(p) for p in paths if not p.is_dir()]
         if files:
             parser.error(f"{', '.join(files)}: not a directory (name sweep or run directories)")
+        if args.dry_run:  # helper-found: taken, and report.html written all the same
+            parser.error(
+                "--dry-run: builds a W&B Report without saving it (an entity/project/group); "
+                "a local report only writes files (--no-html: the table alone)"
+            )
         try:
             runs = load_runs(paths)
         except NoRuns as exc:  # a directory with no run in it: named like a missing one
+            trainings = sorted({str(t.parent) for p in paths for t in p.glob("**/simic.pt")})
+            if trainings:  # helper-found: "no readable summary.json" alone
+                parser.error(
+                    f"{exc}; {', '.join(trainings)} holds a policy training, whose learning "
+                    f"curve is python -m esper.simic.curve {trainings[0]}"
+                )
             parser.error(str(exc))
         paired = None
         if args.against is not None:  # `--against ""` is a reference left empty, not none

@@ -91,3 +91,30 @@ def test_a_missing_path_is_not_taken_for_a_wandb_group(tmp_path, monkeypatch, ca
         assert exited.value.code == 2, target
         said = capsys.readouterr().err.splitlines()[-1]
         assert said.endswith(f": {named}: no such directory, nor one W&B entity/project/group")
+
+
+def test_dry_run_on_local_runs_and_a_policy_training_are_told_what_they_are(
+    tmp_path, capsys
+) -> None:
+    """helper-found: `--dry-run` (a W&B Report's) was taken on local runs and report.html
+    written all the same; a policy training's directory said only 'no readable
+    summary.json'."""
+    from esper.report.__main__ import main
+
+    write_run(tmp_path, "run", [8, 8], "NoPolicy", 0, 0.5)
+    training = tmp_path / "training"
+    training.mkdir()
+    (training / "simic.pt").write_bytes(b"")
+    for argv, said in [
+        ([str(tmp_path / "run"), "--dry-run"], "--dry-run: builds a W&B Report without saving"),
+        (
+            [str(training)],
+            f"holds a policy training, whose learning curve is python -m esper.simic.curve "
+            f"{training}",
+        ),
+    ]:
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "run" / "report").exists(), "nothing written"
