@@ -59,7 +59,20 @@ def labels(groups: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
         and g not in ("hydra", "paths")
         and len({c.get(g) for c in choices.values()}) > 1
     )
-    keys = sorted({k for c in configs.values() for k in c if not k.endswith("._target_")})
+    groups_chosen = {g for c in choices.values() for g in c}
+    keys = sorted(
+        {
+            k
+            for c in configs.values()
+            for k in c
+            # a group's own target is its option's (`policy=heuristic`); one within a group
+            # (`trainer.scheduler._target_`) is what the rest of its keys configure
+            # (helper-found: rows said `gamma=0.9` without the scheduler)
+            if not (
+                k.endswith("._target_") and k.count(".") == 1 and k.split(".")[0] in groups_chosen
+            )
+        }
+    )
 
     def differs(key: str) -> bool:
         group = key.split(".")[0]

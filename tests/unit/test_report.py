@@ -118,3 +118,29 @@ def test_dry_run_on_local_runs_and_a_policy_training_are_told_what_they_are(
         assert exited.value.code == 2
         assert said in capsys.readouterr().err
     assert not (tmp_path / "run" / "report").exists(), "nothing written"
+
+
+def test_a_row_names_the_scheduler_its_settings_belong_to(tmp_path) -> None:
+    """helper-found: two runs differing in their scheduler were labelled by its settings
+    alone (`trainer.scheduler.gamma=0.9`), the class left out with every `_target_`."""
+    from esper.report.table import groups_of, labels
+
+    for seed, (target, extra) in enumerate(
+        [
+            ("torch.optim.lr_scheduler.ExponentialLR", {"gamma": 0.9}),
+            ("torch.optim.lr_scheduler.StepLR", {"step_size": 3}),
+        ]
+    ):
+        write_run(tmp_path, f"r{seed}", [8, 8], "NoPolicy", 0, 0.5)
+        events = tmp_path / f"r{seed}" / "events.jsonl"
+        started = json.loads(events.read_text())
+        started["config"]["trainer"] = {"scheduler": {"_target_": target, **extra}}
+        events.write_text(json.dumps(started) + "\n")
+        summary = json.loads((tmp_path / f"r{seed}" / "summary.json").read_text())
+        (tmp_path / f"r{seed}" / "summary.json").write_text(
+            json.dumps({**summary, "config_hash": f"h{seed}"})
+        )
+    said = sorted(labels(groups_of(load_runs([tmp_path]))).values())
+    assert said[0].startswith("trainer.scheduler._target_=torch.optim.lr_scheduler.ExponentialLR")
+    assert "trainer.scheduler._target_=torch.optim.lr_scheduler.StepLR" in said[1]
+    assert not any("policy._target_" in label or "model._target_" in label for label in said)
