@@ -460,14 +460,43 @@ def check_run_dir(
     )
 
 
+_LOG_STARTS: dict[Path, int] = {}
+"""Where this process's lines begin in each job log (`run.log`) of a run directory that
+`overwrite=true` may replace: measured by `RunDirGuard` before Hydra's logging opens them."""
+
+
+def _mark_logs(run_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        for log_file in run_dir.glob("*.log"):
+            _LOG_STARTS[log_file.resolve()] = log_file.stat().st_size
+
+
+def _cut_logs(run_dir: Path) -> None:
+    """The replaced run's lines out of each job log, this run's kept (in place: Hydra's file
+    handler appends to the same file). helper-found: run.log held three runs' result tables
+    beside one summary.json."""
+    for path, start in list(_LOG_STARTS.items()):
+        if path.parent != run_dir.resolve() or not path.is_file():
+            continue
+        with path.open("r+b") as log_file:
+            log_file.seek(start)
+            ours = log_file.read()
+            log_file.seek(0)
+            log_file.write(ours)
+            log_file.truncate()
+        del _LOG_STARTS[path]
+
+
 def clear_run(run_dir: Path) -> None:
-    """Remove an earlier run's or training's files (`overwrite=true`), W&B's with them."""
+    """Remove an earlier run's or training's files (`overwrite=true`), W&B's with them, and
+    its lines in the job log."""
     for name in (*HELD, "weights", "wandb", "learning_curve.png"):
         path = run_dir / name
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+    _cut_logs(run_dir)
 
 
 def check_simic_resume(config: DictConfig) -> None:
@@ -639,6 +668,8 @@ class RunDirGuard(Callback):
             reused = None if resume is None else resumed_dir(resume)
             claimed = claim_timestamped_dir(config, "run", reused)
             run_dir = Path(str(config.hydra.run.dir))
+        else:
+            _mark_logs(run_dir)  # before Hydra's logging appends this run's lines
         try:
             check_run_dir(run_dir, resume, overwrite is True, section)
             if section == "simic" and resume is not None:

@@ -213,6 +213,22 @@ def test_two_sweeps_with_one_timestamped_dir_each_get_their_own(tmp_path) -> Non
 
 
 @pytest.mark.slow
+def test_run_py_overwrite_leaves_the_new_runs_lines_alone_in_run_log(tmp_path) -> None:
+    """helper-found: run.log kept every replaced run's lines (three result tables beside one
+    summary.json); the replaced run's are cut, the new run's kept from its first line."""
+    run_dir = tmp_path / "run"
+    earlier_run(run_dir, "summary.json")
+    (run_dir / "run.log").write_text("an earlier run's line\n")
+    env = {"ESPER_KERNEL_STORE": str(tmp_path / "k")}
+    args = (*QUIET, "trainer.max_epochs=1", "trainer.overwrite=true", f"hydra.run.dir={run_dir}")
+    result = run_cli(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    log = (run_dir / "run.log").read_text()
+    assert "earlier" not in log
+    assert log.count(" outputs: ") == 1 and log.startswith("["), log[:200]
+
+
+@pytest.mark.slow
 def test_run_py_refuses_a_used_run_dir_before_hydra_writes_into_it(tmp_path) -> None:
     run_dir = tmp_path / "run"
     earlier_run(run_dir, "summary.json")
