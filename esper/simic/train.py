@@ -689,7 +689,7 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
                 dynamic_ncols=True,
             )
             for update in bar:
-                where["at"] = f"update {update}"
+                where["at"] = f"update {update + 1}"  # counted from 1, as policies/update_N.pt
                 started = time.perf_counter()
                 policy.save_weights(weights, {"update": update})
                 episodes = _episodes(
@@ -712,7 +712,7 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
                     net, optimizer, steps, advantages, returns, ppo_settings, generator
                 )
                 losses = {"loss/policy": stats.policy_loss, "loss/value": stats.value_loss}
-                check_finite(net, f"update {update}", losses, where, "simic.ppo.lr")
+                check_finite(net, f"update {update + 1}", losses, where, "simic.ppo.lr")
                 row = _row(update, episodes, terms, len(steps), stats)
                 row["update_s"] = time.perf_counter() - started
                 last_reward = row["episode/return"]
@@ -721,7 +721,7 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
                     sink.run.log(row)
                 bar.set_postfix(ret=f"{last_reward:+.3f}", ev=f"{stats.explained_variance:.2f}")
                 done = update + 1
-                where["at"] = f"update {done}"  # the next one, from here on
+                where["at"] = f"update {done + 1}"  # the next one, from here on
                 if done % settings.checkpoint_every == 0 or done == settings.updates:
                     save(done)
             bar.close()

@@ -224,11 +224,13 @@ def test_sigterm_says_how_to_resume_and_the_resume_logs_each_update_once(tmp_pat
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "Traceback" not in stderr
     assert (
-        f"esper: interrupted by SIGTERM during update 3; simic.resume='{run_dir}' continues "
+        f"esper: interrupted by SIGTERM during update 4; simic.resume='{run_dir}' continues "
         "from update 2, its last checkpoint"
     ) in stderr, stderr[-600:]
     logged = [row["update"] for row in read_run(run_dir / "wandb").history]
-    assert logged == [0, 1, 2], "update 2 was logged before the signal, after the checkpoint"
+    # W&B's `update` is the index from 0: the third update was logged before the signal,
+    # after the checkpoint of the second; the fourth was running
+    assert logged == [0, 1, 2]
 
     resumed = subprocess.run(
         [*command, f"hydra.run.dir={run_dir}", f"simic.resume={run_dir}"],

@@ -202,7 +202,7 @@ def test_a_policy_whose_weights_go_non_finite_is_not_saved(tmp_path) -> None:
     assert result.returncode == 1, result.stderr[-3000:]
     said = [line for line in result.stderr.splitlines() if line.startswith("esper:")]
     assert said == [
-        f"esper: the policy's weights are not finite after update 0 (loss/policy=nan, "
+        f"esper: the policy's weights are not finite after update 1 (loss/policy=nan, "
         f"loss/value=nan); no checkpoint was written in {run_dir}; a smaller simic.ppo.lr "
         "may train"
     ], result.stderr[-3000:]
@@ -221,7 +221,7 @@ def test_an_episode_that_diverges_ends_the_training_in_one_line(tmp_path) -> Non
     said = [line for line in result.stderr.splitlines() if line.startswith("esper:")]
     assert len(said) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert said[0].startswith(
-        "esper: the policy training failed during update 0: the host-alone episode spirals "
+        "esper: the policy training failed during update 1: the host-alone episode spirals "
         "['dataset=spirals', 'model=mlp', 'blueprints=vector', 'trainer.optimizer.lr=1e30'] "
         "seed 10"
     ), said
