@@ -465,10 +465,17 @@ _LOG_STARTS: dict[Path, int] = {}
 `overwrite=true` may replace: measured by `RunDirGuard` before Hydra's logging opens them."""
 
 
-def _mark_logs(run_dir: Path) -> None:
-    with contextlib.suppress(OSError):
-        for log_file in run_dir.glob("*.log"):
-            _LOG_STARTS[log_file.resolve()] = log_file.stat().st_size
+def _mark_job_logs() -> None:
+    """The size of each file Hydra's job logging appends to (the root logger's file handlers:
+    `run.log`, a sweep job's too), before this job writes to it. Only those: helper-found, a
+    user's own `notes.log` beside them was emptied too."""
+    import logging
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            path = Path(handler.baseFilename)
+            with contextlib.suppress(OSError):
+                _LOG_STARTS[path.resolve()] = path.stat().st_size
 
 
 def _cut_logs(run_dir: Path) -> None:
@@ -652,6 +659,14 @@ class RunDirGuard(Callback):
             print(f"esper: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
 
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A run or a sweep's job that may replace an earlier one (`overwrite=true`): where
+        its lines begin in the job log, which Hydra has opened and not yet written to."""
+        section = "simic" if "simic" in config else "trainer"
+        with contextlib.suppress(Exception):  # a config that does not resolve: build() says why
+            if (config.get(section) or {}).get("overwrite") is True:
+                _mark_job_logs()
+
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if os.environ.get("RANK", "0") != "0":
             return  # torchrun's other ranks share rank 0's directory and write nothing there
@@ -668,8 +683,6 @@ class RunDirGuard(Callback):
             reused = None if resume is None else resumed_dir(resume)
             claimed = claim_timestamped_dir(config, "run", reused)
             run_dir = Path(str(config.hydra.run.dir))
-        else:
-            _mark_logs(run_dir)  # before Hydra's logging appends this run's lines
         try:
             check_run_dir(run_dir, resume, overwrite is True, section)
             if section == "simic" and resume is not None:

@@ -219,6 +219,7 @@ def test_run_py_overwrite_leaves_the_new_runs_lines_alone_in_run_log(tmp_path) -
     run_dir = tmp_path / "run"
     earlier_run(run_dir, "summary.json")
     (run_dir / "run.log").write_text("an earlier run's line\n")
+    (run_dir / "notes.log").write_text("a user's own notes\n")  # not Hydra's: kept as it is
     env = {"ESPER_KERNEL_STORE": str(tmp_path / "k")}
     args = (*QUIET, "trainer.max_epochs=1", "trainer.overwrite=true", f"hydra.run.dir={run_dir}")
     result = run_cli(*args, cwd=tmp_path, env=env)
@@ -226,6 +227,15 @@ def test_run_py_overwrite_leaves_the_new_runs_lines_alone_in_run_log(tmp_path) -
     log = (run_dir / "run.log").read_text()
     assert "earlier" not in log
     assert log.count(" outputs: ") == 1 and log.startswith("["), log[:200]
+    assert (run_dir / "notes.log").read_text() == "a user's own notes\n"
+    # a sweep's jobs, each replacing its own earlier job (helper-found: the first fix, made
+    # before Hydra's logging opened the file, never ran for a sweep's jobs)
+    sweep = ("-m", *QUIET, "trainer.max_epochs=1", "seed=0,1", "trainer.overwrite=true")
+    for _ in range(2):
+        result = run_cli(*sweep, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+    for job in ("0", "1"):
+        assert (tmp_path / "sweep" / job / "run.log").read_text().count(" outputs: ") == 1
 
 
 @pytest.mark.slow
