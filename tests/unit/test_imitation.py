@@ -354,10 +354,11 @@ def test_the_shipped_suite_passes_its_check(caplog) -> None:
         # BLENDING from the end of epoch 4, so the first blended epoch is 5)
         ({"episode_epochs": 5}, "spirals (kernels.wait_epochs=1, policy.training_epochs=3)"),
         ({"episode_epochs": 6}, None),
-        (
+        (  # helper-found: a wait of 0 (or null) attaches at the next control step too
             {"overrides": ["kernels.wait_epochs=0"], "episode_epochs": 5},
-            None,  # attached at once: TRAINING at 0, the blend from epoch 4
+            "spirals (kernels.wait_epochs=0, policy.training_epochs=3)",
         ),
+        ({"overrides": ["kernels.wait_epochs=null"], "episode_epochs": 6}, None),
         ({"episode_epochs": 3, "lifecycle": "learned"}, None),  # the GNN decides when to advance
     ],
 )
