@@ -457,6 +457,14 @@ def test_a_scheduler_that_cannot_be_built_is_named(make_config) -> None:
         build(cfg)
 
 
+@pytest.mark.parametrize("stop", [2, 5])
+def test_a_stop_at_the_last_epoch_needs_no_checkpoint(make_config, stop) -> None:
+    """helper-found: refused, with `max_epochs=3` (its own value) offered as the way out; a
+    stop at the last epoch or after never stops the run."""
+    settings = ("trainer.max_epochs=3", f"trainer.stop_after_epoch={stop}")
+    build(make_config("logger=none", *settings, "trainer.checkpoint=false")).discard()
+
+
 SCHEDULER = "trainer.scheduler={_target_:torch.optim.lr_scheduler.%s,_partial_:true,%s}"
 
 
