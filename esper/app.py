@@ -247,9 +247,17 @@ def own_random_state() -> Iterator[None]:
 
 def _optimizer_and_scheduler(container: dict[str, Any]) -> tuple[Any, Any]:
     """The configured optimizer and scheduler factories (partials), checked."""
-    optimizer = _instantiate("trainer.optimizer", container["trainer"]["optimizer"])
+    # plain lists and dicts for their arguments, as torch expects them (helper-found: a list
+    # `min_lr` reached ReduceLROnPlateau as a ListConfig, and failed its first comparison)
+    optimizer = _instantiate(
+        "trainer.optimizer", container["trainer"]["optimizer"], _convert_="all"
+    )
     scheduler_node = container["trainer"].get("scheduler")
-    scheduler = _instantiate("trainer.scheduler", scheduler_node) if scheduler_node else None
+    scheduler = (
+        _instantiate("trainer.scheduler", scheduler_node, _convert_="all")
+        if scheduler_node
+        else None
+    )
     preflight.check_optimizer(optimizer, scheduler, container["trainer"]["max_epochs"])
     return optimizer, scheduler
 

@@ -102,12 +102,13 @@ class TrainerConfig(Section):
     def stopped_runs_resume_from_a_checkpoint(self) -> TrainerConfig:
         """helper-found: `trainer.stop_after_epoch=2 trainer.checkpoint=false` exited 0 as
         `stopped`, and its resume then found no checkpoint: the key exists to be resumed."""
-        stops = self.stop_after_epoch is not None and self.stop_after_epoch < self.max_epochs - 1
-        if stops and not self.checkpoint:  # at the last epoch or after, it never stops a run
+        stop = self.stop_after_epoch
+        if stop is not None and stop < self.max_epochs - 1 and not self.checkpoint:
+            # at the last epoch or after, it never stops a run: no checkpoint is needed
             raise ValueError(
-                f"trainer.stop_after_epoch={self.stop_after_epoch} with trainer.checkpoint=false: "
-                "a stopped run continues from its checkpoint; allowed: trainer.checkpoint=true, "
-                f"or trainer.max_epochs={self.stop_after_epoch + 1} for a shorter run"
+                f"trainer.stop_after_epoch={stop} with trainer.checkpoint=false: a stopped run "
+                "continues from its checkpoint; allowed: trainer.checkpoint=true, or "
+                f"trainer.max_epochs={stop + 1} for a shorter run"
             )
         return self
 

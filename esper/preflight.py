@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from esper import blueprints
 from esper.atomic import WriteError
-from esper.config import BlueprintsConfig, ConfigError, first_line, reason
+from esper.config import MAX_LR, BlueprintsConfig, ConfigError, first_line, reason
 from esper.data import DataSplits
 from esper.kernels import KernelLibrary
 from esper.kernels.compiler import failure_said
@@ -51,7 +51,8 @@ def check_optimizer(
     param = torch.nn.Parameter(torch.zeros(1))
     try:
         optimizer = make_optimizer([{"params": [param], "name": "host"}])
-    except Exception as exc:  # noqa: BLE001 - a user's optimizer may raise anything
+        optimizer.step()  # as the trainer steps it: no closure (helper-found: LBFGS's need
+    except Exception as exc:  # noqa: BLE001 - of one was blamed on the scheduler, or crashed)
         raise ConfigError(f"trainer.optimizer: {_said(exc)}") from None
     _finite("trainer.optimizer", make_optimizer)
     if make_scheduler is None:
@@ -78,10 +79,12 @@ def check_optimizer(
             except Exception as exc:  # noqa: BLE001 - a user's scheduler may raise anything
                 raise ConfigError(f"trainer.scheduler: at epoch {epoch}: {_said(exc)}") from None
             rate = optimizer.param_groups[0]["lr"]
-            if not (isinstance(rate, int | float) and math.isfinite(rate) and rate >= 0):
+            valid = isinstance(rate, int | float) and math.isfinite(rate) and 0 <= rate <= MAX_LR
+            if not valid:  # helper-found: 1e36 after 36 epochs, `diverged` blamed on the lr
                 raise ConfigError(
                     f"trainer.scheduler: the learning rate becomes {rate!r} after epoch {epoch}; "
-                    "allowed: a schedule whose rate stays a finite number >= 0"
+                    f"allowed: a schedule whose rate stays a number from 0 to {MAX_LR:g}, as "
+                    "trainer.optimizer.lr must be"
                 )
 
 

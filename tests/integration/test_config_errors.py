@@ -477,11 +477,16 @@ SCHEDULER = "trainer.scheduler={_target_:torch.optim.lr_scheduler.%s,_partial_:t
         (
             ("ExponentialLR", "gamma:-1"),
             r"^trainer\.scheduler: the learning rate becomes -0\.01 after epoch 0; allowed: a "
-            r"schedule whose rate stays a finite number >= 0",
+            r"schedule whose rate stays a number from 0 to 1e\+30, as trainer\.optimizer\.lr must be",
         ),
         (
             ("OneCycleLR", "max_lr:0.1,total_steps:5"),
             r"^trainer\.scheduler: at epoch 5: Tried to step 6 times",
+        ),
+        (  # second pass: 1e36 at epoch 36 was a `diverged` run blamed on the optimizer's lr
+            ("ExponentialLR", "gamma:100000"),
+            r"^trainer\.scheduler: the learning rate becomes 1e\+33 after epoch 6; allowed: a "
+            r"schedule whose rate stays a number from 0 to 1e\+30",
         ),
         (
             ("ReduceLROnPlateau", "mode:max"),
@@ -496,6 +501,16 @@ def test_a_scheduler_that_fails_within_the_run_is_named_before_training(
     cfg = make_config("logger=none", "trainer.max_epochs=8", SCHEDULER % scheduler)
     with pytest.raises(ConfigError, match=said):
         build(cfg)
+
+
+def test_an_optimizer_stepped_as_the_trainer_steps_it_and_list_arguments(make_config) -> None:
+    """Second pass: LBFGS's step needs a closure the trainer does not pass (blamed on the
+    scheduler, or a traceback without one); a list `min_lr` reached ReduceLROnPlateau as a
+    ListConfig and failed its first comparison."""
+    with pytest.raises(ConfigError, match=r"^trainer\.optimizer: LBFGS\.step\(\) missing 1"):
+        build(make_config("logger=none", "trainer.optimizer._target_=torch.optim.LBFGS"))
+    floors = SCHEDULER % ("ReduceLROnPlateau", "patience:0,min_lr:[0.001]")
+    build(make_config("logger=none", "trainer.max_epochs=4", floors)).discard()
 
 
 def test_reduce_lr_on_plateau_steps_on_the_val_loss_with_seeds_joining(make_config) -> None:
