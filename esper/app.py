@@ -378,7 +378,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
         sites=[str(s) for s in settings.model.sites],
         config_hash=config_hash(container),
         seed=settings.seed,
-        resumed_from=str(resume_path) if resume_path else None,
+        resumed_from=str(resume_path.absolute()) if resume_path else None,  # a report reads it
     )
     return Experiment(
         trainer=trainer,

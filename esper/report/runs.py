@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from esper.config import RESULT_GROUPS
 from esper.contracts import SeedState
 from esper.events.tables import timeline_rows
 
@@ -110,23 +111,41 @@ def _read_earlier(run: dict[str, Any], seen: set[Path]) -> None:
     resumed = run.pop("resumed_from", None)
     if not isinstance(resumed, str):
         return
-    checkpoint = Path(resumed)
-    earlier_dir = (
-        checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-    )
+    parent = Path(resumed).parent
+    earlier_dir = parent.parent if parent.name == "checkpoints" else parent
+    here = Path(run["run_dir"])
+    if not earlier_dir.is_absolute():  # as typed, relative to a working directory not kept
+        _skip(  # helper-found: read from wherever the report ran, another run's at times
+            here,
+            f"resumed from {resumed}, a relative path: its epochs before the resume are not shown",
+        )
+        return
     if earlier_dir.resolve() in {d.resolve() for d in seen}:
         return  # resumed in place: its events.jsonl holds the whole run
     events = earlier_dir / "events.jsonl"
     if not events.is_file():
         _skip(
-            Path(run["run_dir"]),
-            f"resumed from {earlier_dir}, whose events.jsonl is gone: "
-            "its epochs before the resume are not shown",
+            here,
+            f"resumed from {earlier_dir}, whose events.jsonl is gone: its epochs before the "
+            "resume are not shown",
         )
         return
     earlier: dict[str, Any] = {"config": {}, "history": [], "adaptation_events": []}
     earlier["run_dir"] = str(earlier_dir)
     _read_events(earlier, events)
+    differs = [
+        key
+        for key in ("seed", *RESULT_GROUPS)  # what a resume must share with its run
+        if json.dumps(earlier["config"].get(key), sort_keys=True)
+        != json.dumps(run["config"].get(key), sort_keys=True)
+    ]
+    if differs:  # helper-found: a directory replaced since (overwrite) was spliced in
+        _skip(
+            here,
+            f"resumed from {earlier_dir}, which holds another run now ({', '.join(differs)} "
+            "differ): its epochs before the resume are not shown",
+        )
+        return
     _read_earlier(earlier, {*seen, earlier_dir})
     start = min((int(row["epoch"]) for row in run["history"]), default=math.inf)
     run["history"] = [r for r in earlier["history"] if r["epoch"] < start] + run["history"]

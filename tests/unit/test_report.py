@@ -144,3 +144,64 @@ def test_a_row_names_the_scheduler_its_settings_belong_to(tmp_path) -> None:
     assert said[0].startswith("trainer.scheduler._target_=torch.optim.lr_scheduler.ExponentialLR")
     assert "trainer.scheduler._target_=torch.optim.lr_scheduler.StepLR" in said[1]
     assert not any("policy._target_" in label or "model._target_" in label for label in said)
+
+
+def _resumed_pair(tmp_path: Path, earlier_seed: int, resumed_from: str | None = None) -> Path:
+    """Run a (epochs 0..2, a seed germinated at 1) and b, resumed from a's checkpoint (3..4)."""
+    config = {"seed": 0, "dataset": {"n": 1}, "model": {"hidden": [8, 8]}, "policy": {}}
+
+    def events(run: Path, seed: int, epochs: range, resumed: str | None) -> None:
+        run.mkdir(parents=True)
+        lines = [{"kind": "run_started", "config": {**config, "seed": seed}}]
+        lines[0]["resumed_from"] = resumed
+        for epoch in epochs:
+            lines.append(
+                {
+                    "kind": "epoch_ended",
+                    "epoch": epoch,
+                    "step": epoch,
+                    "metrics": {"val/accuracy": 0.5},
+                }
+            )
+            if epoch == 1:
+                lines.append(
+                    {
+                        "kind": "adaptation",
+                        "epoch": 1,
+                        "slot": "s",
+                        "from": "DORMANT",
+                        "to": "GERMINATED",
+                    }
+                )
+        (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+
+    events(tmp_path / "a", earlier_seed, range(3), None)
+    checkpoint = resumed_from or str(tmp_path / "a" / "checkpoints" / "last.pt")
+    events(tmp_path / "b", 0, range(3, 5), checkpoint)
+    summary = {"status": "completed", "seed": 0, "config_hash": "h", "choices": {}}
+    summary |= {"metrics": {"test_accuracy": 0.5, "val_accuracy": 0.5}}
+    summary |= {"params": {"total": 1, "seeds": 0}, "flops_per_sample": {"total": 1}}
+    (tmp_path / "b" / "summary.json").write_text(json.dumps(summary))
+    return tmp_path / "b"
+
+
+@pytest.mark.parametrize(
+    ("earlier_seed", "resumed_from", "epochs", "said"),
+    [
+        (0, None, [0, 1, 2, 3, 4], None),
+        # second pass: a directory replaced since (another seed) was spliced in; a relative
+        # path was read from wherever the report ran
+        (7, None, [3, 4], "which holds another run now (seed differ)"),
+        (0, "a/checkpoints/last.pt", [3, 4], "a relative path: its epochs before the resume"),
+    ],
+)
+def test_a_run_resumed_from_another_directory_reads_its_earlier_epochs_there(
+    tmp_path, capsys, monkeypatch, earlier_seed, resumed_from, epochs, said
+) -> None:
+    resumed = _resumed_pair(tmp_path, earlier_seed, resumed_from)
+    monkeypatch.chdir(tmp_path)  # where `a` would be found, were a relative path read
+    (run,) = load_runs([resumed])
+    assert [row["epoch"] for row in run["history"]] == epochs
+    assert bool(run["adaptation_events"]) == (epochs[0] == 0)
+    err = capsys.readouterr().err
+    assert (said in err) if said else not err, err
