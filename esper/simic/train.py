@@ -741,6 +741,9 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, on_sigterm)
+    elsewhere = settings.resume and resumed_dir(settings.resume).resolve() != run_dir.resolve()
+    if start == settings.updates and elsewhere:  # no update ran, so none saved it here
+        save(start)  # helper-found: a directory holding run.log alone, refused as a resume
     if settings.output:
         policy.save_weights(
             Path(settings.output),

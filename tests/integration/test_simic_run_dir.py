@@ -66,6 +66,25 @@ def test_a_new_training_in_a_trained_directory_is_refused_or_replaces_it(trained
     assert torch.load(run_dir / "simic.pt", weights_only=True)["update"] == 1
 
 
+def test_a_resume_that_only_writes_the_policy_elsewhere_leaves_a_resumable_copy(
+    trained, tmp_path
+) -> None:
+    """`simic.updates` as many as were done, with `simic.output`: no update runs, the policy
+    is written; second pass: into another directory, that directory held run.log alone and
+    was refused as a resume (`not a Simic checkpoint`)."""
+    env = own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels"))
+    copy, out = tmp_path / "copy", tmp_path / "final.pt"
+    result = launch(
+        copy, "simic.updates=2", f"simic.resume={trained}", f"simic.output={out}", env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert out.is_file()
+    state = torch.load(copy / "simic.pt", weights_only=True)
+    assert state["update"] == 2 and len(state["history"]) == 2
+    line = one_line(launch(copy, "simic.updates=2", f"simic.resume={copy}", env=env))
+    assert "the training resumed has done 2 updates; allowed: 3 or more" in line
+
+
 def test_a_run_and_a_policy_training_refuse_each_others_directory(trained, tmp_path) -> None:
     """Before, each started in the other's directory: its files mixed with the other's, and
     `.hydra/config.yaml` replaced by the other kind's."""
