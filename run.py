@@ -145,9 +145,17 @@ def recorded() -> None:
     is ignored, so the exit code says what the record says. helper-found: one in the second or
     so W&B's shutdown takes after the result table exited 130 or 143, `esper: interrupted`, for a
     run whose every file says completed. (A sweep's process still stops on them: its other
-    jobs are not recorded yet.)"""
+    jobs are not recorded yet.) Only as the process's entrypoint: a caller that imports
+    `main` keeps its own handlers (a test process ignored every later signal, and so did
+    the processes it started)."""
+    if not AS_SCRIPT:
+        return
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
+
+
+AS_SCRIPT = False
+"""Whether this process runs run.py as its entrypoint (set under `__main__`)."""
 
 
 def _multirun() -> bool:
@@ -226,6 +234,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    AS_SCRIPT = True
     try:
         from esper.training.interruption import sigterm_unwinds
 
