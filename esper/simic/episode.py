@@ -129,13 +129,12 @@ def one_line(exc: BaseException) -> str:
 def first_blended_epoch(germinated: int, wait_epochs: int | None, training_epochs: int) -> int:
     """The first epoch that trains a seed blended in (alpha above 0) on the schedule, for a
     seed germinated at the control step ending epoch `germinated`: its kernel attaches
-    `kernels.wait_epochs` control steps later, at the next one at the earliest (0 and None,
-    once compiled, attach there too: helper-found), it incubates `policy.training_epochs`
-    epochs, and the control step that ends the last of them starts its blend for the epoch
-    after. helper-found: the warning compared the
-    incubation alone with the episode, and episodes of 4 and 5 epochs, where no seed can
-    blend (germinated at epoch 0: TRAINING at 1, BLENDING from the end of epoch 4), trained
-    on without a word."""
+    `kernels.wait_epochs` control steps later, at the next one at the earliest (0 and None
+    attach there too), it incubates `policy.training_epochs` epochs, and the control step
+    that ends the last of them starts its blend for the epoch after. helper-found: a warning
+    that compared the incubation alone with the episode let episodes of 4 and 5 epochs, where
+    no seed can blend (germinated at epoch 0: TRAINING at 1, BLENDING from the end of epoch
+    4), train on without a word."""
     return germinated + max(1, wait_epochs or 0) + training_epochs + 1
 
 
