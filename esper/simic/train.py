@@ -14,7 +14,6 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -107,19 +106,21 @@ def _result(job: Future[bytes], spec: EpisodeSpec, role: str) -> EpisodeResult:
 def _beside_baselines(
     specs: list[EpisodeSpec],
     pool: Any,
+    weights: Path,
     store: str,
     threads: int,
     baselines: dict[str, float],
-    submit: Callable[[], list[Future[bytes]]],
+    teacher: tuple[str, ...] = (),
 ) -> list[Future[bytes]]:
-    """The jobs `submit` starts, with the host alone run beside them for every task, host and
-    seed of `specs` not seen before; its val accuracy is kept in `baselines` (the reward's
-    reference) before the jobs are returned."""
+    """The episodes of `specs`, started in the workers under the policy's `weights` (with a
+    `teacher`, it decides and the policy records), and the host alone beside them for every
+    task, host and seed not seen before; its val accuracy is kept in `baselines` (the
+    reward's reference) before the episodes' jobs are returned."""
     missing = {_baseline_key(s): s for s in specs if _baseline_key(s) not in baselines}
     base_jobs = {
         key: pool.submit(run_in_worker, spec, None, store, threads) for key, spec in missing.items()
     }
-    jobs = submit()
+    jobs = [pool.submit(run_in_worker, s, str(weights), store, threads, teacher) for s in specs]
     for key, job in base_jobs.items():
         baselines[key] = _result(job, missing[key], "the host-alone").val_accuracy
     return jobs
@@ -136,14 +137,7 @@ def _episodes(
     """The update's episodes, run in the workers under the policy's current `weights`; the
     host alone's val accuracy of any task, host and seed not seen before is run beside them
     and kept in `baselines` (the reward's reference)."""
-    jobs = _beside_baselines(
-        specs,
-        pool,
-        store,
-        threads,
-        baselines,
-        lambda: [pool.submit(run_in_worker, s, str(weights), store, threads) for s in specs],
-    )
+    jobs = _beside_baselines(specs, pool, weights, store, threads, baselines)
     return [_result(job, spec, "the policy's") for job, spec in zip(jobs, specs, strict=True)]
 
 
@@ -450,16 +444,7 @@ def _imitate(
     policy.save_weights(weights, {"update": 0, "imitation": "teacher episodes"})
     specs = _imitation_specs(settings)
     threads, teacher = settings.worker_threads, tuple(imitate.teacher)
-    jobs = _beside_baselines(
-        specs,
-        pool,
-        store,
-        threads,
-        baselines,
-        lambda: [
-            pool.submit(run_in_worker, s, str(weights), store, threads, teacher) for s in specs
-        ],
-    )
+    jobs = _beside_baselines(specs, pool, weights, store, threads, baselines, teacher)
     episodes = [
         _result(job, spec, "a teacher")
         for job, spec in zip(
