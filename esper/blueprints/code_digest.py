@@ -208,12 +208,14 @@ def source_modules(builder: Callable[..., Any]) -> dict[str, Path]:
     if path is None:
         return {}
     found = {start: path}
+    looked_at = {start}  # each name once: most files import torch, typing and the like
     pending = [(start, path)] if _users(path) else []
     while pending:
         name, path = pending.pop()
         for imported in _imports(name, path):
-            if imported in found:
+            if imported in looked_at:
                 continue
+            looked_at.add(imported)
             origin = _origin(imported)
             if origin is not None and _users(origin):
                 found[imported] = origin
@@ -221,10 +223,26 @@ def source_modules(builder: Callable[..., Any]) -> dict[str, Path]:
     return found
 
 
-def _imports(name: str, path: Path) -> Iterator[str]:
+def _imports(name: str, path: Path) -> tuple[str, ...]:
     """Every module an import statement of the file may name: `import a.b` and `from a.b
     import c` name `a` and `a.b` (whose `__init__` files run too) and, if it is one, the
-    module `a.b.c`."""
+    module `a.b.c`. Parsed once per file and version of it in a process: each builder's walk
+    crosses most of Esper's modules, and parsing them for each was a second of every run's
+    start."""
+    try:
+        stat = path.stat()
+    except OSError:  # gone since its import
+        return ()
+    return _parsed_imports(name, path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _parsed_imports(name: str, path: Path, mtime_ns: int, size: int) -> tuple[str, ...]:
+    """`_imports` of the file as it was at `mtime_ns` and `size` (the cache's key)."""
+    return tuple(_import_statements(name, path))
+
+
+def _import_statements(name: str, path: Path) -> Iterator[str]:
     try:
         tree = ast.parse(path.read_bytes())
     except (OSError, SyntaxError, ValueError):  # changed or gone since its import

@@ -221,6 +221,9 @@ def test_the_kernel_key_follows_the_user_modules_the_builder_imports(tmp_path, m
     assert all(a != b for a, b in zip(after_lazy, before))
     (package / "helper.py").write_text("WIDTH = 16\n")
     assert all(a != b for a, b in zip([_digest(builder) for builder in builders], after_lazy))
+    # each file's imports are parsed once per version of it: an edit is read again
+    (package / "helper.py").write_text("import digest_pkg.unrelated\nWIDTH = 16\n")
+    assert "digest_pkg.unrelated" in source_modules(module.adapter)
 
 
 def test_a_partial_is_named_by_its_arguments_alike_in_every_process() -> None:
