@@ -74,6 +74,7 @@ def watch_parent(parent_pid: int) -> None:
     beside the parent's one-line message."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    sys.unraisablehook = _retake_swallowed_exit
     # born with SIGINT blocked (`WorkerPool`), and SIGTERM too when spawned from a thread that
     # blocks it (a sweep's, esper.training.sweep_stop): a Ctrl-C pending since is dropped here
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -168,14 +169,46 @@ def start_pool(workers: int) -> ProcessPoolExecutor:
     )
 
 
+_swallowed = False
+"""Set by `_retake_swallowed_exit`: the next SIGTERM is the worker's own, sent again."""
+
+_in_hook = False
+"""True while `_retake_swallowed_exit` runs: its SIGTERM waits until it has returned."""
+
+
 def _exit_cleanly(signum: int, frame: object) -> None:
     """SIGTERM in a worker (`stop_now`): unwind, so that what the task made (a run's own compile
     workers, their queues' semaphores) is closed, where dying at once would leak it. Once:
-    a second one must not cut that unwinding short."""
-    global _stopping
-    _stopping = True
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    a second one must not cut that unwinding short (but see `_retake_swallowed_exit`)."""
+    global _stopping, _swallowed
+    if _stopping and not _swallowed:
+        return
+    _stopping, _swallowed = True, False
     raise SystemExit(128 + signum)
+
+
+def _retake_swallowed_exit(unraisable: Any) -> None:
+    """`sys.unraisablehook` in a worker. A SIGTERM taken while a garbage collector's callback
+    runs (a `WeakSet`'s, a `__del__`) raises its SystemExit there, where Python cannot
+    propagate it: it printed "Exception ignored in ... SystemExit: 143" with a traceback beside
+    the parent's one-line message, and the worker ran on until `stop_now` killed it (seen in a
+    policy training whose episode diverged, the fast tier run with one torch thread a
+    process). Sent again from a thread of its own, the SIGTERM reaches the worker once the
+    callback has returned."""
+    global _swallowed, _in_hook
+    if unraisable.exc_type is not SystemExit or not _stopping:
+        sys.__unraisablehook__(unraisable)
+        return
+    _swallowed = _in_hook = True
+    threading.Thread(target=_send_sigterm_after_hook, daemon=True).start()
+    _in_hook = False  # the last statement: the SystemExit must not come inside this hook
+
+
+def _send_sigterm_after_hook() -> None:
+    while _in_hook:
+        time.sleep(0.005)
+    time.sleep(0.005)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 @contextmanager

@@ -221,3 +221,45 @@ def test_a_worker_that_keeps_dying_fails_the_run_instead_of_culling(make_config,
     assert "CompileMachineryError" in summary["error"]
     assert not [a for a in summary["adaptations"] if a["to"] == "CULLED"]
     assert not workers_of(os.getpid())
+
+
+SIGTERM_IN_A_CALLBACK = """
+import os, signal, time, weakref
+from esper.kernels import worker
+worker.watch_parent(os.getppid())
+
+class Thing:
+    pass
+
+def callback(_):  # as a WeakSet's, run by the garbage collector
+    os.kill(os.getpid(), signal.SIGTERM)
+    deadline = time.monotonic() + 0.2
+    while time.monotonic() < deadline:  # the handler runs here, inside the callback
+        pass
+
+thing = Thing()
+ref = weakref.ref(thing, callback)
+del thing
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    pass
+print("the task ran on", flush=True)
+"""
+
+
+def test_a_sigterm_taken_inside_a_gc_callback_still_ends_the_worker() -> None:
+    """A worker's SIGTERM raised its SystemExit inside a weakref callback, where Python prints
+    "Exception ignored ... SystemExit: 143" with a traceback and goes on: a policy training
+    whose episode diverged printed it beside its one line, and the worker trained on until it
+    was killed. The SIGTERM is taken again once the callback has returned."""
+    result = subprocess.run(
+        [sys.executable, "-c", SIGTERM_IN_A_CALLBACK],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert "the task ran on" not in result.stdout, result.stderr
+    assert "Exception ignored" not in result.stderr and "Traceback" not in result.stderr, (
+        result.stderr
+    )
