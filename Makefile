@@ -24,20 +24,26 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python run.py $(ARGS)
 
+# The tests' runs use one torch thread a process (the runs they start inherit it): their models
+# are small, so a second thread only spun, and two test workers of two threads each, or a run
+# beside its sweep's other job, fought for the two cores. Measured on this machine (2 cores):
+# the slow tier on two workers took 624 s with torch's default threads, 400 s with one.
+TEST_ENV := OMP_NUM_THREADS=1
+
 # The fast tier: every behaviour test, short runs (the README's test command; .ci/run adds test-slow).
 # On two workers (pytest-xdist): most of its tests wait on a subprocess's imports or a file.
 # A module's tests share a worker (`loadscope`): a module-scoped fixture (a trained policy, an
 # uninterrupted run to resume against) is built once, not once a worker.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadscope
+	$(TEST_ENV) $(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadscope
 
 # Everything, including full-length runs, the research claim and subprocess runs (`slow`).
 test-full: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(TEST_ENV) $(BIN)/python -m pytest -q -n 2 --dist loadscope
 
-# Only the slow tier (CI runs it after `make test`).
+# Only the slow tier (CI runs it after `make test`), on two workers as the fast tier.
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(TEST_ENV) $(BIN)/python -m pytest -q -m slow -n 2 --dist loadscope
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
