@@ -51,9 +51,13 @@ class Host(nn.Module):
         super().__init__()
         self.kind = kind
         self.body = nn.Sequential(nn.Linear(input_shape[0], 8), nn.ReLU())
+        if kind == "integer_body":  # a quantised activation at the site
+            self.body.append(Rounded())
         self.head = nn.Linear(8, num_classes + 3 if kind == "wide" else num_classes)
         if kind == "frozen":
             self.requires_grad_(False)
+        if kind == "frozen_body":  # a pretrained backbone, kept as it is
+            self.body.requires_grad_(False)
         if kind == "tiny_relu_start":  # near-zero, non-negative logits (ReLU'd) at first
             nn.init.normal_(self.head.weight, std=1e-6)
             nn.init.zeros_(self.head.bias)
@@ -63,7 +67,7 @@ class Host(nn.Module):
                 self.head.bias.copy_(torch.tensor([1.0, 0.0]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        z = self.head(self.body(x))
+        z = self.head(self.body(x).float())
         if self.kind == "unsqueezed":
             return z.unsqueeze(1)
         if self.kind == "tuple":
@@ -77,6 +81,11 @@ class Host(nn.Module):
         if self.kind == "scaled_softmax":
             return 10 * z.softmax(dim=-1)
         return z
+
+
+class Rounded(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (4 * x).round().long()
 
 
 def not_a_module(input_shape: tuple[int, ...], num_classes: int) -> object:

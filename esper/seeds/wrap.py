@@ -96,6 +96,11 @@ def _probe_shapes(
             calls[name] += 1
             if not isinstance(output, torch.Tensor):
                 problems[name] = f"its output is a {type(output).__name__}, not a single tensor"
+            elif not output.is_floating_point():  # helper-found: a traceback after epoch 1
+                problems[name] = (
+                    f"its output is {str(output.dtype).removeprefix('torch.')}, not floating "
+                    "point: a seed adds to a float activation"
+                )
             else:
                 shapes[name] = tuple(output.shape[1:])
 

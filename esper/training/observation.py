@@ -51,7 +51,8 @@ class Observer:
             def hook(
                 module: nn.Module, args: object, out: torch.Tensor, name: str = slot.name
             ) -> None:
-                out.retain_grad()
+                if out.requires_grad:  # a frozen part of the host has no gradient there
+                    out.retain_grad()
                 captured[name] = out
 
             handles.append(slot.site.register_forward_hook(hook))

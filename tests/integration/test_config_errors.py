@@ -7,10 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from esper.app import build
 from esper.config import ConfigError
-from tests.conftest import CONF, run_cli
+from tests.conftest import CONF, ONE_EARLY_SEED, run_cli
 
 CASES = [
     (
@@ -406,6 +407,7 @@ DATA_AND_HOST_CASES = [
     ("model", "unsqueezed", "Host gives [B, 1, 2] for dataset=mine, whose labels [B] need logits"),
     ("model", "tuple", "model: Host returns a tuple; allowed: one tensor of logits"),
     ("model", "frozen", "model: no parameter of Host requires a gradient"),
+    ("model", "integer_body", "body: its output is int64, not floating point"),
     ("model", "softmax", "model: Host returns probabilities (each row >= 0, summing to 1); "),
     (
         "model",
@@ -432,6 +434,25 @@ def test_a_users_own_data_and_host_are_checked_before_training(make_config, part
     with pytest.raises(ConfigError) as refused:
         build(cfg)
     assert said in str(refused.value)
+
+
+def test_a_site_in_a_frozen_part_of_the_host_holds_a_seed_that_trains(make_config) -> None:
+    """helper-found: a site whose activation carries no gradient (a frozen, pretrained body)
+    failed every run after its first epoch, with policy=none too (`retain_grad` in the
+    observation). Its seed trains, and so does the head after it."""
+    cfg = make_config(
+        *ONE_EARLY_SEED, *USER_DATA, *USER_HOST, "+model.kind=frozen_body", "trainer.max_epochs=6"
+    )
+    experiment = build(cfg)
+    frozen = {k: v.clone() for k, v in experiment.trainer.model.host.body.state_dict().items()}
+    record = experiment.run()
+    assert record.status == "completed", record.error
+    (slot,) = experiment.trainer.model.iter_slots()
+    assert slot.seed is not None and slot.state.value in ("TRAINING", "BLENDING"), slot.state
+    born = [a for a in record.adaptations if a.to_state.value == "TRAINING"]
+    assert born and born[0].slot == "body"
+    body = experiment.trainer.model.host.body.state_dict()
+    assert all(torch.equal(body[k], v) for k, v in frozen.items()), "the body stays frozen"
 
 
 def test_a_host_factory_that_returns_no_module_is_named(make_config) -> None:
