@@ -181,6 +181,7 @@ def main(cfg: DictConfig) -> float:
     from esper.app import build
     from esper.atomic import WriteError
     from esper.config import ConfigError
+    from esper.policy.contract import PolicyError
     from esper.training.distributed import RankZeroFailed, shut_down
     from esper.training.guard import Diverged
     from esper.training.interruption import Interruption
@@ -211,6 +212,8 @@ def main(cfg: DictConfig) -> float:
         refuse(RunFailed(said(f"the run failed: {exc.strerror}")), 1)
     except RankZeroFailed as exc:  # ddp, rank 1..: rank 0's bug; its traceback is rank 0's
         refuse(RunFailed(f"the run failed: {exc}"), 1)
+    except PolicyError as exc:  # a user's policy broke its contract: which, and what is allowed
+        refuse(RunFailed(said(f"the run failed: {exc}")), 1)
     except Exception:
         if experiment.trainer.ranks.failure_told:  # ddp, rank 0: wait for the others' lines
             shut_down(failed=True)

@@ -33,6 +33,7 @@ from esper.config import (
 from esper.data import DataSplits
 from esper.events import ConsoleSink, EventBus, JsonlSink, Sink, WandbSink
 from esper.kernels import KernelLibrary
+from esper.policy.contract import check_policy
 from esper.seeds import MorphogeneticModel, ProbeFailed, SiteError, wrap
 from esper.training import checkpoint
 from esper.training.distributed import ranks_from_env
@@ -327,6 +328,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     _check_blueprints_fit(settings, model)
     library = make_library(settings, container)
     policy = _instantiate("policy", container["policy"])
+    check_policy(policy, str(container["policy"].get("_target_", "the policy")))
     if container["policy"].get("checkpoint", "") is None and hasattr(policy, "load_weights"):
         # said by the run, not the policy: Simic trains one from these weights, knowingly
         log.warning(

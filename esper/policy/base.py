@@ -19,6 +19,8 @@ class Policy(Protocol):
     observed; decisions are applied in order, through the quality gates, and published with
     the observation as a `decision_made` event. A policy must be deterministic given its
     constructor arguments and the observations (seed its own RNG), and checkpointable.
+    The trainer checks each of these members before training and each decision as it applies
+    it (`esper.policy.contract`): a decision its seed's state does not allow fails the run.
     """
 
     name: str

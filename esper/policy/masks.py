@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from esper.contracts import Observation, SeedState
+from esper.policy.contract import legal
 
 S = SeedState
 OPERATIONS = ("wait", "germinate", "advance", "fossilize", "cull")
@@ -52,10 +53,9 @@ def action_masks(obs: Observation, max_in_flight: int, may_germinate: bool) -> A
     can_germinate = may_germinate and in_flight < max_in_flight
     slot = torch.zeros((len(OPERATIONS), len(slots)), dtype=torch.bool)
     for i, s in enumerate(slots):
-        slot[1, i] = can_germinate and s.state is S.DORMANT and bool(blueprint[i].any())
-        slot[2, i] = (s.state is S.GERMINATED and s.kernel_ready) or s.state is S.TRAINING
-        slot[3, i] = s.state is S.BLENDING
-        slot[4, i] = s.state in IN_FLIGHT
+        for op, name in enumerate(OPERATIONS[1:], start=1):  # as the trainer will apply them
+            slot[op, i] = legal(name, s.state, s.kernel_ready)
+        slot[1, i] = bool(slot[1, i]) and can_germinate and bool(blueprint[i].any())
     operation = slot.any(dim=1)
     operation[0] = True  # waiting is always legal
     return ActionMasks(operation, slot, blueprint, blueprints)

@@ -18,6 +18,7 @@ from esper.contracts import (
 )
 from esper.events import EventBus
 from esper.policy import Policy
+from esper.policy.contract import PolicyError, checked_decisions, checked_state, illegal, legal
 from esper.seeds import MorphogeneticModel, SeedSlot, merge_into_site, merge_obstacle
 from esper.training.attachment import Collected, KernelAttachment
 from esper.training.distributed import Ranks
@@ -96,7 +97,9 @@ class ControlStep:
         observation = self.observer.observe(self.clock.epoch, train, val, val_losses)
         self.contribution = {s.name: s.contribution_accuracy for s in observation.slots}
         # ddp: rank 0's policy decides; every rank applies the same decisions in this step
-        decisions = self.ranks.from_rank_zero(lambda: self.policy.decide(observation))
+        decisions = self.ranks.from_rank_zero(
+            lambda: checked_decisions(self.policy, self.policy.decide(observation), observation)
+        )
         self.bus.publish(
             DecisionMade(
                 epoch=self.clock.epoch,
@@ -140,9 +143,9 @@ class ControlStep:
     def apply(self, decision: Decision) -> None:
         if decision.action == "wait":
             return
-        if decision.slot is None:
-            raise ValueError(f"policy decision {decision.action} names no slot")
-        slot = self.model.slot(decision.slot)
+        slot = self.model.slot(str(decision.slot))  # one of the model's (checked_decisions)
+        if not legal(decision.action, slot.state, slot.kernel_ready):
+            raise illegal(self.policy, decision, slot.state, slot.kernel_ready)
         if decision.action == "germinate":
             self.germinate(slot, decision)
         elif decision.action == "advance":
@@ -160,9 +163,9 @@ class ControlStep:
         blueprint = decision.blueprint
         allowed = self.observer.allowed[slot.name]
         if blueprint is None or blueprint not in allowed:
-            raise ValueError(
-                f"policy chose blueprint {blueprint!r} for {slot.name}; allowed there: "
-                f"{', '.join(allowed)}"
+            raise PolicyError(
+                f"policy {self.policy.name!r} chose blueprint {blueprint!r} for {slot.name}; "
+                f"allowed there: {', '.join(allowed)}"
             )
         slot.germinate(blueprint, decision.reason)
         self.kernels.request(slot, blueprint)
@@ -234,7 +237,7 @@ class ControlStep:
     def state_dict(self) -> dict[str, Any]:
         return {
             "contribution": dict(self.contribution),
-            "policy": self.policy.state_dict(),
+            "policy": checked_state(self.policy),
             "kernels": self.kernels.state_dict(),
         }
 

@@ -33,6 +33,7 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from esper.atomic import WriteError
 from esper.config import ConfigError
+from esper.policy.contract import PolicyError
 
 T = TypeVar("T")
 
@@ -102,8 +103,8 @@ class Ranks:
 
     def from_rank_zero(self, step: Callable[[], T]) -> T:
         """`step()` on rank 0 (its files, its kernel store, its preflight, its policy), its
-        value on every rank. If it raises, every rank stops: a WriteError or ConfigError is
-        raised on every rank, the others saying `rank 0 ...`; any other exception is raised
+        value on every rank. If it raises, every rank stops: a WriteError, ConfigError or
+        PolicyError is raised on every rank, the others saying `rank 0 ...`; any other exception is raised
         on rank 0 as it is (its traceback: a bug) and as `RankZeroFailed` on the others. Rank 0
         alone used to stop, and the others, in their next collective, failed with a traceback
         (`Connection closed by peer`). Alone, `step()` as it is."""
@@ -119,6 +120,8 @@ class Ranks:
                 failure = ("write", exc.errno, str(exc.strerror or exc))
             except ConfigError as exc:
                 failure = ("config", None, str(exc))
+            except PolicyError as exc:
+                failure = ("policy", None, str(exc))
             except Exception as exc:  # noqa: BLE001 - told to every rank, then raised here
                 failure, raised = ("failed", None, f"{type(exc).__name__}: {exc}"), exc
         value, failure = self.broadcast((value, failure))
@@ -132,6 +135,8 @@ class Ranks:
             raise WriteError(code, said if self.writer else f"rank 0 {said}")
         if kind == "config":
             raise ConfigError(said if self.writer else f"rank 0: {said}")
+        if kind == "policy":
+            raise PolicyError(said if self.writer else f"rank 0: {said}")
         raise RankZeroFailed(f"rank 0 failed: {said} (rank 0 printed its traceback)")
 
     def gather(self, value: Any) -> list[Any]:
