@@ -13,6 +13,12 @@ from esper.models import MLP
 from esper.seeds import merge_into_site, merge_obstacle
 
 
+@esper.blueprints.register("affine_declared_linear_for_test", kinds=("vector",), linear=True)
+def affine_declared_linear(shape: tuple[int, ...], rank: int = 2) -> torch.nn.Module:
+    """A user's low-rank pair with biases, declared linear: an affine map."""
+    return torch.nn.Sequential(torch.nn.Linear(shape[-1], rank), torch.nn.Linear(rank, shape[-1]))
+
+
 def grown(site: str, blueprint: str):
     torch.manual_seed(0)
     model = esper.wrap(MLP((4,), 3, [8, 8]), [site], example_input=torch.randn(2, 4))
@@ -49,10 +55,16 @@ def test_low_rank_merges_exactly_into_a_linear_site() -> None:
     [
         ("blocks.0", "low_rank", "site blocks.0 is a Sequential, not a Linear"),
         ("blocks.0.0", "residual_mlp", "blueprint residual_mlp is not a linear map"),
+        (
+            "blocks.0.0",
+            "affine_declared_linear_for_test",
+            "blueprint affine_declared_linear_for_test is declared linear, but its seed is not "
+            "a linear map",
+        ),
     ],
 )
 def test_merge_refuses_what_is_not_exact(site: str, blueprint: str, why: str) -> None:
     _, slot = grown(site, blueprint)
-    assert merge_obstacle(slot) == why
+    assert str(merge_obstacle(slot)).startswith(why)
     with pytest.raises(ValueError, match=why):
         merge_into_site(slot)
