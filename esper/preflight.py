@@ -117,6 +117,18 @@ def check_data(data: DataSplits) -> None:
     for split in ("train", "val", "test"):
         loader = getattr(data, split)
         x, y = loader.x, loader.y
+        for name, value in (("x", x), ("labels", y)):
+            if not isinstance(value, torch.Tensor):
+                kind = type(value)
+                raise ConfigError(
+                    f"dataset: the {split} split's {name} is a {kind.__module__}.{kind.__name__}"
+                    "; allowed: a torch tensor (torch.from_numpy or torch.as_tensor)"
+                )
+            if value.requires_grad:  # helper-found: "backward through the graph a second time"
+                raise ConfigError(
+                    f"dataset: the {split} split's {name} requires grad (it is part of an "
+                    "autograd graph); allowed: plain data (.detach() it)"
+                )
         size = loader.batch_size
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise ConfigError(f"dataset: the {split} loader's batch_size={size!r}; allowed: >= 1")
@@ -128,12 +140,12 @@ def check_data(data: DataSplits) -> None:
                 f"dataset: input_shape={list(data.input_shape)}, but the {split} split's x is "
                 f"{list(x.shape)}"
             )
+        if x.dtype not in (torch.float32, torch.int64):
+            raise ConfigError(
+                f"dataset: the {split} split's x is {str(x.dtype).removeprefix('torch.')}; "
+                "allowed: float32 features, or int64 token ids"
+            )
         if x.is_floating_point():
-            if x.dtype != torch.float32:
-                raise ConfigError(
-                    f"dataset: the {split} split's x is {str(x.dtype).removeprefix('torch.')}; "
-                    "allowed: float32 features, or int64 token ids"
-                )
             bad = int((~torch.isfinite(x)).sum())
             if bad:
                 raise ConfigError(

@@ -34,6 +34,12 @@ def dataset(kind: str = "ok", num_classes: int = 2) -> DataSplits:
         data.val = TensorLoader(x[:0], y[:0], 64, shuffle=False)
     if kind == "wrong_input_shape":
         data.input_shape = (3,)
+    if kind == "ndarray_features":
+        data.train.x = data.train.x.numpy()  # type: ignore[assignment]
+    if kind == "features_in_a_graph":  # made by a differentiable transform, never detached
+        data.train.x = data.train.x * torch.ones(1, requires_grad=True)
+    if kind == "uint8_features":
+        data.val.x = data.val.x.to(torch.uint8)
     return data
 
 

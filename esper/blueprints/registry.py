@@ -217,7 +217,8 @@ def register_from_config(custom: dict[str, dict[str, Any]] | None) -> list[str]:
         key = f"blueprints.custom.{name}"
         node = dict(node)
         target = node.pop("_target_", None)
-        kinds = tuple(node.pop("kinds", ()))
+        given = node.pop("kinds", ())
+        kinds = (given,) if isinstance(given, str) else tuple(given)  # `kinds: vector`: one
         linear = bool(node.pop("linear", False))
         description = str(node.pop("description", ""))
         if not target:

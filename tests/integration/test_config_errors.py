@@ -403,6 +403,17 @@ DATA_AND_HOST_CASES = [
     ("dataset", "empty_val", "the val split is empty"),
     ("dataset", "wrong_input_shape", "input_shape=[3], but the train split's x is [240, 2]"),
     ("dataset", "fewer_labels", "dataset: x has 400 rows but y has 300"),
+    (
+        "dataset",
+        "ndarray_features",
+        "the train split's x is a numpy.ndarray; allowed: a torch tensor (torch.from_numpy",
+    ),
+    ("dataset", "features_in_a_graph", "the train split's x requires grad (it is part of an"),
+    (
+        "dataset",
+        "uint8_features",
+        "the val split's x is uint8; allowed: float32 features, or int64",
+    ),
     ("model", "wide", "Host gives [B, 5] for dataset=mine, whose labels [B] need logits [B, 2]"),
     ("model", "unsqueezed", "Host gives [B, 1, 2] for dataset=mine, whose labels [B] need logits"),
     ("model", "tuple", "model: Host returns a tuple; allowed: one tensor of logits"),

@@ -97,6 +97,10 @@ def test_a_blueprint_torch_cannot_export_in_the_compile_worker_culls_its_seed_sa
             "{_target_:tests.blueprints_for_tests.scaled_adapter,kinds:[audio]}",
             r"blueprints\.custom\.x\.kinds=\['audio'\]; allowed: vector, sequence, image",
         ),
+        (  # one kind without brackets is that kind (helper-found: named letter by letter)
+            "{_target_:tests.blueprints_for_tests.scaled_adapter,kinds:audio}",
+            r"blueprints\.custom\.x\.kinds=\['audio'\]; allowed: vector, sequence, image",
+        ),
         (
             "{_target_:tests.nowhere.builder,kinds:[vector]}",
             r"blueprints\.custom\.x\._target_='tests\.nowhere\.builder' cannot be imported",
