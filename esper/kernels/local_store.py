@@ -1,7 +1,8 @@
 """The local kernel store: content-addressed objects in a directory, indexed by SQLite.
 
 Layout under `root`: `objects/<id[:2]>/<kernel_id>.pt2` (artifact, written to a temporary file
-and renamed into place), `index.sqlite` (metadata, see `sqlite_index`), and `quarantine/` for
+and renamed into place), `index.sqlite` (metadata, a row per spec: one object may serve
+several specs, see `sqlite_index`), and `quarantine/` for
 objects, rows and whole indexes that failed verification. Ids become file paths, so an id that
 is not a SHA-256 digest is refused before it touches the file system.
 """

@@ -36,18 +36,33 @@ WRITE_ERRNOS = {
 }
 """SQLite's errors that are a disk's (its name, or the prefix of SQLITE_IOERR_WRITE and kin)."""
 
-SCHEMA = """
+TABLE = """
 CREATE TABLE IF NOT EXISTS kernels (
-    kernel_id TEXT PRIMARY KEY,
-    spec_key TEXT NOT NULL,
+    kernel_id TEXT NOT NULL,
+    spec_key TEXT PRIMARY KEY,
     blueprint TEXT NOT NULL,
     metadata TEXT NOT NULL,
     size INTEGER NOT NULL,
     created_at REAL NOT NULL,
     last_used REAL NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS kernels_spec_key ON kernels (spec_key);
 """
+SCHEMA = TABLE + "CREATE INDEX IF NOT EXISTS kernels_kernel_id ON kernels (kernel_id);\n"
+"""A row per spec: one artifact may serve several specs (a builder whose file changed without
+changing its graph: the same bytes under a new key). Keyed by kernel id before, such a spec
+was never indexed and compiled again in every run (helper-found)."""
+
+KEYED_BY_ID = (
+    "BEGIN IMMEDIATE;\n"
+    "ALTER TABLE kernels RENAME TO kernels_keyed_by_id;\n"
+    "DROP INDEX IF EXISTS kernels_spec_key;\n"
+    + TABLE
+    + "INSERT INTO kernels SELECT kernel_id, spec_key, blueprint, metadata, size, created_at, "
+    "last_used FROM kernels_keyed_by_id;\n"
+    "DROP TABLE kernels_keyed_by_id;\n"
+    "COMMIT;\n"
+)
+"""An index from before rows were keyed by spec, rewritten with its rows."""
 
 
 def write_failure(exc: sqlite3.Error, path: Path) -> WriteError | None:
@@ -99,6 +114,9 @@ class SqliteIndex:
         with self._lock():
             try:
                 with contextlib.closing(self._connect()) as db, db:
+                    key = [row[1] for row in db.execute("PRAGMA table_info(kernels)") if row[5]]
+                    if key == ["kernel_id"]:
+                        db.executescript(KEYED_BY_ID)
                     db.executescript(SCHEMA)
                     verdict = db.execute("PRAGMA quick_check").fetchone()[0]
                 if verdict != "ok":

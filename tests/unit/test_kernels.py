@@ -163,3 +163,48 @@ def test_artifacts_carry_no_source_paths_so_every_checkout_hashes_alike() -> Non
     artifact = compile_kernel(spec("attention", shape=(6, 8), heads=2, causal=True)).artifact
     archive = zipfile.ZipFile(io.BytesIO(artifact))
     assert not [n for n in archive.namelist() if checkout in archive.read(n)]
+
+
+def test_one_artifact_serves_every_spec_that_builds_it(tmp_path: Path) -> None:
+    """helper-found: a builder whose file changed without changing its graph (a comment)
+    exported the same bytes under a new spec key; the index held one row per artifact, so the
+    new key was never indexed and the kernel compiled again in every later run."""
+    library = KernelLibrary(
+        LocalStore(tmp_path), latency_batches=(8,), reference_batch=8, async_compile=False
+    )
+    before, after = spec().model_copy(update={"code": "a"}), spec().model_copy(update={"code": "b"})
+    first, second = library.get(before), library.get(after)
+    assert (first.source, second.source) == ("compiled", "compiled")
+    assert first.metadata.kernel_id == second.metadata.kernel_id, "the same bytes"
+    again = KernelLibrary(
+        LocalStore(tmp_path), latency_batches=(8,), reference_batch=8, async_compile=False
+    )
+    assert (again.get(before).source, again.get(after).source) == ("store", "store")
+    assert sorted(k.metadata.spec_key for k in LocalStore(tmp_path).list()) == sorted(
+        [before.key(), after.key()]
+    )
+
+
+def test_an_index_keyed_by_kernel_id_is_rewritten_with_its_rows(tmp_path: Path) -> None:
+    """A store indexed before rows were keyed by spec keeps its kernels."""
+    import sqlite3
+
+    compiled = KernelLibrary(
+        LocalStore(tmp_path), latency_batches=(8,), reference_batch=8, async_compile=False
+    ).get(spec())
+    with sqlite3.connect(tmp_path / "index.sqlite") as db:  # as stores wrote it until 2026-12
+        rows = db.execute("SELECT * FROM kernels").fetchall()
+        db.executescript(
+            "DROP TABLE kernels; CREATE TABLE kernels (kernel_id TEXT PRIMARY KEY, spec_key TEXT "
+            "NOT NULL, blueprint TEXT NOT NULL, metadata TEXT NOT NULL, size INTEGER NOT NULL, "
+            "created_at REAL NOT NULL, last_used REAL NOT NULL); CREATE UNIQUE INDEX "
+            "kernels_spec_key ON kernels (spec_key);"
+        )
+        db.executemany("INSERT INTO kernels VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    library = KernelLibrary(
+        LocalStore(tmp_path), latency_batches=(8,), reference_batch=8, async_compile=False
+    )
+    assert library.get(spec()).metadata == compiled.metadata
+    other = spec().model_copy(update={"code": "changed"})
+    assert library.get(other).source == "compiled"
+    assert len(LocalStore(tmp_path).list()) == 2, "the same artifact, now under two specs"
