@@ -314,6 +314,9 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     if settings.trainer.resume:
         resume_path, resume_state = checkpoint.load(settings.trainer.resume)
         checkpoint.check_same_config(settings.trainer.resume, resume_state["config"], container)
+        checkpoint.check_epochs_left(
+            settings.trainer.resume, resume_state.get("epoch"), settings.trainer.max_epochs
+        )
 
     data, model = build_model(settings, container)
     data_digest = data.digest() if settings.trainer.checkpoint or resume_state else None

@@ -121,6 +121,18 @@ def check_same_config(resume: str, saved: dict[str, Any], container: dict[str, A
         )
 
 
+def check_epochs_left(resume: str, epoch: Any, max_epochs: int) -> None:
+    """A resume trains on from the epoch after the checkpoint's (`epoch`, counted from 0):
+    with none left it trained nothing and said `completed` (helper-found; a policy training's
+    resume is refused alike)."""
+    if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch + 1 >= max_epochs:
+        raise ConfigError(
+            f"trainer.resume={resume!r}: the run resumed has trained {epoch + 1} epochs, and "
+            f"trainer.max_epochs={max_epochs} leaves none to train; allowed: "
+            f"trainer.max_epochs={epoch + 2} or more (the grown model: esper.load_run)"
+        )
+
+
 def check_same_data(
     key: str, resume: str, saved: dict[str, str] | None, now: dict[str, str], what_to_do: str
 ) -> None:

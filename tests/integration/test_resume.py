@@ -107,3 +107,32 @@ def test_resume_refuses_a_different_configuration(make_config, tmp_path) -> None
         build(cfg)
     with pytest.raises(ConfigError, match=r"trainer\.resume=.*: no checkpoint at"):
         build(make_config(f"trainer.resume={tmp_path / 'nothing'}", "logger=none"))
+
+
+def test_a_resume_with_no_epoch_left_is_refused(make_config, tmp_path) -> None:
+    """helper-found: a resume whose max_epochs the checkpoint had already reached trained
+    nothing and said `completed`; so did a resume of a finished run."""
+    build(make_config("trainer.stop_after_epoch=2", "logger=none", run_dir=tmp_path / "a")).run()
+    for max_epochs in (2, 3):
+        cfg = make_config(
+            f"trainer.resume={tmp_path / 'a'}",
+            f"trainer.max_epochs={max_epochs}",
+            "logger=none",
+            run_dir=tmp_path / f"b{max_epochs}",
+        )
+        with pytest.raises(ConfigError) as refused:
+            build(cfg)
+        assert str(refused.value) == (
+            f"trainer.resume={str(tmp_path / 'a')!r}: the run resumed has trained 3 epochs, and "
+            f"trainer.max_epochs={max_epochs} leaves none to train; allowed: "
+            "trainer.max_epochs=4 or more (the grown model: esper.load_run)"
+        )
+        written = tmp_path / f"b{max_epochs}"
+        assert not (written / "events.jsonl").exists() and not (written / "summary.json").exists()
+    further = make_config(
+        f"trainer.resume={tmp_path / 'a'}",
+        "trainer.max_epochs=4",
+        "logger=none",
+        run_dir=tmp_path / "c",
+    )
+    assert build(further).run().epochs == 4
