@@ -70,21 +70,21 @@ def check_policy(policy: Any, target: str) -> None:
             "float, bool, None, lists and dicts of them)"
         )
     try:
-        checked_state(policy)
+        checked_state(policy, who=f"policy: {target}")
     except PolicyError as exc:
-        raise ConfigError(f"policy: {exc}") from None
+        raise ConfigError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - a user's method may raise anything
         raise ConfigError(f"policy: {target}.state_dict() failed: {first_line(exc)}") from exc
 
 
-def checked_state(policy: Any) -> dict[str, Any]:
+def checked_state(policy: Any, who: str | None = None) -> dict[str, Any]:
     """The policy's `state_dict()`, loaded back as a resume will load it (`weights_only`): a
     value it refuses fails the run now, where the run used to complete with checkpoints that
-    no resume or `load_run` could read."""
+    no resume or `load_run` could read. `who` names the policy in the message."""
     state = policy.state_dict()
     if not _checkpoint_holds(state):
         raise PolicyError(
-            f"{_name(policy)}'s state_dict() holds {_first_unwritable(state, json=False)}, "
+            f"{who or _name(policy)}: state_dict() holds {_first_unwritable(state, json=False)}, "
             "which a checkpoint cannot hold (it is loaded with weights_only=True); hold tensors "
             "and plain values (str, int, float, bool, None, lists, tuples and dicts of them)"
         )
@@ -101,7 +101,7 @@ def checked_decisions(policy: Any, decisions: Any, observation: Observation) -> 
         if isinstance(decisions, list | tuple):
             shown = f"a {shown} holding {_kinds(decisions)}"
         raise PolicyError(
-            f"{_name(policy)}'s decide() returned {shown}; allowed: a list of "
+            f"{_name(policy)}: decide() returned {shown}; allowed: a list of "
             "esper.contracts.Decision ([Decision(action='wait')] to do nothing)"
         )
     slots = [s.name for s in observation.slots]

@@ -104,10 +104,10 @@ class Ranks:
     def from_rank_zero(self, step: Callable[[], T]) -> T:
         """`step()` on rank 0 (its files, its kernel store, its preflight, its policy), its
         value on every rank. If it raises, every rank stops: a WriteError, ConfigError or
-        PolicyError is raised on every rank, the others saying `rank 0 ...`; any other exception is raised
-        on rank 0 as it is (its traceback: a bug) and as `RankZeroFailed` on the others. Rank 0
-        alone used to stop, and the others, in their next collective, failed with a traceback
-        (`Connection closed by peer`). Alone, `step()` as it is."""
+        PolicyError is raised on every rank, the others saying `rank 0 ...`; any other
+        exception is raised on rank 0 as it is (its traceback: a bug) and as `RankZeroFailed`
+        on the others. Rank 0 alone used to stop, and the others, in their next collective,
+        failed with a traceback (`Connection closed by peer`). Alone, `step()` as it is."""
         if not self.distributed:
             return step()
         value: T | None = None

@@ -31,7 +31,7 @@ class Scripted:
 
     def __init__(self, mode: str = "ok") -> None:
         self.mode = mode
-        self.steps = 0
+        self.steps: Any = np.int64(0) if mode == "numpy_state_at_birth" else 0
         self.best: Any = None
 
     def decide(self, obs: Observation) -> Any:
@@ -95,8 +95,14 @@ def policy(target: str, mode: str | None = None) -> tuple[str, ...]:
             f"policy: {HERE}.Scripted.describe() returns a numpy.float32 at ['threshold'], which "
             "the run's record (summary.json) cannot hold",
         ),
+        (
+            "Scripted",
+            "numpy_state_at_birth",
+            f"policy: {HERE}.Scripted: state_dict() holds a numpy.int64 at ['steps'], which a "
+            "checkpoint cannot hold",
+        ),
     ],
-    ids=["members", "describe"],
+    ids=["members", "describe", "state"],
 )
 def test_what_can_be_known_before_training_is_refused_at_build(make_config, target, mode, said):
     cfg = make_config("logger=none", *policy(target, mode))
@@ -122,11 +128,11 @@ CONTROL_CASES = [
         "germinate needs DORMANT",
     ),
     ("unknown_slot", "policy 'scripted' decided cull on slot 'nope'; the model's slots: blocks.0"),
-    ("not_a_list", "policy 'scripted''s decide() returned Decision; allowed: a list of"),
+    ("not_a_list", "policy 'scripted': decide() returned Decision; allowed: a list of"),
     ("wrong_blueprint", "policy 'scripted' chose blueprint 'conv_residual' for blocks.0; allowed"),
     (
         "numpy_state",
-        "policy 'scripted''s state_dict() holds a numpy.float64 at ['best'], which a checkpoint "
+        "policy 'scripted': state_dict() holds a numpy.float64 at ['best'], which a checkpoint "
         "cannot hold (it is loaded with weights_only=True)",
     ),
 ]
