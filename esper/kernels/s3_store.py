@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import re
 import time
 from typing import Any
 
@@ -47,6 +48,11 @@ class S3Store:
             )
         if max_attempts < 1:
             raise ValueError(f"storage.max_attempts={max_attempts} must be at least 1")
+        if endpoint_url is not None and not re.match(r"https?://[^/\s]+", str(endpoint_url)):
+            raise ValueError(  # helper-found: botocore's "Invalid endpoint" said no more
+                f"storage.endpoint_url={endpoint_url!r}; allowed: a URL with its scheme, e.g. "
+                "http://127.0.0.1:9000 or https://s3.example.com, or null for AWS's own"
+            )
         self.bucket = bucket
         self.skipped_rows = 0
         self.prefix = prefix.strip("/")

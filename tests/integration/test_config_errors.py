@@ -611,3 +611,15 @@ def test_a_key_a_preset_set_for_another_choice_is_named_with_the_preset(tmp_path
     preset_and_own = ("experiment=eval_digits_cnn", "model=mlp")
     assert refusal(*preset_and_own, "model.channels=[3]") == unexpected
     assert refusal(*preset_and_own, "~model.channels", "+model.channels=[3]") == unexpected
+
+
+def test_an_s3_endpoint_without_its_scheme_says_what_form_is_allowed(make_config) -> None:
+    """helper-found: `storage.endpoint_url=127.0.0.1:9000` was botocore's `Invalid endpoint:
+    127.0.0.1:9000`, which said neither what was wrong nor what form to write."""
+    cfg = make_config("logger=none", "storage=s3", "storage.endpoint_url=127.0.0.1:9000")
+    with pytest.raises(ConfigError) as refused:
+        build(cfg)
+    assert str(refused.value) == (
+        "storage: storage.endpoint_url='127.0.0.1:9000'; allowed: a URL with its scheme, e.g. "
+        "http://127.0.0.1:9000 or https://s3.example.com, or null for AWS's own"
+    )
