@@ -72,6 +72,7 @@ def watch_parent(parent_pid: int) -> None:
     alone decides what it means (a run stops after its step, a policy training stops its pool:
     `worker_pool`). Before, an idle worker died of it and printed a KeyboardInterrupt traceback
     beside the parent's one-line message."""
+    global _ready
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_cleanly)
     sys.unraisablehook = _retake_swallowed_exit
@@ -90,6 +91,7 @@ def watch_parent(parent_pid: int) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="esper-watch-parent", daemon=True).start()
+    _ready = True
 
 
 def _skip_teardown() -> None:
@@ -169,6 +171,9 @@ def start_pool(workers: int) -> ProcessPoolExecutor:
     )
 
 
+_ready = False
+"""Set once `watch_parent` has run: the worker may be given tasks."""
+
 _swallowed = False
 """Set by `_retake_swallowed_exit`: the next SIGTERM is the worker's own, sent again."""
 
@@ -181,6 +186,8 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     workers, their queues' semaphores) is closed, where dying at once would leak it. Once:
     a second one must not cut that unwinding short (but see `_retake_swallowed_exit`)."""
     global _stopping, _swallowed
+    if not _ready:  # still in `watch_parent`: nothing to unwind, and a SystemExit raised in an
+        os._exit(128 + signum)  # initializer is printed as a traceback (a flaky slow test)
     if _stopping and not _swallowed:
         return
     _stopping, _swallowed = True, False
