@@ -35,6 +35,11 @@ class KernelValidationError(RuntimeError):
     computes differently in evaluation than in training (its message says which)."""
 
 
+class StaleKernelError(RuntimeError):
+    """A stored kernel that is not what its blueprint builds in this process: code its key's
+    digest cannot see changed (a module the builder imports by name, a file it reads)."""
+
+
 class KernelExportError(RuntimeError):
     """torch.export could not trace a blueprint: the original error's type and message as
     plain text (torch's own exceptions lose their message when pickled out of the compile
@@ -89,17 +94,24 @@ def _refuse_mode_dependence(program: ExportedProgram) -> None:
         )
 
 
+def _as_trained(eager: nn.Module) -> nn.Module:
+    """A copy of `eager` with random weights (its own generator: the run's streams are not
+    drawn from), as training might leave them: at birth every seed computes zero."""
+    trained = copy.deepcopy(eager)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator).to(p.device, p.dtype) * 0.5)
+    return trained
+
+
 def _compare_trained(eager: nn.Module, program: ExportedProgram, probe: torch.Tensor) -> None:
     """The kernel against its eager module with weights as training leaves them (random, not
     the zero of birth, where every seed gives zero): in training mode, and in evaluation mode,
     which the kernel, exported from training mode, does not have. helper-found: a seed whose
     forward branches on `self.training` passed (both outputs zero at birth), and its kernel
     computed the training branch in evaluation too."""
-    trained = copy.deepcopy(eager)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in trained.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator).to(p.device, p.dtype) * 0.5)
+    trained = _as_trained(eager)
     kernel = instantiate(program)
     kernel.load_state_dict(trained.state_dict())
     with torch.no_grad():
@@ -119,6 +131,44 @@ def _compare_trained(eager: nn.Module, program: ExportedProgram, probe: torch.Te
                     "training mode, in evaluation too; allowed: a forward that computes the "
                     "same in both"
                 )
+
+
+def check_against_builder(spec: KernelSpec, program: ExportedProgram) -> None:
+    """Refuse a stored kernel unlike what `spec`'s blueprint builds now: other parameters,
+    other initial weights, or another output once trained (on training-mode weights, as the
+    kernel was exported). The kernel key names the builder's source and the modules it imports
+    (`code_digest`), not a module it imports by name or a file it reads (initial weights, a
+    width): found by a helper, a run handed back the kernel of a builder that had since read
+    another file. One eager build and one forward of a few rows a kernel and process."""
+    name = f"blueprint {spec.blueprint!r}"
+    eager = blueprints.build(spec.blueprint, spec.input_shape, spec.hparams, spec.init_seed)
+    eager = eager.to(spec.device)
+    kernel = instantiate(program)
+    built, stored = eager.state_dict(), kernel.state_dict()
+    shapes = {k: list(v.shape) for k, v in stored.items()}
+    wanted = {k: list(v.shape) for k, v in built.items()}
+    if shapes != wanted:
+        raise StaleKernelError(
+            f"the store's kernel has parameters {shapes}, {name} builds {wanted} now"
+        )
+    for key, tensor in built.items():
+        if not torch.allclose(tensor, stored[key], rtol=1e-5, atol=1e-6):
+            diff = (tensor - stored[key]).abs().max().item()
+            raise StaleKernelError(
+                f"the store's kernel starts from other weights than {name} builds now "
+                f"({key} differs by {diff:.3g})"
+            )
+    trained = _as_trained(eager).train()
+    kernel.load_state_dict(trained.state_dict())
+    probe = _probe(spec, VALIDATION_BATCH, seed=1)
+    with torch.no_grad():
+        expected, actual = trained(probe), kernel(probe)
+    if expected.shape != actual.shape or not torch.allclose(expected, actual, rtol=1e-4, atol=1e-5):
+        diff = (expected - actual).abs().max().item() if expected.shape == actual.shape else None
+        said = f"by {diff:.3g} once trained" if diff is not None else "in shape"
+        raise StaleKernelError(
+            f"the store's kernel computes otherwise than {name} builds now ({said})"
+        )
 
 
 @dataclass

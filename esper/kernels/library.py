@@ -24,6 +24,8 @@ from esper.kernels.cache import ByteLRU
 from esper.kernels.claims import POLL_S, WaitInterrupted
 from esper.kernels.compiler import (
     KernelIntegrityError,
+    StaleKernelError,
+    check_against_builder,
     compile_kernel,
     instantiate,
     load_artifact,
@@ -207,10 +209,17 @@ class KernelLibrary:
             return None
         try:
             program = load_artifact(self.store.get_artifact(found.kernel_id), found.kernel_id)
-        except (KernelIntegrityError, FileNotFoundError) as exc:
+            check_against_builder(found.spec, program)
+        except (KernelIntegrityError, FileNotFoundError, StaleKernelError) as exc:
+            said = (
+                f"kernel {found.kernel_id[:16]}: {exc}: code its key cannot see changed (a "
+                "module imported by name, a file the builder reads)"
+                if isinstance(exc, StaleKernelError)
+                else str(exc)
+            )
             where = self.store.quarantine(found.kernel_id, key)
-            self._note_quarantine(Quarantine(found.kernel_id, where, str(exc)))
-            log.warning("%s; quarantined to %s and compiling again", exc, where)
+            self._note_quarantine(Quarantine(found.kernel_id, where, said))
+            log.warning("%s; quarantined to %s and compiling again", said, where)
             return None
         self.store.touch(found.kernel_id)
         self.counts.store_loads += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,78 @@ def test_an_index_keyed_by_kernel_id_is_rewritten_with_its_rows(tmp_path: Path) 
     other = spec().model_copy(update={"code": "changed"})
     assert library.get(other).source == "compiled"
     assert len(LocalStore(tmp_path).list()) == 2, "the same artifact, now under two specs"
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"scale": 3.0}, r"computes otherwise than blueprint 'file_set' builds now \(by "),
+        ({"width": 6}, r"the store's kernel has parameters \{.+\}, blueprint 'file_set' builds"),
+        ({"offset": 0.5}, r"starts from other weights than blueprint 'file_set' builds now"),
+    ],
+    ids=["output", "parameters", "initial-weights"],
+)
+def test_a_stored_kernel_unlike_what_its_builder_builds_now_is_compiled_again(
+    tmp_path: Path, change: dict, said: str
+) -> None:
+    """helper-found: the kernel key digests a builder's source and the modules it imports, not
+    a file it reads; a run whose builder read another file was handed the old kernel from the
+    store. Each store load now checks the kernel against a fresh eager build."""
+    import json
+
+    from esper import blueprints
+    from esper.kernels.compiler import check_against_builder
+
+    blueprints.register_from_config(
+        {
+            "file_set": {
+                "_target_": "tests.blueprints_for_tests.file_set_adapter",
+                "kinds": "vector",
+                "settings": "",
+            }
+        }
+    )
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"width": 4, "scale": 1.0, "offset": 0.0}))
+    wanted = KernelSpec(
+        blueprint="file_set",
+        hparams={"settings": str(settings)},
+        input_shape=(8,),
+        torch_version=torch.__version__,
+    )
+
+    def library() -> KernelLibrary:
+        return KernelLibrary(
+            LocalStore(tmp_path / "store"),
+            latency_batches=(8,),
+            reference_batch=8,
+            async_compile=False,
+        )
+
+    first = library().get(wanted)
+    settings.write_text(json.dumps({"width": 4, "scale": 1.0, "offset": 0.0} | change))
+    checked = library()
+    again = checked.get(wanted)
+    assert again.source == "compiled"
+    assert again.metadata.kernel_id != first.metadata.kernel_id
+    (notice,) = checked.drain_quarantines()
+    assert notice.kernel_id == first.metadata.kernel_id
+    assert re.search(said, notice.error), notice.error
+    assert "code its key cannot see changed" in notice.error
+    assert len(list((tmp_path / "store" / "quarantine").iterdir())) == 1
+    check_against_builder(
+        wanted,
+        load_artifact(
+            (
+                tmp_path
+                / "store"
+                / "objects"
+                / again.metadata.kernel_id[:2]
+                / f"{again.metadata.kernel_id}.pt2"
+            ).read_bytes(),
+            again.metadata.kernel_id,
+        ),
+    )
+    third = library()
+    assert third.get(wanted).source == "store", "the new kernel is kept"
+    assert third.drain_quarantines() == []

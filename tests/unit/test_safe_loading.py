@@ -23,7 +23,7 @@ from esper import blueprints
 from esper.contracts import KernelSpec
 from esper.data import cifar10
 from esper.kernels import KernelIntegrityError, compile_kernel, instantiate, load_artifact
-from esper.kernels.compiler import mode_dependence, sha256
+from esper.kernels.compiler import check_against_builder, mode_dependence, sha256
 from tests.conftest import shipped_blueprints
 
 SHAPES = {"vector": (8,), "image": (4, 6, 6), "sequence": (5, 8)}
@@ -186,6 +186,7 @@ def test_every_builtin_blueprint_round_trips(blueprint: str, kind: str) -> None:
     eager = blueprints.build(blueprint, SHAPES[kind], compiled.metadata.spec.hparams, seed=0)
     x = torch.randn(3, *SHAPES[kind])
     torch.testing.assert_close(loaded(x), eager(x))
+    check_against_builder(compiled.metadata.spec, compiled.program)  # as at each store load
 
 
 def test_garbage_with_a_matching_id_is_refused_not_crashed() -> None:
