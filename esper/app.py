@@ -28,6 +28,7 @@ from esper.config import (
     ConfigError,
     RunConfig,
     first_line,
+    from_environment,
     validate,
 )
 from esper.data import DataSplits
@@ -298,7 +299,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     started = time.perf_counter()
     job = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])  # not Hydra's node
     container: dict[str, Any] = OmegaConf.to_container(job, resolve=True)  # type: ignore[assignment]
-    settings = validate(container)
+    settings = validate(container, from_environment(OmegaConf.to_container(job, resolve=False)))
     ranks = ranks_from_env(settings.trainer.strategy, settings.trainer.device)
     if settings.trainer.quiet or not ranks.writer:
         quiet_console()  # a quiet sweep; or a ddp rank other than 0: rank 0 speaks for the run

@@ -6,6 +6,8 @@ Errors name the dotted key and what is allowed, so a typo fails in a second, not
 from __future__ import annotations
 
 import math
+import os
+import re
 from typing import Any, Literal
 
 from pydantic import (
@@ -319,7 +321,36 @@ def _location(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def validate(config: dict[str, Any]) -> RunConfig:
+ENVIRONMENT_VALUE = re.compile(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def from_environment(unresolved: Any, prefix: str = "") -> dict[str, str]:
+    """Dotted keys whose value came from an environment variable that is set (`${oc.env:VAR,
+    default}` in conf/), by key: a bad value is then blamed on the variable that gave it
+    (helper-found: `WANDB_MODE=bogus` was said as `logger.mode='bogus'`, a key the user never
+    wrote). `unresolved` is the configuration as a container, interpolations unresolved."""
+    found: dict[str, str] = {}
+    items = (
+        unresolved.items()
+        if isinstance(unresolved, dict)
+        else enumerate(unresolved)
+        if isinstance(unresolved, list)
+        else ()
+    )
+    for name, value in items:
+        key = f"{prefix}[{name}]" if isinstance(name, int) else f"{prefix}.{name}".lstrip(".")
+        if isinstance(value, str):
+            match = ENVIRONMENT_VALUE.match(value)
+            if match and match.group(1) in os.environ:
+                found[key] = match.group(1)
+        else:
+            found |= from_environment(value, key)
+    return found
+
+
+def validate(config: dict[str, Any], environment: dict[str, str] | None = None) -> RunConfig:
+    """The run's settings, or one ConfigError naming every bad key; `environment` (from
+    `from_environment`) names the variables some values came from."""
     try:
         blueprints.register_from_config((config.get("blueprints") or {}).get("custom"))
     except ValueError as exc:
@@ -327,21 +358,24 @@ def validate(config: dict[str, Any]) -> RunConfig:
     try:
         return RunConfig.model_validate(config)
     except ValidationError as exc:
-        raise explain(exc) from None
+        raise explain(exc, environment=environment) from None
 
 
-def explain(exc: ValidationError, prefix: tuple[str, ...] = ()) -> ConfigError:
-    """One line per error, naming the dotted key (under `prefix`) and what is allowed."""
+def explain(
+    exc: ValidationError, prefix: tuple[str, ...] = (), environment: dict[str, str] | None = None
+) -> ConfigError:
+    """One line per error, naming the dotted key (under `prefix`) and what is allowed, and
+    the environment variable the value came from, where it did."""
     lines = []
     for err in exc.errors():
         key = _location((*prefix, *err["loc"]))
+        variable = (environment or {}).get(key)
+        source = f" (from the environment variable {variable})" if variable else ""
         message = err["msg"].removeprefix("Value error, ")
         if isinstance(err.get("ctx", {}).get("error"), KeyError | ValueError):
             lines.append(message)
-        elif err["type"] == "literal_error":
-            lines.append(f"{key}={err['input']!r}: {message}")
         elif err["type"] == "missing":
             lines.append(f"{key}: required key is missing")
         else:
-            lines.append(f"{key}={err.get('input')!r}: {message}")
+            lines.append(f"{key}={err.get('input')!r}{source}: {message}")
     return ConfigError("invalid configuration:\n  " + "\n  ".join(lines))

@@ -152,6 +152,22 @@ def test_run_py_exits_2_before_training_with_the_message(tmp_path: Path) -> None
     assert (tmp_path / "run" / "run.log").read_text().rstrip().endswith(said), "run.log says why"
 
 
+def test_a_bad_value_from_the_environment_names_its_variable(tmp_path: Path) -> None:
+    """helper-found: `WANDB_MODE=bogus python run.py` said `logger.mode='bogus'`, a key the
+    user never wrote; the default logger takes its mode from WANDB_MODE."""
+    result = run_cli(
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        env={"ESPER_KERNEL_STORE": str(tmp_path / "k"), "WANDB_MODE": "bogus"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.rstrip().endswith(
+        "logger.mode='bogus' (from the environment variable WANDB_MODE): Input should be "
+        "'offline', 'online' or 'disabled'"
+    ), result.stderr[-2000:]
+    assert not (tmp_path / "run" / "events.jsonl").exists(), "nothing was built"
+
+
 @pytest.mark.slow
 def test_unknown_group_option_lists_the_available_ones(tmp_path: Path) -> None:
     result = run_cli("policy=smart", cwd=tmp_path)
