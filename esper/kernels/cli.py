@@ -60,21 +60,43 @@ def open_store(args: argparse.Namespace) -> KernelStore:
     return LocalStore(args.root or os.environ.get("ESPER_KERNEL_STORE") or None, create=False)
 
 
+COLUMNS = ("kernel", "blueprint", "shape", "params", "p50 us", "p95 us", "bytes", "last used")
+LEFT_ALIGNED = ("kernel", "blueprint", "shape", "last used")
+
+
 def list_kernels(store: KernelStore) -> list[str]:
-    rows = [
-        f"{'kernel':<14} {'blueprint':<16} {'shape':<12} {'params':>8} {'p50 us':>8} "
-        f"{'p95 us':>8} {'bytes':>9} {'last used':<19}"
-    ]
+    """One row a kernel, each column as wide as its widest cell (helper-found: a blueprint
+    name longer than 16 characters pushed the rest of its row out of line)."""
+    cells = [COLUMNS]
     for k in store.list():
         m = k.metadata
         used = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k.last_used))
-        rows.append(
-            f"{m.kernel_id[:12]:<14} {m.spec.blueprint:<16} {str(list(m.spec.input_shape)):<12} "
-            f"{m.param_count:>8} {m.latency_us_p50:>8.1f} {m.latency_us_p95:>8.1f} "
-            f"{k.size:>9} {used:<19}"
+        cells.append(
+            (
+                m.kernel_id[:12],
+                m.spec.blueprint,
+                str(list(m.spec.input_shape)),
+                str(m.param_count),
+                f"{m.latency_us_p50:.1f}",
+                f"{m.latency_us_p95:.1f}",
+                str(k.size),
+                used,
+            )
         )
+    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    rows = [
+        "  ".join(
+            cell.ljust(width) if name in LEFT_ALIGNED else cell.rjust(width)
+            for name, cell, width in zip(COLUMNS, row, widths, strict=True)
+        ).rstrip()
+        for row in cells
+    ]
     quarantined = store.quarantined()
-    rows.append(f"{len(rows) - 1} kernels in {store.describe()}; {len(quarantined)} quarantined")
+    count = len(rows) - 1
+    rows.append(
+        f"{count} kernel{'' if count == 1 else 's'} in {store.describe()}; "
+        f"{len(quarantined)} quarantined"
+    )
     return rows
 
 

@@ -41,7 +41,7 @@ def test_module_entrypoint_lists_a_store(tmp_path: Path) -> None:
     fill(LocalStore(tmp_path / "k"), hidden_sizes=(8,))
     result = command("list", "--root", str(tmp_path / "k"))
     assert result.returncode == 0, result.stderr
-    assert "1 kernels in" in result.stdout
+    assert "1 kernel in" in result.stdout
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -63,7 +63,7 @@ def test_list_and_tidy(store_and_args) -> None:
     assert "2 kernels in" in listing and "0 quarantined" in listing
 
     store.quarantine(ids[0])
-    assert "1 kernels in" in cli("list", *args) and "1 quarantined" in cli("list", *args)
+    assert "1 kernel in" in cli("list", *args) and "1 quarantined" in cli("list", *args)
     assert "would remove 1 quarantined" in cli("tidy", "--quarantined", "--dry-run", *args)
     assert "removed 1 quarantined" in cli("tidy", "--quarantined", *args)
     assert store.quarantined() == []
@@ -74,3 +74,34 @@ def test_list_and_tidy(store_and_args) -> None:
         "tidy", "--unused-days", "0.00001", *args
     )
     assert store.list() == []
+
+
+def test_list_keeps_its_columns_in_line_for_long_blueprint_names(tmp_path: Path) -> None:
+    """helper-found: a blueprint name longer than 16 characters pushed its row's other
+    columns out of line with the header."""
+    from esper import blueprints
+
+    long_name = "a_users_adapter_with_a_long_name"
+    blueprints.register_from_config(
+        {
+            long_name: {
+                "_target_": "tests.blueprints_for_tests.scaled_adapter",
+                "kinds": "vector",
+                "width": 4,
+            }
+        }
+    )
+    store = LocalStore(tmp_path / "k")
+    fill(store, hidden_sizes=(8,))
+    KernelLibrary(store, latency_batches=(4,), reference_batch=4, async_compile=False).get(
+        KernelSpec(blueprint=long_name, input_shape=(6,), torch_version=torch.__version__)
+    )
+    header, *rows, total = cli("list", "--root", str(tmp_path / "k")).splitlines()
+    assert total.startswith("2 kernels in")
+    assert sorted(row.split()[1] for row in rows) == sorted([long_name, "residual_mlp"])
+    params_end = header.index("params") + len("params")
+    for row in rows:  # left-aligned columns start in line, right-aligned ones end in line
+        _, blueprint, shape = row.split()[:3]
+        assert row.index(blueprint) == header.index("blueprint"), (header, row)
+        assert row.index(shape, row.index(blueprint) + len(blueprint)) == header.index("shape")
+        assert row[:params_end].split()[-1].isdigit() and row[params_end] == " ", (header, row)
