@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
+import gc
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -22,6 +24,34 @@ class SiteError(ValueError):
 class ProbeFailed(ValueError):
     """The host refused `example_input` in wrap()'s probe forward; the host's own error is the
     cause (run.py says it with the dataset's input: esper.preflight.host_cannot_take)."""
+
+
+_SLOT_AT: weakref.WeakKeyDictionary[nn.Module, weakref.ref[SeedSlot]] = (
+    weakref.WeakKeyDictionary()
+)
+"""The live slot each wrapped site carries: a site wrapped twice (`esper.wrap(model.host)`)
+would run two models' seeds in one forward, each blending into the other's output."""
+
+
+def _refuse_wrapped_sites(modules: dict[str, nn.Module]) -> None:
+    """Refuse sites that carry another live model's slot (a model deleted but not yet
+    collected counts as gone: collected first)."""
+    held = [name for name, module in modules.items() if _live_slot(module) is not None]
+    if held:
+        gc.collect()
+        held = [name for name in held if _live_slot(modules[name]) is not None]
+    if held:
+        raise SiteError(
+            f"esper.wrap: {', '.join(held)} carr{'ies' if len(held) == 1 else 'y'} a seed slot "
+            "of another wrapped model already (this host, or part of it, is a wrapped model's "
+            "`.host`): both models' seeds would run in its forward; wrap a fresh host, or "
+            "delete the other model first"
+        )
+
+
+def _live_slot(module: nn.Module) -> SeedSlot | None:
+    ref = _SLOT_AT.get(module)
+    return ref() if ref is not None else None
 
 
 def slot_key(site: str) -> str:
@@ -253,6 +283,7 @@ def wrap(
     names = resolve_sites(host, sites)
     named = dict(host.named_modules())
     modules = {s: named[s] for s in names}
+    _refuse_wrapped_sites(modules)
     shapes = _probe_shapes(host, modules, example_input)
     slots = {}
     for name in names:
@@ -267,6 +298,8 @@ def wrap(
             )
         except ValueError as exc:
             raise SiteError(f"model.sites: {name}: {exc}") from None
+    for name, slot in slots.items():
+        _SLOT_AT[modules[name]] = weakref.ref(slot)
     model_graph = None
     if graph is not None:
         model_graph = ModelGraph(build_graph(host, names, example_input, graph), names)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 from torch import nn
@@ -143,3 +145,27 @@ def test_a_site_named_by_a_modules_second_name_says_its_first() -> None:
     """helper-found: `'b' matches no module; modules: a`, without saying `b` is `a`."""
     with pytest.raises(SiteError, match=r"'b' is the module 'a' under a second name"):
         esper.wrap(Tied(), ["b"], example_input=torch.randn(2, 4))
+
+
+class Nested(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = Frozen()
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.mark.parametrize("part", ["host", "body"], ids=["its-host", "a-module-of-it"])
+def test_a_wrapped_models_host_is_not_wrapped_again_while_that_model_lives(part) -> None:
+    """helper-found: `esper.wrap(model.host, ...)` was accepted, and once both models had a
+    seed at one site, each seed ran in the other's forward too."""
+    first = esper.wrap(Nested(), ["body.fc"], example_input=torch.randn(2, 4))
+    target, sites = (first.host, ["body.fc"]) if part == "host" else (first.host.body, ["fc"])
+    with pytest.raises(SiteError, match=r"esper\.wrap: \S*fc carries a seed slot of another "):
+        esper.wrap(target, sites, example_input=torch.randn(2, 4))
+    host = first.host
+    del first
+    gc.collect()
+    again = esper.wrap(host, ["body.fc"], example_input=torch.randn(2, 4))  # the other is gone
+    assert [s.name for s in again.iter_slots()] == ["body.fc"]
