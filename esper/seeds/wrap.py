@@ -26,9 +26,7 @@ class ProbeFailed(ValueError):
     cause (run.py says it with the dataset's input: esper.preflight.host_cannot_take)."""
 
 
-_SLOT_AT: weakref.WeakKeyDictionary[nn.Module, weakref.ref[SeedSlot]] = (
-    weakref.WeakKeyDictionary()
-)
+_SLOT_AT: weakref.WeakKeyDictionary[nn.Module, weakref.ref[SeedSlot]] = weakref.WeakKeyDictionary()
 """The live slot each wrapped site carries: a site wrapped twice (`esper.wrap(model.host)`)
 would run two models' seeds in one forward, each blending into the other's output."""
 
