@@ -152,6 +152,15 @@ def check_data(data: DataSplits) -> None:
                     f"dataset: the {split} split's x holds {bad} NaN or infinite values; "
                     "allowed: finite features"
                 )
+        if y.dim() == 0 or (y.dim() > 1 and tuple(y.shape) != tuple(x.shape[: y.dim()])):
+            # helper-found: labels [N, 1] were blamed on the host ("gives [B, C] ... need
+            # logits [B, 1, C]")
+            raise ConfigError(
+                f"dataset: the {split} split's labels are {list(y.shape)} for x "
+                f"{list(x.shape)}; allowed: one class index a row ({list(y.shape[:1])}: "
+                "y.squeeze(-1) for [N, 1]) or one a position of x's leading dimensions "
+                "([N, T] for x [N, T, ...])"
+            )
         if y.dtype != torch.int64:
             raise ConfigError(
                 f"dataset: the {split} split's labels are {str(y.dtype).removeprefix('torch.')}; "

@@ -25,6 +25,8 @@ def dataset(kind: str = "ok", num_classes: int = 2) -> DataSplits:
         num_classes = 1
     elif kind == "fewer_labels":
         y = y[:300]
+    elif kind == "column_labels":
+        y = y[:, None]
     data = split_tensors("mine", x, y, num_classes, 0.2, 0.2, 64, 0, 0)
     if kind == "label_in_test_only":  # the split put row 399 anywhere: make one test label 2
         data.test.y[0] = 2

@@ -419,6 +419,12 @@ DATA_AND_HOST_CASES = [
     ("dataset", "empty_val", "the val split is empty"),
     ("dataset", "wrong_input_shape", "input_shape=[3], but the train split's x is [240, 2]"),
     ("dataset", "fewer_labels", "dataset: x has 400 rows but y has 300"),
+    (  # helper-found: it was blamed on the host ("whose labels [B, 1] need logits [B, 1, 2]")
+        "dataset",
+        "column_labels",
+        "the train split's labels are [240, 1] for x [240, 2]; allowed: one class index a row "
+        "([240]: y.squeeze(-1) for [N, 1])",
+    ),
     (
         "dataset",
         "ndarray_features",
