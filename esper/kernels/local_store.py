@@ -201,6 +201,23 @@ class LocalStore:
             Path(p).unlink()
         return len(paths)
 
+    def orphans(self, written_before: float) -> builtins.list[str]:
+        indexed = {
+            row[0]
+            for row in self._index.run(
+                lambda db: db.execute("SELECT kernel_id FROM kernels").fetchall()
+            )
+        }
+        return sorted(
+            str(path)
+            for path in (self.root / "objects").glob("*/*.pt2")
+            if path.stem not in indexed and path.stat().st_mtime < written_before
+        )
+
+    def remove_orphans(self, names: builtins.list[str]) -> None:
+        for name in names:
+            Path(name).unlink(missing_ok=True)
+
     def repair(self) -> builtins.list[str]:
         """Quarantine malformed rows, drop rows whose artifact is gone; say what was done."""
         report = self.take_notices()
@@ -232,7 +249,7 @@ class LocalStore:
         if orphans:
             report.append(
                 f"{len(orphans)} objects have no index row (kept: compiling their spec again "
-                "rewrites them)"
+                "indexes them; `tidy --unused-days N` removes them once N days old)"
             )
         return report
 

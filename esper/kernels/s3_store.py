@@ -287,6 +287,21 @@ class S3Store:
             self.client.delete_object(Bucket=self.bucket, Key=item["Key"])
         return len(items)
 
+    def orphans(self, written_before: float) -> builtins.list[str]:
+        named = {self._object_key(m.kernel_id) for m in self._index_entries()}
+        if self.skipped_rows:  # a malformed entry names some object: none is an orphan yet
+            return []
+        return sorted(
+            f"s3://{self.bucket}/{item['Key']}"
+            for item in self._list("objects")
+            if item["Key"] not in named and item["LastModified"].timestamp() < written_before
+        )
+
+    def remove_orphans(self, names: builtins.list[str]) -> None:
+        prefix = f"s3://{self.bucket}/"
+        for name in names:
+            self.client.delete_object(Bucket=self.bucket, Key=name.removeprefix(prefix))
+
     def repair(self) -> builtins.list[str]:
         """Quarantine malformed index entries, drop entries whose artifact is gone."""
         objects = {i["Key"] for i in self._list("objects")}

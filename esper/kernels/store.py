@@ -84,12 +84,24 @@ class KernelStore(Protocol):
 
     def remove_quarantined(self) -> int: ...
 
+    def orphans(self, written_before: float) -> builtins.list[str]:
+        """Objects no index entry names (a corrupt index set aside, an entry dropped), written
+        before `written_before` (a Unix time): nothing will ever load them."""
+        ...
+
+    def remove_orphans(self, names: builtins.list[str]) -> None: ...
+
     def claim(self, spec_key: str) -> bool:
         """Claim the compile of `spec_key` for this job (see `esper.kernels.claims`): True
         when this job should compile it, False while another job holds the claim."""
         ...
 
     def release(self, spec_key: str) -> None: ...
+
+
+ORPHAN_GRACE_S = 3600.0
+"""An object written this recently is never taken for an orphan: a run may be between writing
+it and indexing it."""
 
 
 def default_store_root() -> Path:

@@ -105,3 +105,47 @@ def test_list_keeps_its_columns_in_line_for_long_blueprint_names(tmp_path: Path)
         assert row.index(blueprint) == header.index("blueprint"), (header, row)
         assert row.index(shape, row.index(blueprint) + len(blueprint)) == header.index("shape")
         assert row[:params_end].split()[-1].isdigit() and row[params_end] == " ", (header, row)
+
+
+def test_tidy_removes_objects_no_index_names_once_old(tmp_path: Path) -> None:
+    """helper-found: a corrupt index is set aside and a fresh one started, and the objects
+    only it named were never removed by any tidy. An orphan younger than an hour is kept (a
+    run may be between writing and indexing it)."""
+    import os
+
+    root = tmp_path / "k"
+    kept, orphan = fill(LocalStore(root))
+    (root / "index.sqlite").write_bytes(b"not a database" * 100)
+    LocalStore(root).take_notices()  # opening sets the corrupt index aside
+    args = ("--root", str(root))
+    assert "would remove 0 objects no index entry names, written over an hour ago" in cli(
+        "tidy", "--unused-days", "0", "--dry-run", *args
+    )
+    fill(LocalStore(root), hidden_sizes=(8,))  # compiled again: indexed again
+    old = time.time() - 3 * 86400
+    objects = {p.stem: p for p in (root / "objects").glob("*/*.pt2")}
+    for path in objects.values():
+        os.utime(path, (old, old))
+    said = cli("tidy", "--unused-days", "2", *args)
+    assert "removed 1 objects no index entry names, written over 2 days ago" in said, said
+    assert not objects[orphan].exists() and objects[kept].exists()
+    assert [k.metadata.kernel_id for k in LocalStore(root).list()] == [kept]
+
+
+def test_tidy_keeps_a_young_object_no_index_names_in_s3(s3_endpoint, s3_bucket) -> None:
+    store = S3Store(s3_bucket, endpoint_url=s3_endpoint)
+    kept, orphan = fill(store)
+    store.client.delete_object(
+        Bucket=s3_bucket,
+        Key=store._index_key(
+            next(k.metadata.spec_key for k in store.list() if k.metadata.kernel_id == orphan)
+        ),
+    )
+    args = ("--bucket", s3_bucket, "--endpoint-url", s3_endpoint)
+    assert store.orphans(time.time() + 60) == [f"s3://{s3_bucket}/{store._object_key(orphan)}"]
+    said = cli("tidy", "--unused-days", "0.5", *args)
+    assert "removed 0 objects no index entry names, written over 0.5 days ago" in said, said
+    store.remove_orphans(store.orphans(time.time() + 60))
+    assert store.orphans(time.time() + 60) == []
+    assert [k.metadata.kernel_id for k in store.list()] == [kept]
+    assert store.get_artifact(kept)
