@@ -97,6 +97,85 @@ def unsupported_flag(arguments: Sequence[str]) -> str | None:
     return None
 
 
+def unknown_key(arguments: Sequence[str], groups: Iterable[str]) -> str | None:
+    """The line naming an override of a key the run's schema has not, with the keys allowed
+    there, or None. Hydra's own five lines for `trainer.max_epoch=3` ("Could not override ...
+    To append to your config use +trainer.max_epoch=3 ... object_type=dict") advise a `+`
+    that the schema then refuses all the same. `groups`: the config groups (conf/'s folders),
+    which may be chosen at the top level (`experiment=...`). The schemas of conf/'s two
+    primary configs are known here (a run's, and `--config-name train_policy`'s: a run's and
+    `simic`); under another primary config or config directory, Hydra says it."""
+    from hydra.core.override_parser.types import OverrideType
+    from pydantic import create_model
+
+    from esper.config import RunConfig
+    from esper.simic.settings import SimicConfig
+
+    schemas: dict[str, type[Any]] = {
+        "config": RunConfig,
+        "train_policy": create_model("TrainPolicy", __base__=RunConfig, simic=SimicConfig),
+    }
+    schema = schemas["config"]
+    flags, overrides, _ = _split(arguments)
+    for position, flag in enumerate(flags):
+        action = _action_of(flag) if flag.startswith("-") else None
+        if action is not None and action.dest in ("config_name", "config_dir", "config_path"):
+            following = flags[position + 1] if position + 1 < len(flags) else ""
+            given = (flag.partition("=")[2] or following).removesuffix(".yaml")
+            if action.dest != "config_name" or given not in schemas:
+                return None
+            schema = schemas[given]
+    parser = OverridesParser.create()
+    known_groups = set(groups)
+    for argument in overrides:
+        try:
+            (override,) = parser.parse_overrides([argument])
+        except Exception:  # noqa: BLE001 - Hydra says what is wrong with its own grammar
+            continue
+        key = override.key_or_group
+        if override.type != OverrideType.CHANGE or override.package is not None:
+            continue
+        if key.startswith("hydra") and key.split(".")[0] in ("hydra", "hydra/"):
+            if key.startswith("hydra.searchpath"):
+                return None  # groups of the user's own: Hydra knows them, not this check
+            continue
+        if "/" in key:
+            continue
+        said = _unknown_in_schema(schema, key.split("."), known_groups)
+        if said is not None:
+            return f"{argument}: {said}"
+    return None
+
+
+def _unknown_in_schema(model: type[Any], path: list[str], groups: set[str]) -> str | None:
+    """Why `path` is not a key of `model` (a pydantic model), or None where it is, or where
+    the schema leaves the keys open there (a group's own settings: a dataset's, a policy's)."""
+    from pydantic import BaseModel
+
+    for depth, name in enumerate(path):
+        if model.model_config.get("extra") != "forbid":
+            return None
+        fields = model.model_fields
+        if name not in fields:
+            if depth == 0 and len(path) == 1 and name in groups:
+                return None
+            if depth > 0:
+                where = ".".join(path[:depth])
+                return f"{name!r} is not a key of {where}; allowed: {', '.join(fields)}"
+            presets = sorted(g for g in groups if g not in fields and g != "hydra")
+            return (
+                f"{name!r} is not a configuration key; allowed at the top level: "
+                f"{', '.join(fields)}; and the groups {', '.join(presets)}"
+            )
+        annotation = fields[name].annotation
+        members = getattr(annotation, "__args__", None) or (annotation,)
+        nested = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        if not nested:
+            return None
+        model = nested[0]
+    return None
+
+
 def nested_sweep(arguments: Sequence[str]) -> str | None:
     """The line saying which argument holds a sweep inside a dict or list, or None.
 

@@ -645,3 +645,59 @@ def test_an_s3_endpoint_without_its_scheme_says_what_form_is_allowed(make_config
         "storage: storage.endpoint_url='127.0.0.1:9000'; allowed: a URL with its scheme, e.g. "
         "http://127.0.0.1:9000 or https://s3.example.com, or null for AWS's own"
     )
+
+
+GROUPS = [p.name for p in CONF.iterdir() if p.is_dir()]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        (["trainer.max_epoch=3"], "'max_epoch' is not a key of trainer; allowed: max_epochs,"),
+        (["-m", "trainer.max_epoch=1,2"], "'max_epoch' is not a key of trainer; allowed:"),
+        (["seeds.gates.min_trainng=2"], "'min_trainng' is not a key of seeds.gates; allowed:"),
+        (["sed=3"], "'sed' is not a configuration key; allowed at the top level: name, seed,"),
+        (["traner.max_epochs=3"], "'traner' is not a configuration key; allowed at the top"),
+        (["-cn", "train_policy", "simic.ppo.lrr=3"], "'lrr' is not a key of simic.ppo; allowed"),
+        (["--config-name=train_policy", "simic.bogus=1"], "'bogus' is not a key of simic;"),
+    ],
+)
+def test_an_override_of_a_key_the_schema_has_not_is_one_line(arguments, said) -> None:
+    """helper-found: Hydra's five lines ("Could not override 'trainer.max_epoch'. To append to
+    your config use +trainer.max_epoch=3 ... object_type=dict") advised a `+` that the schema
+    then refused all the same."""
+    from esper.command_line import unknown_key
+
+    line = unknown_key(arguments, GROUPS)
+    assert line is not None and said in line, line
+    assert line.startswith(arguments[-1] + ": ") and "\n" not in line
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["experiment=spirals_growth", "trainer.max_epochs=3", "seed=1"],
+        ["trainer.optimizer.lr=0.1", "dataset.n_samples=100", "logger.project=x"],
+        ["+trainer.bogus=1", "~trainer.scheduler", "++tags=[a]", "model.sites=[body]"],
+        ["hydra.run.dir=x", "hydra/launcher=joblib", "policy=gnn", "policy.patience=2"],
+        ["--config-dir", "elsewhere", "mine.key=1"],
+        ["-cn", "someone_elses", "their.key=1"],
+        ["hydra.searchpath=[file://x]", "mygroup=option"],
+        ["-cn", "train_policy", "simic.ppo.lr=0.1", "trainer.max_epochs=2"],
+    ],
+)
+def test_what_the_schema_has_or_leaves_open_is_left_to_hydra(arguments) -> None:
+    from esper.command_line import unknown_key
+
+    assert unknown_key(arguments, GROUPS) is None
+
+
+def test_run_py_says_an_unknown_key_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    result = run_cli("trainer.max_epoch=3", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "esper: trainer.max_epoch=3: 'max_epoch' is not a key of trainer; allowed: "
+        "max_epochs, device, optimizer, scheduler, progress, quiet, checkpoint, resume, "
+        "stop_after_epoch, max_nonfinite_steps, strategy, overwrite"
+    ]
+    assert not (tmp_path / "run").exists()
