@@ -90,7 +90,7 @@ def load_run(run: str | Path, check_data: bool = True) -> LoadedRun:
             model.restore_slots(state["slots"], kernel_for)
         finally:
             library.close()
-        model.load_state_dict(state["model"])
+        checkpoint.load_weights(model, state["model"])
         epoch = int(state["epoch"])
     model.eval()
     return LoadedRun(model, data, settings, epoch, path)

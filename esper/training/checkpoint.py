@@ -90,11 +90,50 @@ def read_as_checkpoint(key: str, resume: str) -> Iterator[None]:
         yield
     except ConfigError:
         raise
+    except WeightsMismatch as exc:
+        raise ConfigError(f"{key}={resume!r}: {exc}") from None
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
         raise ConfigError(
             f"{key}={resume!r}: not a valid Esper checkpoint ({type(exc).__name__}: "
             f"{first_line(exc)})"
         ) from exc
+
+
+class WeightsMismatch(ValueError):
+    """A checkpoint's weights that do not fit the model built now, said by name."""
+
+
+def _some(names: list[str], most: int = 3) -> str:
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
+
+
+def load_weights(model: torch.nn.Module, weights: Any) -> None:
+    """`model.load_state_dict(weights)`, or WeightsMismatch naming the weights the model has
+    and the checkpoint lacks, the other way round, and those of another shape (helper-found:
+    a host class edited since the run was said as "not a valid Esper checkpoint
+    (RuntimeError: Error(s) in loading state_dict for MorphogeneticModel:)", no name given)."""
+    if not isinstance(weights, dict):
+        raise TypeError(f"its weights are a {type(weights).__name__}, not a state dict")
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    reshaped = [
+        f"{k} {list(weights[k].shape)} there, {list(v.shape)} here"
+        for k, v in own.items()
+        if isinstance(weights.get(k), torch.Tensor) and weights[k].shape != v.shape
+    ]
+    said = [
+        *([f"the model has {_some(missing)}, which the checkpoint lacks"] if missing else []),
+        *([f"the checkpoint has {_some(unexpected)}, which the model lacks"] if unexpected else []),
+        *([f"of another shape: {_some(reshaped)}"] if reshaped else []),
+    ]
+    if said:
+        raise WeightsMismatch(
+            f"the checkpoint's weights do not fit the model built now ({'; '.join(said)}): "
+            "the host's code differs from the run's, or the checkpoint is damaged"
+        )
+    model.load_state_dict(weights)
 
 
 def _differences(a: Any, b: Any, prefix: str) -> list[str]:

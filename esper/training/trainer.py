@@ -349,9 +349,9 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.restore_slots(state["slots"], self.kernels.module_for)
         self.control.version += 1
+        checkpoint.load_weights(self.model, state["model"])  # first: names what differs
         seed_params = {s.name: s.seed_parameters() for s in self.model.iter_slots()}
         self.optimization.load_state_dict(state["optimization"], seed_params)
-        self.model.load_state_dict(state["model"])
         if self.shadows is not None:
             self.shadows.load_state_dict(state.get("shadows", {}))
         self.control.load_state_dict(state["control"])

@@ -9,6 +9,7 @@ import esper
 from esper.app import build
 from esper.config import ConfigError
 from esper.training.steps import evaluate
+from tests import user_parts
 from tests.conftest import KEEP_IT, ONE_EARLY_SEED
 
 KEPT = (*ONE_EARLY_SEED, *KEEP_IT, "trainer.checkpoint=true")
@@ -80,10 +81,12 @@ def test_a_damaged_checkpoint_is_one_line(make_config, tmp_path, damage) -> None
     with pytest.raises(ConfigError) as refused:
         esper.load_run(run_dir)
     said = str(refused.value)
-    assert (
-        said.startswith(f"load_run='{run_dir}': not a valid Esper checkpoint (")
-        and "\n" not in said
+    expected = (
+        "the checkpoint's weights do not fit the model built now ("
+        if damage.startswith("weight-")
+        else "not a valid Esper checkpoint ("
     )
+    assert said.startswith(f"load_run='{run_dir}': {expected}") and "\n" not in said, said
     if damage == "slot-missing":  # and a resume of it, the same way
         cfg = make_config(*KEPT, f"trainer.resume={run_dir}", run_dir=tmp_path / "again")
         with pytest.raises(ConfigError, match=r"^trainer.resume='.*': not a valid Esper checkp"):
@@ -131,3 +134,43 @@ def test_data_changed_since_the_run_is_named_not_numbered(make_config, tmp_path)
     with pytest.raises(ConfigError, match=rf"^trainer.resume='.*/run': {differs}"):
         build(resume)
     assert not (tmp_path / "b" / "events.jsonl").exists(), "refused before anything was written"
+
+
+class EditedHost(user_parts.Host):
+    """The user's host after an edit: a layer more, a wider head."""
+
+    def __init__(self, input_shape, num_classes, kind: str = "ok") -> None:
+        super().__init__(input_shape, num_classes, kind)
+        self.extra = torch.nn.Linear(2, 2)
+        self.body[0] = torch.nn.Linear(input_shape[0], 8, bias=False)
+
+
+USER_RUN = (
+    "dataset=spirals",
+    "model=mlp",
+    "~model",
+    "+model._target_=tests.user_parts.Host",
+    "+model.sites=[body]",
+)
+
+
+def test_a_host_edited_since_the_run_names_the_weights_that_differ(
+    make_config, tmp_path, monkeypatch
+) -> None:
+    """helper-found: load_run (and a resume) of a run whose host class was edited since said
+    "not a valid Esper checkpoint (RuntimeError: Error(s) in loading state_dict for
+    MorphogeneticModel:)": no weight named, and the checkpoint blamed."""
+    run_dir = tmp_path / "run"
+    build(make_config(*KEPT, *USER_RUN, "trainer.max_epochs=2", run_dir=run_dir)).run()
+    monkeypatch.setattr(user_parts, "Host", EditedHost)
+    with pytest.raises(ConfigError) as refused:
+        esper.load_run(run_dir)
+    assert str(refused.value) == (
+        f"load_run='{run_dir}': the checkpoint's weights do not fit the model built now (the "
+        "model has host.extra.weight, host.extra.bias, which the checkpoint lacks; the "
+        "checkpoint has host.body.0.bias, which the model lacks): the host's code differs from "
+        "the run's, or the checkpoint is damaged"
+    )
+    cfg = make_config(*KEPT, *USER_RUN, f"trainer.resume={run_dir}", run_dir=tmp_path / "again")
+    with pytest.raises(ConfigError, match=r"^trainer.resume='.*': the checkpoint's weights do"):
+        build(cfg)
