@@ -106,25 +106,19 @@ def unknown_key(arguments: Sequence[str], groups: Iterable[str]) -> str | None:
     primary configs are known here (a run's, and `--config-name train_policy`'s: a run's and
     `simic`); under another primary config or config directory, Hydra says it."""
     from hydra.core.override_parser.types import OverrideType
-    from pydantic import create_model
 
     from esper.config import RunConfig
-    from esper.simic.settings import SimicConfig
 
-    schemas: dict[str, type[Any]] = {
-        "config": RunConfig,
-        "train_policy": create_model("TrainPolicy", __base__=RunConfig, simic=SimicConfig),
-    }
-    schema = schemas["config"]
+    schema: type[Any] = RunConfig
     flags, overrides, _ = _split(arguments)
     for position, flag in enumerate(flags):
         action = _action_of(flag) if flag.startswith("-") else None
         if action is not None and action.dest in ("config_name", "config_dir", "config_path"):
             following = flags[position + 1] if position + 1 < len(flags) else ""
             given = (flag.partition("=")[2] or following).removesuffix(".yaml")
-            if action.dest != "config_name" or given not in schemas:
+            if action.dest != "config_name" or given not in ("config", "train_policy"):
                 return None
-            schema = schemas[given]
+            schema = _train_policy_schema() if given == "train_policy" else RunConfig
     parser = OverridesParser.create()
     known_groups = set(groups)
     for argument in overrides:
@@ -145,6 +139,18 @@ def unknown_key(arguments: Sequence[str], groups: Iterable[str]) -> str | None:
         if said is not None:
             return f"{argument}: {said}"
     return None
+
+
+def _train_policy_schema() -> type[Any]:
+    """conf/train_policy.yaml's schema: a run's, and `simic` (imported here: Simic's settings
+    import torch_geometric, which a run does not need)."""
+    from pydantic import create_model
+
+    from esper.config import RunConfig
+    from esper.simic.settings import SimicConfig
+
+    model: type[Any] = create_model("TrainPolicy", __base__=RunConfig, simic=SimicConfig)
+    return model
 
 
 def _unknown_in_schema(model: type[Any], path: list[str], groups: set[str]) -> str | None:

@@ -174,7 +174,7 @@ def test_list_skips_a_malformed_row(capsys: pytest.CaptureFixture[str], tmp_path
         db.execute("UPDATE kernels SET metadata = 'garbage' WHERE blueprint = 'low_rank'")
     code, out, err = run(capsys, "list", "--root", str(tmp_path))
     assert code == 0, err
-    assert "1 kernels in" in out and "residual_mlp" in out
+    assert "1 kernel in" in out and "residual_mlp" in out
     assert "malformed" in err and "tidy --repair" in err
 
 
@@ -242,7 +242,7 @@ def test_s3_index_entry_naming_another_spec_is_quarantined_and_repair_cleans_up(
     store.client.put_object(Bucket=s3_bucket, Key=index, Body=b"{")
     store.client.delete_object(Bucket=s3_bucket, Key=f"esper/kernels/objects/{other.kernel_id}.pt2")
     code, out, err = run(capsys, "list", *args)
-    assert code == 0 and "1 kernels in" in out and "tidy --repair" in err, out + err
+    assert code == 0 and "1 kernel in" in out and "tidy --repair" in err, out + err
     code, out, err = run(capsys, "tidy", "--repair", *args)
     assert code == 0, err
     assert "1 malformed index rows quarantined" in out
@@ -280,7 +280,7 @@ def test_an_index_row_whose_last_use_is_no_time_is_skipped_then_repaired(
             f"UPDATE kernels SET last_used = {last_used} WHERE kernel_id = ?", (bad.kernel_id,)
         )
     code, out, err = run(capsys, "list", "--root", str(tmp_path))
-    assert code == 0 and "1 kernels in" in out and "tidy --repair" in err, out + err
+    assert code == 0 and "1 kernel in" in out and "tidy --repair" in err, out + err
     code, out, err = run(capsys, "tidy", "--unused-days", "1", "--root", str(tmp_path))
     assert code == 0 and "removed 0 kernels" in out, out + err
     code, out, err = run(capsys, "tidy", "--repair", "--root", str(tmp_path))

@@ -16,8 +16,12 @@ CHECK = "import sys; {}; print(' '.join(m for m in ('torch_geometric', 'torch._d
     [
         ("import esper.app, esper.simic, esper.report, esper.kernels", ""),
         ("import esper.policy; esper.policy.GnnPolicy", "torch_geometric torch._dynamo"),
+        (  # run.py's check of every override, before Hydra: a run's schema alone
+            "from esper.command_line import unknown_key; unknown_key(['trainer.max_epochs=1'], [])",
+            "",
+        ),
     ],
-    ids=["a-run", "the-gnn-policy"],
+    ids=["a-run", "the-gnn-policy", "run-py-checks-its-overrides"],
 )
 def test_torch_geometric_is_imported_only_for_the_gnn_policy(statement, loaded) -> None:
     result = subprocess.run(
