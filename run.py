@@ -135,8 +135,10 @@ def refuse(exc: Exception, code: int) -> NoReturn:
         from esper.training.distributed import shut_down
 
         shut_down(failed=True)
-    if _multirun():
-        raise exc from None  # the launcher logs it: without the exception it replaced
+    if _multirun():  # the launcher records the job failed; Hydra says it without a traceback
+        from esper.command_line import JobRefused
+
+        raise JobRefused(f"esper: {exc}") from None
     raise SystemExit(code) from None
 
 

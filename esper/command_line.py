@@ -17,6 +17,16 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Sweep
+from hydra.errors import CompactHydraException
+
+
+class JobRefused(CompactHydraException):
+    """A sweep job's refusal (its one line, said already), as the launcher hands it back to
+    Hydra: a compact exception is said as its message, where any other exception came with
+    its traceback after Hydra's "Error executing job with overrides" (helper-found: a bad
+    value in a sweep printed the right line, then `Traceback ... raise exc from None ...
+    esper.config.ConfigError`). Defined here, not in run.py: a joblib or Ray worker pickles
+    it back by reference."""
 
 
 def flags_first(arguments: Sequence[str]) -> list[str]:

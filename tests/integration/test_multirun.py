@@ -37,3 +37,19 @@ def test_two_job_multirun(tmp_path: Path, launcher: str) -> None:
     assert [r.exit_code for r in runs] == [0, 0]
     assert (sweep / "multirun.yaml").exists()
     assert not (sweep / STOP_FILE).exists(), "a sweep not interrupted leaves no stop file"
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_a_sweep_job_refused_says_its_line_without_a_traceback(tmp_path: Path, launcher) -> None:
+    """helper-found: a bad value in a sweep printed the job's line, then Hydra's `Error
+    executing job with overrides` and a traceback ending in `esper.config.ConfigError`."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "trainer.max_epochs=-3", "seed=0,1", "logger=none", f"hydra.sweep.dir={sweep}"]
+    if launcher == "joblib":
+        args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    result = run_cli(*args, cwd=tmp_path, env={"ESPER_KERNEL_STORE": str(tmp_path / "k")})
+    assert result.returncode == 1
+    said = "esper: invalid configuration:\n  trainer.max_epochs=-3: Input should be greater"
+    assert result.stderr.count(said) == 3, result.stderr[-3000:]  # each job's, and Hydra's
+    assert "Traceback" not in result.stderr and "ConfigError" not in result.stderr
+    assert not list(sweep.glob("*/summary.json")), "nothing was trained"
