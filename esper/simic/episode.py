@@ -165,13 +165,14 @@ def check_suite(settings: SimicConfig) -> None:
                     f"{where}: {item!r} is set by Simic for every episode, after these "
                     f"overrides; allowed: {EPISODE_KEYS[key]}"
                 )
-    for item in settings.overrides:
-        if item.lstrip("+~").startswith("policy"):
-            raise ConfigError(
-                f"simic.overrides={settings.overrides}: {item!r} sets the policy, but every "
-                "episode takes these overrides, the host-alone baseline (policy=none) too; "
-                "allowed: run keys other than policy (the policy is what Simic trains)"
-            )
+    for where, items in named:  # helper-found: a task's `policy=random` was dropped quietly
+        for item in items:
+            if item.lstrip("+~").startswith("policy"):
+                raise ConfigError(
+                    f"{where}: {item!r} sets the policy, but Simic sets it for every episode "
+                    "(the GNN it trains, and policy=none for the host-alone baseline); "
+                    "allowed: run keys other than policy"
+                )
 
     short: list[str] = []
 

@@ -273,6 +273,18 @@ def test_the_early_schedule_is_a_teacher_and_a_late_one_is_warned_of(caplog) -> 
             {"tasks": [TaskConfig(name="s", overrides=["+seed=3"])]},
             "simic.tasks[s]: '+seed=3' is set by Simic for every episode",
         ),
+        (  # helper-found: the GNN decided all the same, without a word
+            {"tasks": [TaskConfig(name="s", overrides=["model=mlp", "policy=random"])]},
+            "simic.tasks[s]: 'policy=random' sets the policy, but Simic sets it for every episode",
+        ),
+        (
+            {
+                "tasks": [
+                    TaskConfig(name="s", overrides=["model=mlp"], variants=[["policy=heuristic"]])
+                ]
+            },
+            "simic.tasks[s]: 'policy=heuristic' sets the policy, but Simic sets it",
+        ),
         (
             {"tasks": [TaskConfig(name="s", overrides=["dataset=spiralz"])]},
             "simic.tasks[s] ['dataset=spiralz'] (policy=none):",
