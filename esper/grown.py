@@ -14,6 +14,8 @@ it held from the run's kernel store (the same kernel, by id, or refused), then t
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from esper.data import DataSplits
 from esper.seeds import MorphogeneticModel, SeedSlot
 from esper.training import checkpoint
 from esper.training.attachment import checkpointed_kernel, run_kernel_spec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,11 @@ class LoadedRun:
     """The last epoch the checkpoint holds (0-based)."""
     checkpoint: Path
     """The file loaded."""
+    status: str | None = None
+    """The run's status as its summary.json says it (completed, interrupted, diverged,
+    failed), or None where there is none beside the checkpoint. A run that diverged or failed
+    is loaded as its last checkpoint left it, and said so in a warning (helper-found: a
+    diverged run's model, of weights near 1e30, came back without a word)."""
 
 
 def load_run(run: str | Path, check_data: bool = True) -> LoadedRun:
@@ -93,4 +102,24 @@ def load_run(run: str | Path, check_data: bool = True) -> LoadedRun:
         checkpoint.load_weights(model, state["model"])
         epoch = int(state["epoch"])
     model.eval()
-    return LoadedRun(model, data, settings, epoch, path)
+    status = _status(path)
+    if status not in (None, "completed", "interrupted"):
+        log.warning(
+            "load_run=%r: the run %s (its summary.json); this is its model as the checkpoint "
+            "of epoch %d left it",
+            str(run),
+            status,
+            epoch,
+        )
+    return LoadedRun(model, data, settings, epoch, path, status)
+
+
+def _status(checkpoint_file: Path) -> str | None:
+    """The status in the summary.json of the run that wrote `checkpoint_file`
+    (<run>/checkpoints/last.pt), or None where there is no readable one."""
+    try:
+        summary = json.loads((checkpoint_file.parent.parent / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    status = summary.get("status") if isinstance(summary, dict) else None
+    return status if isinstance(status, str) else None

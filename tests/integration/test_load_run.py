@@ -174,3 +174,36 @@ def test_a_host_edited_since_the_run_names_the_weights_that_differ(
     cfg = make_config(*KEPT, *USER_RUN, f"trainer.resume={run_dir}", run_dir=tmp_path / "again")
     with pytest.raises(ConfigError, match=r"^trainer.resume='.*': the checkpoint's weights do"):
         build(cfg)
+
+
+def test_a_run_that_diverged_is_loaded_with_its_status_said(make_config, tmp_path, caplog):
+    """helper-found: a diverged run's model (weights near 1e30, its val loss NaN) came back
+    from load_run without a word; its summary.json said `diverged`."""
+    from esper.training.guard import Diverged
+
+    run_dir = tmp_path / "run"
+    experiment = build(
+        make_config(
+            "policy=none",
+            "logger=none",
+            "trainer.checkpoint=true",
+            "trainer.optimizer.lr=1e30",
+            "trainer.max_epochs=6",
+            run_dir=run_dir,
+        )
+    )
+    with pytest.raises(Diverged):
+        experiment.run()
+    loaded = esper.load_run(run_dir)
+    assert loaded.status == "diverged"
+    (record,) = [r for r in caplog.records if r.name == "esper.grown"]
+    assert record.levelname == "WARNING"
+    assert record.getMessage() == (
+        f"load_run={str(run_dir)!r}: the run diverged (its summary.json); this is its model as "
+        f"the checkpoint of epoch {loaded.epoch} left it"
+    )
+    caplog.clear()
+    completed = tmp_path / "completed"
+    build(make_config(*KEPT, "trainer.max_epochs=2", run_dir=completed)).run()
+    assert esper.load_run(completed).status == "completed"
+    assert not [r for r in caplog.records if r.name == "esper.grown"]
