@@ -6,7 +6,14 @@
 # GNN="key=value ..." applies to the checkpoints alone and may sweep inference settings
 # (e.g. GNN="policy.max_seeds=null,1 policy.greedy=false,true"); SEEDS=a,b,... other selection seeds.
 set -euo pipefail
+if [ $# -eq 0 ]; then  # helper-found: the whole random sweep ran before policy.checkpoint='' failed
+  echo "usage: experiments/select_checkpoint.sh CKPT [CKPT ...] (GNN checkpoints to choose among)" >&2
+  exit 2
+fi
 cd "$(dirname "$0")/.."
+for ckpt in "$@"; do  # as run.py will read them: from the repository's root
+  [ -f "$ckpt" ] || { echo "experiments/select_checkpoint.sh: $ckpt: no such file" >&2; exit 2; }
+done
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-outputs/select_checkpoint}
 SEEDS=${SEEDS:-50,51,52,53,54,55,56,57,58,59}

@@ -111,8 +111,8 @@ def paired_rows(
     """One row per configuration that shares a task and a seed with the reference; see the
     module docstring. `reference` is a policy (`random`), optionally with the settings that tell
     it apart from other runs of that policy (`heuristic policy.patience=1`). A configuration
-    that cannot be paired (no run of it has its configuration, no seed in common) is named in
-    one line on stderr. Raises ValueError naming it when no run matches, when it matches more
+    that cannot be paired (no run of it has its configuration, the reference did not run its
+    task, no seed in common) is named in one line on stderr. Raises ValueError naming it when no run matches, when it matches more
     than one configuration of a task, or when nothing could be paired with it."""
     policy, settings = settings_of(reference)
     done = [r for r in runs if r["status"] == "completed"]
@@ -163,8 +163,11 @@ def paired_rows(
                 f"--against {reference!r} matches {len(refs)} configurations of one task "
                 f"({'; '.join(names[h] for h in refs)}): add the settings that tell them apart"
             )
-        if not refs:
-            continue  # a task the reference did not run (a static model of another width)
+        if not refs:  # a task the reference did not run (a static model of another width)
+            notes.extend(  # helper-found: these rows vanished without a word
+                f"{names[h]}: {reference} did not run its task; not paired" for h in sorted(hashes)
+            )
+            continue
         ref = _by_seed(groups[refs[0]], metric)
         repeated = sorted(seed for seed, (_, _, n) in ref.items() if n > 1)
         if repeated:  # the last run of a seed replaced the others, without a word

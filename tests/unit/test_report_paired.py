@@ -57,10 +57,14 @@ def sweep(root: Path) -> None:
         write_run(root, "none", [44, 44], seed, 0.95)
 
 
-def test_pairs_by_seed_so_a_small_steady_gain_shows_through_large_seed_spread(tmp_path) -> None:
+def test_pairs_by_seed_so_a_small_steady_gain_shows_through_large_seed_spread(
+    tmp_path, capsys
+) -> None:
     sweep(tmp_path)
     rows = paired_rows(load_runs([tmp_path]), "random")
     assert len(rows) == 1, "the static [44, 44] has no random run on its task: left out"
+    (note,) = capsys.readouterr().err.strip().splitlines()  # helper-found: without a word
+    assert "44" in note and note.endswith(": random did not run its task; not paired"), note
     label, seeds, accuracy, params, wins = rows[0]
     assert "gnn" in label and seeds == "3"
     assert accuracy == "+0.0100 (+0.0100 to +0.0100)"

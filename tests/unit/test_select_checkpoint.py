@@ -103,3 +103,23 @@ def write(run: Path, choice: str, seed: int, acc: float, policy: dict) -> None:
         "train_flops": 1000,
     }
     (run / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        ([], "usage: experiments/select_checkpoint.sh CKPT [CKPT ...]"),
+        (["outputs/no-such.pt"], "experiments/select_checkpoint.sh: outputs/no-such.pt: no such"),
+    ],
+)
+def test_the_selection_script_refuses_no_or_missing_checkpoints_before_any_run(
+    arguments, said
+) -> None:
+    """helper-found: with no checkpoint the script ran the whole random sweep (minutes) before
+    `policy.checkpoint=''` failed in every job."""
+    import subprocess
+
+    result = subprocess.run(
+        ["bash", str(SCRIPT.with_suffix(".sh")), *arguments], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and said in result.stderr and result.stdout == ""
