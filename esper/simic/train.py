@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import signal
 import threading
 import time
@@ -559,6 +560,41 @@ def check_output(output: str, run_dir: Path | None = None) -> None:
         raise ConfigError(f"simic.output={output!r}: cannot write there ({reason(exc)})") from None
 
 
+def carry_over(resumed: Path, run_dir: Path, done: int) -> None:
+    """A training resumed into another directory takes the resumed one's kernel store and its
+    kept policies up to `done` (the update it continues from). helper-found: with a fresh store
+    every kernel was compiled and timed again, the timings entered the policy's observations,
+    and the curve parted from the one the training would have had in its own directory from
+    the first update resumed; and policies/ held only the updates after `done`, so choosing
+    among them missed the earlier ones. The resumed directory is only read."""
+    if resumed.resolve() == run_dir.resolve():
+        return
+    carried = []
+    if (resumed / "kernels").is_dir():
+        shutil.copytree(
+            resumed / "kernels",
+            run_dir / "kernels",
+            ignore=shutil.ignore_patterns("claims"),  # a claim is its process's own
+            dirs_exist_ok=True,
+        )
+        carried.append("its kernel store")
+    kept = [
+        path
+        for path in sorted((resumed / "policies").glob("update_*.pt"))
+        if path.stem.removeprefix("update_").isdigit()
+        and int(path.stem.removeprefix("update_")) <= done
+    ]
+    if kept:
+        (run_dir / "policies").mkdir(parents=True, exist_ok=True)
+        for path in kept:
+            shutil.copy2(path, run_dir / "policies" / path.name)
+        carried.append(f"its {len(kept)} kept policies (policies/update_*.pt, to update {done})")
+    if carried:
+        log.info(
+            "simic: resumed into %s: copied %s from %s", run_dir, " and ".join(carried), resumed
+        )
+
+
 def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: Any) -> float:
     """Train; returns the mean episode reward of the last update."""
     if settings.output:
@@ -574,6 +610,8 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
     config_hash = settings.config_hash()
     log.info("simic: config hash %s, %s updates, into %s", config_hash, settings.updates, run_dir)
     store = str(run_dir / "kernels")
+    if state is not None:
+        carry_over(resumed_dir(str(settings.resume)), run_dir, int(state["update"]))
     policy = GnnPolicy(
         seed=settings.seed,
         hidden=settings.hidden,

@@ -297,3 +297,40 @@ def test_a_training_that_cannot_write_its_checkpoint_says_why_in_one_line(tmp_pa
         r"there is no earlier one",
         line,
     ), line
+
+
+def test_a_resume_into_another_directory_takes_the_kernels_and_policies_with_it(
+    trained, tmp_path
+) -> None:
+    """helper-found: resumed into a new directory, the training compiled and timed every
+    kernel again in a fresh store (the timings are policy observations: the curve parted from
+    the one it would have had in place), and its policies/ held only the updates after the
+    resume."""
+    env = own_env(ESPER_KERNEL_STORE=str(tmp_path / "kernels"))
+    before = sorted(p.name for p in (trained / "kernels" / "objects").glob("*/*.pt2"))
+    elsewhere = tmp_path / "elsewhere"
+    result = launch(elsewhere, "simic.updates=3", f"simic.resume={trained}", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = (elsewhere / "run.log").read_text()
+    assert (
+        "copied its kernel store and its 2 kept policies (policies/update_*.pt, to update 2) "
+        f"from {trained}" in said
+    ), said[-3000:]
+    assert sorted(p.name for p in (elsewhere / "policies").iterdir()) == [
+        "update_1.pt",
+        "update_2.pt",
+        "update_3.pt",
+    ]
+    for name in ("update_1.pt", "update_2.pt"):
+        assert (elsewhere / "policies" / name).read_bytes() == (
+            trained / "policies" / name
+        ).read_bytes()
+    after = sorted(p.name for p in (elsewhere / "kernels" / "objects").glob("*/*.pt2"))
+    assert before and set(before) <= set(after)
+    state = torch.load(elsewhere / "simic.pt", weights_only=True)
+    done = torch.load(trained / "simic.pt", weights_only=True)
+    assert state["history"][:2] == done["history"] and len(state["history"]) == 3
+    assert sorted(p.name for p in (trained / "policies").iterdir()) == [
+        "update_1.pt",
+        "update_2.pt",
+    ]
