@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,25 @@ def load_runs(sweep_dirs: list[Path]) -> list[dict[str, Any]]:
     record, or that has none (its job was killed), is left out with one line on stderr that
     names it; so is an events.jsonl line that is not a JSON object."""
     paths = sorted({p.resolve() for d in sweep_dirs for p in d.glob("**/summary.json")})
+    now = time.time()
     for events in sorted({p.resolve() for d in sweep_dirs for p in d.glob("**/events.jsonl")}):
         if not (events.parent / "summary.json").exists():
-            _skip(events.parent, "no summary.json (the job did not finish: killed?)")
+            age = now - events.stat().st_mtime
+            _skip(
+                events.parent,
+                f"no summary.json yet (events.jsonl written {age:.0f} s ago: still running?)"
+                if age < RECENT_S
+                else "no summary.json (the job did not finish: killed?)",
+            )
+    for sweep in sweep_dirs:  # helper-found: a sweep's jobs not yet started went unsaid
+        expected = expected_jobs(sweep / "multirun.yaml")
+        finished = len({p.parent for p in paths if p.is_relative_to(sweep.resolve())})
+        if expected is not None and finished < expected:
+            _skip(
+                sweep,
+                f"{finished} of its {expected} jobs have a summary.json (the others have not "
+                "started, are running, or were stopped)",
+            )
     runs = []
     for path in paths:
         try:
@@ -54,6 +71,39 @@ def load_runs(sweep_dirs: list[Path]) -> list[dict[str, Any]]:
     if not runs:
         raise NoRuns(f"no readable summary.json under {', '.join(map(str, sweep_dirs))}")
     return _unique(runs)
+
+
+RECENT_S = 120.0
+"""A job whose events.jsonl was written this recently, without a summary.json, may be running
+(a run writes an event at least every epoch)."""
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def expected_jobs(multirun: Path) -> int | None:
+    """How many jobs the sweep that wrote `multirun` (its multirun.yaml) launches: the product
+    of its sweeps' lengths under Hydra's basic sweeper, `n_trials` under Optuna's; None where
+    that cannot be told (no file, another sweeper, a glob over a group's options)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    try:
+        hydra = OmegaConf.load(multirun).hydra
+        sweeper = hydra.sweeper
+        target = str(sweeper._target_)
+        if "optuna" in target.lower():
+            return int(sweeper.n_trials)
+        if target != BASIC_SWEEPER:
+            return None
+        arguments = [str(a) for a in hydra.overrides.task]
+        arguments += [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+        total = 1
+        for override in OverridesParser.create().parse_overrides(arguments):
+            if override.is_sweep_override():
+                total *= len(list(override.sweep_string_iterator()))
+        return total
+    except Exception:  # noqa: BLE001 - a sweep it cannot count is not counted, not refused
+        return None
 
 
 def _not_a_record(summary: dict[str, Any]) -> str | None:

@@ -22,9 +22,12 @@ GNN_ROW = "| 3 | +0.0100 (+0.0100 to +0.0100) | -100 (-100 to -100) | 3 of 3 see
 
 
 def report(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[str, list[str]]:
+    """The report's output and its stderr lines, less the note on `sweep`'s static model,
+    whose task the reference never ran (test_report_paired.py asserts it)."""
     main([*args, "--no-html"])
     captured = capsys.readouterr()
-    return captured.out, captured.err.splitlines()
+    unpaired = "policy=none model.hidden=[44, 44]: random did not run its task; not paired"
+    return captured.out, [line for line in captured.err.splitlines() if unpaired not in line]
 
 
 def exit_code(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int | str | None, str]:
@@ -51,7 +54,7 @@ def test_undecodable_and_non_object_event_lines_are_ignored_and_named(tmp_path, 
     )
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     err = result.stderr.splitlines()
-    assert len(err) == 4, err
+    assert len(err) == 5 and err[4].endswith("random did not run its task; not paired"), err
     assert "gnn-8-None-1: events.jsonl line 2 unreadable" in err[0] and "ignored" in err[0]
     assert "random-8-None-2: events.jsonl line 2 unreadable (null is not a JSON object)" in err[1]
     assert "random-8-None-2: events.jsonl line 3 unreadable ([1, 2] is not a JSON object)" in err[2]
@@ -261,3 +264,40 @@ def test_a_refused_reference_prints_no_half_report(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--no-html", "--against", "heuristic"])
     assert capsys.readouterr().out == ""
+
+
+def test_a_sweep_still_running_says_how_many_jobs_have_finished(tmp_path, capsys) -> None:
+    """helper-found: a report of a sweep under way read as a whole one (`0.7875 (one seed)`),
+    its jobs not yet started unsaid, and a running job was said to be `killed?`."""
+    import os
+    import time
+
+    write_run(tmp_path, "random", [8, 8], 0, 0.8)
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n"
+        "  sweeper:\n"
+        "    _target_: hydra._internal.core_plugins.basic_sweeper.BasicSweeper\n"
+        "    params:\n"
+        "      trainer.max_epochs: 3,4\n"
+        "  overrides:\n"
+        "    task:\n"
+        "    - seed=0,1,2\n"
+        "    - policy=random\n"
+    )
+    running, killed = tmp_path / "running", tmp_path / "killed"
+    for job in (running, killed):
+        job.mkdir()
+        (job / "events.jsonl").write_text("")
+    long_ago = time.time() - 3600
+    os.utime(killed / "events.jsonl", (long_ago, long_ago))
+    _, said = report(capsys, str(tmp_path))
+    assert (
+        f"esper.report: {tmp_path}: 1 of its 6 jobs have a summary.json (the others have not started, are running, or were stopped)"
+        in said
+    )
+    assert any(
+        line.startswith(f"esper.report: {running}: no summary.json yet (events.jsonl written ")
+        and line.endswith(" s ago: still running?)")
+        for line in said
+    ), said
+    assert f"esper.report: {killed}: no summary.json (the job did not finish: killed?)" in said
