@@ -156,7 +156,9 @@ class SimicConfig(Section):
         """12 hex digits of sha256 over every setting that shapes training (all but where it
         resumes from and writes to): experiments/ name a trained policy by it. No `overrides`
         and no imitation hash as before those keys existed, so the hashes experiments/ cites
-        still hold."""
+        still hold. A training keeps the hash of the settings it started with: a resume that
+        changes `updates`, `workers` or `checkpoint_every` does not change it (esper.simic.train;
+        leaving those keys out here would change every hash experiments/ cites)."""
         exclude = {"resume", "output", "overwrite"} | (set() if self.overrides else {"overrides"})
         exclude |= set() if self.imitate.episodes else {"imitate"}
         data = self.model_dump(mode="json", exclude=exclude)

@@ -607,7 +607,11 @@ def train(settings: SimicConfig, run_dir: Path, config: dict[str, Any], logger: 
     if check_run_dir(run_dir, settings.resume, settings.overwrite, "simic"):
         clear_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_hash = settings.config_hash()
+    # one training, one hash: a resume keeps the one its training started with (helper-found:
+    # `simic.updates`, `workers` or `checkpoint_every`, which a resume may change, gave the
+    # policies kept after it another hash than those before)
+    started = state.get("config_hash") if state is not None else None
+    config_hash = started if isinstance(started, str) else settings.config_hash()
     log.info("simic: config hash %s, %s updates, into %s", config_hash, settings.updates, run_dir)
     store = str(run_dir / "kernels")
     if state is not None:
