@@ -147,16 +147,37 @@ class StopAwareLauncher(Launcher):
             self.on_stop()
             never = "never started: the sweep was stopped"
             return [_Stopped.of(JobReturn(overrides=list(o)), never) for o in job_overrides]
-        returns = self.launcher.launch(job_overrides, initial_job_idx)
-        for overrides, ret in zip(job_overrides, returns, strict=True):
-            value = _objective(ret)
-            if value is not None and math.isfinite(value):
-                self.objectives.append((list(overrides), value))
+        if _in_process(self.launcher):
+            # one at a time, each recorded as it ends: a signal ends this process within the
+            # batch (helper-found: the basic launcher ran Optuna's batch of two as one launch,
+            # and the trial completed before a Ctrl-C in the second was never recorded)
+            returns = []
+            for offset, overrides in enumerate(job_overrides):
+                (ret,) = self.launcher.launch([overrides], initial_job_idx + offset)
+                self._record(overrides, ret)
+                returns.append(ret)
+        else:
+            returns = list(self.launcher.launch(job_overrides, initial_job_idx))
+            for overrides, ret in zip(job_overrides, returns, strict=True):
+                self._record(overrides, ret)
         if not sweep_stopped():
             return returns
         self.on_stop()
         ended = "interrupted or skipped: the sweep was stopped"
         return [_Stopped.of(ret, ended) if _no_objective(ret) else ret for ret in returns]
+
+    def _record(self, overrides: Sequence[str], ret: JobReturn) -> None:
+        value = _objective(ret)
+        if value is not None and math.isfinite(value):
+            self.objectives.append((list(overrides), value))
+
+
+def _in_process(launcher: Launcher) -> bool:
+    """Whether `launcher` runs its jobs in this process, one after another (Hydra's basic
+    launcher), where a signal ends the sweep's process with the job."""
+    from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+    return isinstance(launcher, BasicLauncher)
 
 
 class _Stopped(JobReturn):

@@ -45,6 +45,20 @@ if find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:  # pip install -
             self._open_storage()
             try:
                 return super().sweep(arguments)
+            except (SystemExit, KeyboardInterrupt) as exc:
+                # The basic launcher runs each trial in this process: a signal ends the trial
+                # as it ends a single run (SystemExit(128 + signal)), or, between two trials,
+                # as a KeyboardInterrupt, and the sweep with it; the best trial so far is
+                # written first (helper-found: it was in the log lines alone, with no
+                # optimization_results.yaml)
+                signum = (
+                    _signal_of(exc.code)
+                    if isinstance(exc, SystemExit)
+                    else getattr(exc, "signum", 2)  # esper's SignalInterrupt, or Ctrl-C's
+                )
+                if signum is not None:
+                    self._write_best_so_far(arguments, signum)
+                raise
             except Exception:
                 # Once stopped, whatever ends Optuna's loop ends the sweep: SweepStopped, a
                 # trial of the batch that failed on its own (helper-found: with the rate at 0,
@@ -77,7 +91,7 @@ if find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:  # pip install -
                     "allowed: a database URL Optuna opens (sqlite:///optuna.db), or null"
                 ) from None
 
-        def _write_best_so_far(self, arguments: list[str]) -> None:
+        def _write_best_so_far(self, arguments: list[str], signum: int | None = None) -> None:
             """optimization_results.yaml as Optuna writes it at a sweep's end (`name`,
             `best_params`, `best_value`), from the trials completed before the stop, with
             `interrupted_by` (the signal) and `trials_completed`; none where none completed.
@@ -92,7 +106,7 @@ if find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:  # pip install -
             from esper.training.sweep_stop import sweep_stop_signal
 
             sweeper = self.sweeper
-            signum = sweep_stop_signal()
+            signum = signum if signum is not None else sweep_stop_signal()
             if sweeper.storage:
                 study = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage)
                 done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
@@ -136,3 +150,11 @@ if find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:  # pip install -
             parsed = OverridesParser.create().parse_overrides(overrides)
             params = {o.get_key_element(): o.value() for o in parsed}
             return {k: v for k, v in params.items() if k not in fixed}, value, len(finished)
+
+
+def _signal_of(code: object) -> int | None:
+    """The signal a run's exit code says ended it (128 + SIGINT, SIGTERM or SIGHUP), or None."""
+    import signal
+
+    stopping = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    return code - 128 if isinstance(code, int) and code - 128 in stopping else None

@@ -228,6 +228,7 @@ def test_an_interrupted_optuna_sweep_writes_its_best_trial_so_far(
         *([f"hydra.sweeper.storage={storage}"] if stored else []),
     )
     assert json.loads((sweep / "1" / "summary.json").read_text())["status"] == "completed"
+    assert (sweep / "optimization_results.yaml").exists(), stderr[-3000:]
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     if stored:
         assert results["best_params"] == {"trainer.max_epochs": 100000}
@@ -289,3 +290,45 @@ def test_a_killed_sweep_leaves_no_job_training(tmp_path: Path) -> None:
         summary = json.loads((sweep / job / "summary.json").read_text())
         assert summary["status"] == "interrupted" and "SIGHUP" in summary["error"]
         assert (sweep / job / "checkpoints" / "last.pt").exists()
+
+
+def test_ctrl_c_on_an_optuna_sweep_of_the_basic_launcher_keeps_the_best_trial(
+    tmp_path: Path,
+) -> None:
+    """The preset's default launcher runs each trial in the sweep's own process: Ctrl-C ends
+    the trial running as it ends a single run, and the sweep with it. helper-found: the best
+    trial completed before it was in the log lines alone (no optimization_results.yaml)."""
+    pytest.importorskip("optuna", reason="pip install -e '.[optuna]'")
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        "hparams_search=optuna_growth",
+        "hydra.sweeper.n_trials=20",
+        "trainer.max_epochs=60",
+        "logger=none",
+        "trainer.progress=false",
+        "trainer.quiet=true",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    with group_killed_if_left(run_py(*args, env=kernels(tmp_path), new_session=True)) as process:
+        wait_for(lambda: epochs_ended(sweep / "1") >= 2, process)  # in trial 1
+        stderr = signal_and_wait(process, signal.SIGINT)
+    assert process.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert f"esper: {sweep / '1'}: interrupted by SIGINT during epoch" in stderr
+    finished = [
+        json.loads(path.read_text())
+        for path in sweep.glob("*/summary.json")
+        if json.loads(path.read_text())["status"] == "completed"
+    ]
+    assert (sweep / "optimization_results.yaml").exists(), stderr[-3000:]
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["interrupted_by"] == "SIGINT"
+    assert results["trials_completed"] == len(finished) >= 1
+    at_cost = [s["metrics"]["val_accuracy"] - 0.05 * s["params"]["seeds"] / 1000 for s in finished]
+    assert results["best_value"] == pytest.approx(max(at_cost))
+    assert set(results["best_params"]) == {
+        "policy.patience",
+        "policy.warmup_epochs",
+        "policy.min_delta",
+    }
