@@ -228,7 +228,6 @@ def test_an_interrupted_optuna_sweep_writes_its_best_trial_so_far(
         *([f"hydra.sweeper.storage={storage}"] if stored else []),
     )
     assert json.loads((sweep / "1" / "summary.json").read_text())["status"] == "completed"
-    assert (sweep / "optimization_results.yaml").exists(), stderr[-3000:]
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     if stored:
         assert results["best_params"] == {"trainer.max_epochs": 100000}
