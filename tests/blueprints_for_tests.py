@@ -110,3 +110,24 @@ def file_set_adapter(shape: tuple[int, ...], settings: str = "") -> nn.Module:
     with torch.no_grad():
         adapter.down.bias.add_(read["offset"])
     return adapter
+
+
+class OldWeightNorm(nn.Module):
+    """The old `nn.utils.weight_norm`: its `weight` is a computed tensor, not a leaf, so the
+    module cannot be deep-copied."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecated in favour of parametrizations
+            self.lin = nn.utils.weight_norm(nn.Linear(features, features))
+        self.scale = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.lin(x)
+
+
+def old_weight_norm(shape: tuple[int, ...]) -> nn.Module:
+    return OldWeightNorm(shape[-1])

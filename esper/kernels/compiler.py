@@ -94,10 +94,12 @@ def _refuse_mode_dependence(program: ExportedProgram) -> None:
         )
 
 
-def _as_trained(eager: nn.Module) -> nn.Module:
-    """A copy of `eager` with random weights (its own generator: the run's streams are not
-    drawn from), as training might leave them: at birth every seed computes zero."""
-    trained = copy.deepcopy(eager)
+def _as_trained(spec: KernelSpec) -> nn.Module:
+    """`spec`'s blueprint built afresh, with random weights (its own generator: the run's
+    streams are not drawn from), as training might leave them: at birth every seed computes
+    zero. Built, not deep-copied: a module holding a computed tensor (the old
+    `nn.utils.weight_norm`'s `weight`) cannot be deep-copied (helper-found)."""
+    trained = _build(spec)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in trained.parameters():
@@ -105,13 +107,19 @@ def _as_trained(eager: nn.Module) -> nn.Module:
     return trained
 
 
-def _compare_trained(eager: nn.Module, program: ExportedProgram, probe: torch.Tensor) -> None:
+def _build(spec: KernelSpec) -> nn.Module:
+    return blueprints.build(spec.blueprint, spec.input_shape, spec.hparams, spec.init_seed).to(
+        spec.device
+    )
+
+
+def _compare_trained(spec: KernelSpec, program: ExportedProgram, probe: torch.Tensor) -> None:
     """The kernel against its eager module with weights as training leaves them (random, not
     the zero of birth, where every seed gives zero): in training mode, and in evaluation mode,
     which the kernel, exported from training mode, does not have. helper-found: a seed whose
     forward branches on `self.training` passed (both outputs zero at birth), and its kernel
     computed the training branch in evaluation too."""
-    trained = _as_trained(eager)
+    trained = _as_trained(spec)
     kernel = instantiate(program)
     kernel.load_state_dict(trained.state_dict())
     with torch.no_grad():
@@ -141,8 +149,7 @@ def check_against_builder(spec: KernelSpec, program: ExportedProgram) -> None:
     width): found by a helper, a run handed back the kernel of a builder that had since read
     another file. One eager build and one forward of a few rows a kernel and process."""
     name = f"blueprint {spec.blueprint!r}"
-    eager = blueprints.build(spec.blueprint, spec.input_shape, spec.hparams, spec.init_seed)
-    eager = eager.to(spec.device)
+    eager = _build(spec)
     kernel = instantiate(program)
     built, stored = eager.state_dict(), kernel.state_dict()
     shapes = {k: list(v.shape) for k, v in stored.items()}
@@ -158,7 +165,7 @@ def check_against_builder(spec: KernelSpec, program: ExportedProgram) -> None:
                 f"the store's kernel starts from other weights than {name} builds now "
                 f"({key} differs by {diff:.3g})"
             )
-    trained = _as_trained(eager).train()
+    trained = _as_trained(spec).train()
     kernel.load_state_dict(trained.state_dict())
     probe = _probe(spec, VALIDATION_BATCH, seed=1)
     with torch.no_grad():
@@ -305,8 +312,7 @@ def compile_kernel(
     if reference_batch not in latency_batches:
         latency_batches = (*latency_batches, reference_batch)
     start = time.perf_counter()
-    eager = blueprints.build(spec.blueprint, spec.input_shape, spec.hparams, spec.init_seed)
-    eager = eager.to(spec.device)
+    eager = _build(spec)
     example = _probe(spec, PROBE_BATCH, seed=0)
     with _export_quietly():
         try:
@@ -338,7 +344,7 @@ def compile_kernel(
         raise KernelValidationError(
             f"blueprint {spec.blueprint}: exported kernel differs from eager by {diff:.3g}"
         )
-    _compare_trained(eager, loaded_program, probe)
+    _compare_trained(spec, loaded_program, probe)
     compile_s = time.perf_counter() - start
     points = tuple(
         measure_latency(loaded, _probe(spec, batch, seed=2)) for batch in sorted(latency_batches)

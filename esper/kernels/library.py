@@ -19,6 +19,7 @@ from torch import nn
 from torch.export import ExportedProgram
 
 from esper.atomic import WriteError
+from esper.config import first_line
 from esper.contracts import KernelMetadata, KernelSpec
 from esper.kernels.cache import ByteLRU
 from esper.kernels.claims import POLL_S, WaitInterrupted
@@ -209,7 +210,7 @@ class KernelLibrary:
             return None
         try:
             program = load_artifact(self.store.get_artifact(found.kernel_id), found.kernel_id)
-            check_against_builder(found.spec, program)
+            self._check_against_builder(found, program)
         except (KernelIntegrityError, FileNotFoundError, StaleKernelError) as exc:
             said = (
                 f"kernel {found.kernel_id[:16]}: {exc}: code its key cannot see changed (a "
@@ -226,6 +227,24 @@ class KernelLibrary:
         resolved = Resolved(found, program, "store")
         self.cache.put(key, resolved, found.artifact_bytes)
         return resolved
+
+    def _check_against_builder(self, found: KernelMetadata, program: ExportedProgram) -> None:
+        """`check_against_builder`, whose own failure (a builder that raises now, a module it
+        cannot handle) does not fail a kernel that compiled and validated: it is loaded as
+        stored, and the warning (run.log) says it was not checked (helper-found: an error
+        inside the check culled every seed of a warm run)."""
+        try:
+            check_against_builder(found.spec, program)
+        except StaleKernelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a user's builder may raise anything
+            log.warning(
+                "kernel %s (%s): not checked against what its blueprint builds now (%s); "
+                "loaded as stored",
+                found.kernel_id[:16],
+                found.spec.blueprint,
+                first_line(exc),
+            )
 
     def _compile_here(self, spec: KernelSpec) -> Resolved:
         try:

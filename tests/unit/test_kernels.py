@@ -284,3 +284,26 @@ def test_a_stored_kernel_unlike_what_its_builder_builds_now_is_compiled_again(
     third = library()
     assert third.get(wanted).source == "store", "the new kernel is kept"
     assert third.drain_quarantines() == []
+
+
+def test_a_module_that_cannot_be_deep_copied_loads_from_the_store_as_it_compiled(
+    tmp_path: Path,
+) -> None:
+    """helper-found: the check of a stored kernel deep-copied a fresh build, which the old
+    `weight_norm` (a computed `weight`) refuses: every seed of a warm run was culled."""
+    from esper import blueprints
+
+    blueprints.register_from_config(
+        {"old_wn": {"_target_": "tests.blueprints_for_tests.old_weight_norm", "kinds": "vector"}}
+    )
+    wanted = KernelSpec(blueprint="old_wn", input_shape=(8,), torch_version=torch.__version__)
+
+    def library() -> KernelLibrary:
+        return KernelLibrary(
+            LocalStore(tmp_path), latency_batches=(8,), reference_batch=8, async_compile=False
+        )
+
+    assert library().get(wanted).source == "compiled"
+    warm = library()
+    assert warm.get(wanted).source == "store"
+    assert warm.drain_quarantines() == []
