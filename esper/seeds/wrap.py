@@ -31,19 +31,22 @@ _SLOT_AT: weakref.WeakKeyDictionary[nn.Module, weakref.ref[SeedSlot]] = weakref.
 would run two models' seeds in one forward, each blending into the other's output."""
 
 
-def _refuse_wrapped_sites(modules: dict[str, nn.Module]) -> None:
-    """Refuse sites that carry another live model's slot (a model deleted but not yet
-    collected counts as gone: collected first)."""
-    held = [name for name, module in modules.items() if _live_slot(module) is not None]
+def _refuse_wrapped_host(host: nn.Module) -> None:
+    """Refuse a host any module of which (the host included) carries a live slot of another
+    wrapped model: that slot's seed joins the module's forward whichever model calls it. A
+    model deleted but not yet collected counts as gone (collected first); a seed still attached
+    keeps its slot alive, and runs in this host's forward (helper-found: a wrapped site's
+    parent was accepted as a site, and the first model's seed changed the second's outputs)."""
+    held = [name or "the host" for name, m in host.named_modules() if _live_slot(m) is not None]
     if held:
         gc.collect()
-        held = [name for name in held if _live_slot(modules[name]) is not None]
+        held = [name or "the host" for name, m in host.named_modules() if _live_slot(m) is not None]
     if held:
         raise SiteError(
-            f"esper.wrap: {', '.join(held)} carr{'ies' if len(held) == 1 else 'y'} a seed slot "
-            "of another wrapped model already (this host, or part of it, is a wrapped model's "
-            "`.host`): both models' seeds would run in its forward; wrap a fresh host, or "
-            "delete the other model first"
+            f"esper.wrap: {', '.join(held)} of this host carr{'ies' if len(held) == 1 else 'y'} "
+            "a seed slot of another wrapped model (this host, or part of it, is a wrapped "
+            "model's `.host`), whose seed would run in its forward too: wrap a fresh host (a "
+            "model deleted with a seed attached here leaves that seed in this host's forward)"
         )
 
 
@@ -281,7 +284,7 @@ def wrap(
     names = resolve_sites(host, sites)
     named = dict(host.named_modules())
     modules = {s: named[s] for s in names}
-    _refuse_wrapped_sites(modules)
+    _refuse_wrapped_host(host)
     shapes = _probe_shapes(host, modules, example_input)
     slots = {}
     for name in names:
