@@ -151,15 +151,6 @@ class Nested(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.body = Frozen()
-
-    def forward(self, x):
-        return self.body(x)
-
-
-class Nested(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = Frozen()
         self.head = nn.Linear(4, 4)
 
     def forward(self, x):
