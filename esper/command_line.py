@@ -165,10 +165,12 @@ def _train_policy_schema() -> type[Any]:
 
 def _unknown_in_schema(model: type[Any], path: list[str], groups: set[str]) -> str | None:
     """Why `path` is not a key of `model` (a pydantic model), or None where it is, or where
-    the schema leaves the keys open there (a group's own settings: a dataset's, a policy's)."""
-    from pydantic import BaseModel
-
-    for depth, name in enumerate(path):
+    the schema leaves the keys open there (a group's own settings: a dataset's, a policy's).
+    A list's index or a dict's key (`simic.tasks.0.weight`) is stepped over, into its item
+    (helper-found: the index was taken for a key of the list's items, and refused)."""
+    depth = 0
+    while depth < len(path):
+        name = path[depth]
         if model.model_config.get("extra") != "forbid":
             return None
         fields = model.model_fields
@@ -183,13 +185,36 @@ def _unknown_in_schema(model: type[Any], path: list[str], groups: set[str]) -> s
                 f"{name!r} is not a configuration key; allowed at the top level: "
                 f"{', '.join(fields)}; and the groups {', '.join(presets)}"
             )
-        annotation = fields[name].annotation
-        members = getattr(annotation, "__args__", None) or (annotation,)
-        nested = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
-        if not nested:
+        nested, steps = _model_within(fields[name].annotation)
+        if nested is None:
             return None
-        model = nested[0]
+        model, depth = nested, depth + 1 + steps
     return None
+
+
+def _model_within(annotation: Any) -> tuple[type[Any] | None, int]:
+    """The pydantic model a field of type `annotation` holds (`X`, `X | None`, `list[X]`,
+    `dict[str, X]`), and how many path parts (an index, a key) stand between the field and
+    it; (None, 0) for anything else."""
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    def is_model(kind: Any) -> bool:
+        return isinstance(kind, type) and issubclass(kind, BaseModel)
+
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [_model_within(a) for a in arguments if a is not type(None)]
+        found = [found for found in inner if found[0] is not None]
+        return found[0] if len(found) == 1 and len(inner) == 1 else (None, 0)
+    if origin in (list, tuple) and arguments and is_model(arguments[0]):
+        return arguments[0], 1
+    if origin is dict and len(arguments) == 2 and is_model(arguments[1]):
+        return arguments[1], 1
+    return (annotation, 0) if is_model(annotation) else (None, 0)
 
 
 def nested_sweep(arguments: Sequence[str]) -> str | None:

@@ -660,6 +660,10 @@ GROUPS = [p.name for p in CONF.iterdir() if p.is_dir()]
         (["traner.max_epochs=3"], "'traner' is not a configuration key; allowed at the top"),
         (["-cn", "train_policy", "simic.ppo.lrr=3"], "'lrr' is not a key of simic.ppo; allowed"),
         (["--config-name=train_policy", "simic.bogus=1"], "'bogus' is not a key of simic;"),
+        (
+            ["-cn", "train_policy", "simic.tasks.0.wieght=3"],
+            "'wieght' is not a key of simic.tasks.0;",
+        ),
     ],
 )
 def test_an_override_of_a_key_the_schema_has_not_is_one_line(arguments, said) -> None:
@@ -684,6 +688,9 @@ def test_an_override_of_a_key_the_schema_has_not_is_one_line(arguments, said) ->
         ["-cn", "someone_elses", "their.key=1"],
         ["hydra.searchpath=[file://x]", "mygroup=option"],
         ["-cn", "train_policy", "simic.ppo.lr=0.1", "trainer.max_epochs=2"],
+        # helper-found: a list's index was taken for a key of its items
+        ["-cn", "train_policy", "simic.tasks.0.weight=3.0", "simic.tasks.1.variants=[[a]]"],
+        ["model.sites.0=body"],
     ],
 )
 def test_what_the_schema_has_or_leaves_open_is_left_to_hydra(arguments) -> None:
