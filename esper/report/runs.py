@@ -37,6 +37,12 @@ def load_runs(sweep_dirs: list[Path]) -> list[dict[str, Any]]:
                 if age < RECENT_S
                 else "no summary.json (the job did not finish: killed?)",
             )
+    for log in sorted({p.resolve() for d in sweep_dirs for p in d.glob("**/run.log")}):
+        job = log.parent
+        if not (job / "summary.json").exists() and not (job / "events.jsonl").exists():
+            said = _refusal_in(log)  # helper-found: a refused job was counted as unfinished
+            if said:
+                _skip(job, f"no run: the job was refused ({said})")
     for sweep in sweep_dirs:  # helper-found: a sweep's jobs not yet started went unsaid
         expected = expected_jobs(sweep / "multirun.yaml")
         finished = len({p.parent for p in paths if p.is_relative_to(sweep.resolve())})
@@ -44,7 +50,7 @@ def load_runs(sweep_dirs: list[Path]) -> list[dict[str, Any]]:
             _skip(
                 sweep,
                 f"{finished} of its {expected} jobs have a summary.json (the others have not "
-                "started, are running, or were stopped)",
+                "started, are running, were refused or were stopped)",
             )
     runs = []
     for path in paths:
@@ -80,6 +86,20 @@ RECENT_S = 120.0
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
+def _refusal_in(log: Path) -> str | None:
+    """The `esper: ...` line that refused a job before it built anything (its run.log's last
+    such line, as one line), or None."""
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    start = text.rfind("esper: ")
+    if start < 0:
+        return None
+    said = text[start:].split("\n[", 1)[0]  # to the next log record
+    return " ".join(said.split())
+
+
 def expected_jobs(multirun: Path) -> int | None:
     """How many jobs the sweep that wrote `multirun` (its multirun.yaml) launches: the product
     of its sweeps' lengths under Hydra's basic sweeper, `n_trials` under Optuna's; None where
@@ -95,10 +115,13 @@ def expected_jobs(multirun: Path) -> int | None:
             return int(sweeper.n_trials)
         if target != BASIC_SWEEPER:
             return None
-        arguments = [str(a) for a in hydra.overrides.task]
-        arguments += [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+        # the sweeper's params first, the command line's overrides after: one of the same key
+        # replaces it (helper-found: both were multiplied, 18 jobs counted for 1)
+        arguments = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+        arguments += [str(a) for a in hydra.overrides.task]
+        by_key = {o.key_or_group: o for o in OverridesParser.create().parse_overrides(arguments)}
         total = 1
-        for override in OverridesParser.create().parse_overrides(arguments):
+        for override in by_key.values():
             if override.is_sweep_override():
                 total *= len(list(override.sweep_string_iterator()))
         return total

@@ -283,18 +283,28 @@ def test_a_sweep_still_running_says_how_many_jobs_have_finished(tmp_path, capsys
         "    task:\n"
         "    - seed=0,1,2\n"
         "    - policy=random\n"
+        "    - trainer.max_epochs=5\n"  # replaces the params' 3,4: 3 jobs, not 6
     )
-    running, killed = tmp_path / "running", tmp_path / "killed"
+    running, killed, refused = tmp_path / "running", tmp_path / "killed", tmp_path / "refused"
     for job in (running, killed):
         job.mkdir()
         (job / "events.jsonl").write_text("")
+    refused.mkdir()
+    (refused / "run.log").write_text(
+        "[2026-12-08 00:16:02,592][esper.run][ERROR] - esper: invalid configuration:\n"
+        "  trainer.max_epochs=-3: Input should be greater than or equal to 1\n"
+    )
     long_ago = time.time() - 3600
     os.utime(killed / "events.jsonl", (long_ago, long_ago))
     _, said = report(capsys, str(tmp_path))
     assert (
-        f"esper.report: {tmp_path}: 1 of its 6 jobs have a summary.json (the others have not started, are running, or were stopped)"
-        in said
-    )
+        f"esper.report: {tmp_path}: 1 of its 3 jobs have a summary.json (the others have not "
+        "started, are running, were refused or were stopped)" in said
+    ), said
+    assert (
+        f"esper.report: {refused}: no run: the job was refused (esper: invalid configuration: "
+        "trainer.max_epochs=-3: Input should be greater than or equal to 1)" in said
+    ), said
     assert any(
         line.startswith(f"esper.report: {running}: no summary.json yet (events.jsonl written ")
         and line.endswith(" s ago: still running?)")
