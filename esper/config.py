@@ -373,7 +373,7 @@ def explain(
         source = f" (from the environment variable {variable})" if variable else ""
         message = err["msg"].removeprefix("Value error, ")
         if isinstance(err.get("ctx", {}).get("error"), KeyError | ValueError):
-            lines.append(message)
+            lines.append(f"{message}{source}")
         elif err["type"] == "missing":
             lines.append(f"{key}: required key is missing")
         else:

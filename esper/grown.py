@@ -103,7 +103,7 @@ def load_run(run: str | Path, check_data: bool = True) -> LoadedRun:
         epoch = int(state["epoch"])
     model.eval()
     status = _status(path)
-    if status not in (None, "completed", "interrupted"):
+    if status in ("diverged", "failed"):
         log.warning(
             "load_run=%r: the run %s (its summary.json); this is its model as the checkpoint "
             "of epoch %d left it",

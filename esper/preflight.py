@@ -152,7 +152,11 @@ def check_data(data: DataSplits) -> None:
                     f"dataset: the {split} split's x holds {bad} NaN or infinite values; "
                     "allowed: finite features"
                 )
-        if y.dim() == 0 or (y.dim() > 1 and tuple(y.shape) != tuple(x.shape[: y.dim()])):
+        per_position = (  # labels [N, T] for token ids [N, T] or features [N, T, D]
+            tuple(y.shape) == tuple(x.shape[: y.dim()])
+            and (x.dim() > y.dim() or not x.is_floating_point())
+        )
+        if y.dim() == 0 or (y.dim() > 1 and not per_position):
             # helper-found: labels [N, 1] were blamed on the host ("gives [B, C] ... need
             # logits [B, 1, C]")
             raise ConfigError(

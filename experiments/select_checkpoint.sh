@@ -10,17 +10,19 @@ if [ $# -eq 0 ]; then  # helper-found: the whole random sweep ran before policy.
   echo "usage: experiments/select_checkpoint.sh CKPT [CKPT ...] (GNN checkpoints to choose among)" >&2
   exit 2
 fi
-cd "$(dirname "$0")/.."
-for ckpt in "$@"; do  # as run.py will read them: from the repository's root
+CHECKPOINTS=()
+for ckpt in "$@"; do  # read from where the script was called, handed on as absolute paths
   [ -f "$ckpt" ] || { echo "experiments/select_checkpoint.sh: $ckpt: no such file" >&2; exit 2; }
+  CHECKPOINTS+=("$(cd "$(dirname "$ckpt")" && pwd)/$(basename "$ckpt")")
 done
+cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-outputs/select_checkpoint}
 SEEDS=${SEEDS:-50,51,52,53,54,55,56,57,58,59}
 TASKS=eval_spirals_mlp,eval_digits_mlp,eval_digits_cnn,eval_spirals_narrow
 read -r -a EXTRA <<< "${EXTRA:-}"
 read -r -a GNN <<< "${GNN:-}"
-CKPTS=$(IFS=,; echo "$*")
+CKPTS=$(IFS=,; echo "${CHECKPOINTS[*]}")
 $PY run.py -m experiment=$TASKS policy=random seed=$SEEDS "${EXTRA[@]}" trainer.quiet=true \
   hydra.sweep.dir="$OUT/random" hydra/launcher=joblib hydra.launcher.n_jobs=2
 $PY run.py -m experiment=$TASKS policy=gnn "policy.checkpoint=$CKPTS" seed=$SEEDS "${EXTRA[@]}" \

@@ -27,6 +27,8 @@ def dataset(kind: str = "ok", num_classes: int = 2) -> DataSplits:
         y = y[:300]
     elif kind == "column_labels":
         y = y[:, None]
+    elif kind == "one_feature_column_labels":  # x [N, 1] and labels [N, 1]: not per position
+        x, y = x[:, :1], y[:, None]
     data = split_tensors("mine", x, y, num_classes, 0.2, 0.2, 64, 0, 0)
     if kind == "label_in_test_only":  # the split put row 399 anywhere: make one test label 2
         data.test.y[0] = 2

@@ -123,3 +123,20 @@ def test_the_selection_script_refuses_no_or_missing_checkpoints_before_any_run(
         ["bash", str(SCRIPT.with_suffix(".sh")), *arguments], capture_output=True, text=True
     )
     assert result.returncode == 2 and said in result.stderr and result.stdout == ""
+
+
+def test_the_selection_script_reads_checkpoints_from_where_it_is_called(tmp_path) -> None:
+    """helper-found: a path relative to the caller's directory was looked up from the
+    repository's root, and an existing checkpoint refused."""
+    import subprocess
+
+    (tmp_path / "update_1.pt").write_bytes(b"")
+    result = subprocess.run(
+        ["bash", str(SCRIPT.with_suffix(".sh")), "update_1.pt"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PY": "echo"},  # prints each command instead of running it
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"policy.checkpoint={tmp_path / 'update_1.pt'}" in result.stdout
