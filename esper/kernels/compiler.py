@@ -141,13 +141,15 @@ def _compare_trained(spec: KernelSpec, program: ExportedProgram, probe: torch.Te
                 )
 
 
-def check_against_builder(spec: KernelSpec, program: ExportedProgram) -> None:
+def check_against_builder(spec: KernelSpec, program: ExportedProgram) -> nn.Module:
     """Refuse a stored kernel unlike what `spec`'s blueprint builds now: other parameters,
     other initial weights, or another output once trained (on training-mode weights, as the
     kernel was exported). The kernel key names the builder's source and the modules it imports
     (`code_digest`), not a module it imports by name or a file it reads (initial weights, a
     width): found by a helper, a run handed back the kernel of a builder that had since read
-    another file. One eager build and one forward of a few rows a kernel and process."""
+    another file. Two eager builds and a forward of a few rows a kernel and process. Returns
+    the kernel module it checked, with its stored weights back: the first seed to take the
+    kernel takes it, so a load from a store instantiates the program once, as before."""
     name = f"blueprint {spec.blueprint!r}"
     eager = _build(spec)
     kernel = instantiate(program)
@@ -165,17 +167,20 @@ def check_against_builder(spec: KernelSpec, program: ExportedProgram) -> None:
                 f"the store's kernel starts from other weights than {name} builds now "
                 f"({key} differs by {diff:.3g})"
             )
+    as_stored = {key: tensor.clone() for key, tensor in stored.items()}
     trained = _as_trained(spec).train()
     kernel.load_state_dict(trained.state_dict())
     probe = _probe(spec, VALIDATION_BATCH, seed=1)
     with torch.no_grad():
         expected, actual = trained(probe), kernel(probe)
+    kernel.load_state_dict(as_stored)
     if expected.shape != actual.shape or not torch.allclose(expected, actual, rtol=1e-4, atol=1e-5):
         diff = (expected - actual).abs().max().item() if expected.shape == actual.shape else None
         said = f"by {diff:.3g} once trained" if diff is not None else "in shape"
         raise StaleKernelError(
             f"the store's kernel computes otherwise than {name} builds now ({said})"
         )
+    return kernel
 
 
 @dataclass

@@ -52,6 +52,14 @@ class Resolved:
     metadata: KernelMetadata
     program: ExportedProgram
     source: Source
+    spare: nn.Module | None = None
+    """A module of the program already instantiated (the one a store load checked), for the
+    first seed to take; every later one instantiates its own."""
+
+    def module(self) -> nn.Module:
+        """A fresh trainable module of the kernel: the spare once, then a new instance."""
+        spare, self.spare = self.spare, None
+        return spare if spare is not None else instantiate(self.program)
 
 
 @dataclass
@@ -198,7 +206,7 @@ class KernelLibrary:
 
     def get(self, spec: KernelSpec) -> LoadedKernel:
         resolved = self.lookup(spec)
-        return LoadedKernel(resolved.metadata, instantiate(resolved.program), resolved.source)
+        return LoadedKernel(resolved.metadata, resolved.module(), resolved.source)
 
     def _from_store(self, key: str) -> Resolved | None:
         try:
@@ -210,7 +218,7 @@ class KernelLibrary:
             return None
         try:
             program = load_artifact(self.store.get_artifact(found.kernel_id), found.kernel_id)
-            self._check_against_builder(found, program)
+            spare = self._check_against_builder(found, program)
         except (KernelIntegrityError, FileNotFoundError, StaleKernelError) as exc:
             said = (
                 f"kernel {found.kernel_id[:16]}: {exc}: code its key cannot see changed (a "
@@ -224,17 +232,19 @@ class KernelLibrary:
             return None
         self.store.touch(found.kernel_id)
         self.counts.store_loads += 1
-        resolved = Resolved(found, program, "store")
+        resolved = Resolved(found, program, "store", spare)
         self.cache.put(key, resolved, found.artifact_bytes)
         return resolved
 
-    def _check_against_builder(self, found: KernelMetadata, program: ExportedProgram) -> None:
+    def _check_against_builder(
+        self, found: KernelMetadata, program: ExportedProgram
+    ) -> nn.Module | None:
         """`check_against_builder`, whose own failure (a builder that raises now, a module it
         cannot handle) does not fail a kernel that compiled and validated: it is loaded as
         stored, and the warning (run.log) says it was not checked (helper-found: an error
         inside the check culled every seed of a warm run)."""
         try:
-            check_against_builder(found.spec, program)
+            return check_against_builder(found.spec, program)
         except StaleKernelError:
             raise
         except Exception as exc:  # noqa: BLE001 - a user's builder may raise anything
@@ -245,6 +255,7 @@ class KernelLibrary:
                 found.spec.blueprint,
                 first_line(exc),
             )
+            return None
 
     def _compile_here(self, spec: KernelSpec) -> Resolved:
         try:

@@ -7,7 +7,6 @@ from concurrent.futures import wait
 from typing import TYPE_CHECKING
 
 from esper.contracts import KernelSpec
-from esper.kernels.compiler import instantiate
 from esper.kernels.worker import Job
 
 if TYPE_CHECKING:
@@ -88,4 +87,4 @@ class KernelRequest:
         source: Source = "memory" if self._joined else resolved.source
         from esper.kernels.library import LoadedKernel
 
-        return LoadedKernel(resolved.metadata, instantiate(resolved.program), source)
+        return LoadedKernel(resolved.metadata, resolved.module(), source)

@@ -307,3 +307,26 @@ def test_a_module_that_cannot_be_deep_copied_loads_from_the_store_as_it_compiled
     warm = library()
     assert warm.get(wanted).source == "store"
     assert warm.drain_quarantines() == []
+
+
+def test_the_module_a_store_load_checked_is_the_first_seeds_with_the_stored_weights(
+    tmp_path: Path,
+) -> None:
+    """The check of a stored kernel instantiates it and tries trained weights in it; that
+    module, its stored weights back, is the first seed's (a load instantiates once), and every
+    later seed gets its own."""
+    library = KernelLibrary(
+        LocalStore(tmp_path), latency_batches=(8,), reference_batch=8, async_compile=False
+    )
+    expected = library.get(spec()).module.state_dict()
+    warm = KernelLibrary(
+        LocalStore(tmp_path), latency_batches=(8,), reference_batch=8, async_compile=False
+    )
+    first, second = warm.get(spec()), warm.get(spec())
+    assert (first.source, second.source) == ("store", "memory")
+    assert first.module is not second.module
+    for module in (first.module, second.module):
+        state = module.state_dict()
+        assert state.keys() == expected.keys()
+        assert all(torch.equal(state[k], expected[k]) for k in expected)
+        assert all(p.requires_grad for p in module.parameters())
