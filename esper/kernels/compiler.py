@@ -157,8 +157,11 @@ def check_against_builder(spec: KernelSpec, program: ExportedProgram) -> nn.Modu
     shapes = {k: list(v.shape) for k, v in stored.items()}
     wanted = {k: list(v.shape) for k, v in built.items()}
     if shapes != wanted:
+        differ = sorted(k for k in shapes.keys() | wanted.keys() if shapes.get(k) != wanted.get(k))
+        said = ", ".join(f"{k} {shapes.get(k, '-')} -> {wanted.get(k, '-')}" for k in differ[:3])
+        more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
         raise StaleKernelError(
-            f"the store's kernel has parameters {shapes}, {name} builds {wanted} now"
+            f"the store's kernel has other parameters than {name} builds now ({said}{more})"
         )
     for key, tensor in built.items():
         if not torch.allclose(tensor, stored[key], rtol=1e-5, atol=1e-6):

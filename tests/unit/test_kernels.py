@@ -215,7 +215,11 @@ def test_an_index_keyed_by_kernel_id_is_rewritten_with_its_rows(tmp_path: Path) 
     ("change", "said"),
     [
         ({"scale": 3.0}, r"computes otherwise than blueprint 'file_set' builds now \(by "),
-        ({"width": 6}, r"the store's kernel has parameters \{.+\}, blueprint 'file_set' builds"),
+        (
+            {"width": 6},
+            r"the store's kernel has other parameters than blueprint 'file_set' builds now "
+            r"\(down.bias \[4\] -> \[6\], down.weight \[4, 8\] -> \[6, 8\], up.weight",
+        ),
         ({"offset": 0.5}, r"starts from other weights than blueprint 'file_set' builds now"),
     ],
     ids=["output", "parameters", "initial-weights"],
