@@ -130,7 +130,8 @@ def unknown_key(arguments: Sequence[str], groups: Iterable[str]) -> str | None:
                 return None
             schema = _train_policy_schema() if given == "train_policy" else RunConfig
     parser = OverridesParser.create()
-    known_groups = set(groups)
+    # train_policy.yaml composes these groups alone (its defaults list)
+    known_groups = set(groups) if schema is RunConfig else {"paths", "logger", "local"}
     for argument in overrides:
         try:
             (override,) = parser.parse_overrides([argument])
@@ -146,20 +147,38 @@ def unknown_key(arguments: Sequence[str], groups: Iterable[str]) -> str | None:
         if "/" in key:
             continue
         said = _unknown_in_schema(schema, key.split("."), known_groups)
+        if (
+            said is not None
+            and schema is not RunConfig
+            and "." in key
+            and key.split(".")[0] in (RunConfig.model_fields)
+        ):
+            said += "; an episode's run settings go in simic.overrides=[...]"
         if said is not None:
             return f"{argument}: {said}"
     return None
 
 
 def _train_policy_schema() -> type[Any]:
-    """conf/train_policy.yaml's schema: a run's, and `simic` (imported here: Simic's settings
-    import torch_geometric, which a run does not need)."""
-    from pydantic import create_model
+    """conf/train_policy.yaml's schema: what it composes (`name`, `run_dir`, `paths`, `logger`)
+    and `simic` (imported here: Simic's settings import torch_geometric, which a run does not
+    need). A run's other groups are not composed there: an episode's take
+    `simic.overrides` (helper-found: `trainer.max_epochs=3` passed this check, then had
+    Hydra's five lines advising a `+`)."""
+    from pydantic import ConfigDict, create_model
 
-    from esper.config import RunConfig
+    from esper.config import LoggerConfig, PathsConfig
     from esper.simic.settings import SimicConfig
 
-    model: type[Any] = create_model("TrainPolicy", __base__=RunConfig, simic=SimicConfig)
+    model: type[Any] = create_model(
+        "TrainPolicy",
+        __config__=ConfigDict(extra="forbid"),
+        name=(str, ...),
+        run_dir=(str | None, None),
+        paths=(PathsConfig, ...),
+        logger=(LoggerConfig, ...),
+        simic=(SimicConfig, ...),
+    )
     return model
 
 

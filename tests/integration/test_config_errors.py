@@ -669,6 +669,13 @@ GROUPS = [p.name for p in CONF.iterdir() if p.is_dir()]
             ["-cn", "train_policy", "simic.tasks.0.wieght=3"],
             "'wieght' is not a key of simic.tasks.0;",
         ),
+        (  # helper-found: passed the check, then Hydra's five lines (train_policy composes no
+            # trainer): an episode's settings go in simic.overrides
+            ["-cn", "train_policy", "trainer.max_epochs=3"],
+            "'trainer' is not a configuration key; allowed at the top level: name, run_dir, "
+            "paths, logger, simic; and the groups local; an episode's run settings go in "
+            "simic.overrides=[...]",
+        ),
     ],
 )
 def test_an_override_of_a_key_the_schema_has_not_is_one_line(arguments, said) -> None:
@@ -692,7 +699,8 @@ def test_an_override_of_a_key_the_schema_has_not_is_one_line(arguments, said) ->
         ["--config-dir", "elsewhere", "mine.key=1"],
         ["-cn", "someone_elses", "their.key=1"],
         ["hydra.searchpath=[file://x]", "mygroup=option"],
-        ["-cn", "train_policy", "simic.ppo.lr=0.1", "trainer.max_epochs=2"],
+        ["-cn", "train_policy", "simic.ppo.lr=0.1", "logger=none", "paths.data_dir=x"],
+        ["-cn", "train_policy", "simic.tasks.1.weight=3"],  # spelt out in the yaml (helper-found)
         # helper-found: a list's index was taken for a key of its items
         ["-cn", "train_policy", "simic.tasks.0.weight=3.0", "simic.tasks.1.variants=[[a]]"],
         ["model.sites.0=body"],
