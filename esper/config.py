@@ -45,6 +45,12 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
+def some_of(names: list[str], most: int = 3) -> str:
+    """The first `most` of `names`, and how many more: a one-line message stays one line."""
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

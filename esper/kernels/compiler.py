@@ -18,7 +18,7 @@ from torch import nn
 from torch.export import Dim, ExportedProgram
 
 from esper import blueprints
-from esper.config import first_line, reason
+from esper.config import first_line, reason, some_of
 from esper.contracts import KernelMetadata, KernelSpec, LatencyPoint
 from esper.kernels.integrity import KernelIntegrityError, UnsafeArtifactError
 from esper.kernels.safe_load import load_program
@@ -94,17 +94,16 @@ def _refuse_mode_dependence(program: ExportedProgram) -> None:
         )
 
 
-def _as_trained(spec: KernelSpec) -> nn.Module:
-    """`spec`'s blueprint built afresh, with random weights (its own generator: the run's
-    streams are not drawn from), as training might leave them: at birth every seed computes
-    zero. Built, not deep-copied: a module holding a computed tensor (the old
+def _as_trained(module: nn.Module) -> nn.Module:
+    """`module` (a fresh build, changed in place) with random weights (its own generator: the
+    run's streams are not drawn from), as training might leave them: at birth every seed
+    computes zero. A build, not a deep copy: a module holding a computed tensor (the old
     `nn.utils.weight_norm`'s `weight`) cannot be deep-copied (helper-found)."""
-    trained = _build(spec)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for p in trained.parameters():
+        for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=generator).to(p.device, p.dtype) * 0.5)
-    return trained
+    return module
 
 
 def _build(spec: KernelSpec) -> nn.Module:
@@ -119,7 +118,7 @@ def _compare_trained(spec: KernelSpec, program: ExportedProgram, probe: torch.Te
     which the kernel, exported from training mode, does not have. helper-found: a seed whose
     forward branches on `self.training` passed (both outputs zero at birth), and its kernel
     computed the training branch in evaluation too."""
-    trained = _as_trained(spec)
+    trained = _as_trained(_build(spec))
     kernel = instantiate(program)
     kernel.load_state_dict(trained.state_dict())
     with torch.no_grad():
@@ -147,7 +146,7 @@ def check_against_builder(spec: KernelSpec, program: ExportedProgram) -> nn.Modu
     kernel was exported). The kernel key names the builder's source and the modules it imports
     (`code_digest`), not a module it imports by name or a file it reads (initial weights, a
     width): found by a helper, a run handed back the kernel of a builder that had since read
-    another file. Two eager builds and a forward of a few rows a kernel and process. Returns
+    another file. One eager build and a forward of a few rows a kernel and process. Returns
     the kernel module it checked, with its stored weights back: the first seed to take the
     kernel takes it, so a load from a store instantiates the program once, as before."""
     name = f"blueprint {spec.blueprint!r}"
@@ -158,10 +157,9 @@ def check_against_builder(spec: KernelSpec, program: ExportedProgram) -> nn.Modu
     wanted = {k: list(v.shape) for k, v in built.items()}
     if shapes != wanted:
         differ = sorted(k for k in shapes.keys() | wanted.keys() if shapes.get(k) != wanted.get(k))
-        said = ", ".join(f"{k} {shapes.get(k, '-')} -> {wanted.get(k, '-')}" for k in differ[:3])
-        more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+        said = some_of([f"{k} {shapes.get(k, '-')} -> {wanted.get(k, '-')}" for k in differ])
         raise StaleKernelError(
-            f"the store's kernel has other parameters than {name} builds now ({said}{more})"
+            f"the store's kernel has other parameters than {name} builds now ({said})"
         )
     for key, tensor in built.items():
         if not torch.allclose(tensor, stored[key], rtol=1e-5, atol=1e-6):
@@ -171,7 +169,7 @@ def check_against_builder(spec: KernelSpec, program: ExportedProgram) -> nn.Modu
                 f"({key} differs by {diff:.3g})"
             )
     as_stored = {key: tensor.clone() for key, tensor in stored.items()}
-    trained = _as_trained(spec).train()
+    trained = _as_trained(eager).train()  # compared already: its weights may change
     kernel.load_state_dict(trained.state_dict())
     probe = _probe(spec, VALIDATION_BATCH, seed=1)
     with torch.no_grad():

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from esper.atomic import ReadError, load_torch, save_torch
-from esper.config import RESULT_GROUPS, ConfigError, first_line
+from esper.config import RESULT_GROUPS, ConfigError, first_line, some_of
 
 FORMAT = "esper-checkpoint/1"
 PARTS = (
@@ -103,11 +103,6 @@ class WeightsMismatch(ValueError):
     """A checkpoint's weights that do not fit the model built now, said by name."""
 
 
-def _some(names: list[str], most: int = 3) -> str:
-    shown = ", ".join(names[:most])
-    return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
-
-
 def load_weights(model: torch.nn.Module, weights: Any) -> None:
     """`model.load_state_dict(weights)`, or WeightsMismatch naming the weights the model has
     and the checkpoint lacks, the other way round, and those of another shape (helper-found:
@@ -124,9 +119,13 @@ def load_weights(model: torch.nn.Module, weights: Any) -> None:
         if isinstance(weights.get(k), torch.Tensor) and weights[k].shape != v.shape
     ]
     said = [
-        *([f"the model has {_some(missing)}, which the checkpoint lacks"] if missing else []),
-        *([f"the checkpoint has {_some(unexpected)}, which the model lacks"] if unexpected else []),
-        *([f"of another shape: {_some(reshaped)}"] if reshaped else []),
+        *([f"the model has {some_of(missing)}, which the checkpoint lacks"] if missing else []),
+        *(
+            [f"the checkpoint has {some_of(unexpected)}, which the model lacks"]
+            if unexpected
+            else []
+        ),
+        *([f"of another shape: {some_of(reshaped)}"] if reshaped else []),
     ]
     if said:
         raise WeightsMismatch(
