@@ -26,10 +26,11 @@ def load_runs(sweep_dirs: list[Path]) -> list[dict[str, Any]]:
     however often the arguments name it. A run whose summary.json is unreadable or is no run
     record, or that has none (its job was killed), is left out with one line on stderr that
     names it; so is an events.jsonl line that is not a JSON object."""
-    paths = sorted({p.resolve() for d in sweep_dirs for p in d.glob("**/summary.json")})
+    found = _run_files(sweep_dirs)
+    paths = sorted(found["summary.json"])
     now = time.time()
-    for events in sorted({p.resolve() for d in sweep_dirs for p in d.glob("**/events.jsonl")}):
-        if not (events.parent / "summary.json").exists():
+    for events in sorted(found["events.jsonl"]):
+        if events.parent / "summary.json" not in found["summary.json"]:
             age = now - events.stat().st_mtime
             _skip(
                 events.parent,
@@ -37,9 +38,11 @@ def load_runs(sweep_dirs: list[Path]) -> list[dict[str, Any]]:
                 if age < RECENT_S
                 else "no summary.json (the job did not finish: killed?)",
             )
-    for log in sorted({p.resolve() for d in sweep_dirs for p in d.glob("**/run.log")}):
+    for log in sorted(found["run.log"]):
         job = log.parent
-        if not (job / "summary.json").exists() and not (job / "events.jsonl").exists():
+        if job / "summary.json" not in found["summary.json"] and (
+            job / "events.jsonl" not in found["events.jsonl"]
+        ):
             said = _refusal_in(log)  # helper-found: a refused job was counted as unfinished
             if said:
                 _skip(job, f"no run: the job was refused ({said})")
@@ -77,6 +80,17 @@ def load_runs(sweep_dirs: list[Path]) -> list[dict[str, Any]]:
     if not runs:
         raise NoRuns(f"no readable summary.json under {', '.join(map(str, sweep_dirs))}")
     return _unique(runs)
+
+
+def _run_files(sweep_dirs: list[Path]) -> dict[str, set[Path]]:
+    """Each run file under the directories (summary.json, events.jsonl, run.log), resolved, by
+    name: one walk of each tree, which a sweep's wandb/ folders make large."""
+    found: dict[str, set[Path]] = {"summary.json": set(), "events.jsonl": set(), "run.log": set()}
+    for folder in sweep_dirs:
+        for path in folder.glob("**/*"):
+            if path.name in found and path.is_file():
+                found[path.name].add(path.resolve())
+    return found
 
 
 RECENT_S = 120.0
