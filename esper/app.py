@@ -46,14 +46,34 @@ from esper.training.trainer import Trainer
 log = logging.getLogger(__name__)
 
 
-def _instantiate(group: str, node: Any, **kwargs: Any) -> Any:
+def _instantiate(
+    group: str, node: Any, environment: dict[str, str] | None = None, **kwargs: Any
+) -> Any:
+    """`node` built, or one ConfigError line naming the group; `environment` (from
+    `from_environment`) names the variable a value the error quotes came from."""
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
-        raise ConfigError(f"{group}: {cause}{_set_by_preset(group, cause)}") from exc
+        said = f"{group}: {cause}{_set_by_preset(group, cause)}"
+        raise ConfigError(_from_variables(said, group, node, environment)) from exc
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{group}: {exc}{_set_by_preset(group, exc)}") from exc
+        said = f"{group}: {exc}{_set_by_preset(group, exc)}"
+        raise ConfigError(_from_variables(said, group, node, environment)) from exc
+
+
+def _from_variables(said: str, group: str, node: Any, environment: dict[str, str] | None) -> str:
+    """`said` on one line, each `key=value` it quotes that an environment variable gave
+    followed by that variable's name (helper-found: `ESPER_S3_BUCKET='bad bucket!'` was said
+    as `storage.bucket='bad bucket!'`, a key the user never wrote, over three lines)."""
+    said = " ".join(said.split())
+    for key, variable in (environment or {}).items():
+        name = key.removeprefix(f"{group}.")
+        if name == key or not isinstance(node, dict) or name not in node:
+            continue
+        quoted = f"{key}={node[name]!r}"
+        said = said.replace(quoted, f"{quoted} (from the environment variable {variable})")
+    return said
 
 
 def _set_by_preset(group: str, exc: BaseException) -> str:
@@ -282,11 +302,14 @@ def check_run(container: dict[str, Any]) -> None:
     _optimizer_and_scheduler(container)
 
 
-def make_library(settings: RunConfig, container: dict[str, Any]) -> KernelLibrary:
-    """The kernel library over the configured store (`storage`, `kernels`)."""
+def make_library(
+    settings: RunConfig, container: dict[str, Any], environment: dict[str, str] | None = None
+) -> KernelLibrary:
+    """The kernel library over the configured store (`storage`, `kernels`); `environment`
+    names the variables a bad store setting came from."""
     kernels = settings.kernels
     return KernelLibrary(
-        _instantiate("storage", container["storage"]),
+        _instantiate("storage", container["storage"], environment),
         cache_bytes=kernels.cache_bytes,
         latency_batches=kernels.latency_batches,
         reference_batch=kernels.reference_batch,
@@ -299,7 +322,8 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     started = time.perf_counter()
     job = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])  # not Hydra's node
     container: dict[str, Any] = OmegaConf.to_container(job, resolve=True)  # type: ignore[assignment]
-    settings = validate(container, from_environment(OmegaConf.to_container(job, resolve=False)))
+    environment = from_environment(OmegaConf.to_container(job, resolve=False))
+    settings = validate(container, environment)
     ranks = ranks_from_env(settings.trainer.strategy, settings.trainer.device)
     if settings.trainer.quiet or not ranks.writer:
         quiet_console()  # a quiet sweep; or a ddp rank other than 0: rank 0 speaks for the run
@@ -330,7 +354,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
             "resume on the data the run trained on",
         )
     _check_blueprints_fit(settings, model)
-    library = make_library(settings, container)
+    library = make_library(settings, container, environment)
     policy = _instantiate("policy", container["policy"])
     check_policy(policy, str(container["policy"].get("_target_", "the policy")))
     if container["policy"].get("checkpoint", "") is None and hasattr(policy, "load_weights"):

@@ -25,6 +25,10 @@ class StoreUnavailableError(RuntimeError):
     pass
 
 
+BUCKET_NAME = re.compile(r"^[a-zA-Z0-9.\-_]{1,255}$|^arn:")
+"""What botocore lets through as a bucket: a name, or an ARN (which it checks itself)."""
+
+
 class S3Store:
     kind = "s3"
 
@@ -52,6 +56,11 @@ class S3Store:
             raise ValueError(  # helper-found: botocore's "Invalid endpoint" said no more
                 f"storage.endpoint_url={endpoint_url!r}; allowed: a URL with its scheme, e.g. "
                 "http://127.0.0.1:9000 or https://s3.example.com, or null for AWS's own"
+            )
+        if not isinstance(bucket, str) or not BUCKET_NAME.match(bucket):
+            raise ValueError(  # botocore's own said it in three lines with two regexes
+                f"storage.bucket={bucket!r}; allowed: 1 to 255 letters, digits, '.', '-' and "
+                "'_' (AWS itself: 3 to 63 lowercase), or an access point's ARN"
             )
         self.bucket = bucket
         self.skipped_rows = 0

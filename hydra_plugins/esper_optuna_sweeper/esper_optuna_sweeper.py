@@ -43,6 +43,7 @@ if find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:  # pip install -
             from esper.training.sweep_stop import sweep_stopped
 
             self._open_storage()
+            self._running_before = self._running_trials()
             try:
                 return super().sweep(arguments)
             except (SystemExit, KeyboardInterrupt) as exc:
@@ -56,6 +57,7 @@ if find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:  # pip install -
                     if isinstance(exc, SystemExit)
                     else getattr(exc, "signum", 2)  # esper's SignalInterrupt, or Ctrl-C's
                 )
+                self._settle_asked_trials()
                 if signum is not None:
                     self._write_best_so_far(arguments, signum)
                 raise
@@ -90,6 +92,44 @@ if find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:  # pip install -
                     f"hydra.sweeper.storage={shown!r} cannot be opened: {said}; "
                     "allowed: a database URL Optuna opens (sqlite:///optuna.db), or null"
                 ) from None
+
+        def _running_trials(self) -> set[int]:
+            """The numbers of the stored study's trials running now (none without a storage,
+            or before the study exists)."""
+            import optuna
+
+            sweeper = self.sweeper
+            if not sweeper.storage:
+                return set()
+            try:
+                study = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage)
+            except KeyError:  # Optuna's "record not found": the sweep creates the study
+                return set()
+            return {t.number for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))}
+
+        def _settle_asked_trials(self) -> None:
+            """A stored study's trials that this sweep asked for and Optuna never told, as the
+            basic launcher leaves them when a signal ends the process within a batch: each one
+            whose job completed is told its objective, the others failed (helper-found: they
+            stayed RUNNING in the storage for good, and a trial completed earlier in the batch
+            was lost to the study and to optimization_results.yaml). Trials running before the
+            sweep started (another process's) are left alone."""
+            import optuna
+
+            sweeper = self.sweeper
+            if not sweeper.storage:
+                return
+            study = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage)
+            completed = {frozenset(o): v for o, v in self.stop_aware.objectives}
+            for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+                if trial.number in self._running_before:
+                    continue
+                asked = {**trial.params, **trial.user_attrs}  # as Optuna's sweeper formats them
+                value = completed.get(frozenset(f"{k}={v}" for k, v in asked.items()))
+                if value is None:
+                    study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                else:
+                    study.tell(trial.number, value)
 
         def _write_best_so_far(self, arguments: list[str], signum: int | None = None) -> None:
             """optimization_results.yaml as Optuna writes it at a sweep's end (`name`,

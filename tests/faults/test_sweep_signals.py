@@ -291,14 +291,18 @@ def test_a_killed_sweep_leaves_no_job_training(tmp_path: Path) -> None:
         assert (sweep / job / "checkpoints" / "last.pt").exists()
 
 
+@pytest.mark.parametrize("stored", [False, True], ids=["in-memory", "with-a-storage"])
 def test_ctrl_c_on_an_optuna_sweep_of_the_basic_launcher_keeps_the_best_trial(
-    tmp_path: Path,
+    tmp_path: Path, stored: bool
 ) -> None:
     """The preset's default launcher runs each trial in the sweep's own process: Ctrl-C ends
     the trial running as it ends a single run, and the sweep with it. helper-found: the best
-    trial completed before it was in the log lines alone (no optimization_results.yaml)."""
-    pytest.importorskip("optuna", reason="pip install -e '.[optuna]'")
+    trial completed before it was in the log lines alone (no optimization_results.yaml). In a
+    stored study the batch's trials were left RUNNING, the completed one's value lost: now it
+    is told its value and the interrupted one failed."""
+    optuna = pytest.importorskip("optuna", reason="pip install -e '.[optuna]'")
     sweep = tmp_path / "sweep"
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
     args = [
         "-m",
         "hparams_search=optuna_growth",
@@ -308,6 +312,7 @@ def test_ctrl_c_on_an_optuna_sweep_of_the_basic_launcher_keeps_the_best_trial(
         "trainer.progress=false",
         "trainer.quiet=true",
         f"hydra.sweep.dir={sweep}",
+        *([f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=s"] if stored else []),
     ]
     with group_killed_if_left(run_py(*args, env=kernels(tmp_path), new_session=True)) as process:
         wait_for(lambda: epochs_ended(sweep / "1") >= 2, process)  # in trial 1
@@ -331,3 +336,7 @@ def test_ctrl_c_on_an_optuna_sweep_of_the_basic_launcher_keeps_the_best_trial(
         "policy.warmup_epochs",
         "policy.min_delta",
     }
+    if stored:
+        trials = optuna.load_study(study_name="s", storage=storage).trials
+        assert [t.state.name for t in trials] == ["COMPLETE"] * len(finished) + ["FAIL"]
+        assert max(t.value for t in trials[:-1]) == pytest.approx(results["best_value"])

@@ -652,6 +652,37 @@ def test_an_s3_endpoint_without_its_scheme_says_what_form_is_allowed(make_config
     )
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        (
+            "ESPER_S3_BUCKET",
+            "bad bucket!",
+            "storage: storage.bucket='bad bucket!' (from the environment variable "
+            "ESPER_S3_BUCKET); allowed: 1 to 255 letters, digits, '.', '-' and '_' (AWS itself: "
+            "3 to 63 lowercase), or an access point's ARN",
+        ),
+        (
+            "ESPER_S3_ENDPOINT_URL",
+            "127.0.0.1:9000",
+            "storage: storage.endpoint_url='127.0.0.1:9000' (from the environment variable "
+            "ESPER_S3_ENDPOINT_URL); allowed: a URL with its scheme, e.g. http://127.0.0.1:9000 "
+            "or https://s3.example.com, or null for AWS's own",
+        ),
+    ],
+)
+def test_a_bad_store_setting_from_the_environment_names_its_variable(
+    make_config, monkeypatch, variable, value, said
+) -> None:
+    """helper-found: `ESPER_S3_BUCKET='bad bucket!'` was botocore's three lines, two of them
+    regexes, blamed on `storage.bucket`, a key the user never wrote."""
+    monkeypatch.setenv(variable, value)
+    cfg = make_config("logger=none", "storage=s3")
+    with pytest.raises(ConfigError) as refused:
+        build(cfg)
+    assert str(refused.value) == said
+
+
 GROUPS = [p.name for p in CONF.iterdir() if p.is_dir()]
 
 
