@@ -6,7 +6,8 @@
 
 Without store options the local default (ESPER_KERNEL_STORE or the user cache) is used; a
 local store must exist already (this never creates one). `--repair` quarantines malformed
-index entries, drops entries whose artifact is gone, and sets a corrupt index.sqlite aside.
+index entries and drops entries whose artifact is gone. A corrupt index.sqlite is set aside
+(to quarantine/, with a note) by any command, as by a run: the store stays usable.
 Errors are one line on stderr and exit code 2.
 """
 
