@@ -97,8 +97,14 @@ def split_tensors(
     batch_size: int,
     split_seed: int,
     loader_seed: int,
+    groups: torch.Tensor | None = None,
+    unit: str = "sample",
 ) -> DataSplits:
-    """Stratified-free random split with a fixed seed: the same split whatever the run's seed."""
+    """Stratified-free random split with a fixed seed: the same split whatever the run's seed.
+    `groups` (a label a row) keeps rows that share data together: the fractions are of the
+    groups, each whole in one split (windows of one block of text, which overlap, must not be
+    trained on and tested on); `unit` names a group in messages. Without it each row is its
+    own group, which is the same split as before groups existed."""
     for key, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not isinstance(frac, float | int) or isinstance(frac, bool) or not 0.0 < frac < 1.0:
             raise ValueError(f"dataset.{key}={frac!r} must lie strictly between 0 and 1")
@@ -109,7 +115,12 @@ def split_tensors(
     integer("loader_seed", loader_seed, 0)
     if len(x) != len(y):  # helper-found: an IndexError from the split's indexing
         raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
-    n = len(x)
+    if groups is not None and len(groups) != len(x):
+        raise ValueError(f"x has {len(x)} rows but groups has {len(groups)}")
+    member = (
+        torch.arange(len(x)) if groups is None else torch.unique(groups, return_inverse=True)[1]
+    )
+    n = int(member.max()) + 1 if len(member) else 0
     order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
     for key, frac, count in (
@@ -118,17 +129,21 @@ def split_tensors(
     ):
         if count == 0:  # an empty split divided by zero once trained (val) or at the end (test)
             raise ValueError(
-                f"dataset.{key}={frac!r} leaves no sample of the {n}; allowed: at least "
-                f"1/{n} = {1 / n:.3g} (one sample)"
+                f"dataset.{key}={frac!r} leaves no {unit} of the {n}; allowed: at least "
+                f"1/{n} = {1 / n:.3g} (one {unit})"
             )
     if n_test + n_val >= n:
         raise ValueError(
-            f"dataset.val_fraction + dataset.test_fraction leave no training sample of the {n}"
+            f"dataset.val_fraction + dataset.test_fraction leave no training {unit} of the {n}"
         )
+    rank = torch.empty(n, dtype=torch.long)
+    rank[order] = torch.arange(n)
+    rows = torch.argsort(rank[member], stable=True)  # by their group's place in `order`
+    place = rank[member][rows]
     test_idx, val_idx, train_idx = (
-        order[:n_test],
-        order[n_test : n_test + n_val],
-        order[n_test + n_val :],
+        rows[place < n_test],
+        rows[(place >= n_test) & (place < n_test + n_val)],
+        rows[place >= n_test + n_val],
     )
 
     def loader(idx: torch.Tensor, shuffle: bool) -> TensorLoader:
