@@ -110,6 +110,9 @@ class RunRecord(BaseModel):
     weights came from, the scatter backends it chose."""
     metrics: dict[str, float]
     """Final train/val/test loss and accuracy; empty when the run failed."""
+    split_sizes: dict[str, int] = Field(default_factory=dict)
+    """Examples in each split (train, val, test): what the metrics were measured on (a
+    dataset's limit or fraction shows here; helper-found: nothing recorded it)."""
     params: dict[str, int]
     """host, seeds, total."""
     flops_per_sample: dict[str, int]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from esper.config import first_line, reason
-from esper.data.datasets import DataSplits, TensorLoader
+from esper.data.datasets import DataSplits, TensorLoader, integer, number
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -208,18 +208,32 @@ def cifar10(
             f"under {folder}). Esper downloads nothing: put torchvision's "
             f"'{FOLDER}' folder there, or set dataset.root (or ESPER_CIFAR_ROOT)."
         )
+    # checked as spirals' and digits' settings are (helper-found: `val_fraction=abc` was
+    # "'<' not supported between ...", `test_limit=-1` quietly tested on 99 of 100 images)
+    number("val_fraction", val_fraction, 0.0, 1.0)
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"dataset.val_fraction={val_fraction} must lie strictly between 0 and 1")
+    for key, limit in (("train_limit", train_limit), ("test_limit", test_limit)):
+        if limit is not None:
+            integer(key, limit, 2 if key == "train_limit" else 1, " (null: every image)")
+    integer("batch_size", batch_size, 1)
+    integer("split_seed", split_seed, 0)
+    integer("loader_seed", loader_seed, 0)
     parts = [_read_batch(folder / f) for f in TRAIN_FILES]
     train_x = np.concatenate([p[0] for p in parts])
     train_y = np.concatenate([p[1] for p in parts])
     test_x, test_y = _read_batch(folder / TEST_FILE)
     order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(split_seed))
-    if train_limit:
+    if train_limit is not None:
         order = order[:train_limit]
     n_val = max(1, int(round(len(order) * val_fraction)))
+    if n_val >= len(order):
+        raise ValueError(
+            f"dataset.train_limit={train_limit} with dataset.val_fraction={val_fraction} leaves "
+            f"no training image of the {len(order)}"
+        )
     val_idx, train_idx = order[:n_val], order[n_val:]
-    if test_limit:
+    if test_limit is not None:
         test_x, test_y = test_x[:test_limit], test_y[:test_limit]
 
     mean = train_x.reshape(-1, 3, 32 * 32).mean(axis=(0, 2)) / 255.0

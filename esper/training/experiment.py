@@ -68,6 +68,7 @@ class Experiment:
             seed=who.seed,
             policy=trainer.policy.describe(),
             metrics=result.metrics if result else {},
+            split_sizes=trainer.data.sizes(),
             params=result.params if result else trainer.params(),
             flops_per_sample=result.flops if result else {},
             train_flops=trainer.train_flops,

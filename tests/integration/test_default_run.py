@@ -43,6 +43,7 @@ def test_summary_holds_the_contract(default_run) -> None:
     assert set(summary["metrics"]) == {
         f"{s}_{m}" for s in ("train", "val", "test") for m in ("loss", "accuracy")
     }
+    assert summary["split_sizes"] == {"train": 1200, "val": 400, "test": 400}  # 2,000 points
     params = summary["params"]
     assert params["host"] == 2 * 8 + 8 + 8 * 8 + 8 + 8 * 2 + 2
     flops = summary["flops_per_sample"]

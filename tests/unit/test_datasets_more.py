@@ -43,6 +43,38 @@ def test_cifar10_reads_torchvision_batches(tmp_path: Path) -> None:
     assert data.test.y.tolist() == raw["labels"]
 
 
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ({"test_limit": -1}, "dataset.test_limit=-1 must be at least 1 (null: every image)"),
+        ({"test_limit": 0}, "dataset.test_limit=0 must be at least 1 (null: every image)"),
+        ({"train_limit": 1}, "dataset.train_limit=1 must be at least 2 (null: every image)"),
+        ({"train_limit": 2.5}, "dataset.train_limit=2.5 must be an integer >= 2"),
+        ({"val_fraction": "abc"}, "dataset.val_fraction='abc' must be a number in [0, 1]"),
+        ({"batch_size": "abc"}, "dataset.batch_size='abc' must be an integer >= 1"),
+        ({"split_seed": -1}, "dataset.split_seed=-1 must be at least 0"),
+        ({"loader_seed": -5}, "dataset.loader_seed=-5 must be at least 0"),
+        (
+            {"train_limit": 2, "val_fraction": 0.9},
+            "dataset.train_limit=2 with dataset.val_fraction=0.9 leaves no training image of the 2",
+        ),
+    ],
+)
+def test_cifar_settings_are_named_as_other_datasets_are(tmp_path: Path, setting, said) -> None:
+    """helper-found: `test_limit=-1` tested on 99 of 100 images and `0` meant every image,
+    without a word; `val_fraction=abc` was "'<' not supported between ..."."""
+    write_cifar(tmp_path)
+    with pytest.raises(ValueError) as refused:
+        cifar10(str(tmp_path), **setting)
+    assert str(refused.value) == said
+
+
+def test_cifar_limits_are_the_sizes_they_say(tmp_path: Path) -> None:
+    write_cifar(tmp_path)
+    data = cifar10(str(tmp_path), val_fraction=0.1, train_limit=50, test_limit=7)
+    assert data.sizes() == {"train": 45, "val": 5, "test": 7}
+
+
 def test_missing_cifar_says_what_and_where(tmp_path: Path) -> None:
     with pytest.raises(
         FileNotFoundError, match=r"dataset.root=.*CIFAR-10 not found .*downloads nothing"
