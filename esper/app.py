@@ -216,11 +216,12 @@ def _make_sinks(
 
 
 def build_model(
-    settings: RunConfig, container: dict[str, Any]
+    settings: RunConfig, container: dict[str, Any], environment: dict[str, str] | None = None
 ) -> tuple[DataSplits, MorphogeneticModel]:
     """The dataset and the host wrapped with its dormant slots, each checked before any
-    training (a user's own factory or host included)."""
-    data = _instantiate("dataset", container["dataset"])
+    training (a user's own factory or host included); `environment` names the variables a
+    bad setting came from."""
+    data = _instantiate("dataset", container["dataset"], environment)
     if not isinstance(data, DataSplits):
         raise ConfigError(
             f"dataset: {container['dataset'].get('_target_')} returned a "
@@ -229,7 +230,11 @@ def build_model(
     preflight.check_data(data)
     model_node = {k: v for k, v in container["model"].items() if k != "sites"}
     host = _instantiate(
-        "model", model_node, input_shape=data.input_shape, num_classes=data.num_classes
+        "model",
+        model_node,
+        environment,
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
     )
     if not isinstance(host, torch.nn.Module):  # helper-found: `no attribute 'parameters'`
         raise ConfigError(
@@ -343,7 +348,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
             settings.trainer.resume, resume_state.get("epoch"), settings.trainer.max_epochs
         )
 
-    data, model = build_model(settings, container)
+    data, model = build_model(settings, container, environment)
     data_digest = data.digest() if settings.trainer.checkpoint or resume_state else None
     if resume_state is not None and data_digest is not None:
         checkpoint.check_same_data(

@@ -652,6 +652,21 @@ def test_an_s3_endpoint_without_its_scheme_says_what_form_is_allowed(make_config
     )
 
 
+def test_a_missing_dataset_root_from_the_environment_names_its_variable(
+    make_config, monkeypatch, tmp_path: Path
+) -> None:
+    """helper-found: ESPER_CIFAR_ROOT (which the preset prefers to paths.data_dir) was said as
+    `dataset.root=...`, with no word of the variable that set it."""
+    monkeypatch.setenv("ESPER_CIFAR_ROOT", str(tmp_path / "nowhere"))
+    cfg = make_config("logger=none", "dataset=cifar10", "model=mlp")
+    with pytest.raises(ConfigError) as refused:
+        build(cfg)
+    assert str(refused.value).startswith(
+        f"dataset: dataset.root='{tmp_path / 'nowhere'}' (from the environment variable "
+        "ESPER_CIFAR_ROOT): CIFAR-10 not found"
+    )
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "said"),
     [
