@@ -65,6 +65,18 @@ class Targeted(BaseModel):
 class ModelConfig(Targeted):
     sites: list[str] = Field(min_length=1)
 
+    @field_validator("sites")
+    @classmethod
+    def _each_site_once(cls, sites: list[str]) -> list[str]:
+        """helper-found: a site listed twice held one slot, and summary.json listed it twice."""
+        twice = sorted({site for site in sites if sites.count(site) > 1})
+        if twice:
+            raise ValueError(
+                f"model.sites lists {', '.join(map(repr, twice))} more than once; allowed: each "
+                "site once (a site holds one slot)"
+            )
+        return sites
+
 
 class TrainerConfig(Section):
     max_epochs: int = Field(ge=1)

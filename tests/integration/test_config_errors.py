@@ -88,6 +88,13 @@ CASES = [
     (["dataset.batch_size=abc"], r"dataset: dataset\.batch_size='abc' must be an integer >= 1"),
     (["dataset.n=abc"], r"dataset: dataset\.n='abc' must be an integer >= 20"),
     (["dataset.noise=abc"], r"dataset: dataset\.noise='abc' must be a number >= 0"),
+    (
+        ["model.sites=[blocks.0,blocks.1,blocks.0]"],
+        r"^invalid configuration:\n  model.sites lists 'blocks.0' more than once; allowed: each "
+        r"site once \(a site holds one slot\)$",
+    ),
+    (["dataset.noise=inf"], r"dataset: dataset\.noise=inf must be a number >= 0, finite$"),
+    (["dataset.turns=-inf"], r"dataset: dataset\.turns=-inf must be a number >= 0, finite$"),
     (["policy.max_in_flight=abc"], r"policy: policy\.max_in_flight='abc' must be an integer >= 1"),
     (["policy.warmup_epochs=-5"], r"policy: policy\.warmup_epochs=-5 must be at least 0"),
     (
