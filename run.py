@@ -246,7 +246,14 @@ if __name__ == "__main__":
         if signal.SIGINT in STARTING:
             signal.signal(signal.SIGINT, signal.default_int_handler)
         sigterm_unwinds(replacing=_interrupted_while_starting)
-        from esper.command_line import flags_first, nested_sweep, unknown_key, unsupported_flag
+        from esper.command_line import (
+            broken_local_config,
+            conflicting_choices,
+            flags_first,
+            nested_sweep,
+            unknown_key,
+            unsupported_flag,
+        )
 
         sys.argv[1:] = flags_first(sys.argv[1:])  # `run.py seed=0,1 -m debug=fast` as meant
         # Hydra's own message names neither the mistake nor a way out
@@ -255,6 +262,8 @@ if __name__ == "__main__":
             unsupported_flag(sys.argv[1:])
             or nested_sweep(sys.argv[1:])
             or unknown_key(sys.argv[1:], groups)
+            or conflicting_choices(sys.argv[1:], groups)
+            or broken_local_config(Path(__file__).parent / "conf")
         )
         if mistake is not None:
             sys.stderr.write(f"esper: {mistake}\n")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -104,6 +105,83 @@ def unsupported_flag(arguments: Sequence[str]) -> str | None:
                 "directory); run the job's overrides again (its .hydra/overrides.yaml), or "
                 "continue it with trainer.resume=<its run directory> (simic.resume=, a policy training's)"
             )
+    return None
+
+
+def _modes(arguments: Sequence[str]) -> set[str]:
+    """The run modes Hydra's flags in `arguments` ask for: `run`, `multirun`, `cfg`, `info`,
+    `shell_completion`."""
+    flags, _, last = _split(arguments)
+    modes = set()
+    for flag in (*flags, *last):
+        action = _action_of(flag) if flag.startswith("-") else None
+        if action is not None and action.dest in MODES:
+            modes.add(action.dest)
+    return modes
+
+
+MODES = ("run", "multirun", "cfg", "info", "shell_completion")
+"""Hydra's mutually exclusive modes, by argparse destination."""
+
+
+def conflicting_choices(arguments: Sequence[str], groups: Iterable[str]) -> str | None:
+    """The line refusing a combination that Hydra would run otherwise than meant, or refuse
+    with a traceback, or None (each helper-found): `--cfg job -m` was Hydra's `ValueError`
+    traceback; `hparams_search=X` without `-m` ran one ordinary run without a word (a search
+    is a sweep); `experiment=a experiment=b` dropped `a` without a word (a group takes one
+    option)."""
+    modes = _modes(arguments)
+    if len(modes) > 1:
+        shown = ", ".join(f"--{m.replace('_', '-')}" for m in sorted(modes))
+        return (
+            f"{shown}: one at a time (Hydra runs one mode); --cfg job prints the configuration "
+            "a run composes, -m sweeps"
+        )
+    _, overrides, _ = _split(arguments)
+    parser = OverridesParser.create()
+    chosen: dict[str, list[str]] = {}
+    for argument in overrides:
+        try:
+            (override,) = parser.parse_overrides([argument])
+        except Exception:  # noqa: BLE001 - Hydra says what is wrong with its own grammar
+            continue
+        if override.key_or_group in groups and override.package is None:
+            chosen.setdefault(override.key_or_group, []).append(argument)
+    for group, given in chosen.items():
+        if len(given) > 1:
+            return (
+                f"{' '.join(given)}: {group} given {len(given)} times; a group takes one option "
+                f"(the last would win, the others dropped without a word): give it once, or "
+                f"sweep its options with -m {group}=a,b"
+            )
+    search = chosen.get("hparams_search")
+    if search and not modes:
+        return (
+            f"{search[0]}: a search is a sweep; run it with -m (python run.py -m {search[0]} "
+            "...), or --cfg job to see what one trial composes"
+        )
+    return None
+
+
+def broken_local_config(conf: Path) -> str | None:
+    """The line naming a conf/local/default.yaml that is not YAML (where and what), or None:
+    it is the one config file a user writes by hand, and Hydra's answer was a 97-line
+    traceback ending in yaml's ParserError (helper-found)."""
+    import yaml
+
+    path = conf / "local" / "default.yaml"
+    try:
+        yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError):
+        return None  # absent (it is optional), or Hydra's to say
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        return (
+            f"conf/local/default.yaml: not valid YAML ({problem}{where}); fix it or remove it "
+            "(it is optional; see conf/local/example.yaml.txt)"
+        )
     return None
 
 

@@ -380,6 +380,37 @@ def test_a_local_config_without_its_package_line_is_named(tmp_path: Path) -> Non
         build(cfg)
 
 
+@pytest.mark.parametrize("text", ["", "# nothing here yet\n"])
+def test_an_empty_local_config_sets_nothing_and_is_let_be(tmp_path: Path, text: str) -> None:
+    """helper-found: an empty conf/local/default.yaml was refused as lacking its package line."""
+    from tests.integration.test_config_tree import compose_job
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "local" / "default.yaml").write_text(text)
+    cfg = compose_job(f"run_dir={tmp_path / 'run'}", "logger=none", conf=conf)
+    experiment = build(cfg)
+    experiment.discard()
+    assert experiment.trainer.model.slots, "built as without the file"
+
+
+def test_a_local_config_that_is_not_yaml_is_one_line(tmp_path: Path) -> None:
+    """helper-found: `paths: [` was Hydra's 97-line traceback ending in yaml's ParserError."""
+    from esper.command_line import broken_local_config
+
+    conf = tmp_path / "conf"
+    (conf / "local").mkdir(parents=True)
+    assert broken_local_config(conf) is None, "the file is optional"
+    (conf / "local" / "default.yaml").write_text("# @package _global_\npaths: [\n")
+    assert broken_local_config(conf) == (
+        "conf/local/default.yaml: not valid YAML (expected the node content, but found "
+        "'<stream end>' at line 3, column 1); fix it or remove it (it is optional; see "
+        "conf/local/example.yaml.txt)"
+    )
+    (conf / "local" / "default.yaml").write_text("# @package _global_\npaths: {data_dir: /d}\n")
+    assert broken_local_config(conf) is None
+
+
 ONE_LINE_CASES = [
     ("+sed=3", "sed=3: not a configuration key"),
     ("trainer.optimizer.lr=abc", "trainer.optimizer.lr='abc': must be a number >= 0"),
@@ -773,4 +804,68 @@ def test_run_py_says_an_unknown_key_in_one_line_and_exits_2(tmp_path: Path) -> N
         "max_epochs, device, optimizer, scheduler, progress, quiet, checkpoint, resume, "
         "stop_after_epoch, max_nonfinite_steps, strategy, overwrite"
     ]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        (
+            ["--cfg", "job", "-m", "seed=0,1"],
+            "--cfg, --multirun: one at a time (Hydra runs one mode); --cfg job prints the "
+            "configuration a run composes, -m sweeps",
+        ),
+        (
+            ["--info", "-m"],
+            "--info, --multirun: one at a time (Hydra runs one mode); --cfg job prints the "
+            "configuration a run composes, -m sweeps",
+        ),
+        (
+            ["hparams_search=heuristic_patience", "debug=fast"],
+            "hparams_search=heuristic_patience: a search is a sweep; run it with -m (python "
+            "run.py -m hparams_search=heuristic_patience ...), or --cfg job to see what one "
+            "trial composes",
+        ),
+        (
+            ["experiment=eval_spirals_narrow", "seed=1", "experiment=spirals_growth"],
+            "experiment=eval_spirals_narrow experiment=spirals_growth: experiment given 2 "
+            "times; a group takes one option (the last would win, the others dropped without "
+            "a word): give it once, or sweep its options with -m experiment=a,b",
+        ),
+    ],
+)
+def test_a_combination_hydra_would_run_otherwise_is_one_line(arguments, said) -> None:
+    """helper-found: `--cfg job -m` was Hydra's ValueError traceback; `hparams_search=X`
+    without -m ran one ordinary run; a second `experiment=` dropped the first silently."""
+    from esper.command_line import conflicting_choices, flags_first
+
+    assert conflicting_choices(flags_first(arguments), GROUPS) == said
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["-m", "hparams_search=heuristic_patience"],
+        ["--cfg", "job", "hparams_search=heuristic_patience"],
+        ["experiment=spirals_growth", "seed=0", "seed=1"],  # a key twice: Hydra's last wins
+        ["-m", "experiment=eval_spirals_narrow,spirals_growth"],
+        ["+experiment=spirals_growth"],
+    ],
+)
+def test_what_runs_as_meant_is_left_to_hydra(arguments) -> None:
+    from esper.command_line import conflicting_choices, flags_first
+
+    assert conflicting_choices(flags_first(arguments), GROUPS) is None
+
+
+def test_run_py_says_a_search_without_m_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    result = run_cli(
+        "hparams_search=heuristic_patience", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("esper: hparams_search=heuristic_patience: a search is a sweep; run it with -m")
+    )
     assert not (tmp_path / "run").exists()
