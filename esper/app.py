@@ -307,6 +307,23 @@ def check_run(container: dict[str, Any]) -> None:
     _optimizer_and_scheduler(container)
 
 
+def _warn_if_it_cannot_germinate(policy: object, max_epochs: int) -> None:
+    """A heuristic whose first plateau comes after the run's last epoch grows nothing: said
+    (run.log, console) rather than left to be found in a sweep of identical results
+    (helper-found: `hparams_search=heuristic_patience debug=fast`, 18 jobs, 0 adaptations)."""
+    first = getattr(policy, "first_germination_epoch", None)
+    if isinstance(first, int) and first >= max_epochs:
+        log.warning(
+            "the policy cannot germinate before epoch %d (policy.warmup_epochs=%s, "
+            "policy.patience=%s) and the run ends after trainer.max_epochs=%d: no seed will "
+            "germinate",
+            first,
+            getattr(policy, "warmup_epochs", "?"),
+            getattr(policy, "patience", "?"),
+            max_epochs,
+        )
+
+
 def make_library(
     settings: RunConfig, container: dict[str, Any], environment: dict[str, str] | None = None
 ) -> KernelLibrary:
@@ -362,6 +379,7 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     library = make_library(settings, container, environment)
     policy = _instantiate("policy", container["policy"])
     check_policy(policy, str(container["policy"].get("_target_", "the policy")))
+    _warn_if_it_cannot_germinate(policy, settings.trainer.max_epochs)
     if container["policy"].get("checkpoint", "") is None and hasattr(policy, "load_weights"):
         # said by the run, not the policy: Simic trains one from these weights, knowingly
         log.warning(

@@ -869,3 +869,21 @@ def test_run_py_says_a_search_without_m_in_one_line_and_exits_2(tmp_path: Path) 
         .startswith("esper: hparams_search=heuristic_patience: a search is a sweep; run it with -m")
     )
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("epochs", "warned"), [(5, True), (6, False)])
+def test_a_heuristic_that_cannot_germinate_within_the_run_is_said(
+    make_config, caplog: pytest.LogCaptureFixture, epochs: int, warned: bool
+) -> None:
+    """helper-found: `hparams_search=heuristic_patience debug=fast` ran 18 jobs of identical
+    results and no adaptation without a word: its first plateau came after the last epoch."""
+    import logging
+
+    cfg = make_config("logger=none", "policy=heuristic", f"trainer.max_epochs={epochs}")
+    with caplog.at_level(logging.WARNING, logger="esper.app"):
+        build(cfg).discard()
+    said = (
+        "the policy cannot germinate before epoch 5 (policy.warmup_epochs=5, policy.patience=3) "
+        f"and the run ends after trainer.max_epochs={epochs}: no seed will germinate"
+    )
+    assert (said in caplog.text) is warned
