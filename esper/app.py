@@ -29,6 +29,7 @@ from esper.config import (
     RunConfig,
     first_line,
     from_environment,
+    unread_paths,
     validate,
 )
 from esper.data import DataSplits
@@ -346,6 +347,9 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     container: dict[str, Any] = OmegaConf.to_container(job, resolve=True)  # type: ignore[assignment]
     environment = from_environment(OmegaConf.to_container(job, resolve=False))
     settings = validate(container, environment)
+    unread = unread_paths(settings, OmegaConf.to_container(cfg, resolve=False))
+    if unread is not None:
+        raise unread
     ranks = ranks_from_env(settings.trainer.strategy, settings.trainer.device)
     if settings.trainer.quiet or not ranks.writer:
         quiet_console()  # a quiet sweep; or a ddp rank other than 0: rank 0 speaks for the run

@@ -369,6 +369,24 @@ def from_environment(unresolved: Any, prefix: str = "") -> dict[str, str]:
     return found
 
 
+def unread_paths(settings: RunConfig, unresolved: Any) -> ConfigError | None:
+    """A `paths` key of the user's own that nothing refers to, or None. `paths` takes keys
+    beyond Esper's four so that a config can name its own (`${paths.my_data}`); one that no
+    interpolation reads is a misspelling (helper-found: `paths.data_dri` in conf/local was
+    accepted and ignored, the data read from the default). `unresolved`: the whole
+    configuration as a container, interpolations unresolved (Hydra's node included)."""
+    own = sorted(settings.paths.model_extra or {})
+    text = str(unresolved)
+    unread = [key for key in own if not re.search(rf"paths\.{re.escape(key)}\b", text)]
+    if not unread:
+        return None
+    known = ", ".join(PathsConfig.model_fields)
+    return ConfigError(
+        f"paths.{unread[0]}: not a key Esper reads ({known}), and nothing in the configuration "
+        f"refers to it (as ${{paths.{unread[0]}}}); a misspelling?"
+    )
+
+
 def validate(config: dict[str, Any], environment: dict[str, str] | None = None) -> RunConfig:
     """The run's settings, or one ConfigError naming every bad key; `environment` (from
     `from_environment`) names the variables some values came from."""

@@ -887,3 +887,16 @@ def test_a_heuristic_that_cannot_germinate_within_the_run_is_said(
         f"and the run ends after trainer.max_epochs={epochs}: no seed will germinate"
     )
     assert (said in caplog.text) is warned
+
+
+def test_a_paths_key_nothing_reads_is_named(make_config) -> None:
+    """helper-found: `paths: {data_dri: ...}` in conf/local was accepted and ignored."""
+    with pytest.raises(ConfigError) as refused:
+        build(make_config("logger=none", "+paths.data_dri=/data"))
+    assert str(refused.value) == (
+        "paths.data_dri: not a key Esper reads (root_dir, data_dir, output_dir, "
+        "kernel_store_dir), and nothing in the configuration refers to it (as "
+        "${paths.data_dri}); a misspelling?"
+    )
+    # a key of one's own that the configuration reads is what `paths` is open for
+    build(make_config("logger=none", "+paths.mine=tagged", "tags=[${paths.mine}]")).discard()
