@@ -252,6 +252,7 @@ if __name__ == "__main__":
             flags_first,
             nested_sweep,
             unknown_key,
+            unknown_option_key,
             unsupported_flag,
         )
 
@@ -262,6 +263,7 @@ if __name__ == "__main__":
             unsupported_flag(sys.argv[1:])
             or nested_sweep(sys.argv[1:])
             or unknown_key(sys.argv[1:], groups)
+            or unknown_option_key(sys.argv[1:], Path(__file__).parent / "conf")
             or conflicting_choices(sys.argv[1:], groups)
             or broken_local_config(Path(__file__).parent / "conf")
         )

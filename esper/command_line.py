@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Sweep
+from hydra.core.override_parser.types import Override, Sweep
 from hydra.errors import CompactHydraException
 
 
@@ -75,6 +75,20 @@ def _split(arguments: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
         else:
             flags.append(argument)
     return flags, overrides, last
+
+
+def _parsed(overrides: Sequence[str]) -> list[tuple[str, Override]]:
+    """Each override as Hydra parses it, beside its text; those Hydra's grammar refuses are
+    left out (Hydra says what is wrong with them)."""
+    parser = OverridesParser.create()
+    parsed = []
+    for argument in overrides:
+        try:
+            (override,) = parser.parse_overrides([argument])
+        except Exception:  # noqa: BLE001 - any grammar error
+            continue
+        parsed.append((argument, override))
+    return parsed
 
 
 def _action_of(flag: str) -> argparse.Action | None:
@@ -138,13 +152,8 @@ def conflicting_choices(arguments: Sequence[str], groups: Iterable[str]) -> str 
             "a run composes, -m sweeps"
         )
     _, overrides, _ = _split(arguments)
-    parser = OverridesParser.create()
     chosen: dict[str, list[str]] = {}
-    for argument in overrides:
-        try:
-            (override,) = parser.parse_overrides([argument])
-        except Exception:  # noqa: BLE001 - Hydra says what is wrong with its own grammar
-            continue
+    for argument, override in _parsed(overrides):
         if override.key_or_group in groups and override.package is None:
             chosen.setdefault(override.key_or_group, []).append(argument)
     for group, given in chosen.items():
@@ -207,14 +216,9 @@ def unknown_key(arguments: Sequence[str], groups: Iterable[str]) -> str | None:
             if action.dest != "config_name" or given not in ("config", "train_policy"):
                 return None
             schema = _train_policy_schema() if given == "train_policy" else RunConfig
-    parser = OverridesParser.create()
     # train_policy.yaml composes these groups alone (its defaults list)
     known_groups = set(groups) if schema is RunConfig else {"paths", "logger", "local"}
-    for argument in overrides:
-        try:
-            (override,) = parser.parse_overrides([argument])
-        except Exception:  # noqa: BLE001 - Hydra says what is wrong with its own grammar
-            continue
+    for argument, override in _parsed(overrides):
         key = override.key_or_group
         if override.type != OverrideType.CHANGE or override.package is not None:
             continue
@@ -235,6 +239,84 @@ def unknown_key(arguments: Sequence[str], groups: Iterable[str]) -> str | None:
         if said is not None:
             return f"{argument}: {said}"
     return None
+
+
+def unknown_option_key(arguments: Sequence[str], conf: Path) -> str | None:
+    """The line naming an override of a key that no option of its group has (`dataset`,
+    `model`, `policy`, `storage`, `logger`: groups whose keys are their option's), with the
+    keys of the option the run chooses, or None. Hydra refused it in six lines that advise a
+    `+` (helper-found: `dataset.batch_sise=3`, `policy.patince=2`). Only what Hydra refuses is
+    said: a key of any option of the group, or one a preset or conf/local sets there, or one
+    a `+` adds, is left to Hydra; so is everything under another config directory."""
+    import yaml
+    from hydra.core.override_parser.types import OverrideType
+
+    flags, overrides, _ = _split(arguments)
+    if any(getattr(_action_of(f), "dest", None) in CONFIG_FLAGS for f in flags):
+        return None  # another primary config or directory: unknown_key's reasoning
+    parsed = _parsed(overrides)
+    if any(o.key_or_group.startswith("hydra.searchpath") for _, o in parsed):
+        return None
+
+    def read(path: Path) -> dict[str, Any]:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+
+    chosen = {
+        o.key_or_group: o.value()
+        for _, o in parsed
+        if "." not in o.key_or_group and isinstance(o.value(), str)  # not a sweep
+    }
+    presets = [conf / "local" / "default.yaml"] + [
+        conf / group / f"{chosen[group]}.yaml"
+        for group in ("experiment", "hparams_search", "debug")
+        if group in chosen
+    ]
+    preset_texts = [read(path) for path in presets]
+    # what any preset (and the presets those include) may set under a group
+    every_preset = [
+        read(f)
+        for g in ("experiment", "hparams_search", "debug")
+        for f in (conf / g).glob("*.yaml")
+    ]
+    defaults = yaml.safe_load((conf / "config.yaml").read_text())["defaults"]
+    choice = {k: v for entry in defaults if isinstance(entry, dict) for k, v in entry.items()}
+    for text in preset_texts:  # `override /dataset: digits` in a preset's defaults
+        for entry in text.get("defaults") or []:
+            for key, value in entry.items() if isinstance(entry, dict) else ():
+                choice[str(key).removeprefix("override ").lstrip("/")] = value
+    choice |= chosen
+    added = {o.key_or_group for _, o in parsed if o.type != OverrideType.CHANGE}
+    for argument, override in parsed:
+        group, _, rest = override.key_or_group.partition(".")
+        if not rest or group not in OPTION_GROUPS or override.type != OverrideType.CHANGE:
+            continue
+        if override.package is not None or f"{group}.{rest}" in added:
+            continue
+        key = rest.split(".")[0]
+        if group in chosen:  # the option the command line chose: its keys
+            known = set(read(conf / group / f"{chosen[group]}.yaml"))
+        else:  # chosen by a default or a preset: any option's keys, to be sure
+            known = set().union(*(read(f) for f in (conf / group).glob("*.yaml")))
+        for text in [*preset_texts, *every_preset]:
+            known |= set(text.get(group) or {})
+        if key in known or not known:
+            continue
+        option = read(conf / group / f"{choice.get(group)}.yaml")
+        keys = ", ".join(k for k in option if not k.startswith("_")) or "none"
+        return (
+            f"{argument}: {key!r} is not a key of {group} ({group}={choice.get(group)}); "
+            f"allowed: {keys}"
+        )
+    return None
+
+
+OPTION_GROUPS = ("dataset", "model", "policy", "storage", "logger")
+"""The groups whose keys are their chosen option's (the schema leaves them open)."""
+CONFIG_FLAGS = ("config_name", "config_dir", "config_path")
 
 
 def _train_policy_schema() -> type[Any]:
@@ -318,12 +400,7 @@ def nested_sweep(arguments: Sequence[str]) -> str | None:
     """The line saying which argument holds a sweep inside a dict or list, or None.
 
     An argument Hydra's grammar cannot parse is left for Hydra to report, as are flags."""
-    parser = OverridesParser.create()
-    for argument in _split(arguments)[1]:
-        try:
-            (override,) = parser.parse_overrides([argument])
-        except Exception:  # noqa: BLE001 - Hydra says what is wrong with its own grammar
-            continue
+    for argument, override in _parsed(_split(arguments)[1]):
         if override.is_sweep_override():
             continue
         found = list(_sweeps_in(override.value(), override.key_or_group))

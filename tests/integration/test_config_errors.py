@@ -900,3 +900,67 @@ def test_a_paths_key_nothing_reads_is_named(make_config) -> None:
     )
     # a key of one's own that the configuration reads is what `paths` is open for
     build(make_config("logger=none", "+paths.mine=tagged", "tags=[${paths.mine}]")).discard()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        (
+            ["dataset.batch_sise=3"],
+            "dataset.batch_sise=3: 'batch_sise' is not a key of dataset (dataset=spirals); "
+            "allowed: n, arms, turns, noise, data_seed, val_fraction, test_fraction, "
+            "batch_size, split_seed, loader_seed",
+        ),
+        (
+            ["-m", "policy.patince=1,2"],
+            "policy.patince=1,2: 'patince' is not a key of policy (policy=heuristic); allowed: "
+            "patience, min_delta, warmup_epochs, training_epochs, threshold, metric, "
+            "max_in_flight, max_seeds",
+        ),
+        (
+            ["policy=random", "policy.patience=2"],
+            "policy.patience=2: 'patience' is not a key of policy (policy=random); allowed: "
+            "seed, germinate_probability, fossilize_probability, training_epochs, "
+            "max_in_flight, max_seeds",
+        ),
+        (  # the preset chose the host
+            ["experiment=eval_digits_cnn", "model.chanels=[4,8]"],
+            "model.chanels=[4,8]: 'chanels' is not a key of model (model=cnn); allowed: "
+            "channels, sites",
+        ),
+    ],
+)
+def test_a_key_no_option_of_its_group_has_is_one_line(arguments, said) -> None:
+    """helper-found: `dataset.batch_sise=3` was Hydra's six lines advising a `+`."""
+    from esper.command_line import flags_first, unknown_option_key
+
+    assert unknown_option_key(flags_first(arguments), CONF) == said
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["policy.patience=2", "dataset.batch_size=3"],
+        ["+policy.foo=1"],  # added: the policy's own check names it
+        ["policy.foo=1", "+policy.foo=2"],
+        ["experiment=eval_digits_cnn", "model.channels=[4,8]"],
+        ["-m", "policy=random,heuristic", "policy.patience=2"],  # a sweep of options: Hydra's
+        ["-cn", "train_policy", "dataset.whatever=1"],
+        ["model.hidden=[4]", "model.sites=[blocks.0]"],
+    ],
+)
+def test_a_key_some_option_has_is_left_to_hydra(arguments) -> None:
+    from esper.command_line import flags_first, unknown_option_key
+
+    assert unknown_option_key(flags_first(arguments), CONF) is None
+
+
+def test_run_py_says_a_key_no_option_has_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    result = run_cli("policy.patince=2", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "esper: policy.patince=2: 'patince' is not a key of policy (policy=heuristic); allowed: "
+        "patience, min_delta, warmup_epochs, training_epochs, threshold, metric, "
+        "max_in_flight, max_seeds"
+    ]
+    assert not (tmp_path / "run").exists()
