@@ -251,6 +251,7 @@ if __name__ == "__main__":
             conflicting_choices,
             flags_first,
             nested_sweep,
+            sweep_under_torchrun,
             unknown_key,
             unknown_option_key,
             unsupported_flag,
@@ -261,6 +262,7 @@ if __name__ == "__main__":
         groups = [p.name for p in (Path(__file__).parent / "conf").iterdir() if p.is_dir()]
         mistake = (
             unsupported_flag(sys.argv[1:])
+            or sweep_under_torchrun(sys.argv[1:], os.environ)
             or nested_sweep(sys.argv[1:])
             or unknown_key(sys.argv[1:], groups)
             or unknown_option_key(sys.argv[1:], Path(__file__).parent / "conf")

@@ -12,7 +12,7 @@ annotation: Set[str] ... object_type=RangeSweep`. A sweep is a whole argument of
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +170,19 @@ def conflicting_choices(arguments: Sequence[str], groups: Iterable[str]) -> str 
             "...), or --cfg job to see what one trial composes"
         )
     return None
+
+
+def sweep_under_torchrun(arguments: Sequence[str], environment: Mapping[str, str]) -> str | None:
+    """The line refusing `-m` in a process torchrun started, or None: every rank ran the
+    sweep, each in a sweep directory of its own, and the second job hung in the process
+    group's set-up for its ten minutes, its ranks deaf to SIGTERM (helper-found)."""
+    world = environment.get("WORLD_SIZE", "")
+    if "multirun" not in _modes(arguments) or "RANK" not in environment or not world:
+        return None
+    return (
+        f"-m under torchrun ({world} processes): one run per torchrun launch; sweep without "
+        "torchrun (python run.py -m ...), or launch torchrun once per configuration"
+    )
 
 
 def broken_local_config(conf: Path) -> str | None:

@@ -43,6 +43,18 @@ class RankZeroFailed(RuntimeError):
     and printed its traceback; this rank cannot go on without it."""
 
 
+def _agreed(stopping: int | None, stopped: float, signals: float) -> int | None:
+    """The stop a rank takes once the ranks summed theirs: its own signal, else the others'
+    (`stopped` ranks saw one, their numbers summing to `signals`), or SIGTERM where ranks that
+    got different signals averaged to none of them; None where no rank saw one."""
+    if stopping is not None or stopped <= 0:
+        return stopping
+    number = round(signals / stopped)
+    return (
+        number if number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) else int(signal.SIGTERM)
+    )
+
+
 @dataclass
 class Ranks:
     """This process's place in the job; `world == 1` is the ordinary single-process run."""
@@ -69,29 +81,63 @@ class Ranks:
             self.rank
         ]
 
-    def reduce_step(self, loss: torch.Tensor, count: int, params: Iterable[nn.Parameter]) -> Any:
+    def reduce_step(
+        self,
+        loss: torch.Tensor,
+        count: int,
+        params: Iterable[nn.Parameter],
+        stopping: int | None = None,
+    ) -> tuple[Any, int | None]:
         """Sum `loss * count` and each gradient `* count` over ranks, then divide by the global
         count: the gradient and loss of the whole batch, the same on every rank. One
-        all-reduce. Returns the global loss (a tensor)."""
-        if not self.distributed:
-            return loss.detach()
-        grads = [p.grad for p in params if p.grad is not None]
-        scale = float(count)
-        stats = torch.stack([loss.detach() * scale, torch.tensor(scale, device=loss.device)])
-        flat = _flatten_dense_tensors([g * scale for g in grads] + [stats])
-        dist.all_reduce(flat)
-        total = flat[-1]
-        for grad, summed in zip(grads, _unflatten_dense_tensors(flat[:-2], grads)):
-            grad.copy_(summed / total)
-        return flat[-2] / total
+        all-reduce, which also carries each rank's stop (`stopping`: the signal this rank
+        received, or None). Returns (the global loss, a tensor; the signal every rank stops
+        on after this step, or None).
 
-    def sum(self, values: list[float]) -> list[float]:
-        """Element-wise sum over ranks (epoch counters)."""
+        The stop is agreed here because a signal forwarded by torchrun reaches the ranks at
+        different steps: the rank that saw it left its epoch and entered the epoch's sum while
+        the other entered the next step's all-reduce (helper-found: gloo's "collective
+        mismatch", a crash with no summary). A rank whose slice of a batch is empty (a last
+        batch smaller than the ranks) ran no forward: it adds zeros, and a parameter that has
+        a gradient on no rank keeps none (helper-found: its NaN loss skipped the step on every
+        rank, each epoch, and at `dataset.batch_size=1` every step, said as a divergence)."""
         if not self.distributed:
-            return values
-        tensor = torch.tensor(values, dtype=torch.float64)
+            return loss.detach(), stopping
+        params = list(params)
+        scale = float(count)
+        has = [p.grad is not None for p in params]
+        grads = [p.grad * scale if p.grad is not None else torch.zeros_like(p) for p in params]
+        told = [scale, 1.0 if stopping is not None else 0.0, float(stopping or 0), *map(float, has)]
+        stats = torch.cat(  # no .item(): on a GPU that would wait for the step
+            [
+                (loss.detach() * scale).reshape(1),
+                torch.tensor(told, dtype=loss.dtype, device=loss.device),
+            ]
+        )
+        flat = _flatten_dense_tensors([*grads, stats])
+        dist.all_reduce(flat)
+        summed = flat[-len(stats) :]
+        total = summed[1]
+        _, stopped, signals, *anywhere = summed[1:].tolist()  # one wait for a GPU, not one a param
+        for param, grad, computed in zip(
+            params, _unflatten_dense_tensors(flat[: -len(stats)], grads), anywhere
+        ):
+            param.grad = grad / total if computed > 0 else None
+        return summed[0] / total, _agreed(stopping, stopped, signals)
+
+    def sum(
+        self, values: list[float], stopping: int | None = None
+    ) -> tuple[list[float], int | None]:
+        """Element-wise sum over ranks (epoch counters), and the stop every rank agrees on
+        (`stopping`: this rank's signal, or None), as `reduce_step` agrees it: a signal that
+        came in the epoch's last step, after its all-reduce, on one rank alone."""
+        if not self.distributed:
+            return values, stopping
+        told = [1.0 if stopping is not None else 0.0, float(stopping or 0)]
+        tensor = torch.tensor([*values, *told], dtype=torch.float64)
         dist.all_reduce(tensor)
-        return [float(v) for v in tensor]
+        summed = [float(v) for v in tensor]
+        return summed[: len(values)], _agreed(stopping, summed[-2], summed[-1])
 
     def broadcast(self, value: Any) -> Any:
         """Rank 0's `value` on every rank (decisions, the run directory)."""

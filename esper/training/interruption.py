@@ -87,6 +87,12 @@ class Interruption:
             self._signum = self._poll()
         return self._signum
 
+    def adopt(self, signum: int) -> None:
+        """Stop on `signum` as if received: under ddp, another rank's signal, agreed in the
+        step's all-reduce, so that every rank leaves the epoch after the same step."""
+        if self._signum is None:
+            self._signum = signum
+
     def __enter__(self) -> Interruption:
         if self._poll is None and threading.current_thread() is threading.main_thread():
             for signum in SIGNALS:

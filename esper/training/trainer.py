@@ -287,11 +287,18 @@ class Trainer:
         for batch in device_batches(self.data.train, self.device):
             x, y = self.ranks.shard(*batch)
             self.optimizer.zero_grad(set_to_none=True)
-            logits = self.model(x)
-            loss = token_loss(logits, y)
-            loss.backward()
-            # ddp: the whole batch's gradient and loss on every rank (one all-reduce)
-            step_loss = self.ranks.reduce_step(loss, y.numel(), self.model.parameters())
+            logits: torch.Tensor | None = None
+            if len(y):
+                logits = self.model(x)
+                loss = token_loss(logits, y)
+                loss.backward()
+            else:  # ddp: a last batch smaller than the ranks leaves this one nothing
+                loss = torch.zeros((), device=self.device)
+            # ddp: the whole batch's gradient and loss on every rank (one all-reduce), and
+            # the stop the ranks agree on
+            step_loss, stop = self.ranks.reduce_step(
+                loss, y.numel(), self.model.parameters(), self.interruption.signum
+            )
             self.clock.step += 1
             active = self.active_slots()
             if self.guard.check(
@@ -300,16 +307,20 @@ class Trainer:
                 self.optimizer.step()
                 for slot in active:
                     slot.life.steps_in_state += 1
-                loss_sum += loss.detach() * y.numel()
-                correct += (logits.detach().argmax(-1) == y).sum()
-                seen += y.numel()
+                if logits is not None:
+                    loss_sum += loss.detach() * y.numel()
+                    correct += (logits.detach().argmax(-1) == y).sum()
+                    seen += y.numel()
             if self.shadows is not None:
                 self.shadows.step(x, y)
-            if self.interruption.signum is not None:
+            if stop is not None:
+                self.interruption.adopt(stop)  # under ddp, maybe another rank's
                 break  # the step is done; the loop raises Interrupted
-        total_loss, total_correct, total_seen = self.ranks.sum(
-            [loss_sum.item(), float(correct.item()), float(seen)]
+        (total_loss, total_correct, total_seen), stop = self.ranks.sum(
+            [loss_sum.item(), float(correct.item()), float(seen)], self.interruption.signum
         )
+        if stop is not None:
+            self.interruption.adopt(stop)
         if total_seen == 0:
             return SplitMetrics(math.nan, math.nan)
         return SplitMetrics(total_loss / total_seen, total_correct / total_seen)

@@ -109,6 +109,38 @@ def test_a_resumed_ddp_run_equals_an_uninterrupted_one(ddp_run) -> None:
     assert resumed["adaptations"] == whole["adaptations"]
 
 
+def test_a_last_batch_smaller_than_the_ranks_trains_as_one_process_does(tmp_path: Path) -> None:
+    """helper-found: spirals' 1,200 training points in batches of 109 leave a last batch of
+    one; rank 1's empty slice had a NaN loss that skipped that step on every rank, each
+    epoch, without a word (and at batch size 1 every step, said as a divergence)."""
+    short = ("dataset.batch_size=109", "trainer.max_epochs=4", "trainer.checkpoint=false")
+    ddp = torchrun(tmp_path, tmp_path / "ddp", *short)
+    alone = run_cli(
+        *(o for o in EARLY if o != "trainer.strategy=ddp"),
+        *short,
+        f"hydra.run.dir={tmp_path / 'alone'}",
+        cwd=tmp_path,
+        env={"ESPER_KERNEL_STORE": str(tmp_path / "kernels"), "OMP_NUM_THREADS": "1"},
+    )
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    single = json.loads((tmp_path / "alone" / "summary.json").read_text())
+    assert ddp["skipped_steps"] == single["skipped_steps"] == 0
+    assert ddp["adaptations"] == single["adaptations"]
+    for key, value in single["metrics"].items():
+        assert ddp["metrics"][key] == pytest.approx(value, abs=1e-5), key
+
+
+def test_a_sweep_under_torchrun_is_one_line_before_any_job(tmp_path: Path) -> None:
+    """helper-found: `torchrun ... run.py -m ...` ran the sweep in every rank; its second job
+    hung for the process group's ten minutes, deaf to SIGTERM."""
+    process = torchrun_process(tmp_path, tmp_path / "run", "-m", "seed=0,1", *EARLY)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    said = [line for line in stderr.splitlines() if line.startswith("esper:")]
+    assert said and all(line.startswith("esper: -m under torchrun (2 processes)") for line in said)
+    assert not list(tmp_path.glob("**/summary.json")), "no job ran"
+
+
 def test_ddp_outside_torchrun_is_one_clear_line(tmp_path: Path) -> None:
     result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "trainer.strategy=ddp", cwd=tmp_path)
     assert result.returncode == 2
