@@ -35,6 +35,7 @@ from esper.config import (
 from esper.data import DataSplits
 from esper.events import ConsoleSink, EventBus, JsonlSink, Sink, WandbSink
 from esper.kernels import KernelLibrary
+from esper.logfiles import leave_log_files
 from esper.policy.contract import check_policy
 from esper.seeds import MorphogeneticModel, ProbeFailed, SiteError, wrap
 from esper.training import checkpoint
@@ -353,6 +354,8 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     ranks = ranks_from_env(settings.trainer.strategy, settings.trainer.device)
     if settings.trainer.quiet or not ranks.writer:
         quiet_console()  # a quiet sweep; or a ddp rank other than 0: rank 0 speaks for the run
+    if not ranks.writer:
+        leave_log_files()  # rank 0's run.log is the run's
     # ddp: every rank works in rank 0's run directory; only rank 0 writes there
     run_dir = Path(ranks.broadcast(str(run_dir or container.get("run_dir") or ".")))
     replace_earlier_run = ranks.writer and preflight.check_run_dir(

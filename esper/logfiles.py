@@ -62,3 +62,15 @@ def to_log_files(line: str) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+
+
+def leave_log_files() -> None:
+    """Stop writing the root logger's log files (Hydra's run.log) from this process: under
+    ddp a rank other than 0, whose run directory is rank 0's (helper-found: every adaptation,
+    result table and error line of a 2-rank run.log was there twice, the two tables
+    disagreeing on where a kernel came from). Its console keeps its warnings."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()

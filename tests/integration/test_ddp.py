@@ -96,6 +96,9 @@ def test_only_rank_zero_writes_and_decisions_apply_in_their_step(ddp_run) -> Non
     }
     germinated = {(a["step"], a["slot"]) for a in summary["adaptations"] if a["to"] == "GERMINATED"}
     assert germinated and germinated == decided, "each germination in its decision's step"
+    # helper-found: rank 1 wrote rank 0's run.log too, every line of it twice
+    logged = (run_dir / "run.log").read_text()
+    assert logged.count(" split  |   loss  | accuracy") == 1, "one result table"
 
 
 def test_a_resumed_ddp_run_equals_an_uninterrupted_one(ddp_run) -> None:
