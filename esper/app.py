@@ -369,7 +369,10 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
         resume_path, resume_state = checkpoint.load(settings.trainer.resume)
         checkpoint.check_same_config(settings.trainer.resume, resume_state["config"], container)
         checkpoint.check_epochs_left(
-            settings.trainer.resume, resume_state.get("epoch"), settings.trainer.max_epochs
+            settings.trainer.resume,
+            resume_state.get("epoch"),
+            settings.trainer.max_epochs,
+            settings.trainer.stop_after_epoch,
         )
 
     data, model = build_model(settings, container, environment)

@@ -159,15 +159,26 @@ def check_same_config(resume: str, saved: dict[str, Any], container: dict[str, A
         )
 
 
-def check_epochs_left(resume: str, epoch: Any, max_epochs: int) -> None:
+def check_epochs_left(
+    resume: str, epoch: Any, max_epochs: int, stop_after_epoch: int | None = None
+) -> None:
     """A resume trains on from the epoch after the checkpoint's (`epoch`, counted from 0):
     with none left it trained nothing and said `completed` (helper-found; a policy training's
-    resume is refused alike)."""
-    if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch + 1 >= max_epochs:
+    resume is refused alike). A stop at an epoch the run has passed trained one more epoch
+    and said `stopped` (helper-found)."""
+    if not isinstance(epoch, int) or isinstance(epoch, bool):
+        return
+    if epoch + 1 >= max_epochs:
         raise ConfigError(
             f"trainer.resume={resume!r}: the run resumed has trained {epoch + 1} epochs, and "
             f"trainer.max_epochs={max_epochs} leaves none to train; allowed: "
             f"trainer.max_epochs={epoch + 2} or more (the grown model: esper.load_run)"
+        )
+    if stop_after_epoch is not None and stop_after_epoch <= epoch:
+        raise ConfigError(
+            f"trainer.stop_after_epoch={stop_after_epoch} with trainer.resume={resume!r}: the "
+            f"run resumed has trained epochs 0 to {epoch} already; allowed: "
+            f"trainer.stop_after_epoch={epoch + 1} or more, or null"
         )
 
 

@@ -129,6 +129,20 @@ def test_a_resume_with_no_epoch_left_is_refused(make_config, tmp_path) -> None:
         )
         written = tmp_path / f"b{max_epochs}"
         assert not (written / "events.jsonl").exists() and not (written / "summary.json").exists()
+    for stop in (0, 2):  # helper-found: a stop the run had passed trained one more epoch
+        passed = make_config(
+            f"trainer.resume={tmp_path / 'a'}",
+            f"trainer.stop_after_epoch={stop}",
+            "logger=none",
+            run_dir=tmp_path / f"s{stop}",
+        )
+        with pytest.raises(ConfigError) as refused:
+            build(passed)
+        assert str(refused.value) == (
+            f"trainer.stop_after_epoch={stop} with trainer.resume={str(tmp_path / 'a')!r}: the "
+            "run resumed has trained epochs 0 to 2 already; allowed: "
+            "trainer.stop_after_epoch=3 or more, or null"
+        )
     further = make_config(
         f"trainer.resume={tmp_path / 'a'}",
         "trainer.max_epochs=4",
