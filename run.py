@@ -53,7 +53,7 @@ def result_text(record: RunRecord) -> str:
         if f"{split}_loss" in m:  # an interrupted run never reads test
             lines.append(f" {split:<6} | {m[f'{split}_loss']:7.4f} | {m[f'{split}_accuracy']:8.4f}")
     lines.append(
-        f" params: host {p['host']}, seeds {p['seeds']}, total {p['total']}; forward FLOPs "
+        f" params: host {p['host']:,}, seeds {p['seeds']:,}, total {p['total']:,}; forward FLOPs "
         f"a sample: host {f.get('host', 0):,}, total {f.get('total', 0):,}"
     )
     for a in record.adaptations:

@@ -139,7 +139,8 @@ def rows(runs: list[dict[str, Any]]) -> list[list[str]]:
         out.append(
             [
                 names[config_hash],
-                ",".join(str(r["seed"]) for r in done) + _not_completed(members),
+                ",".join(str(seed) for seed in sorted(r["seed"] for r in done))  # not walk order
+                + _not_completed(members),
                 _mean_std([r["metrics"]["test_accuracy"] for r in done]),
                 _mean_std([r["metrics"]["val_accuracy"] for r in done]),
                 f"{statistics.mean(r['params']['total'] for r in done):,.0f}",
