@@ -682,6 +682,9 @@ class RunDirGuard(Callback):
                 dirs = [Path(str(config.hydra.sweep.dir))]
             for sweep_dir in dirs:
                 check_sweep_dir(sweep_dir, overwrite is True, section)
+            from esper.sweep_check import check_sweep_jobs  # imports esper.app, which needs us
+
+            check_sweep_jobs(config)
         except ConfigError as exc:
             _unclaim(claimed)
             print(f"esper: {exc}", file=sys.stderr)

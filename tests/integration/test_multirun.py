@@ -42,14 +42,40 @@ def test_two_job_multirun(tmp_path: Path, launcher: str) -> None:
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_a_sweep_job_refused_says_its_line_without_a_traceback(tmp_path: Path, launcher) -> None:
     """helper-found: a bad value in a sweep printed the job's line, then Hydra's `Error
-    executing job with overrides` and a traceback ending in `esper.config.ConfigError`."""
+    executing job with overrides` and a traceback ending in `esper.config.ConfigError`. A
+    combination bad only as a whole (each fraction fine, their sum not) is the job's to say;
+    the others train."""
     sweep = tmp_path / "sweep"
-    args = ["-m", "trainer.max_epochs=-3", "seed=0,1", "logger=none", f"hydra.sweep.dir={sweep}"]
+    args = [
+        "-m",
+        "dataset.val_fraction=0.3,0.6",
+        "dataset.test_fraction=0.1,0.5",
+        "trainer.max_epochs=1",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+    ]
     if launcher == "joblib":
         args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     result = run_cli(*args, cwd=tmp_path, env={"ESPER_KERNEL_STORE": str(tmp_path / "k")})
     assert result.returncode == 1
-    said = "esper: invalid configuration:\n  trainer.max_epochs=-3: Input should be greater"
-    assert result.stderr.count(said) == 3, result.stderr[-3000:]  # each job's, and Hydra's
+    said = "esper: dataset: dataset.val_fraction + dataset.test_fraction must be below 1"
+    assert result.stderr.count(said) == 2, result.stderr[-3000:]  # the job's, and Hydra's
     assert "Traceback" not in result.stderr and "ConfigError" not in result.stderr
-    assert not list(sweep.glob("*/summary.json")), "nothing was trained"
+    assert len(list(sweep.glob("*/summary.json"))) == 3, "the other jobs trained"
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_a_bad_swept_value_is_refused_before_any_job(tmp_path: Path, launcher) -> None:
+    """helper-found: in `dataset.batch_size=64,0` job 0 trained to its end before job 1 was
+    refused (in a long sweep, hours)."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "dataset.batch_size=64,0", "seed=0,1", "logger=none", f"hydra.sweep.dir={sweep}"]
+    if launcher == "joblib":
+        args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    result = run_cli(*args, cwd=tmp_path, env={"ESPER_KERNEL_STORE": str(tmp_path / "k")})
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "esper: the sweep's job with dataset.batch_size=0 seed=0: dataset: "
+        "dataset.batch_size=0 must be at least 1; no job was started"
+    )
+    assert not sweep.exists(), "nothing was written"
