@@ -152,8 +152,12 @@ def conflicting_choices(arguments: Sequence[str], groups: Iterable[str]) -> str 
             "a run composes, -m sweeps"
         )
     _, overrides, _ = _split(arguments)
+    from hydra.core.override_parser.types import OverrideType
+
     chosen: dict[str, list[str]] = {}
     for argument, override in _parsed(overrides):
+        if override.type != OverrideType.CHANGE:
+            continue  # `~policy` deletes the choice, `+group=...` adds one: each meant
         if override.key_or_group in groups and override.package is None:
             chosen.setdefault(override.key_or_group, []).append(argument)
     for group, given in chosen.items():

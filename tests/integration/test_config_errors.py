@@ -850,6 +850,7 @@ def test_a_combination_hydra_would_run_otherwise_is_one_line(arguments, said) ->
         ["experiment=spirals_growth", "seed=0", "seed=1"],  # a key twice: Hydra's last wins
         ["-m", "experiment=eval_spirals_narrow,spirals_growth"],
         ["+experiment=spirals_growth"],
+        ["policy=none", "~policy"],  # a test of a run without a policy
     ],
 )
 def test_what_runs_as_meant_is_left_to_hydra(arguments) -> None:
