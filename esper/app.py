@@ -94,6 +94,16 @@ def _set_by_preset(group: str, exc: BaseException) -> str:
     )
 
 
+def _hydra_node() -> Any:
+    """Hydra's own configuration, unresolved, when running under Hydra (a job's config lacks
+    it): `hydra.run.dir` may refer to a paths key of one's own."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return OmegaConf.to_container(HydraConfig.get(), resolve=False)
+
+
 def hydra_context() -> tuple[dict[str, str], dict[str, Any]]:
     """Group choices and W&B grouping from Hydra's runtime, when running under Hydra."""
     from hydra.core.hydra_config import HydraConfig
@@ -348,14 +358,14 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     container: dict[str, Any] = OmegaConf.to_container(job, resolve=True)  # type: ignore[assignment]
     environment = from_environment(OmegaConf.to_container(job, resolve=False))
     settings = validate(container, environment)
-    unread = unread_paths(settings, OmegaConf.to_container(cfg, resolve=False))
-    if unread is not None:
-        raise unread
     ranks = ranks_from_env(settings.trainer.strategy, settings.trainer.device)
     if settings.trainer.quiet or not ranks.writer:
         quiet_console()  # a quiet sweep; or a ddp rank other than 0: rank 0 speaks for the run
     if not ranks.writer:
         leave_log_files()  # rank 0's run.log is the run's
+    unread = unread_paths(settings, [OmegaConf.to_container(cfg, resolve=False), _hydra_node()])
+    if unread is not None and ranks.writer:
+        log.warning(unread)
     # ddp: every rank works in rank 0's run directory; only rank 0 writes there
     run_dir = Path(ranks.broadcast(str(run_dir or container.get("run_dir") or ".")))
     replace_earlier_run = ranks.writer and preflight.check_run_dir(
@@ -389,7 +399,8 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     library = make_library(settings, container, environment)
     policy = _instantiate("policy", container["policy"])
     check_policy(policy, str(container["policy"].get("_target_", "the policy")))
-    _warn_if_it_cannot_germinate(policy, settings.trainer.max_epochs)
+    if ranks.writer:  # rank 0 speaks for the run
+        _warn_if_it_cannot_germinate(policy, settings.trainer.max_epochs)
     if container["policy"].get("checkpoint", "") is None and hasattr(policy, "load_weights"):
         # said by the run, not the policy: Simic trains one from these weights, knowingly
         log.warning(

@@ -125,15 +125,20 @@ def unsupported_flag(arguments: Sequence[str]) -> str | None:
 def _modes(arguments: Sequence[str]) -> set[str]:
     """The run modes Hydra's flags in `arguments` ask for: `run`, `multirun`, `cfg`, `info`,
     `shell_completion`."""
-    flags, _, last = _split(arguments)
+    flags, overrides, last = _split(arguments)
     modes = set()
     for flag in (*flags, *last):
         action = _action_of(flag) if flag.startswith("-") else None
         if action is not None and action.dest in MODES:
             modes.add(action.dest)
+    for _, override in _parsed(overrides):  # `hydra.mode=MULTIRUN` sweeps as -m does
+        if override.key_or_group == "hydra.mode" and str(override.value()).upper() == "MULTIRUN":
+            modes.add("multirun")
     return modes
 
 
+PRESET_GROUPS = ("experiment", "hparams_search", "debug")
+"""Groups whose options are `# @package _global_` presets (esper.config.PRESETS less local)."""
 MODES = ("run", "multirun", "cfg", "info", "shell_completion")
 """Hydra's mutually exclusive modes, by argparse destination."""
 
@@ -158,14 +163,19 @@ def conflicting_choices(arguments: Sequence[str], groups: Iterable[str]) -> str 
     for argument, override in _parsed(overrides):
         if override.type != OverrideType.CHANGE:
             continue  # `~policy` deletes the choice, `+group=...` adds one: each meant
+        if override.value() in (None, "null"):
+            continue  # no option: nothing chosen
         if override.key_or_group in groups and override.package is None:
             chosen.setdefault(override.key_or_group, []).append(argument)
     for group, given in chosen.items():
-        if len(given) > 1:
+        # a preset twice: presets do not combine, and the first was dropped without a word.
+        # Another group's last choice winning is Hydra's rule, which a script that appends
+        # its overrides to a base set relies on (`logger=none ... logger=wandb`)
+        if len(given) > 1 and group in PRESET_GROUPS:
             return (
-                f"{' '.join(given)}: {group} given {len(given)} times; a group takes one option "
-                f"(the last would win, the others dropped without a word): give it once, or "
-                f"sweep its options with -m {group}=a,b"
+                f"{' '.join(given)}: {group} given {len(given)} times; presets do not combine "
+                f"(the last would win, the others dropped without a word): give one, or "
+                f"sweep them with -m {group}=a,b"
             )
     search = chosen.get("hparams_search")
     if search and not modes:
@@ -181,8 +191,8 @@ def sweep_under_torchrun(arguments: Sequence[str], environment: Mapping[str, str
     sweep, each in a sweep directory of its own, and the second job hung in the process
     group's set-up for its ten minutes, its ranks deaf to SIGTERM (helper-found)."""
     world = environment.get("WORLD_SIZE", "")
-    if "multirun" not in _modes(arguments) or "RANK" not in environment or not world:
-        return None
+    if "multirun" not in _modes(arguments) or not (world.isdigit() and int(world) > 1):
+        return None  # one process (a platform may set RANK and WORLD_SIZE=1 for one replica)
     return (
         f"-m under torchrun ({world} processes): one run per torchrun launch; sweep without "
         "torchrun (python run.py -m ...), or launch torchrun once per configuration"
@@ -194,10 +204,13 @@ def broken_local_config(conf: Path) -> str | None:
     it is the one config file a user writes by hand, and Hydra's answer was a 97-line
     traceback ending in yaml's ParserError (helper-found)."""
     import yaml
+    from omegaconf._utils import get_yaml_loader
 
     path = conf / "local" / "default.yaml"
     try:
-        yaml.safe_load(path.read_text())
+        # OmegaConf's loader, as Hydra reads it: it refuses a key given twice, as yaml's own
+        # does not (helper-found: a 73-line traceback)
+        loaded = yaml.load(path.read_text(), Loader=get_yaml_loader())  # noqa: S506 - safe
     except (OSError, UnicodeDecodeError):
         return None  # absent (it is optional), or Hydra's to say
     except yaml.YAMLError as exc:
@@ -207,6 +220,12 @@ def broken_local_config(conf: Path) -> str | None:
         return (
             f"conf/local/default.yaml: not valid YAML ({problem}{where}); fix it or remove it "
             "(it is optional; see conf/local/example.yaml.txt)"
+        )
+    if loaded is not None and not isinstance(loaded, dict):
+        return (
+            f"conf/local/default.yaml: holds a {type(loaded).__name__}, not keys; allowed: "
+            "`key: value` lines under its first line `# @package _global_` (see "
+            "conf/local/example.yaml.txt)"
         )
     return None
 
@@ -269,8 +288,12 @@ def unknown_option_key(arguments: Sequence[str], conf: Path) -> str | None:
     from hydra.core.override_parser.types import OverrideType
 
     flags, overrides, _ = _split(arguments)
-    if any(getattr(_action_of(f), "dest", None) in CONFIG_FLAGS for f in flags):
-        return None  # another primary config or directory: unknown_key's reasoning
+    for position, flag in enumerate(flags):
+        dest = getattr(_action_of(flag), "dest", None)
+        following = flags[position + 1] if position + 1 < len(flags) else ""
+        given = (flag.partition("=")[2] or following).removesuffix(".yaml")
+        if dest in CONFIG_FLAGS and (dest != "config_name" or given != "config"):
+            return None  # another primary config or directory: unknown_key's reasoning
     parsed = _parsed(overrides)
     if any(o.key_or_group.startswith("hydra.searchpath") for _, o in parsed):
         return None
@@ -281,6 +304,18 @@ def unknown_option_key(arguments: Sequence[str], conf: Path) -> str | None:
         except (OSError, yaml.YAMLError):
             return {}
         return loaded if isinstance(loaded, dict) else {}
+
+    def option_keys(group: str, name: object, within: frozenset[str] = frozenset()) -> list[str]:
+        """An option's keys in its file's order, then those of the options of its group its
+        own defaults list names (helper-found: gnn_growth takes every key of gnn through
+        `defaults: [gnn]`)."""
+        text = read(conf / group / f"{name}.yaml")
+        keys = [k for k in text if k != "defaults"]
+        for entry in text.get("defaults") or []:
+            if isinstance(entry, str) and entry != "_self_" and entry not in within:
+                inherited = option_keys(group, entry, within | {str(name)})
+                keys += [k for k in inherited if k not in keys]
+        return keys
 
     chosen = {
         o.key_or_group: o.value()
@@ -315,14 +350,14 @@ def unknown_option_key(arguments: Sequence[str], conf: Path) -> str | None:
             continue
         key = rest.split(".")[0]
         if group in chosen:  # the option the command line chose: its keys
-            known = set(read(conf / group / f"{chosen[group]}.yaml"))
+            known = set(option_keys(group, chosen[group]))
         else:  # chosen by a default or a preset: any option's keys, to be sure
-            known = set().union(*(read(f) for f in (conf / group).glob("*.yaml")))
+            known = {k for f in (conf / group).glob("*.yaml") for k in option_keys(group, f.stem)}
         for text in [*preset_texts, *every_preset]:
             known |= set(text.get(group) or {})
         if key in known or not known:
             continue
-        option = read(conf / group / f"{choice.get(group)}.yaml")
+        option = option_keys(group, choice.get(group))
         keys = ", ".join(k for k in option if not k.startswith("_")) or "none"
         return (
             f"{argument}: {key!r} is not a key of {group} ({group}={choice.get(group)}); "

@@ -369,21 +369,24 @@ def from_environment(unresolved: Any, prefix: str = "") -> dict[str, str]:
     return found
 
 
-def unread_paths(settings: RunConfig, unresolved: Any) -> ConfigError | None:
-    """A `paths` key of the user's own that nothing refers to, or None. `paths` takes keys
-    beyond Esper's four so that a config can name its own (`${paths.my_data}`); one that no
-    interpolation reads is a misspelling (helper-found: `paths.data_dri` in conf/local was
-    accepted and ignored, the data read from the default). `unresolved`: the whole
-    configuration as a container, interpolations unresolved (Hydra's node included)."""
+def unread_paths(settings: RunConfig, unresolved: Any) -> str | None:
+    """The warning for a `paths` key of the user's own that nothing seems to refer to, or
+    None. `paths` takes keys beyond Esper's four so that a config can name its own
+    (`${paths.my_data}`); one that no interpolation reads is likely a misspelling
+    (helper-found: `paths.data_dri` in conf/local was accepted and ignored, the data read from
+    the default). A warning, not a refusal: a reference may hide where this does not look
+    (helper-found: `hydra.run.dir=${paths.scratch}/run`, `${.scratch}` within `paths`, both
+    refused when this refused). `unresolved`: every configuration that may refer to it
+    (the job's and Hydra's), interpolations unresolved."""
     own = sorted(settings.paths.model_extra or {})
     text = str(unresolved)
-    unread = [key for key in own if not re.search(rf"paths\.{re.escape(key)}\b", text)]
+    unread = [key for key in own if not re.search(rf"(paths\.|\$\{{\.+){re.escape(key)}\b", text)]
     if not unread:
         return None
     known = ", ".join(PathsConfig.model_fields)
-    return ConfigError(
+    return (
         f"paths.{unread[0]}: not a key Esper reads ({known}), and nothing in the configuration "
-        f"refers to it (as ${{paths.{unread[0]}}}); a misspelling?"
+        f"seems to refer to it (as ${{paths.{unread[0]}}}); a misspelling?"
     )
 
 

@@ -407,6 +407,16 @@ def test_a_local_config_that_is_not_yaml_is_one_line(tmp_path: Path) -> None:
         "'<stream end>' at line 3, column 1); fix it or remove it (it is optional; see "
         "conf/local/example.yaml.txt)"
     )
+    (conf / "local" / "default.yaml").write_text("paths:\n  data_dir: /a\n  data_dir: /b\n")
+    assert broken_local_config(conf) == (  # helper-found: Hydra's loader refuses it, a traceback
+        "conf/local/default.yaml: not valid YAML (found duplicate key data_dir at line 3, "
+        "column 3); fix it or remove it (it is optional; see conf/local/example.yaml.txt)"
+    )
+    (conf / "local" / "default.yaml").write_text("- a\n- b\n")
+    assert broken_local_config(conf) == (
+        "conf/local/default.yaml: holds a list, not keys; allowed: `key: value` lines under its "
+        "first line `# @package _global_` (see conf/local/example.yaml.txt)"
+    )
     (conf / "local" / "default.yaml").write_text("# @package _global_\npaths: {data_dir: /d}\n")
     assert broken_local_config(conf) is None
 
@@ -829,8 +839,8 @@ def test_run_py_says_an_unknown_key_in_one_line_and_exits_2(tmp_path: Path) -> N
         (
             ["experiment=eval_spirals_narrow", "seed=1", "experiment=spirals_growth"],
             "experiment=eval_spirals_narrow experiment=spirals_growth: experiment given 2 "
-            "times; a group takes one option (the last would win, the others dropped without "
-            "a word): give it once, or sweep its options with -m experiment=a,b",
+            "times; presets do not combine (the last would win, the others dropped without "
+            "a word): give one, or sweep them with -m experiment=a,b",
         ),
     ],
 )
@@ -851,6 +861,10 @@ def test_a_combination_hydra_would_run_otherwise_is_one_line(arguments, said) ->
         ["-m", "experiment=eval_spirals_narrow,spirals_growth"],
         ["+experiment=spirals_growth"],
         ["policy=none", "~policy"],  # a test of a run without a policy
+        ["hparams_search=heuristic_patience", "hydra.mode=MULTIRUN"],  # -m by another name
+        ["~hparams_search"],
+        ["hparams_search=null"],
+        ["logger=none", "seed=1", "logger=wandb"],  # a base set, then the test's own: Hydra's rule
     ],
 )
 def test_what_runs_as_meant_is_left_to_hydra(arguments) -> None:
@@ -890,17 +904,26 @@ def test_a_heuristic_that_cannot_germinate_within_the_run_is_said(
     assert (said in caplog.text) is warned
 
 
-def test_a_paths_key_nothing_reads_is_named(make_config) -> None:
-    """helper-found: `paths: {data_dri: ...}` in conf/local was accepted and ignored."""
-    with pytest.raises(ConfigError) as refused:
-        build(make_config("logger=none", "+paths.data_dri=/data"))
-    assert str(refused.value) == (
+def test_a_paths_key_nothing_reads_is_warned_of(make_config, caplog, tmp_path: Path) -> None:
+    """helper-found: `paths: {data_dri: ...}` in conf/local was accepted and ignored. A
+    warning, not a refusal: references hide where a search of the text does not look."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="esper.app"):
+        build(make_config("logger=none", "+paths.data_dri=/data", run_dir=tmp_path / "a")).discard()
+    assert (
         "paths.data_dri: not a key Esper reads (root_dir, data_dir, output_dir, "
-        "kernel_store_dir), and nothing in the configuration refers to it (as "
+        "kernel_store_dir), and nothing in the configuration seems to refer to it (as "
         "${paths.data_dri}); a misspelling?"
-    )
-    # a key of one's own that the configuration reads is what `paths` is open for
-    build(make_config("logger=none", "+paths.mine=tagged", "tags=[${paths.mine}]")).discard()
+    ) in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="esper.app"):
+        # keys of one's own that the configuration reads, as `paths` is open for
+        mine = ("+paths.mine=tagged", "tags=[${paths.mine}]")
+        build(make_config("logger=none", *mine, run_dir=tmp_path / "b")).discard()
+        relative = ("+paths.scratch=/s", "paths.data_dir=${.scratch}/data")
+        build(make_config("logger=none", *relative, run_dir=tmp_path / "c")).discard()
+    assert "a misspelling?" not in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -923,6 +946,12 @@ def test_a_paths_key_nothing_reads_is_named(make_config) -> None:
             "policy.patience=2: 'patience' is not a key of policy (policy=random); allowed: "
             "seed, germinate_probability, fossilize_probability, training_epochs, "
             "max_in_flight, max_seeds",
+        ),
+        (
+            ["--config-name", "config", "policy=gnn_growth", "policy.maxx=2"],
+            "policy.maxx=2: 'maxx' is not a key of policy (policy=gnn_growth); allowed: "
+            "checkpoint, seed, hidden, layers, greedy, max_in_flight, lifecycle, "
+            "training_epochs, threshold, max_seeds, scatter_backend",
         ),
         (  # the preset chose the host
             ["experiment=eval_digits_cnn", "model.chanels=[4,8]"],
@@ -948,6 +977,7 @@ def test_a_key_no_option_of_its_group_has_is_one_line(arguments, said) -> None:
         ["-m", "policy=random,heuristic", "policy.patience=2"],  # a sweep of options: Hydra's
         ["-cn", "train_policy", "dataset.whatever=1"],
         ["model.hidden=[4]", "model.sites=[blocks.0]"],
+        ["policy=gnn_growth", "policy.max_in_flight=2"],  # gnn's, through its defaults list
     ],
 )
 def test_a_key_some_option_has_is_left_to_hydra(arguments) -> None:
@@ -965,3 +995,19 @@ def test_run_py_says_a_key_no_option_has_in_one_line_and_exits_2(tmp_path: Path)
         "max_in_flight, max_seeds"
     ]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("environment", "refused"),
+    [
+        ({"RANK": "0", "WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "x"}, True),
+        ({"RANK": "0", "WORLD_SIZE": "1"}, False),  # one replica (Kubeflow sets these): no ranks
+        ({}, False),
+    ],
+)
+def test_a_sweep_is_refused_under_torchrun_alone(environment, refused) -> None:
+    from esper.command_line import flags_first, sweep_under_torchrun
+
+    said = sweep_under_torchrun(flags_first(["-m", "seed=0,1"]), environment)
+    assert (said is not None) is refused
+    assert sweep_under_torchrun(flags_first(["seed=0"]), environment) is None

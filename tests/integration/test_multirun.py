@@ -64,18 +64,35 @@ def test_a_sweep_job_refused_says_its_line_without_a_traceback(tmp_path: Path, l
     assert len(list(sweep.glob("*/summary.json"))) == 3, "the other jobs trained"
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib"])
-def test_a_bad_swept_value_is_refused_before_any_job(tmp_path: Path, launcher) -> None:
+@pytest.mark.parametrize(
+    ("launcher", "swept", "said"),
+    [
+        (
+            "basic",
+            ["dataset.batch_size=64,0", "seed=0,1"],
+            "esper: the sweep's job with dataset.batch_size=0 seed=0: dataset: "
+            "dataset.batch_size=0 must be at least 1; no job was started",
+        ),
+        (  # helper-found: a sweep a preset's `hydra.sweeper.params` holds was not checked
+            "joblib",
+            [
+                "hparams_search=heuristic_patience",
+                "policy.patience=2",
+                "policy.threshold=0.0",
+                'hydra.sweeper.params.seed="0,-1"',
+            ],
+            "  seed=-1: Input should be greater than or equal to 0; no job was started",
+        ),
+    ],
+)
+def test_a_bad_swept_value_is_refused_before_any_job(tmp_path: Path, launcher, swept, said) -> None:
     """helper-found: in `dataset.batch_size=64,0` job 0 trained to its end before job 1 was
     refused (in a long sweep, hours)."""
     sweep = tmp_path / "sweep"
-    args = ["-m", "dataset.batch_size=64,0", "seed=0,1", "logger=none", f"hydra.sweep.dir={sweep}"]
+    args = ["-m", *swept, "logger=none", f"hydra.sweep.dir={sweep}"]
     if launcher == "joblib":
         args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     result = run_cli(*args, cwd=tmp_path, env={"ESPER_KERNEL_STORE": str(tmp_path / "k")})
     assert result.returncode == 2, result.stderr[-3000:]
-    assert result.stderr.strip().splitlines()[-1] == (
-        "esper: the sweep's job with dataset.batch_size=0 seed=0: dataset: "
-        "dataset.batch_size=0 must be at least 1; no job was started"
-    )
+    assert result.stderr.strip().splitlines()[-1] == said
     assert not sweep.exists(), "nothing was written"
