@@ -356,14 +356,15 @@ def build(cfg: DictConfig, run_dir: str | Path | None = None) -> Experiment:
     started = time.perf_counter()
     job = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])  # not Hydra's node
     container: dict[str, Any] = OmegaConf.to_container(job, resolve=True)  # type: ignore[assignment]
-    environment = from_environment(OmegaConf.to_container(job, resolve=False))
+    unresolved = OmegaConf.to_container(job, resolve=False)
+    environment = from_environment(unresolved)
     settings = validate(container, environment)
     ranks = ranks_from_env(settings.trainer.strategy, settings.trainer.device)
     if settings.trainer.quiet or not ranks.writer:
         quiet_console()  # a quiet sweep; or a ddp rank other than 0: rank 0 speaks for the run
     if not ranks.writer:
         leave_log_files()  # rank 0's run.log is the run's
-    unread = unread_paths(settings, [OmegaConf.to_container(cfg, resolve=False), _hydra_node()])
+    unread = unread_paths(settings, [unresolved, _hydra_node()])
     if unread is not None and ranks.writer:
         log.warning(unread)
     # ddp: every rank works in rank 0's run directory; only rank 0 writes there

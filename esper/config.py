@@ -62,6 +62,11 @@ class Targeted(BaseModel):
     target: str = Field(alias="_target_")
 
 
+def repeated(items: list[str]) -> list[str]:
+    """The items given more than once, sorted: a list whose entries must be distinct."""
+    return sorted({item for item in items if items.count(item) > 1})
+
+
 class ModelConfig(Targeted):
     sites: list[str] = Field(min_length=1)
 
@@ -69,7 +74,7 @@ class ModelConfig(Targeted):
     @classmethod
     def _each_site_once(cls, sites: list[str]) -> list[str]:
         """helper-found: a site listed twice held one slot, and summary.json listed it twice."""
-        twice = sorted({site for site in sites if sites.count(site) > 1})
+        twice = repeated(sites)
         if twice:
             raise ValueError(
                 f"model.sites lists {', '.join(map(repr, twice))} more than once; allowed: each "

@@ -6,9 +6,9 @@ and in a long sweep that is hours. Here, before any job starts, each value of ea
 is composed and checked as `esper.app.check_run` checks a run (settings, dataset and host
 built, blueprints that fit, optimizer and scheduler), in the first job that holds it: the
 cost grows with the number of values, not of combinations (20 jobs of `seed=0..9
-policy=a,b` check 12 configurations, 0.2 to 0.6 s each on this machine). A combination that is bad only as a
-whole (`val_fraction` and `test_fraction` each fine, their sum not) is still said by its
-job. Optuna's trials are sampled as the sweep goes, and a policy training's episodes are
+policy=a,b` check 12 configurations, 0.2 to 0.6 s each on this machine). A combination
+that is bad only as a whole (`val_fraction` and `test_fraction` each fine, their sum not) is
+still said by its job. Optuna's trials are sampled as the sweep goes, and a policy training's episodes are
 checked by Simic itself: neither is checked here.
 """
 

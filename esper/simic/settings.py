@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from esper.config import MAX_SEED
+from esper.config import MAX_SEED, repeated
 from esper.events.tables import flatten
 from esper.policy.gnn import Lifecycle
 
@@ -189,11 +189,10 @@ class SimicConfig(Section):
     def distinct_task_names(self) -> SimicConfig:
         """A task's name is how every line names it (`simic.tasks[spirals] ...`): two of one
         name made those lines ambiguous (helper-found)."""
-        names = [task.name for task in self.tasks]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
+        twice = repeated([task.name for task in self.tasks])
+        if twice:
             raise ValueError(
-                f"simic.tasks: more than one task is named {' and '.join(map(repr, repeated))}; "
+                f"simic.tasks: more than one task is named {' and '.join(map(repr, twice))}; "
                 "allowed: a distinct name each"
             )
         return self

@@ -103,7 +103,7 @@ class Ranks:
         rank, each epoch, and at `dataset.batch_size=1` every step, said as a divergence)."""
         if not self.distributed:
             return loss.detach(), stopping
-        params = list(params)
+        params = [p for p in params if p.requires_grad]  # a frozen body's never have one
         scale = float(count)
         has = [p.grad is not None for p in params]
         grads = [p.grad * scale if p.grad is not None else torch.zeros_like(p) for p in params]
