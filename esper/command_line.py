@@ -297,6 +297,8 @@ def unknown_option_key(arguments: Sequence[str], conf: Path) -> str | None:
     parsed = _parsed(overrides)
     if any(o.key_or_group.startswith("hydra.searchpath") for _, o in parsed):
         return None
+    if not any(o.key_or_group.partition(".")[0] in OPTION_GROUPS for _, o in parsed):
+        return None  # nothing to look up: no conf/ file read on a run's start
 
     def read(path: Path) -> dict[str, Any]:
         try:
